@@ -1,0 +1,156 @@
+"""New YAML keys and widened choices for ``stage`` and ``pref_loss``.
+
+LF symbols: ``llamafactory.hparams.finetuning_args.FinetuningArguments`` (subclassed) and the lists
+``_TRAIN_ARGS``, ``_INFER_ARGS``, ``_EVAL_ARGS`` of ``llamafactory.hparams.parser`` (their
+FinetuningArguments entry is replaced in place, so ``get_train_args`` parses the new keys).
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llamafactory.hparams.finetuning_args import FinetuningArguments
+
+from . import (
+    FIXED_PREF_LOSSES,
+    NEW_PREF_LOSSES,
+    NEW_STAGES,
+    STOCK_PREF_LOSSES,
+    STOCK_STAGES,
+    PluginError,
+    check_lf_version,
+)
+
+ALL_STAGES = STOCK_STAGES + NEW_STAGES
+ALL_PREF_LOSSES = STOCK_PREF_LOSSES + NEW_PREF_LOSSES
+
+
+def _split(value):
+    if value is None or isinstance(value, list):
+        return value
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+@dataclass
+class MinorFinetuningArguments(FinetuningArguments):
+    r"""LF's FinetuningArguments plus the llamafactory-minor keys (defaults = the papers' values)."""
+
+    stage: Literal["pt", "sft", "rm", "ppo", "dpo", "kto", "minorsft", "sftdpo", "poft"] = field(
+        default="sft",
+        metadata={"help": "Which stage will be performed in training (llamafactory-minor adds minorsft, sftdpo, poft)."},
+    )
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "minordpo", "dpop"] = field(
+        default="sigmoid",
+        metadata={"help": "The type of DPO loss to use (llamafactory-minor adds minordpo, dpop)."},
+    )
+    dpop_lambda: float = field(
+        default=50.0,
+        metadata={"help": "DPOP (Smaug) lambda: weight of beta*lambda*max(0, log(pi_ref/pi)(y_w|x))."},
+    )
+    poft_beta: float = field(default=1.0, metadata={"help": "PoFT beta: scale of r_theta - r_aligned."})
+    poft_gamma: float = field(default=0.0, metadata={"help": "PoFT gamma: margin added inside the sigmoid."})
+    poft_aggregation: Literal["mean", "max", "min"] = field(
+        default="mean", metadata={"help": "How the aligned LLMs' rewards are combined (paper: mean)."}
+    )
+    poft_aligned_models: str | None = field(
+        default=None, metadata={"help": "Comma-separated aligned LLMs (paths or hub ids) that score the data."}
+    )
+    poft_aligned_templates: str | None = field(
+        default=None, metadata={"help": "Comma-separated LF templates, one per aligned LLM."}
+    )
+    poft_noise_column: str | None = field(
+        default=None,
+        metadata={"help": "bi-PoFT: name of a boolean dataset column flagging noisy samples (Eq. 12)."},
+    )
+    track_m_theta: bool = field(
+        default=False,
+        metadata={"help": "stage sft: also log m_theta (MinorSFT Eq. 8) against a reference; loss unchanged."},
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={"help": "Score the reference once before training (cached) and train without a reference model."},
+    )
+    minor_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where precomputed reference and aligned-LLM scores are cached."},
+    )
+
+    def __post_init__(self):
+        check_lf_version()
+        if self.stage not in ALL_STAGES:
+            raise PluginError(
+                f"Unknown `stage: {self.stage}`. Valid stages: stock {', '.join(STOCK_STAGES)}; "
+                f"llamafactory-minor {', '.join(NEW_STAGES)}."
+            )
+        if self.pref_loss not in ALL_PREF_LOSSES:
+            raise PluginError(
+                f"Unknown `pref_loss: {self.pref_loss}`. Valid losses: stock {', '.join(STOCK_PREF_LOSSES)}; "
+                f"llamafactory-minor {', '.join(NEW_PREF_LOSSES)}."
+            )
+        if self.pref_loss in NEW_PREF_LOSSES and self.stage != "dpo":
+            raise PluginError(f"`pref_loss: {self.pref_loss}` needs `stage: dpo` (got `stage: {self.stage}`).")
+
+        super().__post_init__()
+        self.poft_aligned_models = _split(self.poft_aligned_models)
+        self.poft_aligned_templates = _split(self.poft_aligned_templates)
+
+        if self.uses_new_objective and self.pref_beta <= 0:
+            raise PluginError(
+                f"`pref_beta` must be > 0 for {self.objective_name} (got {self.pref_beta}); "
+                "the MinorSFT paper's best is 0.04."
+            )
+        if self.pref_loss == "dpop" and self.dpop_lambda < 0:
+            raise PluginError(f"`dpop_lambda` must be >= 0 (got {self.dpop_lambda}); the Smaug paper uses 50.")
+        if self.stage == "poft":
+            if not self.poft_aligned_models:
+                raise PluginError(
+                    "`stage: poft` needs aligned-LLM scores: set `poft_aligned_models: a,b,c` and "
+                    "`poft_aligned_templates: t1,t2,t3` (one LF template per aligned model)."
+                )
+            if not self.poft_aligned_templates or len(self.poft_aligned_templates) != len(self.poft_aligned_models):
+                raise PluginError(
+                    f"`poft_aligned_templates` must list one template per aligned model: "
+                    f"{len(self.poft_aligned_models)} models ({', '.join(self.poft_aligned_models)}), "
+                    f"got {len(self.poft_aligned_templates or [])} templates."
+                )
+            if self.poft_beta <= 0:
+                raise PluginError(f"`poft_beta` must be > 0 (got {self.poft_beta}).")
+        if self.track_m_theta and self.stage != "sft":
+            raise PluginError("`track_m_theta` is for `stage: sft`; the plugin's stages log m_theta anyway.")
+
+        # the reference model: the new SFT-side stages use one as LF's DPO does; PoFT compares to aligned LLMs.
+        if self.stage in ("minorsft", "sftdpo") or (self.stage == "sft" and self.track_m_theta):
+            self.use_ref_model = True
+        if self.precompute_ref_log_probs and not self.use_ref_model:
+            raise PluginError(
+                f"`precompute_ref_log_probs` needs a reference model; `stage: {self.stage}` "
+                f"with `pref_loss: {self.pref_loss}` has none."
+            )
+
+    @property
+    def uses_new_objective(self) -> bool:
+        return self.stage in NEW_STAGES or (self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES)
+
+    @property
+    def objective_name(self) -> str:
+        return f"`pref_loss: {self.pref_loss}`" if self.stage == "dpo" else f"`stage: {self.stage}`"
+
+    @property
+    def plugin_trains(self) -> bool:
+        """True when a plugin workflow (not LF's own) runs this job."""
+        return (
+            self.stage in NEW_STAGES
+            or (self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES)
+            or (self.stage == "sft" and self.track_m_theta)
+        )
+
+
+def patch_parser(parser_module) -> None:
+    """Replace FinetuningArguments in LF's argument lists by the subclass (in place)."""
+    check_lf_version()
+    for name in ("_TRAIN_ARGS", "_INFER_ARGS", "_EVAL_ARGS", "_TRAIN_MCA_ARGS"):
+        arg_list = getattr(parser_module, name, None)
+        if not arg_list:
+            continue
+        for i, cls in enumerate(arg_list):
+            if cls is FinetuningArguments:
+                arg_list[i] = MinorFinetuningArguments
