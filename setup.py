@@ -25,6 +25,7 @@ PTH_LINE = "import llamafactory_minor._hook as _lfm_hook; _lfm_hook.install()\n"
 
 def _add_pth_to_wheel(wheel_path: str) -> None:
     """Rewrite a wheel so that it also carries the start-up .pth file (with its RECORD line)."""
+    wheel_path = str(wheel_path)
     tmp_path = wheel_path + ".tmp"
     data = PTH_LINE.encode()
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

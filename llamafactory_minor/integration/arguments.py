@@ -57,9 +57,9 @@ class MinorFinetuningArguments(FinetuningArguments):
     poft_aligned_templates: str | None = field(
         default=None, metadata={"help": "Comma-separated LF templates, one per aligned LLM."}
     )
-    poft_noise_column: str | None = field(
+    poft_noise_dataset: str | None = field(
         default=None,
-        metadata={"help": "bi-PoFT: name of a boolean dataset column flagging noisy samples (Eq. 12)."},
+        metadata={"help": "bi-PoFT (Eq. 12): dataset name(s), also listed in `dataset`, whose rows are noise."},
     )
     track_m_theta: bool = field(
         default=False,
@@ -92,6 +92,7 @@ class MinorFinetuningArguments(FinetuningArguments):
         super().__post_init__()
         self.poft_aligned_models = _split(self.poft_aligned_models)
         self.poft_aligned_templates = _split(self.poft_aligned_templates)
+        self.poft_noise_dataset = _split(self.poft_noise_dataset)
 
         if self.uses_new_objective and self.pref_beta <= 0:
             raise PluginError(

@@ -1,0 +1,86 @@
+"""PoFT's aligned-LLM scores: each aligned model scores the data with its own template, one model in
+memory at a time; scores are cached and joined to the training rows by content (``sample_key``).
+
+r_j = log p_j(y|x) / T_j(y) needs each model's own tokenization, so every aligned model gets LF's
+dataset built with its tokenizer and template (LF symbols: ``llamafactory.data.{get_dataset,
+get_template_and_fix_tokenizer}``, ``llamafactory.hparams.ModelArguments``, ``llamafactory.model.load_tokenizer``).
+"""
+
+import dataclasses
+
+from ..integration import PluginError
+from ..integration.data import plugin_dataset
+from .cache import file_fingerprint
+from .passes import datasets_of, join, load_scoring_model, replace_dataset, run_pass
+
+
+def _aligned_rows(model_args, data_args, training_args, name_or_path, template_name):
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import ModelArguments
+    from llamafactory.model import load_tokenizer
+
+    args = ModelArguments.copyfrom(model_args, model_name_or_path=name_or_path, adapter_name_or_path=None)
+    try:
+        tokenizer_module = load_tokenizer(args)
+    except Exception as e:
+        raise PluginError(f"`poft_aligned_models`: cannot load the tokenizer of `{name_or_path}` "
+                          f"({type(e).__name__}: {e}); check the path or hub id.") from None
+    aligned_data_args = dataclasses.replace(data_args, template=template_name, tokenized_path=None)
+    try:
+        template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], aligned_data_args)
+    except ValueError as e:
+        if "does not exist" in str(e):
+            raise PluginError(f"`poft_aligned_templates`: unknown LF template `{template_name}` for "
+                              f"`{name_or_path}`.") from None
+        raise
+    with plugin_dataset("stage: poft", keyed=True):
+        module = get_dataset(template, args, aligned_data_args, training_args, stage="sft", **tokenizer_module)
+    return module
+
+
+def _noise_keys(model_args, data_args, training_args, finetuning_args, template, tokenizer_module):
+    from llamafactory.data import get_dataset
+
+    names = finetuning_args.poft_noise_dataset
+    noise_args = dataclasses.replace(data_args, dataset=names, eval_dataset=None, val_size=0.0, tokenized_path=None)
+    with plugin_dataset("stage: poft", keyed=True):
+        module = get_dataset(template, model_args, noise_args, training_args, stage="sft", **tokenizer_module)
+    return set(module["train_dataset"]["sample_key"])
+
+
+def aligned_score_attacher(model_args, data_args, training_args, finetuning_args):
+    fa = finetuning_args
+
+    def attach(dataset_module, template, tokenizer_module):
+        per_model = []
+        for path, template_name in zip(fa.poft_aligned_models, fa.poft_aligned_templates):
+            aligned_module = _aligned_rows(model_args, data_args, training_args, path, template_name)
+            meta = {
+                "kind": "aligned",
+                "model": path,
+                "weights": file_fingerprint(path),
+                "template": template_name,
+                "cutoff_len": data_args.cutoff_len,
+                "dtype": str(model_args.compute_dtype),
+            }
+            scores = {}
+            for name, rows in datasets_of(aligned_module):
+                scores.update(run_pass(rows, meta, lambda p=path: load_scoring_model(model_args, p), training_args,
+                                       fa, desc=f"Aligned scores {path} ({name})"))
+            per_model.append((path, scores))
+
+        noise = _noise_keys(model_args, data_args, training_args, fa, template, tokenizer_module) \
+            if fa.poft_noise_dataset else None
+        for name, rows in datasets_of(dataset_module):
+            logps, counts = [], []
+            columns = [join(rows, scores, f"score from aligned model `{path}`") for path, scores in per_model]
+            for row_scores in zip(*columns):
+                logps.append([s["sum_logp"] for s in row_scores])
+                counts.append([s["num_tokens"] for s in row_scores])
+            rows = rows.add_column("aligned_logps", logps).add_column("aligned_num_tokens", counts)
+            if noise is not None:
+                rows = rows.add_column("poft_noise", [k in noise for k in rows["sample_key"]])
+            replace_dataset(dataset_module, name, rows)
+        return dataset_module
+
+    return attach

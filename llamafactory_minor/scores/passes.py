@@ -1,0 +1,110 @@
+"""Run a scoring pass once, on the main process, through the cache; every rank gets the same scores.
+
+LF symbols: ``llamafactory.hparams.{ModelArguments, FinetuningArguments}``,
+``llamafactory.model.{load_model, load_tokenizer}``, ``llamafactory.extras.logging``.
+"""
+
+import gc
+import hashlib
+import os
+import time
+
+from llamafactory.extras import logging
+
+from .. import __version__
+from ..integration import PluginError
+from .cache import ScoreCache, file_fingerprint, make_key
+from .scoring import no_zero3_init, score_dataset_rows
+
+logger = logging.get_logger(__name__)
+
+CACHE_ENV = "LLAMAFACTORY_MINOR_SCORE_CACHE"
+
+
+def cache_root(finetuning_args) -> str:
+    return (finetuning_args.minor_cache_dir or os.environ.get(CACHE_ENV)
+            or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores"))
+
+
+def dataset_fingerprint(rows) -> str:
+    keys = sorted(set(rows["sample_key"]))
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def load_scoring_model(model_args, name_or_path: str, adapters=None, quantization_bit=None):
+    """A frozen copy of ``name_or_path`` loaded the way LF loads a reference model (``create_ref_model``)."""
+    from llamafactory.hparams import FinetuningArguments, ModelArguments
+    from llamafactory.model import load_model, load_tokenizer
+
+    args = ModelArguments.copyfrom(model_args, model_name_or_path=name_or_path, adapter_name_or_path=adapters,
+                                   quantization_bit=quantization_bit)
+    try:
+        tokenizer = load_tokenizer(args)["tokenizer"]
+        with no_zero3_init():
+            model = load_model(tokenizer, args, FinetuningArguments(), is_trainable=False)
+    except Exception as e:
+        raise PluginError(f"Cannot load the scoring model `{name_or_path}`: {type(e).__name__}: {e}") from None
+    model.eval()
+    return model, tokenizer
+
+
+def run_pass(rows, meta: dict, load_fn, training_args, finetuning_args, desc: str) -> dict:
+    """Scores for every ``sample_key`` in ``rows``: from the cache, or computed once by the main process."""
+    meta = dict(meta, dataset=dataset_fingerprint(rows), plugin=__version__)
+    key = make_key(meta)
+    cache = ScoreCache(cache_root(finetuning_args), key, meta, logger=logger)
+    with training_args.main_process_first(desc=desc, local=False):
+        scores = cache.load_complete()
+        if scores is not None:
+            logger.info_rank0(f"{desc}: reusing cached scores ({len(scores)} rows) from {cache.dir}; no scoring.")
+            return scores
+        if not training_args.should_save and training_args.world_size > 1:
+            raise PluginError(f"{desc}: the main process did not leave complete scores in {cache.dir} "
+                              "(a cache folder not shared between nodes? set `minor_cache_dir` to a shared path).")
+        start = time.time()
+        resumed = len(cache.load_partial())
+        if resumed:
+            logger.info_rank0(f"{desc}: resuming an interrupted pass ({resumed} rows already scored).")
+        model, tokenizer = load_fn()
+        try:
+            scores = score_dataset_rows(model, rows, cache, tokenizer.pad_token_id,
+                                        batch_size=max(1, training_args.per_device_train_batch_size), desc=desc)
+        finally:
+            del model
+            gc.collect()
+        cache.finish(scores)
+        logger.info_rank0(f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; "
+                          f"cached at {cache.dir}.")
+        return scores
+
+
+def join(rows, scores: dict, what: str) -> list[dict]:
+    """The score of each row, by content key; a row without a score is an error naming how many and which."""
+    keys = rows["sample_key"]
+    missing = [k for k in keys if k not in scores]
+    if missing:
+        shown = ", ".join(missing[:5])
+        raise PluginError(f"{len(missing)} of {len(keys)} training rows have no {what} (sample keys {shown}"
+                          f"{', ...' if len(missing) > 5 else ''}); rescore them (delete the cache folder) or "
+                          "check that the score file was made for this dataset.")
+    return [scores[k] for k in keys]
+
+
+def datasets_of(dataset_module):
+    """(name, dataset) for the train split and every eval split present."""
+    out = []
+    if dataset_module.get("train_dataset") is not None:
+        out.append(("train_dataset", dataset_module["train_dataset"]))
+    evals = dataset_module.get("eval_dataset")
+    if isinstance(evals, dict):
+        out += [(f"eval_dataset/{k}", v) for k, v in evals.items()]
+    elif evals is not None:
+        out.append(("eval_dataset", evals))
+    return out
+
+
+def replace_dataset(dataset_module, name, dataset):
+    if name.startswith("eval_dataset/"):
+        dataset_module["eval_dataset"][name.split("/", 1)[1]] = dataset
+    else:
+        dataset_module[name] = dataset

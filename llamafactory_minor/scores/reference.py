@@ -1,0 +1,72 @@
+"""``precompute_ref_log_probs: true``: score the reference once (cached), train without a reference model.
+
+The rows scored are exactly LF's tokenized training rows (same template, cutoff, masking), so the numbers
+equal the online reference's. LF symbols: ``llamafactory.train.dpo.workflow.{get_dataset,
+PairwiseDataCollatorWithPadding}`` (wrapped during the plugin's DPO run).
+"""
+
+import contextlib
+from unittest import mock
+
+from ..train.common import ScoredCollator
+from .cache import file_fingerprint
+from .passes import datasets_of, join, load_scoring_model, replace_dataset, run_pass
+
+
+def _reference_meta(model_args, data_args, finetuning_args) -> dict:
+    name = finetuning_args.ref_model or model_args.model_name_or_path
+    return {
+        "kind": "reference",
+        "model": name,
+        "weights": file_fingerprint(name),
+        "adapter": finetuning_args.ref_model_adapters if finetuning_args.ref_model else model_args.adapter_name_or_path,
+        "template": data_args.template,
+        "cutoff_len": data_args.cutoff_len,
+        "train_on_prompt": data_args.train_on_prompt,
+        "mask_history": data_args.mask_history,
+        "dtype": str(model_args.compute_dtype),
+    }
+
+
+def _attach(dataset_module, model_args, data_args, training_args, finetuning_args):
+    def load():
+        if finetuning_args.ref_model:
+            return load_scoring_model(model_args, finetuning_args.ref_model, finetuning_args.ref_model_adapters,
+                                      finetuning_args.ref_model_quantization_bit)
+        return load_scoring_model(model_args, model_args.model_name_or_path, model_args.adapter_name_or_path,
+                                  model_args.quantization_bit)
+
+    meta = _reference_meta(model_args, data_args, finetuning_args)
+    for name, rows in datasets_of(dataset_module):
+        scores = run_pass(rows, meta, load, training_args, finetuning_args, desc=f"Reference scores ({name})")
+        joined = join(rows, scores, "reference score")
+        if "chosen_input_ids" in rows.column_names:
+            values = [[s["sum_logp"], s["rejected_sum_logp"]] for s in joined]
+        else:
+            values = [s["sum_logp"] for s in joined]
+        replace_dataset(dataset_module, name, rows.add_column("ref_logps", values))
+    return dataset_module
+
+
+def reference_score_attacher(model_args, data_args, training_args, finetuning_args):
+    def attach(dataset_module, template, tokenizer_module):
+        return _attach(dataset_module, model_args, data_args, training_args, finetuning_args)
+
+    return attach
+
+
+@contextlib.contextmanager
+def patch_dpo_dataset_with_reference(lf_dpo, model_args, data_args, training_args, finetuning_args):
+    """Inside LF's ``run_dpo``: join the reference scores to its dataset, let its collator carry them."""
+    original_get_dataset = lf_dpo.get_dataset
+    original_collator = lf_dpo.PairwiseDataCollatorWithPadding
+
+    def get_dataset(*args, **kwargs):
+        return _attach(original_get_dataset(*args, **kwargs), model_args, data_args, training_args, finetuning_args)
+
+    def collator(*args, **kwargs):
+        return ScoredCollator(original_collator(*args, **kwargs), pairwise=True)
+
+    with mock.patch.object(lf_dpo, "get_dataset", get_dataset), \
+            mock.patch.object(lf_dpo, "PairwiseDataCollatorWithPadding", collator):
+        yield

@@ -1,0 +1,117 @@
+"""The scoring pass: sum of answer-token log-probs and answer length per tokenized row, no grad.
+
+Rows are LF's own tokenized rows (same template, cutoff and masking as training), keyed by
+``sample_key`` (content hash). Batched, sorted by length, resumable through ``ScoreCache``.
+"""
+
+import contextlib
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from ..integration import PluginError
+from ..objectives import sequence_log_probs
+
+IGNORE_INDEX = -100
+
+
+@contextlib.contextmanager
+def no_zero3_init():
+    """Load a scoring model whole on this process even when DeepSpeed ZeRO-3 is configured for training."""
+    try:
+        import transformers.integrations.deepspeed as hf_ds
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
+def sequences_of(row: dict) -> list[tuple[str, list[int], list[int]]]:
+    """(part, input_ids, labels) for a supervised row or the chosen/rejected halves of a pairwise row."""
+    if "chosen_input_ids" in row:
+        return [("chosen", row["chosen_input_ids"], row["chosen_labels"]),
+                ("rejected", row["rejected_input_ids"], row["rejected_labels"])]
+    return [("chosen", row["input_ids"], row["labels"])]
+
+
+@torch.no_grad()
+def score_sequences(model, items, pad_token_id: int, batch_size: int = 8, desc: str = "Scoring",
+                    on_batch=None, show_progress: bool = True):
+    """Score ``items`` = [(item_id, input_ids, labels)]; returns {item_id: (sum_logp, num_tokens)}.
+
+    ``on_batch(results_of_batch)`` is called after each batch (the cache appends there).
+    """
+    device = next(model.parameters()).device
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]))
+    results = {}
+    pad = pad_token_id if pad_token_id is not None else 0
+    bar = tqdm(total=len(order), desc=desc, disable=not show_progress)
+    for start in range(0, len(order), batch_size):
+        chunk = [items[i] for i in order[start:start + batch_size]]
+        width = max(len(ids) for _, ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, (_, ids, labs) in enumerate(chunk):
+            input_ids[j, : len(ids)] = torch.tensor(ids)
+            labels[j, : len(labs)] = torch.tensor(labs)
+            attention[j, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                       use_cache=False).logits
+        logps, counts = sequence_log_probs(logits, labels.to(device), ignore_index=IGNORE_INDEX)
+        batch_results = {}
+        for (item_id, _, _), lp, n in zip(chunk, logps.tolist(), counts.tolist()):
+            if not math.isfinite(lp):
+                raise PluginError(f"Scoring produced a non-finite log-prob ({lp}) for sample {item_id[0]}; "
+                                  "check the model's dtype (try float32) and weights.")
+            batch_results[item_id] = (lp, int(n))
+        results.update(batch_results)
+        if on_batch is not None:
+            on_batch(batch_results)
+        bar.update(len(chunk))
+    bar.close()
+    return results
+
+
+def score_dataset_rows(model, rows, cache, pad_token_id, batch_size=8, desc="Scoring", show_progress=True):
+    """Score every distinct ``sample_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
+    done = cache.load_partial()
+    items, seen = [], set(done)
+    for row in rows:
+        key = row["sample_key"]
+        if key in seen:
+            continue
+        seen.add(key)
+        for part, ids, labs in sequences_of(row):
+            items.append(((key, part), ids, labs))
+    pairwise = bool(rows) and "chosen_input_ids" in rows[0]
+    pending = {}
+
+    def on_batch(batch_results):
+        # a row is written once all its parts (chosen, and rejected for pairs) are scored
+        out = []
+        for (key, part), score in batch_results.items():
+            entry = pending.setdefault(key, {})
+            entry[part] = score
+            if "chosen" in entry and ("rejected" in entry or not pairwise):
+                row = {"key": key, "sum_logp": entry["chosen"][0], "num_tokens": entry["chosen"][1]}
+                if pairwise:
+                    row["rejected_sum_logp"], row["rejected_num_tokens"] = entry["rejected"]
+                out.append(row)
+                del pending[key]
+        if out:
+            cache.append(out)
+            for r in out:
+                done[r["key"]] = r
+
+    if items:
+        score_sequences(model, items, pad_token_id, batch_size, desc, on_batch, show_progress)
+    if pending:  # pragma: no cover - all parts of a row are always scored in the same pass
+        raise PluginError(f"Scoring left {len(pending)} rows incomplete.")
+    return done

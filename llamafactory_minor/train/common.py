@@ -1,0 +1,203 @@
+"""Shared pieces of the plugin's workflows and trainers (LF's own shape: workflow.py + trainer.py).
+
+LF symbols used: ``llamafactory.train.dpo.trainer.CustomDPOTrainer`` (base class: it already owns the
+reference model, DeepSpeed/FSDP preparation of it, LoRA adapter disabling, the stored-metrics logging
+with all-reduce and LF's optimizer/scheduler/sampler choices), ``llamafactory.train.trainer_utils.
+create_ref_model``, ``llamafactory.data.{get_dataset, get_template_and_fix_tokenizer,
+SFTDataCollatorWith4DAttentionMask}``, ``llamafactory.model.{load_model, load_tokenizer}``,
+``llamafactory.extras.ploting.plot_loss``, ``llamafactory.train.trainer_utils.create_modelcard_and_push``.
+"""
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from llamafactory.extras import logging
+from llamafactory.extras.constants import IGNORE_INDEX
+from llamafactory.train.dpo.trainer import CustomDPOTrainer
+
+from ..integration import PluginError
+from ..objectives import deviation_metric, normalized_rewards, sequence_log_probs
+
+logger = logging.get_logger(__name__)
+
+# per-row columns the workflows attach to the dataset; the collator stacks them as float tensors
+SCORE_COLUMNS = ("ref_logps", "aligned_logps", "aligned_num_tokens", "poft_noise")
+DROP_COLUMNS = ("sample_key",)
+
+
+class ScoredCollator:
+    """Wraps an LF collator: pops the score columns from each row, stacks them, pads the rest as LF does."""
+
+    def __init__(self, collator, pairwise: bool = False):
+        self.collator = collator
+        self.pairwise = pairwise  # LF's pairwise batches are [chosen rows..., rejected rows...]
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        extras = {}
+        cleaned = []
+        for feature in features:
+            feature = dict(feature)
+            for key in DROP_COLUMNS:
+                feature.pop(key, None)
+            for key in SCORE_COLUMNS:
+                if key in feature:
+                    extras.setdefault(key, []).append(feature.pop(key))
+            cleaned.append(feature)
+        batch = self.collator(cleaned)
+        for key, values in extras.items():
+            dtype = torch.bool if key == "poft_noise" else torch.float32
+            tensor = torch.tensor(values, dtype=dtype)
+            if self.pairwise and key == "ref_logps":
+                tensor = tensor.t().reshape(-1)  # [B, 2] -> [2B] in LF's concatenated order
+            batch[key] = tensor
+        return batch
+
+
+def load_reference(model_args, finetuning_args):
+    """The reference as LF's DPO makes it: ``ref_model`` path; LoRA: None (adapters disabled); else a copy."""
+    from llamafactory.train.trainer_utils import create_ref_model
+
+    try:
+        return create_ref_model(model_args, finetuning_args)
+    except Exception as e:  # one clear message, naming the key
+        where = f"`ref_model: {finetuning_args.ref_model}`" if finetuning_args.ref_model else "the base model"
+        raise PluginError(f"Cannot load the reference model from {where}: {type(e).__name__}: {e}") from None
+
+
+class SingleAnswerTrainer(CustomDPOTrainer):
+    """Base of the SFT-side objectives (minorsft, sftdpo, poft): one answer per row, per-sequence log-probs.
+
+    Subclasses implement ``compute_objective(policy_logps, num_tokens, ref_logps, batch)`` returning
+    per-sample losses and a dict of metrics (python floats).
+    """
+
+    needs_reference = True
+
+    def concatenated_forward(self, model, batch, is_ref_model: bool = False) -> dict[str, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k != "labels" and k not in SCORE_COLUMNS}
+        logits = model(**inputs, return_dict=True, use_cache=False).logits
+        logps, num_tokens = sequence_log_probs(logits, batch["labels"], ignore_index=IGNORE_INDEX)
+        return {"logps": logps, "num_tokens": num_tokens}
+
+    def compute_reference_log_probs(self, model, batch):
+        if not self.needs_reference:
+            return None
+        if "ref_logps" in batch:  # precomputed
+            return batch["ref_logps"].to(self.accelerator.device)
+        if self.ref_model is None:
+            ref_model, ref_context = model, self.accelerator.unwrap_model(model).disable_adapter()
+        else:
+            ref_model, ref_context = self.ref_model, nullcontext()
+        with torch.no_grad(), ref_context:
+            return self.concatenated_forward(ref_model, batch, is_ref_model=True)["logps"]
+
+    def compute_objective(self, policy_logps, num_tokens, ref_logps, batch):  # pragma: no cover
+        raise NotImplementedError
+
+    def get_batch_loss_metrics(self, model, batch, train_eval="train"):
+        out = self.concatenated_forward(model, batch)
+        policy_logps, num_tokens = out["logps"], out["num_tokens"]
+        ref_logps = self.compute_reference_log_probs(model, batch)
+        losses, metrics = self.compute_objective(policy_logps, num_tokens, ref_logps, batch)
+        if ref_logps is not None:
+            ratio = (policy_logps - ref_logps).detach()
+            metrics["rewards/chosen"] = (self.beta * ratio).mean().item()
+            metrics["normalized_rewards/chosen"] = normalized_rewards(
+                policy_logps.detach(), ref_logps, num_tokens
+            ).mean().item()
+            metrics["m_theta"] = deviation_metric(policy_logps.detach(), ref_logps, num_tokens).item()
+        metrics["logps/chosen"] = policy_logps.detach().mean().item()
+        prefix = "eval_" if train_eval == "eval" else ""
+        return losses.mean(), {f"{prefix}{k}": v for k, v in metrics.items()}
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad():
+            loss, metrics = self.get_batch_loss_metrics(model, inputs, train_eval="eval")
+        self.store_metrics(metrics, train_eval="eval")
+        return loss.detach(), None, None
+
+
+def run_single_answer(trainer_cls, model_args, data_args, training_args, finetuning_args, callbacks,
+                      attach_scores=None):
+    """LF's SFT-shaped workflow for the plugin's single-answer stages.
+
+    ``attach_scores(dataset_module, template, tokenizer_module)`` may add score columns (PoFT's aligned
+    scores, precomputed reference log-probs) joined by ``sample_key``.
+    """
+    from llamafactory.data import SFTDataCollatorWith4DAttentionMask, get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.extras.ploting import plot_loss
+    from llamafactory.model import load_model, load_tokenizer
+    from llamafactory.train.trainer_utils import create_modelcard_and_push
+
+    from ..integration.data import plugin_dataset
+
+    stage = finetuning_args.stage
+    if data_args.packing or data_args.neat_packing:
+        raise PluginError(f"`stage: {stage}` needs one sample per row (per-sequence log-probs): set `packing: false`.")
+
+    tokenizer_module = load_tokenizer(model_args)
+    tokenizer = tokenizer_module["tokenizer"]
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    with plugin_dataset(f"stage: {stage}", keyed=attach_scores is not None):
+        dataset_module = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
+    if attach_scores is not None:
+        dataset_module = attach_scores(dataset_module, template, tokenizer_module)
+
+    model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
+    data_collator = ScoredCollator(
+        SFTDataCollatorWith4DAttentionMask(
+            template=template,
+            model=model,
+            pad_to_multiple_of=8 if training_args.do_train else None,
+            label_pad_token_id=IGNORE_INDEX if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id,
+            block_diag_attn=model_args.block_diag_attn,
+            attn_implementation=getattr(model.config, "_attn_implementation", None),
+            compute_dtype=model_args.compute_dtype,
+            **tokenizer_module,
+        )
+    )
+
+    ref_model = None
+    if trainer_cls.needs_reference and not finetuning_args.precompute_ref_log_probs:
+        ref_model = load_reference(model_args, finetuning_args)
+
+    trainer = trainer_cls(
+        model=model,
+        ref_model=ref_model,
+        args=training_args,
+        finetuning_args=finetuning_args,
+        data_collator=data_collator,
+        callbacks=callbacks,
+        **dataset_module,
+        **tokenizer_module,
+    )
+    finish_training(trainer, trainer_cls.plot_keys, model_args, data_args, training_args, finetuning_args,
+                    dataset_module, plot_loss, create_modelcard_and_push)
+
+
+def finish_training(trainer, plot_keys, model_args, data_args, training_args, finetuning_args, dataset_module,
+                    plot_loss, create_modelcard_and_push):
+    """Train, save, log, plot (LF's ``plot_loss`` with the plugin's keys), evaluate, model card."""
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+        if trainer.is_world_process_zero() and finetuning_args.plot_loss:
+            plot_loss(training_args.output_dir, keys=list(plot_keys) + ["eval_loss"])
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    create_modelcard_and_push(trainer, model_args, data_args, training_args, finetuning_args)
+
+
+def score_attacher(model_args, data_args, training_args, finetuning_args):
+    """``precompute_ref_log_probs: true``: join cached reference scores instead of loading a reference."""
+    if not finetuning_args.precompute_ref_log_probs:
+        return None
+    from ..scores.reference import reference_score_attacher
+
+    return reference_score_attacher(model_args, data_args, training_args, finetuning_args)

@@ -1,0 +1,30 @@
+"""``stage: sft`` with ``track_m_theta: true``: LF's own SFT workflow and loss, plus m_theta logging.
+
+Runs LF's ``run_sft`` with its trainer class (``llamafactory.train.sft.workflow.CustomSeq2SeqTrainer``)
+swapped for ``DeviationTrackingTrainer`` during the call, and adds ``m_theta`` to the plotted keys.
+"""
+
+from functools import partial
+from unittest import mock
+
+from ...integration.data import plugin_dataset
+from ..common import load_reference
+from .trainer import DeviationTrackingTrainer
+
+
+def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None):
+    import llamafactory.train.sft.workflow as lf_sft
+
+    ref_model = None
+    if not finetuning_args.precompute_ref_log_probs:
+        ref_model = load_reference(model_args, finetuning_args)
+    original_plot = lf_sft.plot_loss
+
+    def plot_loss(save_dictionary, keys=("loss",)):
+        return original_plot(save_dictionary, keys=list(keys) + ["m_theta"])
+
+    trainer_cls = partial(DeviationTrackingTrainer, m_theta_ref_model=ref_model)
+    with plugin_dataset("stage: sft", keyed=False), \
+            mock.patch.object(lf_sft, "CustomSeq2SeqTrainer", trainer_cls), \
+            mock.patch.object(lf_sft, "plot_loss", plot_loss):
+        lf_sft.run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
