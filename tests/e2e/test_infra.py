@@ -1,0 +1,211 @@
+"""Checks of the shared test infrastructure: CPU models, fixture data, the CLI helper."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from llamafactory_minor import cpu_models
+
+IM_END, NEWLINE = 2, 198  # "<|im_end|>" and "\n" in SmolLM2's vocabulary
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------------
+def test_cpu_models_import_is_cheap():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, llamafactory_minor.cpu_models as m; "
+        "bad = [k for k in ('torch', 'transformers', 'llamafactory') if k in sys.modules]; "
+        "assert not bad, bad; print(m.cache_dir())"
+    )
+    env = dict(os.environ, LLAMAFACTORY_MINOR_DISABLE="1", LLAMAFACTORY_MINOR_CACHE="/x/y")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "/x/y"
+
+
+def test_tiny_model_loads_and_runs(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    cfg = model.config
+    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers) == (49152, 64, 2)
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size) == (4, 2, 128)
+    assert cfg.max_position_embeddings == 1024
+    assert model.dtype == torch.float32
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 3_000_000 < n_params < 3_500_000, n_params
+    assert (tok.eos_token, tok.pad_token, tok.eos_token_id) == ("<|im_end|>", "<|im_end|>", IM_END)
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    enc = tok([text, "Hello world"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model(**enc, labels=enc["input_ids"])
+    assert out.logits.shape == (2, enc["input_ids"].shape[1], 49152)
+    assert torch.isfinite(out.logits).all()
+    # random init: loss close to log(vocab) = 10.8
+    assert 10.0 < out.loss.item() < 11.5
+
+
+def test_tiny_model_is_deterministic(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    a = cpu_models.build_tiny_model(str(tmp_path / "a"), tokenizer=tok)
+    b = cpu_models.build_tiny_model(str(tmp_path / "b"), tokenizer=tok)
+    digest = _sha256(os.path.join(a, "model.safetensors"))
+    assert digest == _sha256(os.path.join(b, "model.safetensors"))
+    assert digest == _sha256(os.path.join(tiny_model, "model.safetensors"))
+
+
+def test_tiny_model_large_vocab(tiny_model_large):
+    with open(os.path.join(tiny_model_large, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["vocab_size"] == 152064 and cfg["hidden_size"] == 64
+    assert os.path.isfile(os.path.join(tiny_model_large, "tokenizer.json"))
+
+
+def test_smollm2_is_real_and_chat_template_renders(smollm2):
+    import torch
+    from llamafactory.data.template import TEMPLATES
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
+    rendered = tok.apply_chat_template(msgs, tokenize=False)
+    assert rendered == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n"
+    )
+    # LLaMA-Factory's template for SmolLM2 renders the very same tokens
+    template = TEMPLATES[cpu_models.LF_TEMPLATE]
+    prompt_ids, answer_ids = template.encode_oneturn(tok, msgs[1:], system="Be brief.")
+    assert tok.decode(prompt_ids + answer_ids) == rendered
+    assert prompt_ids + answer_ids == tok(rendered, add_special_tokens=False)["input_ids"]
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2).eval()
+    assert model.dtype == torch.float32 and model.config.hidden_size == 576
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=10, do_sample=False)
+    answer = tok.decode(out[0][enc["input_ids"].shape[1] :])
+    assert "Paris" in answer, answer
+
+
+# --------------------------------------------------------------------------------------------------
+# fixture data
+# --------------------------------------------------------------------------------------------------
+def test_fixture_dataset_info(fixture_data_dir):
+    with open(os.path.join(fixture_data_dir, "dataset_info.json")) as f:
+        info = json.load(f)
+    assert set(info) >= {"alpaca_en_tiny", "dpo_en_tiny"}
+    for name, entry in info.items():
+        path = os.path.join(fixture_data_dir, entry["file_name"])
+        assert os.path.isfile(path), (name, path)
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+        assert len(rows) == 32, name
+        if entry.get("formatting", "alpaca") == "alpaca":
+            cols = {"prompt": "instruction", "query": "input", "response": "output", **entry.get("columns", {})}
+            for row in rows:
+                assert set(row) == {cols["prompt"], cols["query"], cols["response"]}, row
+        else:
+            cols = entry["columns"]
+            assert entry.get("ranking") is True
+            for row in rows:
+                assert set(row) == {cols["messages"], cols["chosen"], cols["rejected"]}, row
+                turns = [m for m in row[cols["messages"]] if m["from"] != "system"]
+                assert len(turns) % 2 == 1 and turns[-1]["from"] == "human"
+                assert row[cols["chosen"]]["from"] == row[cols["rejected"]]["from"] == "gpt"
+
+
+def test_fixture_rows_are_verbatim_copies(fixture_data_dir, shared_dir):
+    src = os.path.join(shared_dir, "data", "llamafactory")
+    for tiny, demo in (("alpaca_en_tiny.json", "alpaca_en_demo.json"), ("dpo_en_tiny.json", "dpo_en_demo.json")):
+        with open(os.path.join(fixture_data_dir, tiny), encoding="utf-8") as f:
+            rows = json.load(f)
+        with open(os.path.join(src, demo), encoding="utf-8") as f:
+            source = {json.dumps(r, sort_keys=True) for r in json.load(f)}
+        for row in rows:
+            assert json.dumps(row, sort_keys=True) in source, row
+
+
+@pytest.mark.parametrize(
+    "stage,dataset,cutoff", [("sft", "alpaca_en_tiny", 128), ("rm", "dpo_en_tiny", 288)]
+)
+def test_fixture_data_loads_in_llamafactory(tiny_model, fixture_data_dir, tmp_path, stage, dataset, cutoff):
+    """LF's own loader accepts the fixture dir, and every answer survives the documented cutoff."""
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    args = dict(
+        model_name_or_path=tiny_model,
+        stage=stage,
+        do_train=True,
+        finetuning_type="full",
+        dataset=dataset,
+        dataset_dir=fixture_data_dir,
+        template=cpu_models.LF_TEMPLATE,
+        cutoff_len=cutoff,
+        output_dir=str(tmp_path / "out"),
+        overwrite_cache=True,
+        report_to="none",
+        preprocessing_num_workers=1,
+    )
+    model_args, data_args, training_args, _, _ = get_train_args(args)
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    module = get_dataset(template, model_args, data_args, training_args, stage=stage, **tokenizer_module)
+    data = module["train_dataset"]
+    assert len(data) == 32
+    label_cols = ["labels"] if stage == "sft" else ["chosen_labels", "rejected_labels"]
+    for col in label_cols:
+        for labels in data[col]:
+            assert len(labels) <= cutoff
+            assert labels[-2:] == [IM_END, NEWLINE], "answer was truncated"
+
+
+# --------------------------------------------------------------------------------------------------
+# the CLI helper
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_run_cli_trains_tiny_model(run_cli, tiny_train_cfg, read_log_history, write_yaml, tmp_path):
+    cfg = tiny_train_cfg("sft", max_steps=2)
+    path = write_yaml(tmp_path, cfg, "sft.yaml")
+    proc = run_cli(["train", path], timeout=600)
+    assert proc.returncode == 0
+    history = read_log_history(cfg["output_dir"])
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 2 and all(9.0 < x < 12.0 for x in losses), history
+    assert os.path.isfile(os.path.join(cfg["output_dir"], "model.safetensors"))
+
+
+def test_run_cli_failure_shows_output(run_cli):
+    from conftest import CliError
+
+    with pytest.raises(CliError, match="exit code"):
+        run_cli(["train", "/nonexistent/config.yaml"], timeout=300)
