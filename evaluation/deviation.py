@@ -1,0 +1,107 @@
+"""The deviation metric m_theta of the MinorSFT paper (Eq. 8):
+
+    m_theta = 1/N * sum_i 1/m_i * ( log pi_theta(y_i|x_i) - log pi_ref(y_i|x_i) )
+
+over a dataset of N (x, y) pairs; y = the answer tokens only (plus the end-of-turn token), m_i = the
+number of those tokens, x = the prompt rendered with the chat template. 0 for the reference itself;
+> 0: the checkpoint gives its answers a higher per-token log-likelihood than the reference (it moved
+towards the data), < 0: lower. The paper uses it as the "LLM deviation" of a fine-tuned model from its
+base; a smaller magnitude means the model stayed closer to the base.
+
+Datasets: a JSON list or JSONL of records in alpaca format (``instruction``, optional ``input``,
+``output``, optional ``system``), sharegpt / OpenAI messages (``conversations`` or ``messages``; the
+last assistant turn is y, the turns before it form x; only single-turn records are used), or
+preference records (``chosen`` is y).
+"""
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import EvalError
+
+
+@dataclass
+class DeviationSample:
+    prompt: str
+    answer: str
+    system: Optional[str] = None
+
+
+def _record_pair(record: dict, where: str) -> Optional[DeviationSample]:
+    if not isinstance(record, dict):
+        raise EvalError(f"{where}: expected an object, got {type(record).__name__}")
+    if "instruction" in record and "output" in record:
+        prompt = str(record["instruction"])
+        if record.get("input"):
+            prompt = prompt + "\n" + str(record["input"])
+        output = record["output"]
+        if isinstance(output, list):  # ranking alpaca: [chosen, rejected]
+            output = output[0]
+        return DeviationSample(prompt, str(output), record.get("system") or None)
+    turns = record.get("messages") or record.get("conversations")
+    if isinstance(turns, list) and turns:
+        norm = []
+        for t in turns:
+            role = t.get("role", t.get("from"))
+            content = t.get("content", t.get("value"))
+            role = {"human": "user", "gpt": "assistant", "model": "assistant"}.get(role, role)
+            norm.append((role, content))
+        system = next((c for r, c in norm if r == "system"), None) or record.get("system")
+        norm = [(r, c) for r, c in norm if r != "system"]
+        chosen = record.get("chosen")
+        if chosen is not None:
+            answer = chosen.get("value", chosen.get("content")) if isinstance(chosen, dict) else str(chosen)
+            users = [c for r, c in norm if r == "user"]
+            if len(norm) == 1 and users:
+                return DeviationSample(users[0], answer, system)
+            return None
+        if len(norm) == 2 and norm[0][0] == "user" and norm[1][0] == "assistant":
+            return DeviationSample(norm[0][1], norm[1][1], system)
+        return None
+    if "prompt" in record and ("response" in record or "output" in record or "completion" in record):
+        answer = record.get("response", record.get("output", record.get("completion")))
+        return DeviationSample(str(record["prompt"]), str(answer), record.get("system") or None)
+    raise EvalError(
+        f"{where}: record has none of the known layouts (alpaca instruction/input/output, messages or "
+        f"conversations, prompt/response); keys: {', '.join(map(str, record))}"
+    )
+
+
+def load_deviation_data(path: str, limit: Optional[int] = None, seed: int = 42) -> List[DeviationSample]:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise EvalError(f"deviation dataset {path} does not exist")
+    text = file.read_text(encoding="utf-8-sig")
+    records = []
+    if file.suffix.lower() == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append((f"{file}:line {lineno}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise EvalError(f"{file}: line {lineno} is not valid JSON ({exc.msg})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EvalError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, list):
+            raise EvalError(f"{file}: expected a JSON list of records")
+        records = [(f"{file}: record {i}", r) for i, r in enumerate(data)]
+    samples = [s for s in (_record_pair(r, where) for where, r in records) if s is not None and s.answer.strip()]
+    if limit is not None and len(samples) > limit:
+        keep = sorted(random.Random(seed).sample(range(len(samples)), limit))
+        samples = [samples[i] for i in keep]
+    if not samples:
+        raise EvalError(f"deviation dataset {path}: no usable (prompt, answer) pairs")
+    return samples
+
+
+def m_theta(policy: List[float], reference: List[float], lengths: List[int]) -> float:
+    """Eq. 8: mean over samples of (log pi_theta(y|x) - log pi_ref(y|x)) / m."""
+    if not (len(policy) == len(reference) == len(lengths)) or not lengths:
+        raise ValueError("policy, reference and lengths must be non-empty and of the same length")
+    return sum((p - r) / m for p, r, m in zip(policy, reference, lengths)) / len(lengths)

@@ -1,0 +1,192 @@
+"""Checkpoints: a full model folder (or hub id), or a LoRA adapter folder on top of a base model.
+
+A folder holding ``adapter_config.json`` is a (PEFT) LoRA adapter; its base model is the checkpoint's
+``base`` if given, else ``base_model_name_or_path`` of ``adapter_config.json``. Before any model is
+loaded, every adapter is checked against its base: each LoRA matrix must fit the shape of the module it
+adapts (read from the safetensors header and from the base's config on the meta device, so no weights
+are loaded). A mismatch is reported as "adapter ... does not fit base model ...".
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .errors import EvalError
+
+
+@dataclass
+class Checkpoint:
+    name: str
+    path: str  # model folder / hub id, or the adapter folder
+    base: Optional[str] = None  # base model of an adapter
+    adapter: Optional[str] = None  # set when ``path`` is an adapter
+    ref: Optional[str] = None  # reference model for m_theta (checkpoint name or model path)
+    meta: Dict[str, object] = field(default_factory=dict)  # free-form: method, lr, beta ... (shown in the CSV)
+
+    @property
+    def model_path(self) -> str:
+        """The weights to load first (the base for an adapter)."""
+        return self.base if self.adapter else self.path
+
+    @property
+    def kind(self) -> str:
+        return "lora" if self.adapter else "full"
+
+    def identity(self) -> Dict[str, Optional[str]]:
+        return {"model": _abs(self.model_path), "adapter": _abs(self.adapter) if self.adapter else None}
+
+
+def _abs(path: Optional[str]) -> Optional[str]:
+    if path is None:
+        return None
+    return str(Path(os.path.expanduser(path)).resolve()) if os.path.exists(os.path.expanduser(path)) else path
+
+
+def looks_like_hub_id(text: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text)) and not os.path.isabs(text)
+
+
+def safe_name(name: str) -> str:
+    """A folder name for a checkpoint (kept readable: letters, digits, ``.-_=`` survive)."""
+    text = re.sub(r"[^\w.=+-]+", "_", name.strip()).strip("._")
+    return text or "model"
+
+
+def _check_model_location(path: str, what: str) -> None:
+    expanded = os.path.expanduser(path)
+    if os.path.isdir(expanded):
+        if not (os.path.isfile(os.path.join(expanded, "config.json")) or _has_gguf(expanded)):
+            raise EvalError(f"{what} {path} has no config.json (not a Hugging Face model folder)")
+        return
+    if os.path.exists(expanded):
+        raise EvalError(f"{what} {path} is a file; give the model folder")
+    if looks_like_hub_id(path) and not path.startswith((".", "~")):
+        return  # a hub model id: transformers / vLLM download it (needs network access)
+    raise EvalError(f"{what} {path} does not exist")
+
+
+def _has_gguf(folder: str) -> bool:
+    return any(name.endswith(".gguf") for name in os.listdir(folder))
+
+
+def resolve_checkpoint(ckpt: Checkpoint) -> Checkpoint:
+    """Detect adapters, find their base, and check that the paths exist."""
+    path = os.path.expanduser(ckpt.path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "adapter_config.json")):
+        try:
+            with open(os.path.join(path, "adapter_config.json"), encoding="utf-8") as f:
+                config = json.load(f)
+        except ValueError as exc:
+            raise EvalError(f"{ckpt.path}/adapter_config.json is not valid JSON ({exc})") from None
+        peft_type = str(config.get("peft_type", "LORA")).upper()
+        if peft_type not in ("LORA",):
+            raise EvalError(f"adapter {ckpt.path}: peft_type {peft_type} is not supported (only LoRA)")
+        ckpt.adapter = ckpt.path
+        if not ckpt.base:
+            ckpt.base = config.get("base_model_name_or_path")
+            if not ckpt.base:
+                raise EvalError(
+                    f"adapter {ckpt.path}: adapter_config.json names no base model; set base: for checkpoint {ckpt.name!r}"
+                )
+        try:
+            _check_model_location(ckpt.base, f"base model of adapter {ckpt.path}:")
+        except EvalError as exc:
+            raise EvalError(f"{exc} (set base: for checkpoint {ckpt.name!r} to the right folder)") from None
+        check_adapter_fits(ckpt.adapter, ckpt.base)
+    else:
+        if ckpt.base and os.path.isdir(path):
+            raise EvalError(
+                f"checkpoint {ckpt.name!r}: base: is set but {ckpt.path} is not a LoRA adapter (no adapter_config.json)"
+            )
+        _check_model_location(ckpt.path, "model path")
+    return ckpt
+
+
+def _lora_shapes(adapter: str) -> Dict[str, Dict[str, int]]:
+    """module name -> {"in": in_features, "out": out_features} read from the adapter's weights header."""
+    folder = os.path.expanduser(adapter)
+    shapes: Dict[str, Dict[str, int]] = {}
+    st = os.path.join(folder, "adapter_model.safetensors")
+    tensors: Dict[str, List[int]] = {}
+    if os.path.isfile(st):
+        with open(st, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        tensors = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    elif os.path.isfile(os.path.join(folder, "adapter_model.bin")):
+        import torch
+
+        state = torch.load(os.path.join(folder, "adapter_model.bin"), map_location="meta", weights_only=True)
+        tensors = {k: list(v.shape) for k, v in state.items()}
+    else:
+        raise EvalError(f"adapter {adapter}: no adapter_model.safetensors or adapter_model.bin")
+    for key, shape in tensors.items():
+        m = re.match(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
+        if not m or len(shape) != 2:
+            continue
+        module, which = m.group(1), m.group(2)
+        entry = shapes.setdefault(module, {})
+        if which == "A":
+            entry["in"] = shape[1]
+        else:
+            entry["out"] = shape[0]
+    return shapes
+
+
+def check_adapter_fits(adapter: str, base: str) -> None:
+    """Raise EvalError when a LoRA adapter's matrices do not fit the base model's modules."""
+    base_dir = os.path.expanduser(base)
+    if not os.path.isdir(base_dir):
+        return  # hub base: checked when loading
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(base_dir)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - unusual architectures: peft's own check applies when loading
+        return
+    modules = dict(model.named_modules())
+    shapes = _lora_shapes(adapter)
+    for name, shape in sorted(shapes.items()):
+        target = modules.get(name)
+        if target is None:
+            raise EvalError(
+                f"adapter {adapter} does not fit base model {base}: the base has no module {name} "
+                f"(the adapter was trained on another base; adapter_config.json names "
+                f"{_adapter_base_name(adapter)!r})"
+            )
+        weight = getattr(target, "weight", None)
+        if weight is None or weight.dim() != 2:
+            continue
+        out_f, in_f = weight.shape  # Linear: [out, in]; Embedding: [num, dim] (LoRA A is [r, num])
+        if type(target).__name__ == "Embedding":
+            in_f, out_f = weight.shape
+        if ("in" in shape and shape["in"] != in_f) or ("out" in shape and shape["out"] != out_f):
+            raise EvalError(
+                f"adapter {adapter} does not fit base model {base}: module {name} is {in_f}->{out_f} in the base "
+                f"but {shape.get('in', '?')}->{shape.get('out', '?')} in the adapter (the adapter was trained on "
+                f"another base; adapter_config.json names {_adapter_base_name(adapter)!r})"
+            )
+
+
+def _adapter_base_name(adapter: str) -> Optional[str]:
+    try:
+        with open(os.path.join(os.path.expanduser(adapter), "adapter_config.json"), encoding="utf-8") as f:
+            return json.load(f).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        return None
+
+
+def adapter_rank(adapter: str) -> int:
+    try:
+        with open(os.path.join(os.path.expanduser(adapter), "adapter_config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return 16
+    ranks = [int(config.get("r", 8))] + [int(v) for v in (config.get("rank_pattern") or {}).values()]
+    return max(ranks)

