@@ -20,7 +20,9 @@ Fixtures (all paths are absolute strings):
 * ``read_log_history`` -- ``read_log_history(output_dir) -> list[dict]`` (``trainer_state.json``).
 * ``tiny_train_cfg``   -- ``tiny_train_cfg(stage="sft", dataset=None, **overrides) -> dict``: a
   complete LF training config for a few CPU steps of full fine-tuning of the tiny model on the
-  fixture data, writing into a fresh ``tmp_path`` sub-folder.
+  fixture data, writing into a fresh ``tmp_path`` sub-folder. Default dataset: ``dpo_en_tiny``
+  (cutoff 288) for stages ``dpo``/``rm``, else ``alpaca_en_tiny`` (cutoff 128); pass ``dataset=``
+  for e.g. ``sftdpo``/``poft`` on pairs. ``run_cli(cfg)`` runs such a dict directly.
 
 The helpers are plain functions too (``from conftest import write_yaml`` works from the tests).
 Mark slow end-to-end tests with ``@pytest.mark.e2e`` (markers are registered in ``pytest.ini``).
@@ -65,6 +67,8 @@ if str(REPO_ROOT) not in sys.path:  # also works before `pip install -e .`
 from llamafactory_minor import cpu_models  # noqa: E402  (cheap: no torch / LF import)
 
 LF_TEMPLATE = cpu_models.LF_TEMPLATE
+# stages whose default fixture dataset is the pairwise one (dpo also covers pref_loss minordpo/dpop)
+PAIRWISE_STAGES = ("dpo", "rm")
 _IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -173,7 +177,7 @@ def tiny_train_config(
     **overrides: Any,
 ) -> Dict[str, Any]:
     """A complete LF config for a short full-parameter CPU run on the fixture data."""
-    pairwise = stage not in ("sft", "minorsft", "pt")
+    pairwise = stage in PAIRWISE_STAGES
     cfg: Dict[str, Any] = {
         "model_name_or_path": str(model),
         "trust_remote_code": False,
@@ -183,7 +187,7 @@ def tiny_train_config(
         "dataset": dataset or ("dpo_en_tiny" if pairwise else "alpaca_en_tiny"),
         "dataset_dir": str(FIXTURE_DATA_DIR),
         "template": LF_TEMPLATE,
-        "cutoff_len": 256 if pairwise else 128,
+        "cutoff_len": 288 if pairwise else 128,  # every fixture row fits whole (PROVENANCE.md)
         "overwrite_cache": True,
         "preprocessing_num_workers": 1,
         "dataloader_num_workers": 0,
