@@ -61,3 +61,10 @@ def activate() -> None:
     check_lf_version()
     import llamafactory.hparams.parser  # noqa: F401
     import llamafactory.train.tuner  # noqa: F401
+
+
+def get_logger(module_name: str):
+    """LF's logger (``llamafactory.extras.logging``), named under LF's root so LF's handler and format apply."""
+    from llamafactory.extras import logging
+
+    return logging.get_logger("llamafactory.minor." + module_name.split("llamafactory_minor.", 1)[-1])

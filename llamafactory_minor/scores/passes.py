@@ -9,14 +9,13 @@ import hashlib
 import os
 import time
 
-from llamafactory.extras import logging
 
 from .. import __version__
-from ..integration import PluginError
+from ..integration import PluginError, get_logger
 from .cache import ScoreCache, file_fingerprint, make_key
 from .scoring import no_zero3_init, score_dataset_rows
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 CACHE_ENV = "LLAMAFACTORY_MINOR_SCORE_CACHE"
 

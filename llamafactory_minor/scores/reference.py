@@ -1,8 +1,9 @@
 """``precompute_ref_log_probs: true``: score the reference once (cached), train without a reference model.
 
 The rows scored are exactly LF's tokenized training rows (same template, cutoff, masking), so the numbers
-equal the online reference's. LF symbols: ``llamafactory.train.dpo.workflow.{get_dataset,
-PairwiseDataCollatorWithPadding}`` (wrapped during the plugin's DPO run).
+equal the online reference's. LF symbols: ``get_dataset`` and the collator class of ``llamafactory.train.dpo.workflow``
+(``PairwiseDataCollatorWithPadding``) and ``llamafactory.train.sft.workflow`` (``SFTDataCollatorWith4DAttentionMask``),
+wrapped during the plugin's runs of LF's workflows.
 """
 
 import contextlib
@@ -56,17 +57,19 @@ def reference_score_attacher(model_args, data_args, training_args, finetuning_ar
 
 
 @contextlib.contextmanager
-def patch_dpo_dataset_with_reference(lf_dpo, model_args, data_args, training_args, finetuning_args):
-    """Inside LF's ``run_dpo``: join the reference scores to its dataset, let its collator carry them."""
-    original_get_dataset = lf_dpo.get_dataset
-    original_collator = lf_dpo.PairwiseDataCollatorWithPadding
+def patch_workflow_with_reference(lf_workflow, collator_name, model_args, data_args, training_args, finetuning_args):
+    """Inside LF's ``run_dpo`` / ``run_sft``: join the reference scores to its dataset (``get_dataset``) and let
+    its collator (``collator_name``) carry them to the trainer."""
+    original_get_dataset = lf_workflow.get_dataset
+    original_collator = getattr(lf_workflow, collator_name)
+    pairwise = collator_name == "PairwiseDataCollatorWithPadding"
 
     def get_dataset(*args, **kwargs):
         return _attach(original_get_dataset(*args, **kwargs), model_args, data_args, training_args, finetuning_args)
 
     def collator(*args, **kwargs):
-        return ScoredCollator(original_collator(*args, **kwargs), pairwise=True)
+        return ScoredCollator(original_collator(*args, **kwargs), pairwise=pairwise)
 
-    with mock.patch.object(lf_dpo, "get_dataset", get_dataset), \
-            mock.patch.object(lf_dpo, "PairwiseDataCollatorWithPadding", collator):
+    with mock.patch.object(lf_workflow, "get_dataset", get_dataset), \
+            mock.patch.object(lf_workflow, collator_name, collator):
         yield

@@ -12,14 +12,12 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from llamafactory.extras import logging
 from llamafactory.extras.constants import IGNORE_INDEX
 from llamafactory.train.dpo.trainer import CustomDPOTrainer
 
 from ..integration import PluginError
 from ..objectives import deviation_metric, normalized_rewards, sequence_log_probs
 
-logger = logging.get_logger(__name__)
 
 # per-row columns the workflows attach to the dataset; the collator stacks them as float tensors
 SCORE_COLUMNS = ("ref_logps", "aligned_logps", "aligned_num_tokens", "poft_noise")

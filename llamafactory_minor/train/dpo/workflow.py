@@ -39,8 +39,8 @@ def run_dpo(model_args, data_args, training_args, finetuning_args, callbacks=Non
         stack.enter_context(mock.patch.object(lf_dpo, "create_ref_model", create_ref_model))
         stack.enter_context(mock.patch.object(lf_dpo, "plot_loss", plot_loss))
         if finetuning_args.precompute_ref_log_probs:
-            from ...scores.reference import patch_dpo_dataset_with_reference
+            from ...scores.reference import patch_workflow_with_reference
 
-            stack.enter_context(patch_dpo_dataset_with_reference(lf_dpo, model_args, data_args, training_args,
-                                                                 finetuning_args))
+            stack.enter_context(patch_workflow_with_reference(lf_dpo, "PairwiseDataCollatorWithPadding", model_args,
+                                                              data_args, training_args, finetuning_args))
         lf_dpo.run_dpo(model_args, data_args, training_args, finetuning_args, callbacks)

@@ -4,6 +4,7 @@ Runs LF's ``run_sft`` with its trainer class (``llamafactory.train.sft.workflow.
 swapped for ``DeviationTrackingTrainer`` during the call, and adds ``m_theta`` to the plotted keys.
 """
 
+from contextlib import ExitStack
 from functools import partial
 from unittest import mock
 
@@ -24,7 +25,13 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
         return original_plot(save_dictionary, keys=list(keys) + ["m_theta"])
 
     trainer_cls = partial(DeviationTrackingTrainer, m_theta_ref_model=ref_model)
-    with plugin_dataset("stage: sft", keyed=False), \
-            mock.patch.object(lf_sft, "CustomSeq2SeqTrainer", trainer_cls), \
-            mock.patch.object(lf_sft, "plot_loss", plot_loss):
+    with ExitStack() as stack:
+        stack.enter_context(plugin_dataset("stage: sft", keyed=finetuning_args.precompute_ref_log_probs))
+        stack.enter_context(mock.patch.object(lf_sft, "CustomSeq2SeqTrainer", trainer_cls))
+        stack.enter_context(mock.patch.object(lf_sft, "plot_loss", plot_loss))
+        if finetuning_args.precompute_ref_log_probs:
+            from ...scores.reference import patch_workflow_with_reference
+
+            stack.enter_context(patch_workflow_with_reference(lf_sft, "SFTDataCollatorWith4DAttentionMask", model_args,
+                                                              data_args, training_args, finetuning_args))
         lf_sft.run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)

@@ -1,0 +1,40 @@
+"""``precompute_ref_log_probs: true``: the same loss curve as the online reference (same seed, 1e-4),
+no reference model at training time, and a second run that reuses the cache without scoring."""
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CASES = {
+    "minorsft": dict(stage="minorsft", dataset="alpaca_en_tiny", pref_beta=0.04),
+    "sftdpo": dict(stage="sftdpo", dataset="alpaca_en_tiny", pref_beta=0.04),
+    "sft_m_theta": dict(stage="sft", dataset="alpaca_en_tiny", track_m_theta=True),
+    "minordpo": dict(stage="dpo", dataset="dpo_en_tiny", pref_loss="minordpo", pref_beta=0.1),
+    "dpop": dict(stage="dpo", dataset="dpo_en_tiny", pref_loss="dpop", pref_beta=0.1),
+    "dpo": dict(stage="dpo", dataset="dpo_en_tiny", pref_loss="sigmoid", pref_beta=0.1),
+}
+
+
+def _train_logs(history):
+    return [h for h in history if "loss" in h and "train_runtime" not in h]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_precomputed_equals_online(name, tiny_train_cfg, run_cli, read_log_history, tmp_path):
+    case = dict(CASES[name])
+    stage = case.pop("stage")
+    online = tiny_train_cfg(stage, max_samples=8, per_device_train_batch_size=4, max_steps=3, **case)
+    pre = dict(online, output_dir=str(tmp_path / "pre"), precompute_ref_log_probs=True,
+               minor_cache_dir=str(tmp_path / "cache"))
+    run_cli(online)
+    first = run_cli(pre)
+    assert "scored" in first.stdout + first.stderr
+    a, b = _train_logs(read_log_history(online["output_dir"])), _train_logs(read_log_history(pre["output_dir"]))
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert abs(x["loss"] - y["loss"]) < 1e-4, (x["loss"], y["loss"])
+        assert abs(x["m_theta"] - y["m_theta"]) < 1e-4
+    if name in ("minorsft", "minordpo"):  # the cache is reused: no scoring at all in a second run
+        again = run_cli(dict(pre, output_dir=str(tmp_path / "again"), pref_beta=0.2))
+        text = again.stdout + again.stderr
+        assert "reusing cached scores" in text and " scored " not in text
