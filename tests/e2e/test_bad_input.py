@@ -1,0 +1,56 @@
+"""Bad input through the real CLI: one clear message naming the key to change, no traceback, no run."""
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _fails_clearly(run_cli, cfg, *expected, env=None):
+    proc = run_cli(cfg, check=False, env=env)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-2000:]
+    assert "Traceback" not in text, text[-3000:]
+    for piece in expected:
+        assert piece in text, f"{piece!r} not in output:\n{text[-2000:]}"
+    assert not os.path.exists(os.path.join(cfg["output_dir"], "trainer_state.json"))
+    return text
+
+
+@pytest.mark.parametrize(
+    "stage,dataset,overrides,expected",
+    [
+        ("nonsense", "alpaca_en_tiny", {}, ["Unknown `stage: nonsense`", "minorsft", "kto"]),
+        ("dpo", "dpo_en_tiny", {"pref_loss": "minordpp"}, ["Unknown `pref_loss: minordpp`", "minordpo", "sigmoid"]),
+        ("minorsft", "alpaca_en_tiny", {"pref_beta": 0.0}, ["`pref_beta` must be > 0", "stage: minorsft"]),
+        ("sftdpo", "alpaca_en_tiny", {"pref_beta": -1.0}, ["`pref_beta` must be > 0"]),
+        ("dpo", "dpo_en_tiny", {"pref_loss": "dpop", "dpop_lambda": -1.0}, ["`dpop_lambda` must be >= 0"]),
+        ("dpo", "alpaca_en_tiny", {"pref_loss": "minordpo"}, ["pref_loss: minordpo", "not pairwise", "ranking"]),
+        ("minorsft", "dpo_en_tiny", {}, ["stage: minorsft", "pairwise"]),
+        ("poft", "alpaca_en_tiny", {}, ["`stage: poft` needs aligned-LLM scores", "poft_aligned_models"]),
+        ("poft", "alpaca_en_tiny", {"poft_aligned_models": "a,b", "poft_aligned_templates": "smollm2"},
+         ["poft_aligned_templates", "2 models"]),
+        ("minorsft", "alpaca_en_tiny", {"ref_model": "/nonexistent/reference"},
+         ["Cannot load the reference model", "ref_model: /nonexistent/reference"]),
+        ("poft", "alpaca_en_tiny", {"poft_aligned_models": "/nonexistent/aligned", "poft_aligned_templates": "smollm2"},
+         ["poft_aligned_models", "/nonexistent/aligned"]),
+    ],
+)
+def test_bad_configuration(stage, dataset, overrides, expected, tiny_train_cfg, run_cli):
+    cfg = tiny_train_cfg(stage, dataset=dataset, **overrides)
+    _fails_clearly(run_cli, cfg, *expected)
+
+
+def test_unknown_aligned_template(tiny_model, tiny_train_cfg, run_cli, tmp_path):
+    cfg = tiny_train_cfg("poft", dataset="alpaca_en_tiny", poft_aligned_models=tiny_model,
+                         poft_aligned_templates="no_such_template", minor_cache_dir=str(tmp_path / "c"))
+    _fails_clearly(run_cli, cfg, "poft_aligned_templates", "no_such_template")
+
+
+def test_unwritable_cache_dir(tiny_train_cfg, run_cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = tiny_train_cfg("minorsft", dataset="alpaca_en_tiny", precompute_ref_log_probs=True,
+                         minor_cache_dir=str(blocker / "cache"))
+    _fails_clearly(run_cli, cfg, "minor_cache_dir")
