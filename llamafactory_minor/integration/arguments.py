@@ -142,6 +142,7 @@ class MinorFinetuningArguments(FinetuningArguments):
             self.stage in NEW_STAGES
             or (self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES)
             or (self.stage == "sft" and self.track_m_theta)
+            or (self.stage == "dpo" and self.precompute_ref_log_probs)
         )
 
 

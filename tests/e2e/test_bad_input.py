@@ -18,26 +18,49 @@ def _fails_clearly(run_cli, cfg, *expected, env=None):
     return text
 
 
+PARSE_ERRORS = [
+    ("nonsense", "alpaca_en_tiny", {}, ["Unknown `stage: nonsense`", "minorsft", "kto"]),
+    ("dpo", "dpo_en_tiny", {"pref_loss": "minordpp"}, ["Unknown `pref_loss: minordpp`", "minordpo", "sigmoid"]),
+    ("minorsft", "alpaca_en_tiny", {"pref_beta": 0.0}, ["`pref_beta` must be > 0", "stage: minorsft"]),
+    ("sftdpo", "alpaca_en_tiny", {"pref_beta": -1.0}, ["`pref_beta` must be > 0"]),
+    ("dpo", "dpo_en_tiny", {"pref_loss": "dpop", "pref_beta": 0.0}, ["`pref_beta` must be > 0", "pref_loss: dpop"]),
+    ("dpo", "dpo_en_tiny", {"pref_loss": "dpop", "dpop_lambda": -1.0}, ["`dpop_lambda` must be >= 0"]),
+    ("sft", "alpaca_en_tiny", {"pref_loss": "minordpo"}, ["`pref_loss: minordpo` needs `stage: dpo`"]),
+    ("poft", "alpaca_en_tiny", {}, ["`stage: poft` needs aligned-LLM scores", "poft_aligned_models"]),
+    ("poft", "alpaca_en_tiny", {"poft_aligned_models": "a,b", "poft_aligned_templates": "smollm2"},
+     ["poft_aligned_templates", "2 models"]),
+    ("poft", "alpaca_en_tiny", {"poft_aligned_models": "a", "poft_aligned_templates": "t", "precompute_ref_log_probs": True},
+     ["`precompute_ref_log_probs` needs a reference model"]),
+]
+
+
+@pytest.mark.parametrize("stage,dataset,overrides,expected", PARSE_ERRORS)
+def test_bad_keys_rejected_by_the_parser(stage, dataset, overrides, expected, tiny_train_cfg):
+    """In-process through LF's own argument parser (the CLI path is covered below)."""
+    import llamafactory_minor  # noqa: F401
+    from llamafactory.hparams.parser import _parse_train_args
+    from llamafactory_minor.integration import PluginError
+
+    with pytest.raises(PluginError) as info:
+        _parse_train_args(tiny_train_cfg(stage, dataset=dataset, **overrides))
+    for piece in expected:
+        assert piece in str(info.value)
+
+
 @pytest.mark.parametrize(
     "stage,dataset,overrides,expected",
     [
-        ("nonsense", "alpaca_en_tiny", {}, ["Unknown `stage: nonsense`", "minorsft", "kto"]),
-        ("dpo", "dpo_en_tiny", {"pref_loss": "minordpp"}, ["Unknown `pref_loss: minordpp`", "minordpo", "sigmoid"]),
-        ("minorsft", "alpaca_en_tiny", {"pref_beta": 0.0}, ["`pref_beta` must be > 0", "stage: minorsft"]),
-        ("sftdpo", "alpaca_en_tiny", {"pref_beta": -1.0}, ["`pref_beta` must be > 0"]),
-        ("dpo", "dpo_en_tiny", {"pref_loss": "dpop", "dpop_lambda": -1.0}, ["`dpop_lambda` must be >= 0"]),
+        PARSE_ERRORS[0],
+        PARSE_ERRORS[7],
         ("dpo", "alpaca_en_tiny", {"pref_loss": "minordpo"}, ["pref_loss: minordpo", "not pairwise", "ranking"]),
         ("minorsft", "dpo_en_tiny", {}, ["stage: minorsft", "pairwise"]),
-        ("poft", "alpaca_en_tiny", {}, ["`stage: poft` needs aligned-LLM scores", "poft_aligned_models"]),
-        ("poft", "alpaca_en_tiny", {"poft_aligned_models": "a,b", "poft_aligned_templates": "smollm2"},
-         ["poft_aligned_templates", "2 models"]),
         ("minorsft", "alpaca_en_tiny", {"ref_model": "/nonexistent/reference"},
          ["Cannot load the reference model", "ref_model: /nonexistent/reference"]),
         ("poft", "alpaca_en_tiny", {"poft_aligned_models": "/nonexistent/aligned", "poft_aligned_templates": "smollm2"},
          ["poft_aligned_models", "/nonexistent/aligned"]),
     ],
 )
-def test_bad_configuration(stage, dataset, overrides, expected, tiny_train_cfg, run_cli):
+def test_bad_configuration_through_the_cli(stage, dataset, overrides, expected, tiny_train_cfg, run_cli):
     cfg = tiny_train_cfg(stage, dataset=dataset, **overrides)
     _fails_clearly(run_cli, cfg, *expected)
 
