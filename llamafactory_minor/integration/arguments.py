@@ -99,6 +99,11 @@ class MinorFinetuningArguments(FinetuningArguments):
                 f"`pref_beta` must be > 0 for {self.objective_name} (got {self.pref_beta}); "
                 "the MinorSFT paper's best is 0.04."
             )
+        if self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES:
+            if self.ld_alpha is not None:
+                raise PluginError(f"`ld_alpha` (LD-DPO) is not supported with `pref_loss: {self.pref_loss}`; remove it.")
+            if self.pref_bco_weight > 1e-6:
+                raise PluginError(f"`pref_bco_weight` is not supported with `pref_loss: {self.pref_loss}`; set it to 0.")
         if self.pref_loss == "dpop" and self.dpop_lambda < 0:
             raise PluginError(f"`dpop_lambda` must be >= 0 (got {self.dpop_lambda}); the Smaug paper uses 50.")
         if self.stage == "poft":
