@@ -63,7 +63,8 @@ class MinorFinetuningArguments(FinetuningArguments):
     )
     track_m_theta: bool = field(
         default=False,
-        metadata={"help": "stage sft: also log m_theta (MinorSFT Eq. 8) against a reference; loss unchanged."},
+        metadata={"help": "stage sft / dpo: also log m_theta (MinorSFT Eq. 8) and the beta-free normalised rewards; "
+                  "loss unchanged."},
     )
     precompute_ref_log_probs: bool = field(
         default=False,
@@ -99,11 +100,14 @@ class MinorFinetuningArguments(FinetuningArguments):
                 f"`pref_beta` must be > 0 for {self.objective_name} (got {self.pref_beta}); "
                 "the MinorSFT paper's best is 0.04."
             )
-        if self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES:
+        if self.stage == "dpo" and self.plugin_trains:
+            what = f"`pref_loss: {self.pref_loss}`" + (
+                "" if self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES
+                else " with track_m_theta / precompute_ref_log_probs")
             if self.ld_alpha is not None:
-                raise PluginError(f"`ld_alpha` (LD-DPO) is not supported with `pref_loss: {self.pref_loss}`; remove it.")
+                raise PluginError(f"`ld_alpha` (LD-DPO) is not supported with {what}; remove it.")
             if self.pref_bco_weight > 1e-6:
-                raise PluginError(f"`pref_bco_weight` is not supported with `pref_loss: {self.pref_loss}`; set it to 0.")
+                raise PluginError(f"`pref_bco_weight` is not supported with {what}; set it to 0.")
         if self.pref_loss == "dpop" and self.dpop_lambda < 0:
             raise PluginError(f"`dpop_lambda` must be >= 0 (got {self.dpop_lambda}); the Smaug paper uses 50.")
         if self.stage == "poft":
@@ -120,8 +124,10 @@ class MinorFinetuningArguments(FinetuningArguments):
                 )
             if self.poft_beta <= 0:
                 raise PluginError(f"`poft_beta` must be > 0 (got {self.poft_beta}).")
-        if self.track_m_theta and self.stage != "sft":
-            raise PluginError("`track_m_theta` is for `stage: sft`; the plugin's stages log m_theta anyway.")
+        if self.track_m_theta and self.stage not in ("sft", "dpo"):
+            raise PluginError("`track_m_theta` is for `stage: sft` and `stage: dpo`; the plugin's stages log m_theta anyway.")
+        if self.poft_aggregation not in ("mean", "max", "min"):
+            raise PluginError(f"Unknown `poft_aggregation: {self.poft_aggregation}`; use mean (the paper's), max or min.")
 
         # the reference model: the new SFT-side stages use one as LF's DPO does; PoFT compares to aligned LLMs.
         if self.stage in ("minorsft", "sftdpo") or (self.stage == "sft" and self.track_m_theta):
@@ -147,7 +153,7 @@ class MinorFinetuningArguments(FinetuningArguments):
             self.stage in NEW_STAGES
             or (self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES)
             or (self.stage == "sft" and self.track_m_theta)
-            or (self.stage == "dpo" and self.precompute_ref_log_probs)
+            or (self.stage == "dpo" and (self.precompute_ref_log_probs or self.track_m_theta))
         )
 
 

@@ -80,9 +80,15 @@ def test_stock_sft_unchanged_and_m_theta_tracking(tiny_train_cfg, run_cli, read_
 def test_stock_dpo_unchanged(tiny_train_cfg, run_cli, read_log_history, tmp_path):
     on = tiny_train_cfg("dpo", dataset="dpo_en_tiny", pref_loss="sigmoid", **dict(REPEATED, max_steps=3))
     off = dict(on, output_dir=str(tmp_path / "off"))
+    tracked = dict(on, output_dir=str(tmp_path / "tracked"), track_m_theta=True)
     run_cli(on)
     run_cli(off, env={"LLAMAFACTORY_MINOR_DISABLE": "1"})
-    on_logs, off_logs = (train_logs(read_log_history(c["output_dir"])) for c in (on, off))
+    run_cli(tracked)
+    on_logs, off_logs, tracked_logs = (train_logs(read_log_history(c["output_dir"])) for c in (on, off, tracked))
     assert len(on_logs) == 3
     assert [e["loss"] for e in on_logs] == [e["loss"] for e in off_logs]
     assert "normalized_rewards/chosen" not in on_logs[0]  # LF's own trainer ran
+    # tracking: the plugin's trainer with LF's sigmoid loss; lean log-probs equal LF's to float32 rounding
+    check_metrics(tracked_logs, DPO_KEYS)
+    for a, b in zip(on_logs, tracked_logs):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a["loss"], b["loss"])
