@@ -200,8 +200,9 @@ def _read_table(path: Path):
         if clean == "" or clean.startswith("unnamed:"):
             clean = "__index__"
         columns[col] = clean
+    original = [str(c).replace("\ufeff", "") for c in frame.columns if columns[c] != "__index__"]
     frame = frame.rename(columns=columns)
-    return frame.to_dict(orient="records"), list(frame.columns)
+    return frame.to_dict(orient="records"), list(frame.columns), original
 
 
 def _text(value: object) -> str:
@@ -212,10 +213,10 @@ def _text(value: object) -> str:
     return str(value).replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
-def _require(path: Path, columns: List[str], required: Iterable[str], benchmark: str) -> None:
+def _require(path: Path, columns: List[str], required: Iterable[str], benchmark: str, original: List[str]) -> None:
     for col in required:
         if col not in columns:
-            shown = [c for c in columns if c != "__index__"]
+            shown = original
             expected = ", ".join(c.upper() if len(c) == 1 else c for c in required)
             raise EvalError(
                 f"{path}: missing column '{col if len(col) > 1 else col.upper()}' "
@@ -239,9 +240,9 @@ def _ceval_mapping(root: Path) -> Dict[str, Tuple[str, str]]:
 
 
 def _read_mc(benchmark: str, subject: str, path: Path, category: Optional[str]) -> List[Sample]:
-    rows, columns = _read_table(path)
+    rows, columns, original = _read_table(path)
     required = ["question", "a", "b", "c", "d", "answer"]
-    _require(path, columns, required, benchmark)
+    _require(path, columns, required, benchmark, original)
     samples = []
     line_offset = 2 if path.suffix.lower() == ".csv" else 1  # header line
     for i, row in enumerate(rows):
@@ -277,8 +278,8 @@ def _read_mc(benchmark: str, subject: str, path: Path, category: Optional[str]) 
 
 
 def _read_gsm8k(path: Path) -> List[Sample]:
-    rows, columns = _read_table(path)
-    _require(path, columns, ["question", "answer"], "gsm8k")
+    rows, columns, original = _read_table(path)
+    _require(path, columns, ["question", "answer"], "gsm8k", original)
     samples = []
     for i, row in enumerate(rows):
         where = f"{path}:{'line' if path.suffix.lower() == '.jsonl' else 'row'} {i + 1}"
@@ -476,7 +477,7 @@ def shots_for(sample: Sample, data: BenchmarkData, k: int) -> List[Sample]:
     if k <= 0:
         return []
     pool = data.shots.get(sample.subject) or (data.shots.get("gsm8k", []) if data.info.kind == "math" else [])
-    return [s for s in pool if s.key != sample.key and s.question != sample.question][:k]
+    return [s for s in pool if s.question != sample.question][:k]
 
 
 _CALC_RE = re.compile(r"<<[^<>]*>>")

@@ -105,6 +105,7 @@ class Runner:
         self.refs: Dict[str, Unit] = {}  # checkpoint name -> reference unit
         self.units: List[Unit] = []
         self._engines: Dict[str, object] = {}
+        self._deferred: List[Unit] = []  # deviation passes to run with transformers afterwards
         self.errors: List[str] = []
 
     # ------------------------------------------------------------------------------------------ plan
@@ -279,6 +280,14 @@ class Runner:
                         raise
                     self.errors.append(f"{unit.ckpt.name}: {exc}")
                     self.log(f"[error] {unit.ckpt.name}: {exc} (going on: --keep-going)")
+            self._close_engines()
+            for unit in self._deferred:
+                try:
+                    self._run_deferred_deviation(unit)
+                except EvalError as exc:
+                    if not self.cfg.keep_going:
+                        raise
+                    self.errors.append(f"{unit.ckpt.name} (deviation): {exc}")
         finally:
             self._close_engines()
             summary = self.summarize()
@@ -363,7 +372,25 @@ class Runner:
             for name in unit.benchmarks:
                 self._run_pair(unit, name, backend, encoder)
             if unit.needs_deviation:
-                self._run_deviation(unit, backend, encoder)
+                if backend.supports_sequence_logprobs:
+                    self._run_deviation(unit, backend, encoder)
+                else:
+                    self._deferred.append(unit)
+        finally:
+            backend.close()
+
+    def _run_deferred_deviation(self, unit: Unit) -> None:
+        from .backends.base import PromptEncoder
+        from .backends.hf import TransformersBackend
+
+        self.log(f"[load] {unit.ckpt.name}: deviation log-probs with transformers (this vLLM build cannot give "
+                 "prompt log-probs with LoRA enabled)")
+        backend = TransformersBackend(unit.ckpt.model_path, adapter=unit.ckpt.adapter, dtype=self.cfg.dtype,
+                                      device=self.cfg.device, batch_size=self.cfg.batch_size,
+                                      trust_remote_code=self.cfg.trust_remote_code)
+        try:
+            self._run_deviation(unit, backend, PromptEncoder(backend.tokenizer, self.cfg.chat_template,
+                                                             self.cfg.system_prompt))
         finally:
             backend.close()
 

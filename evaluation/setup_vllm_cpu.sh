@@ -38,7 +38,8 @@ cat > "$VENV/bin/llamafactory-minor-eval" <<SH
 #!$VENV/bin/python
 import sys
 from llamafactory_minor_eval.cli import main
-sys.exit(main())
+if __name__ == "__main__":  # vLLM starts its engine with spawn, which re-imports this file
+    sys.exit(main())
 SH
 chmod +x "$VENV/bin/llamafactory-minor-eval"
 "$VENV/bin/python" - <<'PY'

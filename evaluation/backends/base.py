@@ -88,6 +88,7 @@ class Backend:
 
     name = "base"
     tokenizer = None
+    supports_sequence_logprobs = True
 
     def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None) -> List[str]:
         raise NotImplementedError

