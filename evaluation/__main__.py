@@ -1,5 +1,8 @@
+"""``python -m llamafactory_minor_eval ...`` (same as the llamafactory-minor-eval command)."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # guarded: vLLM's spawned engine process re-imports the main module
+    sys.exit(main())

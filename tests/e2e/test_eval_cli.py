@@ -1,0 +1,262 @@
+"""End-to-end runs of llamafactory-minor-eval with the transformers backend on the tiny model.
+
+Uses the shared conftest fixtures (tiny_model, run_cli) and the evaluation fixtures with real rows in
+tests/fixtures/eval. The whole file takes well under a minute on 2 cores.
+"""
+
+import csv
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval")
+sys.path.insert(0, os.path.abspath(FIX))
+from eval_helpers import make_lora, make_other_tiny  # noqa: E402
+
+from llamafactory_minor_eval.cli import main  # noqa: E402
+from llamafactory_minor_eval.parsing import parse_choice  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+DATA = ["--data-dir", FIX, "--split", "dev", "--split", "gsm8k=train"]
+DEV = os.path.join(FIX, "deviation", "alpaca_mini.json")
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_model, tmp_path_factory):
+    return make_lora(tiny_model, str(tmp_path_factory.mktemp("lora") / "tiny_lora"), scale=0.5)
+
+
+def _rows(path):
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_backend_batching_matches_single_sequences(tiny_model, lora):
+    import torch
+    from llamafactory_minor_eval.backends.base import PromptEncoder
+    from llamafactory_minor_eval.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(tiny_model, adapter=lora, batch_size=3)
+    enc = PromptEncoder(backend.tokenizer)
+    prompts = [enc.encode(p)[1] for p in ["short", "a somewhat longer prompt here", "x " * 30, "mid length one"]]
+    letters = enc.letter_token_ids()
+    batched = backend.choice_logprobs(prompts, letters)
+    backend.batch_size = 1
+    single = backend.choice_logprobs(prompts, letters)
+    flat = lambda rows: [v for row in rows for v in row]  # noqa: E731
+    assert flat(batched) == pytest.approx(flat(single), abs=1e-4)
+    pairs = [(p, enc.encode_text(" an answer")) for p in prompts]
+    seq_single = backend.sequence_logprobs(pairs)
+    gen_single = backend.generate(prompts, 6)
+    backend.batch_size = 4
+    assert backend.sequence_logprobs(pairs) == pytest.approx(seq_single, abs=1e-3)
+    assert backend.generate(prompts, 6) == gen_single
+    # manual check of one answer log-prob with an unpadded forward
+    x, y = pairs[0]
+    with torch.no_grad():
+        logits = backend.model(input_ids=torch.tensor([x + y])).logits[0]
+    logp = torch.log_softmax(logits, -1)
+    manual = sum(float(logp[len(x) - 1 + i, t]) for i, t in enumerate(y))
+    assert seq_single[0] == pytest.approx(manual, abs=1e-3)
+    backend.close()
+
+
+def test_cli_full_and_lora_on_all_benchmarks_then_resume(tiny_model, lora, tmp_path, run_cli):
+    out = tmp_path / "out"
+    args = ["--model", f"base={tiny_model}", "--model", f"lora={lora}", "-b", "ceval,financeiq,fineval,gsm8k",
+            *DATA, "--limit", "3", "--mc-mode", "likelihood", "--gsm8k-max-new-tokens", "8",
+            "--deviation-data", DEV, "-o", str(out), "--no-progress"]
+    proc = run_cli(args, exe="llamafactory-minor-eval")
+    assert "| checkpoint | C-Eval (lik) | FinanceIQ (lik) | FinEval (lik) | GSM8K (gen) | m_theta |" in proc.stdout
+    assert "answered by option likelihood" in proc.stderr
+    rows = _rows(out / "summary.csv")
+    assert [r["checkpoint"] for r in rows] == ["base", "lora"]
+    assert rows[1]["kind"] == "lora" and rows[0]["kind"] == "full"
+    assert float(rows[0]["m_theta"]) == 0.0 and abs(float(rows[1]["m_theta"])) > 1e-4
+    assert rows[1]["m_theta_reference"] == "base"
+    for name in ("ceval", "financeiq", "fineval", "gsm8k"):
+        assert rows[0][f"{name}_n"] == "3"
+        samples = _jsonl(out / "lora" / name / "samples.jsonl")
+        assert len(samples) == 3
+        for rec in samples:
+            assert {"prompt", "output", "parsed", "gold", "correct", "input"} <= set(rec)
+            assert rec["correct"] == (rec["parsed"] == rec["gold"]) or name == "gsm8k"
+        metrics = json.load(open(out / "lora" / name / "metrics.json"))
+        assert metrics["n"] == 3 and metrics["correct"] == sum(r["correct"] for r in samples)
+        assert metrics["mode"] == ("generation" if name == "gsm8k" else "likelihood")
+    first = _jsonl(out / "base" / "ceval" / "samples.jsonl")[0]
+    assert first["prompt"].startswith("You need to choose one of the four options")
+    assert "<|im_start|>user" in first["input"] and set(first["scores"]) == {"A", "B", "C", "D"}
+    fin = _jsonl(out / "base" / "fineval" / "samples.jsonl")[0]
+    assert fin["prompt"].startswith("Please answer the questions based on the context provided.")
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "summary.md").is_file() and (out / "subjects.csv").is_file() and (out / "run_config.yaml").is_file()
+    assert not list(out.rglob("*.partial.jsonl")) and not list(out.rglob("*.tmp"))
+
+    # resume: every pair is done, nothing is loaded
+    proc = run_cli(args, exe="llamafactory-minor-eval")
+    assert "[skip] base: all pairs already done" in proc.stderr and "[load]" not in proc.stderr
+    # other settings in the same folder: refused, results kept; --overwrite redoes them
+    proc = run_cli(args[:-5] + ["--limit", "2", "-o", str(out), "--no-progress", "--deviation-data", DEV],
+                   exe="llamafactory-minor-eval", check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(_jsonl(out / "base" / "ceval" / "samples.jsonl")) == 3
+
+
+def test_generation_mode_parses_first_letter_and_counts_unparsed(tiny_model, tmp_path, capsys):
+    out = tmp_path / "gen"
+    rc = main(["--model", tiny_model, "-b", "ceval", *DATA, "--limit", "4", "--mc-max-new-tokens", "6",
+               "-o", str(out), "--no-progress", "--no-chart", "--batch-size", "3"])
+    assert rc == 0
+    name = os.path.basename(tiny_model)
+    samples = _jsonl(out / name / "ceval" / "samples.jsonl")
+    for rec in samples:
+        assert rec["mode"] == "generation" and rec["parsed"] == parse_choice(rec["output"])
+    metrics = json.load(open(out / name / "ceval" / "metrics.json"))
+    assert metrics["unparsed"] == sum(r["parsed"] is None for r in samples)
+    assert "C-Eval (gen)" in capsys.readouterr().out
+    assert not (out / "summary.png").exists()
+
+
+def test_unfinished_pair_resumes_from_its_partial_file(tiny_model, tmp_path, capsys):
+    out = tmp_path / "res"
+    args = ["--model", f"m={tiny_model}", "-b", "gsm8k", *DATA, "--gsm8k-max-new-tokens", "4", "-o", str(out),
+            "--no-progress", "--no-chart"]
+    assert main(args) == 0
+    pair = out / "m" / "gsm8k"
+    done = _jsonl(pair / "samples.jsonl")
+    assert len(done) == 6
+    # simulate a crash after two answers (and half a line)
+    (pair / "metrics.json").unlink()
+    (pair / "samples.jsonl").unlink()
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done[:2]) + '{"key": "gsm8k/2", "outp'
+    (pair / "samples.partial.jsonl").write_text(text, encoding="utf-8")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "[resume] m | gsm8k: 2 answered before, 4 to go" in capsys.readouterr().err
+    again = _jsonl(pair / "samples.jsonl")
+    assert again[:2] == done[:2] and [r["key"] for r in again] == [r["key"] for r in done]
+    assert again == done  # greedy: the same answers
+
+
+def test_yaml_grid_of_runs(tiny_model, lora, tmp_path, capsys):
+    runs = tmp_path / "saves"
+    for method in ("sft", "minorsft"):
+        for lr in ("1e-5", "2e-5"):
+            shutil.copytree(lora, runs / f"{method}_lr{lr}_b0.04")
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(
+        f"""
+checkpoints:
+  - name: base
+    path: {tiny_model}
+grid:
+  path: {runs}/{{method}}_lr{{lr}}_b{{beta}}
+  name: "{{method}} lr={{lr}} b={{beta}}"
+  base: {tiny_model}
+  method: [sft, minorsft]
+  lr: [1e-5, 2e-5]
+  beta: [0.04]
+benchmarks: [ceval]
+data_dir: {FIX}
+split: dev
+limit: 2
+mc_mode: likelihood
+output_dir: {tmp_path / 'grid_out'}
+progress: false
+chart: false
+""",
+        encoding="utf-8",
+    )
+    assert main(["--config", str(cfg)]) == 0
+    rows = _rows(tmp_path / "grid_out" / "summary.csv")
+    assert [r["checkpoint"] for r in rows] == ["base", "sft lr=1e-5 b=0.04", "sft lr=2e-5 b=0.04",
+                                               "minorsft lr=1e-5 b=0.04", "minorsft lr=2e-5 b=0.04"]
+    assert rows[3]["method"] == "minorsft" and rows[3]["lr"] == "1e-5" and rows[3]["beta"] == "0.04"
+    md = (tmp_path / "grid_out" / "summary.md").read_text(encoding="utf-8")
+    assert sum(line.startswith("| ") for line in md.splitlines()) == 6  # header + 5 rows
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def _err(capsys):
+    err = capsys.readouterr().err
+    return err
+
+
+def test_bad_input_unknown_benchmark(tiny_model, tmp_path, capsys):
+    assert main(["--model", tiny_model, "-b", "ceval,mmlu", *DATA, "-o", str(tmp_path)]) == 2
+    assert "error: unknown benchmark 'mmlu'; valid benchmarks: ceval, financeiq, fineval, gsm8k" in _err(capsys)
+
+
+def test_bad_input_missing_model_path(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "no_such_model"), "-b", "ceval", *DATA, "-o", str(tmp_path)]) == 2
+    err = _err(capsys)
+    assert "error: model path" in err and "no_such_model does not exist" in err
+
+
+def test_bad_input_renamed_column(tiny_model, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(FIX, "financeiq"), data / "financeiq")
+    path = data / "financeiq" / "dev" / "税务师.csv"
+    path.write_text(path.read_text(encoding="utf-8").replace(",Question,", ",Query,"), encoding="utf-8")
+    assert main(["--model", tiny_model, "-b", "financeiq", "--data-dir", str(data), "--split", "dev",
+                 "-o", str(tmp_path / "o")]) == 2
+    err = _err(capsys)
+    assert "税务师.csv: missing column 'question'" in err and "Query" in err
+
+
+def test_bad_input_empty_dataset(tiny_model, tmp_path, capsys):
+    (tmp_path / "ceval" / "dev").mkdir(parents=True)
+    (tmp_path / "ceval" / "dev" / "x_dev.csv").write_text("id,question,A,B,C,D,answer\r\n", encoding="utf-8")
+    assert main(["--model", tiny_model, "-b", "ceval", "--data-dir", str(tmp_path), "--split", "dev",
+                 "-o", str(tmp_path / "o")]) == 2
+    assert "has no rows" in _err(capsys)
+    assert main(["--model", tiny_model, "-b", "ceval", *DATA, "--subjects", "ceval=nope", "-o", str(tmp_path / "o")]) == 2
+    assert "unknown subject 'nope'" in _err(capsys)
+
+
+def test_bad_input_adapter_for_another_base(tiny_model, tmp_path, capsys):
+    other = make_other_tiny(str(tmp_path / "other_base"), tiny_model)
+    adapter = make_lora(other, str(tmp_path / "other_lora"))
+    assert main(["--model", adapter, "--base", tiny_model, "-b", "ceval", *DATA, "-o", str(tmp_path / "o")]) == 2
+    err = _err(capsys)
+    assert "does not fit base model" in err and "Traceback" not in err
+
+
+def test_results_already_written_are_kept_when_a_later_checkpoint_fails(tiny_model, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(os.path.join(tiny_model, "config.json"), broken / "config.json")  # no weights, no tokenizer
+    out = tmp_path / "o"
+    rc = main(["--model", f"good={tiny_model}", "--model", f"broken={broken}", "-b", "ceval", *DATA, "--limit", "2",
+               "--mc-mode", "likelihood", "-o", str(out), "--no-progress", "--no-chart"])
+    assert rc == 2
+    assert "error: " in _err(capsys)
+    assert len(_jsonl(out / "good" / "ceval" / "samples.jsonl")) == 2
+    rows = _rows(out / "summary.csv")
+    assert rows[0]["checkpoint"] == "good" and rows[0]["ceval_n"] == "2" and rows[1]["ceval_n"] == ""
+
+
+def test_bad_yaml_key_and_help(tmp_path, capsys, run_cli):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("benchmark: [ceval]\n", encoding="utf-8")
+    assert main(["--config", str(cfg)]) == 2
+    assert "unknown key(s) benchmark" in _err(capsys)
+    proc = run_cli(["--help"], exe="llamafactory-minor-eval")
+    for option in ("--model", "--base", "--benchmarks", "--data-dir", "--data", "--split", "--subjects", "--limit",
+                   "--limit-per-subject", "--seed", "--few-shot", "--mc-mode", "--mc-max-new-tokens",
+                   "--gsm8k-max-new-tokens", "--chat-template", "--system-prompt", "--backend", "--batch-size",
+                   "--dtype", "--device", "--tensor-parallel-size", "--deviation-data", "--reference",
+                   "--output-dir", "--overwrite", "--keep-going", "--table-metric", "--no-chart", "--report-only"):
+        assert option in proc.stdout
