@@ -14,7 +14,7 @@ CASES = {
     "sft_m_theta": dict(stage="sft", dataset="alpaca_en_tiny", track_m_theta=True),
     "minordpo": dict(stage="dpo", dataset="dpo_en_tiny", pref_loss="minordpo", pref_beta=0.1),
     "dpop": dict(stage="dpo", dataset="dpo_en_tiny", pref_loss="dpop", pref_beta=0.1),
-    "dpo": dict(stage="dpo", dataset="dpo_en_tiny", pref_loss="sigmoid", pref_beta=0.1),
+    "dpo": dict(stage="dpo", dataset="dpo_en_tiny", pref_loss="sigmoid", pref_beta=0.1, track_m_theta=True),
 }
 
 
