@@ -153,6 +153,13 @@ def find_split_files(root: Path, split: str, benchmark: str) -> List[Tuple[str, 
             f"(splits found there: {', '.join(available) if available else 'none'}); choose one with --split"
         )
     pairs.sort(key=lambda p: (p[0], str(p[1])))
+    if benchmark != "gsm8k":
+        # a hub snapshot may hold the same subject twice (csv from a zip and parquet): keep one format
+        rank = {".csv": 0, ".parquet": 1, ".jsonl": 2}
+        best: Dict[str, int] = {}
+        for subject, path in pairs:
+            best[subject] = min(best.get(subject, 9), rank[path.suffix.lower()])
+        pairs = [(s, p) for s, p in pairs if rank[p.suffix.lower()] == best[s]]
     return pairs
 
 

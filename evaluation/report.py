@@ -198,6 +198,7 @@ def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], t
         bars = ax2.bar(range(n_bars), vals, 0.7, color=[cmap(j % cmap.N) for j in range(n_bars)])
         ax2.bar_label(bars, labels=[f"{v:.3f}" if v is not None else "-" for v in dev_values], fontsize=7, padding=1)
         ax2.axhline(0, color="black", linewidth=0.8)
+        ax2.margins(y=0.15)
         ax2.set_xticks(range(n_bars))
         ax2.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
         ax2.set_title("Deviation m_theta")

@@ -19,22 +19,11 @@ def _jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _data_args(shared_root):
-    if shared_root:
-        return ["--data-dir", shared_root, "--split", "dev", "--split", "gsm8k=train"]
-    return ["--data-dir", FIX, "--split", "dev", "--split", "gsm8k=train"]
+DATA = ["--data-dir", FIX, "--split", "dev", "--split", "gsm8k=train"]  # real rows (tests/fixtures/eval)
 
 
-@pytest.fixture(scope="module")
-def data_root():
-    """The real shared data when it is there (a seeded sample of it), else the repo's fixtures."""
-    env = os.environ.get("LLAMAFACTORY_MINOR_SHARED")
-    path = os.path.join(env, "data") if env else os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
-    return path if os.path.isdir(os.path.join(path, "ceval")) else None
-
-
-def test_smollm2_generation_and_likelihood(smollm2, data_root, tmp_path, capsys):
-    common = ["--model", f"smollm2={smollm2}", *_data_args(data_root), "--limit", "2", "--seed", "7",
+def test_smollm2_generation_and_likelihood(smollm2, tmp_path, capsys):
+    common = ["--model", f"smollm2={smollm2}", *DATA, "--limit", "2", "--seed", "7",
               "--no-progress", "--no-chart", "--batch-size", "2"]
     gen_out, lik_out = tmp_path / "gen", tmp_path / "lik"
     assert main(common + ["-b", "ceval,financeiq,fineval,gsm8k", "--mc-max-new-tokens", "6", "--gsm8k-max-new-tokens",
