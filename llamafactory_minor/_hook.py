@@ -26,6 +26,7 @@ PATCHES = {
     "llamafactory.webui.components.train": "llamafactory_minor.integration.webui:patch_train_component",
     "llamafactory.webui.runner": "llamafactory_minor.integration.webui:patch_runner",
     "llamafactory.webui.locales": "llamafactory_minor.integration.webui:patch_locales",
+    "llamafactory.train.callbacks": "llamafactory_minor.integration.webui:patch_callbacks",
 }
 
 _applied = set()
