@@ -49,12 +49,14 @@ def _measure(backend, enc, ids, gen_tokens):
     t = time.perf_counter()
     scores = backend.choice_logprobs(ids, letters)
     t_lik = time.perf_counter() - t
+    print(f"  [{backend.name}] likelihood pass: {t_lik:.1f}s", file=sys.stderr, flush=True)
     lik = [LETTERS[max(range(4), key=lambda i: (s[i], -i))] for s in scores]
     gens = {}
     for n in gen_tokens:
         t = time.perf_counter()
         outs = backend.generate(ids, n)
         dt = time.perf_counter() - t
+        print(f"  [{backend.name}] generation pass ({n} tokens): {dt:.1f}s", file=sys.stderr, flush=True)
         n_tok = sum(len(enc.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outs)
         gens[str(n)] = {"seconds": dt, "outputs": outs, "parsed": [parse_choice(o) for o in outs], "tokens": n_tok}
     return {"lik_seconds": t_lik, "lik": lik, "scores": scores, "gen": gens, "prompt_tokens": sum(map(len, ids))}
@@ -140,7 +142,11 @@ def main() -> None:
             cmd = [args.vllm_python, os.path.abspath(__file__), "--worker", "--model", args.model, "--data", args.data,
                    "--limit-per-subject", str(args.limit_per_subject), "--limit", str(args.limit),
                    "--kv-cache-gb", str(args.kv_cache_gb), "--gen-tokens", *map(str, args.gen_tokens)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL)
+            for line in proc.stderr.splitlines():
+                if line.startswith("  [vllm]"):
+                    print(line, file=sys.stderr)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("@@RESULT@@")), None)
         if proc.returncode != 0 or line is None:
             print("vLLM worker failed:\n" + proc.stderr[-3000:])

@@ -195,7 +195,7 @@ class Runner:
             "checkpoint": ckpt.identity(),
             "benchmark": name,
             "split": d.split,
-            "data": str(d.root),
+            "data": str(Path(d.root).resolve()),
             "subjects": cfg.subjects_for(name),
             "limit": cfg.limit,
             "limit_per_subject": cfg.limit_per_subject,
