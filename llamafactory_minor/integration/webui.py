@@ -250,6 +250,8 @@ def validate_train_args(args: dict) -> None:
     """Run the plugin's argument checks on a web UI config; raises ``PluginError``."""
     import dataclasses
 
+    import llamafactory.hparams.parser  # noqa: F401  (LF first: its import runs our patch_parser, which needs .arguments)
+
     from .arguments import MinorFinetuningArguments
 
     names = {f.name for f in dataclasses.fields(MinorFinetuningArguments) if f.init}

@@ -354,7 +354,9 @@ def test_minorsft_run_from_the_web_ui(page, webui):
 @pytest.mark.webui
 @pytest.mark.e2e
 def test_dpo_minordpo_run_from_the_web_ui(page, webui):
-    offered = configure(page, webui, "DPO", "dpo_en_tiny", dict(FAST, cutoff_len=288), output_dir="webui_minordpo")
+    offered = configure(page, webui, "DPO", "dpo_en_tiny",
+                        dict(FAST, cutoff_len=288, max_steps=3, per_device_train_batch_size=2),
+                        output_dir="webui_minordpo")
     assert "alpaca_en_tiny" not in offered, f"DPO must list pairwise datasets only: {offered}"
 
     # RLHF accordion opened with the stage; the loss list has the plugin's losses
@@ -377,6 +379,13 @@ def test_dpo_minordpo_run_from_the_web_ui(page, webui):
     assert saved, "no saved arguments"
     saved_text = saved[-1].read_text()
     assert "train.pref_loss: minordpo" in saved_text and "train.dpop_lambda:" in saved_text, saved_text
+    # ... and "Load arguments" brings them back
+    select(page, "Loss type", "sigmoid")
+    page.get_by_role("button", name="Load arguments").click()
+    deadline = time.time() + 20
+    while loss.input_value() != "minordpo":
+        assert time.time() < deadline, f"Load arguments did not restore the loss: {loss.input_value()}"
+        time.sleep(0.25)
 
     text, seen_progress = run_and_wait(page, "minordpo")
     shot = screenshot(page, "minordpo")
@@ -437,3 +446,66 @@ def test_language_switch_keeps_the_new_elements(page, webui):
     _visible(page.get_by_role("listbox", name="Stage", exact=True)).wait_for()
     assert labelled_input(page, "PoFT aligned LLMs").is_visible()
     page.screenshot(path=str(ARTIFACTS / "language-en.png"))
+
+
+# --------------------------------------------------------------------------------------------------
+# browser-free checks of the same glue (fast; run everywhere)
+# --------------------------------------------------------------------------------------------------
+def _getter(values: dict):
+    return lambda elem_id, default=None: values.get(elem_id, default)
+
+
+UI_DEFAULTS = {
+    "train.pref_beta": 0.04, "train.dpop_lambda": 50, "train.poft_beta": 1, "train.poft_gamma": 0,
+    "train.poft_aggregation": "mean", "train.poft_aligned_models": "", "train.poft_aligned_templates": "",
+    "train.poft_noise_dataset": "", "train.precompute_ref_log_probs": False, "train.track_m_theta": False,
+}
+
+
+@pytest.mark.parametrize(
+    "stage, lf_args, ui, expected",
+    [
+        ("minorsft", {}, {}, {"pref_beta": 0.04}),
+        ("sftdpo", {}, {"train.precompute_ref_log_probs": True}, {"pref_beta": 0.04, "precompute_ref_log_probs": True}),
+        ("dpo", {"pref_loss": "dpop"}, {"train.dpop_lambda": 25}, {"dpop_lambda": 25}),
+        ("dpo", {"pref_loss": "minordpo"}, {"train.track_m_theta": True}, {"track_m_theta": True}),
+        ("sft", {}, {"train.track_m_theta": True}, {"track_m_theta": True}),
+        ("minorsft", {}, {"train.track_m_theta": True}, {"pref_beta": 0.04}),  # logged anyway: not passed
+        ("poft", {}, {"train.poft_aligned_models": " a , b ", "train.poft_aligned_templates": "qwen,llama3",
+                      "train.poft_aggregation": "min"},
+         {"poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "min", "poft_aligned_models": "a,b",
+          "poft_aligned_templates": "qwen,llama3"}),
+        ("poft", {}, {}, {"poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
+        ("kto", {"pref_loss": "sigmoid"}, {}, {}),
+    ],
+)
+def test_runner_keys_for_each_stage(stage, lf_args, ui, expected):
+    from llamafactory_minor.integration.webui import plugin_train_args
+
+    assert plugin_train_args(stage, _getter({**UI_DEFAULTS, **ui}), dict(lf_args)) == expected
+
+
+def test_poft_without_aligned_models_is_the_plugin_error():
+    from llamafactory_minor.integration import PluginError
+    from llamafactory_minor.integration.webui import validate_train_args
+
+    with pytest.raises(PluginError, match=re.escape(POFT_ERROR)):
+        validate_train_args({"stage": "poft", "finetuning_type": "full", "poft_aggregation": "mean"})
+    validate_train_args({"stage": "poft", "finetuning_type": "full", "poft_aligned_models": "a",
+                         "poft_aligned_templates": "qwen"})
+
+
+def test_locales_cover_every_lf_language():
+    import llamafactory.webui.locales as lf_locales
+
+    from llamafactory_minor.integration.webui import INPUT_NAMES, load_locales
+
+    langs = set(lf_locales.LOCALES["lang"])
+    assert {"en", "zh"} <= langs
+    ours = load_locales()
+    for name in set(INPUT_NAMES) | {"minor_tab", "minor_help"}:
+        assert set(lf_locales.LOCALES[name]) >= langs, name  # Engine.change_lang indexes [name][lang]
+        assert ours["LOCALES"][name]["zh"] != ours["LOCALES"][name]["en"] or name == "dpop_lambda", name
+        assert lf_locales.LOCALES[name]["ja"] == ours["LOCALES"][name]["en"]  # English fallback
+    for name in ours["ALERTS"]:
+        assert set(lf_locales.ALERTS[name]) >= langs, name
