@@ -19,8 +19,12 @@ Nothing of LF's web UI is copied; its functions are wrapped when their modules a
   stages / losses), ``Runner._initialize`` (wrapped: validates the arguments with the plugin's
   ``MinorFinetuningArguments`` so a ``PluginError`` -- e.g. PoFT without aligned LLMs -- is shown on the
   page and nothing starts), ``Runner.monitor`` and the runner module's ``get_trainer_info`` (wrapped:
-  the output box also shows the latest logged plugin metrics from ``trainer_state.json``; LF's own
-  ``trainer_log.jsonl`` and loss plot only know loss / reward / accuracy).
+  the output box also shows a table of the latest plugin metrics, from ``trainer_log.jsonl`` while the
+  run goes, else ``trainer_state.json``). LF's loss plot stays loss-only.
+- ``llamafactory.train.callbacks.LogCallback.on_log`` (wrapped, in the training process): the records
+  LF writes to ``trainer_log.jsonl`` also carry the plugin metrics (m_theta, minorsft/coef,
+  rewards/margins, normalized_rewards/*, ...), and under LlamaBoard one more running-log line lists them
+  (LF's own line has loss / lr / epoch / reward / accuracy only).
 
 The training subprocess LF starts (``llamafactory-cli train <yaml>``) gets the plugin from the .pth hook.
 """
