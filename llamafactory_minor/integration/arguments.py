@@ -8,9 +8,28 @@ FinetuningArguments entry is replaced in place, so ``get_train_args`` parses the
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llamafactory.hparams.finetuning_args import FinetuningArguments
+_PENDING = []
 
-from . import (
+
+def patch_parser(parser_module) -> None:
+    """Replace FinetuningArguments in LF's argument lists by the subclass (in place).
+
+    Defined before this module imports LF: when this module is the first to import LF, LF's parser loads
+    (and the hook calls this) before the subclass exists; the replacement then happens at the end of the module.
+    """
+    from . import check_lf_version
+
+    check_lf_version()
+    cls = globals().get("MinorFinetuningArguments")
+    if cls is None:
+        _PENDING.append(parser_module)
+    else:
+        _replace_in_lists(parser_module)
+
+
+from llamafactory.hparams.finetuning_args import FinetuningArguments  # noqa: E402
+
+from . import (  # noqa: E402
     FIXED_PREF_LOSSES,
     NEW_PREF_LOSSES,
     NEW_STAGES,
@@ -157,9 +176,7 @@ class MinorFinetuningArguments(FinetuningArguments):
         )
 
 
-def patch_parser(parser_module) -> None:
-    """Replace FinetuningArguments in LF's argument lists by the subclass (in place)."""
-    check_lf_version()
+def _replace_in_lists(parser_module) -> None:
     for name in ("_TRAIN_ARGS", "_INFER_ARGS", "_EVAL_ARGS", "_TRAIN_MCA_ARGS"):
         arg_list = getattr(parser_module, name, None)
         if not arg_list:
@@ -167,3 +184,8 @@ def patch_parser(parser_module) -> None:
         for i, cls in enumerate(arg_list):
             if cls is FinetuningArguments:
                 arg_list[i] = MinorFinetuningArguments
+
+
+for _module in _PENDING:  # LF's parser finished loading while this module was importing LF
+    _replace_in_lists(_module)
+_PENDING.clear()

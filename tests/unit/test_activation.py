@@ -53,3 +53,10 @@ def test_new_keys_parse_with_lf_parser(tmp_path):
                 poft_aligned_templates="zephyr,llama3", poft_aggregation="min")
     fa = _parse_train_args(poft)[3]
     assert fa.poft_aligned_models == ["a", "b"] and fa.poft_aggregation == "min" and not fa.use_ref_model
+
+
+def test_importing_the_argument_module_first_still_patches_lf():
+    proc = _py("import llamafactory_minor.integration.arguments\n"
+               "import llamafactory.hparams.parser as p; print(p._TRAIN_ARGS[3].__name__)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "MinorFinetuningArguments"
