@@ -30,7 +30,8 @@ from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
-RECIPES = sorted(p for ext in ("*.yaml", "*.yml") for p in EXAMPLES.rglob(ext))
+# training recipes; examples/eval holds evaluation configs (llamafactory-minor-eval), checked by the eval tests
+RECIPES = sorted(p for ext in ("*.yaml", "*.yml") for p in EXAMPLES.rglob(ext) if "eval" not in p.relative_to(EXAMPLES).parts)
 DS_Z3 = "examples/deepspeed/ds_z3_config.json"
 GPUS = 8  # the paper recipes' effective batch sizes assume one 8-GPU node
 
