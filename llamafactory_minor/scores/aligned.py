@@ -48,6 +48,18 @@ def _noise_keys(model_args, data_args, training_args, finetuning_args, template,
     return set(module["train_dataset"]["sample_key"])
 
 
+def aligned_meta(model_args, data_args, path, template_name) -> dict:
+    """What an aligned model's scores depend on (besides the rows): the cache key's components."""
+    return {
+        "kind": "aligned",
+        "model": path,
+        "weights": file_fingerprint(path),
+        "template": template_name,
+        "cutoff_len": data_args.cutoff_len,
+        "dtype": str(model_args.compute_dtype),
+    }
+
+
 def aligned_score_attacher(model_args, data_args, training_args, finetuning_args):
     fa = finetuning_args
 
@@ -55,14 +67,7 @@ def aligned_score_attacher(model_args, data_args, training_args, finetuning_args
         per_model = []
         for path, template_name in zip(fa.poft_aligned_models, fa.poft_aligned_templates):
             aligned_module = _aligned_rows(model_args, data_args, training_args, path, template_name)
-            meta = {
-                "kind": "aligned",
-                "model": path,
-                "weights": file_fingerprint(path),
-                "template": template_name,
-                "cutoff_len": data_args.cutoff_len,
-                "dtype": str(model_args.compute_dtype),
-            }
+            meta = aligned_meta(model_args, data_args, path, template_name)
             scores = {}
             for name, rows in datasets_of(aligned_module):
                 scores.update(run_pass(rows, meta, lambda p=path: load_scoring_model(model_args, p), training_args,

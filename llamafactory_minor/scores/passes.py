@@ -47,10 +47,15 @@ def load_scoring_model(model_args, name_or_path: str, adapters=None, quantizatio
     return model, tokenizer
 
 
+def pass_key(rows, meta: dict) -> tuple[dict, str]:
+    """The cache meta of a pass over ``rows`` (``meta`` + dataset fingerprint + plugin version) and its key."""
+    meta = dict(meta, dataset=dataset_fingerprint(rows), plugin=__version__)
+    return meta, make_key(meta)
+
+
 def run_pass(rows, meta: dict, load_fn, training_args, finetuning_args, desc: str) -> dict:
     """Scores for every ``sample_key`` in ``rows``: from the cache, or computed once by the main process."""
-    meta = dict(meta, dataset=dataset_fingerprint(rows), plugin=__version__)
-    key = make_key(meta)
+    meta, key = pass_key(rows, meta)
     cache = ScoreCache(cache_root(finetuning_args), key, meta, logger=logger)
     with training_args.main_process_first(desc=desc, local=False):
         scores = cache.load_complete()

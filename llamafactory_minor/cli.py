@@ -1,0 +1,155 @@
+"""``llamafactory-minor``: the plugin's own command line (training stays ``llamafactory-cli train``).
+
+    llamafactory-minor score CONFIG.yaml [key=value ...]       score a dataset, write a score file
+    llamafactory-minor import-scores FILE.jsonl [CONFIG.yaml [key=value ...]] [--cache-dir DIR]
+    llamafactory-minor version
+    llamafactory-minor help [COMMAND]
+"""
+
+import argparse
+import os
+import sys
+
+from . import __version__
+
+SCORE_HELP = """\
+Score every tokenized row of a dataset exactly as training does (LF's get_dataset: same template,
+cutoff, masking) and write a score file. CONFIG.yaml holds the same LF keys as a training config
+(model_name_or_path, template, dataset, dataset_dir, cutoff_len, max_samples, val_size, bf16,
+ref_model, stage, minor_cache_dir, ...); `key=value` arguments override it, as with llamafactory-cli.
+
+Score keys:
+  score_output: PATH           the JSONL file to write (required); written atomically
+  score_backend: transformers  or vllm (prompt_logprobs over the same token ids)
+  score_batch_size: 8          rows per forward pass (transformers; sorted by length)
+  score_models: a,b            score with these models instead of the reference ...
+  score_templates: t1,t2       ... each with its own LF template (e.g. PoFT's aligned LLMs)
+  score_backend_python: PATH   python of the environment with vLLM (default: this one, or
+                               $LLAMAFACTORY_MINOR_VLLM_PYTHON)
+  score_vllm_args: {...}       extra vllm.LLM keyword arguments (e.g. tensor_parallel_size: 2)
+
+What is scored: without score_models, a `stage: poft` config scores its poft_aligned_models (with
+poft_aligned_templates); any other config scores the model training uses as reference (ref_model
+[+ ref_model_adapters] if set, else model_name_or_path [+ adapter_name_or_path]). Pairwise data
+(`stage: dpo`/`rm`, or a dataset with "ranking": true) also gets the rejected answer's score.
+
+Scores go through training's score cache (minor_cache_dir, $LLAMAFACTORY_MINOR_SCORE_CACHE or
+~/.cache/llamafactory_minor/scores) under the key training computes: an interrupted run resumes, and
+a later `llamafactory-cli train` of the same config on this machine reuses them (transformers
+backend; vLLM results reach training's cache only through `llamafactory-minor import-scores`).
+
+File format (JSONL): line 1 is a header {"format": "llamafactory-minor-scores", "format_version": 1,
+"backend", "created", "plugin_version", "sections": [{"role", "model", "template", "split",
+"pairwise", "num_rows", "weights" (fingerprint), "dataset_fingerprint", "cutoff_len", "dtype",
+"cache_key", "cache_meta"}, ...]}; then one line per row:
+  {"key": <sample_key>, "sum_logp": float, "num_tokens": int, "model", "template", "split"}
+  (+ "rejected_sum_logp", "rejected_num_tokens" for pairs)
+sum_logp = sum of log p(token t | tokens < t) over the answer tokens (LF label != -100).
+"""
+
+IMPORT_HELP = """\
+Place a score file (from `llamafactory-minor score`, possibly made on another machine) into the
+score cache so that `llamafactory-cli train` with `precompute_ref_log_probs: true` or `stage: poft`
+finds it and does not score.
+
+With CONFIG.yaml (the training config; recommended): the file is checked against what that run will
+look up -- model weights fingerprint (the path may differ), template, cutoff, masking, dtype and the
+dataset (fingerprint of the sample keys) -- and refused with a clear error on a mismatch; the cache
+folder is the config's minor_cache_dir unless --cache-dir is given. Without a config, the file's
+recorded cache keys are used (same model path needed at training time).
+
+Corrupt files, NaN/inf scores and missing rows are refused; nothing is written unless every part is
+valid, and each cache folder is completed atomically.
+"""
+
+
+def _fail(error) -> int:
+    print(f"[llamafactory-minor] error: {error}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _known_errors():
+    from .integration import PluginError
+    from .scores.file_format import ScoreFileError
+
+    return (PluginError, ScoreFileError, ValueError, FileNotFoundError, OSError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamafactory-minor",
+        description="llamafactory-minor tools (training itself runs with `llamafactory-cli train`).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    score = sub.add_parser("score", help="score a dataset with the reference / aligned models; write a JSONL file",
+                           description=SCORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    score.add_argument("config", help="YAML (or JSON) config with LF training keys and score_* keys")
+    score.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    imp = sub.add_parser("import-scores", help="place a score file into the score cache used by training",
+                         description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("file", help="score file written by `llamafactory-minor score`")
+    imp.add_argument("config", nargs="?", help="the training config that will use the scores")
+    imp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    imp.add_argument("--cache-dir", default=None, help="score cache folder (default: the config's minor_cache_dir)")
+    sub.add_parser("version", help="print the plugin and LLaMA-Factory versions")
+    hlp = sub.add_parser("help", help="show help for a command")
+    hlp.add_argument("topic", nargs="?")
+    return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        lf = metadata.version("llamafactory")
+    except metadata.PackageNotFoundError:
+        lf = "not installed"
+    return f"llamafactory-minor {__version__} (llamafactory {lf})"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(_version())
+        return 0
+    if args.command == "help" or args.command is None:
+        if getattr(args, "topic", None):
+            return main([args.topic, "--help"])
+        parser.print_help()
+        return 0
+    debug = os.environ.get("LLAMAFACTORY_MINOR_DEBUG", "").lower() in ("1", "true", "yes")
+    try:
+        if args.command == "score":
+            from .scores.standalone import score
+
+            path = score(args.config, args.overrides)
+            print(f"[llamafactory-minor] scores written to {path}", flush=True)
+            return 0
+        if args.command == "import-scores":
+            from .scores.standalone import import_score_file
+
+            if args.overrides and not args.config:
+                return _fail("key=value overrides need a CONFIG.yaml")
+            folders = import_score_file(args.file, cache_dir=args.cache_dir, config=args.config,
+                                        overrides=args.overrides)
+            for folder in folders:
+                print(f"[llamafactory-minor] imported into {folder}", flush=True)
+            return 0
+    except KeyboardInterrupt:
+        return _fail("interrupted (a scoring pass resumes from the cache when rerun)")
+    except Exception as e:  # one clear line for configuration errors
+        if debug or not isinstance(e, _known_errors()):
+            raise
+        return _fail(e)
+    parser.print_help()  # pragma: no cover
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

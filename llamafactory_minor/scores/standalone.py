@@ -1,0 +1,528 @@
+"""``llamafactory-minor score``: the training-time scoring pass as a standalone command and Python API.
+
+``score(args) -> path`` takes the same LF keys as ``llamafactory-cli train`` (model_name_or_path,
+template, dataset, dataset_dir, cutoff_len, max_samples, val_size, bf16, ref_model, stage, ...) plus:
+
+- ``score_output`` (required): the JSONL file to write (format: ``scores.file_format``);
+- ``score_backend``: ``transformers`` (default; batched, sorted by length, no grad, progress bar) or
+  ``vllm`` (``prompt_logprobs`` over the same token ids, see ``scores.vllm_backend``);
+- ``score_batch_size`` (default 8, transformers backend);
+- ``score_models: a,b`` + ``score_templates: t1,t2``: score with these models, each with its own LF
+  template (PoFT's aligned LLMs). Without them a ``stage: poft`` config scores its
+  ``poft_aligned_models`` / ``poft_aligned_templates``, and any other config scores the model that
+  training uses as its reference (``ref_model`` [+ ``ref_model_adapters``] if set, else
+  ``model_name_or_path`` [+ ``adapter_name_or_path``]);
+- ``score_backend_python``: python of the environment that has vLLM (default: the current one, or
+  ``$LLAMAFACTORY_MINOR_VLLM_PYTHON``);
+- ``score_vllm_args``: dict of extra ``vllm.LLM`` keyword arguments (e.g. ``tensor_parallel_size``).
+
+The rows are LF's own tokenized rows, built exactly as training builds them (``get_dataset`` inside
+``plugin_dataset(..., keyed=True)``; stage ``rm`` for pairwise data -- a ``stage: dpo`` / ``rm`` config
+or, without ``stage``, a dataset marked ``"ranking": true`` -- else ``sft``), each with its content key
+``sample_key``. Scores go through the same :class:`~.cache.ScoreCache` as training, under the same cache
+key (so an interrupted pass resumes, and a later ``llamafactory-cli train`` on this machine with the same
+config reuses them). vLLM scores are staged under a separate key (they agree with transformers to ~1e-3
+per token, not 1e-5) and reach training's cache only through an explicit :func:`import_score_file`.
+
+``import_score_file(path, cache_dir=None, config=None)`` places a score file into the score-cache layout.
+With a training ``config`` (dict or YAML path) it checks the file against what that training run will
+look up -- same model weights (fingerprint; the path may differ between machines), template, cutoff,
+masking, dtype and dataset (fingerprint of the sample keys) -- refuses a mismatch with an error naming
+it, and files the scores under the key training computes. Without a config the recorded cache keys are
+used (the model path must then be the same on the training machine).
+"""
+
+import gc
+import json
+import os
+import tempfile
+import time
+from importlib import metadata
+
+from .. import __version__
+from ..integration import PluginError
+from .cache import ScoreCache, file_fingerprint, make_key
+from .file_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    ScoreFileError,
+    cache_row,
+    keys_fingerprint,
+    now_utc,
+    read_score_file,
+    write_score_file,
+)
+
+SCORE_DEFAULTS = {
+    "score_output": None,
+    "score_backend": "transformers",
+    "score_batch_size": 8,
+    "score_models": None,
+    "score_templates": None,
+    "score_backend_python": None,
+    "score_vllm_args": None,
+}
+PAIRWISE_STAGES = ("dpo", "rm")
+SINGLE_STAGES = ("sft", "minorsft", "sftdpo", "poft")
+# LF keys that only concern training and would get in the way of a single scoring process
+_DROPPED_KEYS = ("deepspeed", "output_dir", "report_to", "tokenized_path", "resume_from_checkpoint")
+
+
+def _logger():
+    from ..integration import get_logger
+
+    return get_logger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------------
+def load_config(config, overrides=()) -> dict:
+    """A config dict from a dict or a YAML/JSON path, with LF-style ``key=value`` overrides (OmegaConf)."""
+    from omegaconf import OmegaConf
+
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        if not os.path.isfile(path):
+            raise PluginError(f"config file {path} does not exist")
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                base = OmegaConf.create(json.load(f))
+        else:
+            base = OmegaConf.load(os.path.abspath(path))
+    elif isinstance(config, dict):
+        base = OmegaConf.create(config)
+    else:
+        raise PluginError(f"config must be a dict or a YAML path, got {type(config).__name__}")
+    overrides = list(overrides or ())
+    for item in overrides:
+        if "=" not in item:
+            raise PluginError(f"override `{item}` is not of the form key=value")
+    merged = OmegaConf.merge(base, OmegaConf.from_cli(overrides)) if overrides else base
+    cfg = OmegaConf.to_container(merged, resolve=True)
+    if not isinstance(cfg, dict):
+        raise PluginError("the config must be a mapping of LF keys")
+    return cfg
+
+
+def split_score_options(cfg: dict) -> tuple[dict, dict]:
+    """(LF keys, score_* options with defaults); unknown ``score_*`` keys are an error."""
+    lf_cfg = {k: v for k, v in cfg.items() if not k.startswith("score_")}
+    unknown = sorted(k for k in cfg if k.startswith("score_") and k not in SCORE_DEFAULTS)
+    if unknown:
+        raise PluginError(f"unknown key(s) {', '.join(unknown)}; the score keys are {', '.join(SCORE_DEFAULTS)}")
+    opts = {k: cfg.get(k, v) for k, v in SCORE_DEFAULTS.items()}
+    for k in ("score_models", "score_templates"):
+        if isinstance(opts[k], str):
+            opts[k] = [x.strip() for x in opts[k].split(",") if x.strip()]
+    if opts["score_backend"] not in ("transformers", "vllm"):
+        raise PluginError(f"`score_backend: {opts['score_backend']}`: use transformers or vllm")
+    try:
+        opts["score_batch_size"] = int(opts["score_batch_size"])
+    except (TypeError, ValueError):
+        raise PluginError(f"`score_batch_size` must be an integer, got {opts['score_batch_size']!r}") from None
+    if opts["score_batch_size"] < 1:
+        raise PluginError(f"`score_batch_size` must be >= 1, got {opts['score_batch_size']}")
+    if opts["score_models"] and len(opts["score_templates"] or []) != len(opts["score_models"]):
+        raise PluginError(f"`score_templates` must list one LF template per model of `score_models` "
+                          f"({len(opts['score_models'])} models, {len(opts['score_templates'] or [])} templates)")
+    if opts["score_templates"] and not opts["score_models"]:
+        raise PluginError("`score_templates` needs `score_models`")
+    if opts["score_vllm_args"] is not None and not isinstance(opts["score_vllm_args"], dict):
+        raise PluginError("`score_vllm_args` must be a mapping of vllm.LLM keyword arguments")
+    return lf_cfg, opts
+
+
+def parse_training_args(lf_cfg: dict):
+    """LF's own parsing (``get_train_args``, plugin keys included) of a training config, minus what only a
+    training run needs: returns (model_args, data_args, training_args, finetuning_args)."""
+    from ..integration import activate
+
+    activate()
+    from llamafactory.hparams import get_train_args
+
+    if not lf_cfg.get("dataset"):
+        raise PluginError("`dataset` is required: the rows to score are LF's tokenized rows of that dataset")
+    if not lf_cfg.get("model_name_or_path"):
+        raise PluginError("`model_name_or_path` is required (its tokenizer tokenizes the data)")
+    if lf_cfg.get("streaming"):
+        raise PluginError("`streaming: true` is not supported for scoring: every row must be scored once")
+    cfg = {k: v for k, v in lf_cfg.items() if k not in _DROPPED_KEYS}
+    with tempfile.TemporaryDirectory(prefix="lfm-score-") as tmp:
+        cfg.update(output_dir=os.path.join(tmp, "unused"), report_to="none")
+        model_args, data_args, training_args, finetuning_args, _ = get_train_args(cfg)
+    data_args.tokenized_path = None
+    return model_args, data_args, training_args, finetuning_args
+
+
+def data_stage(lf_cfg: dict, finetuning_args, data_args) -> str:
+    """``rm`` for pairwise data, ``sft`` for single answers (as training tokenizes them)."""
+    if "stage" in lf_cfg:
+        stage = finetuning_args.stage
+        if stage in PAIRWISE_STAGES:
+            return "rm"
+        if stage in SINGLE_STAGES:
+            return "sft"
+        raise PluginError(f"`stage: {stage}` has no per-sample answer log-prob to score; scoring supports single "
+                          f"answers ({', '.join(SINGLE_STAGES)}) and pairs ({', '.join(PAIRWISE_STAGES)})")
+    from llamafactory.data.parser import get_dataset_list
+
+    names = list(data_args.dataset or []) + list(data_args.eval_dataset or [])
+    ranking = {attr.ranking for attr in get_dataset_list(names, data_args.dataset_dir)}
+    if len(ranking) > 1:
+        raise PluginError(f"`dataset: {','.join(names)}` mixes pairwise and single-answer datasets; score them "
+                          "in separate runs")
+    return "rm" if True in ranking else "sft"
+
+
+# --------------------------------------------------------------------------------------------------
+# sections: (model, template, split) -> LF rows + the cache meta training computes for them
+# --------------------------------------------------------------------------------------------------
+def _split_name(name: str) -> str:
+    if name == "train_dataset":
+        return "train"
+    return "eval" + name[len("eval_dataset"):]
+
+
+def _keyed_rows(model_args, data_args, training_args, stage, label):
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.model import load_tokenizer
+
+    from ..integration.data import plugin_dataset
+
+    try:
+        tokenizer_module = load_tokenizer(model_args)
+    except Exception as e:
+        raise PluginError(f"cannot load the tokenizer of `{model_args.model_name_or_path}` "
+                          f"({type(e).__name__}: {e}); check `model_name_or_path`.") from None
+    try:
+        template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    except ValueError as e:
+        if "does not exist" in str(e):
+            raise PluginError(f"unknown LF template `{data_args.template}`") from None
+        raise
+    with plugin_dataset(label, keyed=True):
+        return get_dataset(template, model_args, data_args, training_args, stage=stage, **tokenizer_module)
+
+
+def _model_rows(model_args, data_args, training_args, path, template_name, stage):
+    """LF rows tokenized with ``path``'s tokenizer and ``template_name`` (PoFT's aligned-model rows)."""
+    import dataclasses
+
+    from .aligned import _aligned_rows
+
+    if stage == "sft":  # exactly what `stage: poft` does in training
+        return _aligned_rows(model_args, data_args, training_args, path, template_name)
+    from llamafactory.hparams import ModelArguments
+
+    args = ModelArguments.copyfrom(model_args, model_name_or_path=path, adapter_name_or_path=None)
+    data = dataclasses.replace(data_args, template=template_name, tokenized_path=None)
+    return _keyed_rows(args, data, training_args, stage, f"score_models: {path}")
+
+
+def plan_sections(model_args, data_args, training_args, finetuning_args, stage, score_models=None,
+                  score_templates=None) -> list[dict]:
+    """What to score: one section per (model, template, split) with its rows, cache meta and key."""
+    from .aligned import aligned_meta
+    from .passes import datasets_of, load_scoring_model, pass_key
+    from .reference import _reference_meta
+
+    fa = finetuning_args
+    if not score_models and fa.stage == "poft":
+        score_models, score_templates = fa.poft_aligned_models, fa.poft_aligned_templates
+    sections = []
+    if score_models:
+        for path, template_name in zip(score_models, score_templates):
+            module = _model_rows(model_args, data_args, training_args, path, template_name, stage)
+            meta = aligned_meta(model_args, data_args, path, template_name)
+            for name, rows in datasets_of(module):
+                full, key = pass_key(rows, meta)
+                sections.append(dict(role="aligned", model=path, template=template_name, split=_split_name(name),
+                                     rows=rows, meta=full, key=key, adapter=None, quantization_bit=None,
+                                     load=lambda p=path: load_scoring_model(model_args, p)))
+        return sections
+
+    if fa.ref_model:
+        model, adapter, qbit = fa.ref_model, fa.ref_model_adapters, fa.ref_model_quantization_bit
+    else:
+        model, adapter, qbit = model_args.model_name_or_path, model_args.adapter_name_or_path, \
+            model_args.quantization_bit
+    module = _keyed_rows(model_args, data_args, training_args, stage, f"stage: {fa.stage}")
+    meta = _reference_meta(model_args, data_args, fa)  # after the rows, in training's order
+    for name, rows in datasets_of(module):
+        full, key = pass_key(rows, meta)
+        sections.append(dict(role="reference", model=meta["model"], template=data_args.template,
+                             split=_split_name(name), rows=rows, meta=full, key=key, adapter=adapter,
+                             quantization_bit=qbit,
+                             load=lambda: load_scoring_model(model_args, model, adapter, qbit)))
+    return sections
+
+
+def _unique_keys(rows) -> list[str]:
+    return list(dict.fromkeys(rows["sample_key"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------------
+def _vllm_dtype(model_args) -> str:
+    import torch
+
+    return {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}.get(
+        model_args.compute_dtype, "auto")
+
+
+def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
+    from .passes import cache_root
+    from .scoring import score_dataset_rows
+
+    logger = _logger()
+    rows = sec["rows"]
+    if opts["score_backend"] == "vllm":
+        if sec["adapter"]:
+            raise PluginError(f"`score_backend: vllm` does not load adapters ({sec['adapter']}); merge the adapter "
+                              "into the model first or use `score_backend: transformers`")
+        if sec["quantization_bit"]:
+            raise PluginError("`score_backend: vllm` does not support `quantization_bit`; use transformers")
+        # vLLM numbers are staged apart from training's cache; only import_score_file files them there
+        meta = dict(sec["meta"], backend="vllm")
+        cache = ScoreCache(cache_root(finetuning_args), make_key(meta), meta, logger=logger)
+    else:
+        cache = ScoreCache(cache_root(finetuning_args), sec["key"], sec["meta"], logger=logger)
+    scores = cache.load_complete()
+    if scores is not None:
+        logger.info_rank0(f"{desc}: reusing cached scores ({len(scores)} rows) from {cache.dir}; no scoring.")
+        return scores
+    resumed = len(cache.load_partial())
+    if resumed:
+        logger.info_rank0(f"{desc}: resuming an interrupted pass ({resumed} rows already scored).")
+    start = time.time()
+    if opts["score_backend"] == "vllm":
+        from .vllm_backend import VLLMScoringError, score_rows_vllm
+
+        try:
+            scores = score_rows_vllm(rows, cache, sec["model"], python=opts["score_backend_python"],
+                                     dtype=_vllm_dtype(model_args), engine_args=opts["score_vllm_args"],
+                                     trust_remote_code=model_args.trust_remote_code, desc=desc)
+        except VLLMScoringError as e:
+            raise PluginError(f"{desc}: {e}") from None
+    else:
+        model, tokenizer = sec["load"]()
+        try:
+            scores = score_dataset_rows(model, rows, cache, tokenizer.pad_token_id,
+                                        batch_size=opts["score_batch_size"], desc=desc)
+        finally:
+            del model
+            gc.collect()
+    cache.finish(scores)
+    logger.info_rank0(f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; "
+                      f"cached at {cache.dir}.")
+    return scores
+
+
+def _section_header(sec) -> dict:
+    meta = sec["meta"]
+    return {
+        "role": sec["role"],
+        "model": sec["model"],
+        "template": sec["template"],
+        "split": sec["split"],
+        "pairwise": "chosen_input_ids" in sec["rows"].column_names,
+        "num_rows": len(_unique_keys(sec["rows"])),
+        "weights": meta["weights"],
+        "dataset_fingerprint": meta["dataset"],
+        "cutoff_len": meta["cutoff_len"],
+        "dtype": meta["dtype"],
+        "adapter": meta.get("adapter"),
+        "cache_key": sec["key"],
+        "cache_meta": meta,
+    }
+
+
+def _file_rows(sec, scores) -> list[dict]:
+    from .passes import join
+
+    keys = _unique_keys(sec["rows"])
+    joined = join({"sample_key": keys}, scores, f"score from `{sec['model']}`")
+    out = []
+    for key, s in zip(keys, joined):
+        row = dict(cache_row(s), key=key, model=sec["model"], template=sec["template"], split=sec["split"])
+        out.append(row)
+    return out
+
+
+def _lf_version() -> str | None:
+    try:
+        return metadata.version("llamafactory")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return None
+
+
+def score(args, overrides=()) -> str:
+    """Score a dataset as training would and write the score file; returns its path.
+
+    ``args``: a dict of LF training keys plus the ``score_*`` keys (or a YAML path); ``overrides``:
+    ``key=value`` strings applied on top.
+    """
+    cfg = load_config(args, overrides)
+    lf_cfg, opts = split_score_options(cfg)
+    output = opts["score_output"]
+    if not output:
+        raise PluginError("set `score_output: path/to/scores.jsonl` (the file to write)")
+    output = os.path.abspath(os.path.expanduser(str(output)))
+    try:  # fail before a long pass, not after it
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+    except OSError as e:
+        raise PluginError(f"cannot create the folder of `score_output: {output}` ({e})") from None
+    if not os.access(os.path.dirname(output), os.W_OK) or os.path.isdir(output):
+        raise PluginError(f"cannot write `score_output: {output}`; choose a writable file path")
+    model_args, data_args, training_args, finetuning_args = parse_training_args(lf_cfg)
+    stage = data_stage(lf_cfg, finetuning_args, data_args)
+    sections = plan_sections(model_args, data_args, training_args, finetuning_args, stage,
+                             opts["score_models"], opts["score_templates"])
+    logger = _logger()
+    all_rows = []
+    for i, sec in enumerate(sections):
+        desc = f"Scores {i + 1}/{len(sections)}: {sec['role']} {sec['model']} ({sec['template']}, {sec['split']})"
+        scores = _score_section(sec, opts, model_args, finetuning_args, desc)
+        all_rows.append(_file_rows(sec, scores))
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": now_utc(),
+        "plugin_version": __version__,
+        "llamafactory_version": _lf_version(),
+        "backend": opts["score_backend"],
+        "backend_dtype": ({"auto": "auto (float32 on CPU, the model's dtype on GPU)"}.get(_vllm_dtype(model_args),
+                                                                                         _vllm_dtype(model_args))
+                          if opts["score_backend"] == "vllm" else None),
+        "stage": stage,
+        "dataset": ",".join(data_args.dataset or []),
+        "eval_dataset": ",".join(data_args.eval_dataset or []) or None,
+        "dataset_dir": data_args.dataset_dir,
+        "sections": [_section_header(s) for s in sections],
+    }
+    write_score_file(output, header, all_rows)
+    total = sum(len(r) for r in all_rows)
+    logger.info_rank0(f"Wrote {total} score rows ({len(sections)} section(s), backend {opts['score_backend']}) "
+                      f"to {output}.")
+    return output
+
+
+# --------------------------------------------------------------------------------------------------
+# import into the score cache
+# --------------------------------------------------------------------------------------------------
+def expected_sections(config, overrides=()) -> tuple[list[dict], object]:
+    """The score sections a training run with ``config`` will look up in its cache, and its finetuning args."""
+    cfg = load_config(config, overrides)
+    lf_cfg, _ = split_score_options(cfg)
+    model_args, data_args, training_args, finetuning_args = parse_training_args(lf_cfg)
+    fa = finetuning_args
+    if fa.stage != "poft" and not fa.precompute_ref_log_probs:
+        raise PluginError("this training config uses no precomputed scores: set `precompute_ref_log_probs: true` "
+                          "(reference scores) or use `stage: poft` (aligned-model scores)")
+    stage = data_stage(lf_cfg, fa, data_args)
+    return plan_sections(model_args, data_args, training_args, fa, stage), fa
+
+
+# every component of the cache key except the model path (it may differ between machines: the weights
+# fingerprint identifies the model), the dataset (checked last, for a precise error) and the plugin version
+_COMPARED = ("kind", "weights", "template", "cutoff_len", "train_on_prompt", "mask_history", "dtype", "adapter")
+
+
+def _match(expected: dict, file_sections: list[tuple[dict, dict]], path: str):
+    """The file section (header, rows) that holds exactly the scores ``expected`` needs, or a clear error."""
+    want = expected["meta"]
+    where = f"{expected['role']} scores of `{expected['model']}` ({expected['template']}, {expected['split']})"
+    candidates = [(h, r) for h, r in file_sections if h["cache_meta"].get("kind") == want["kind"]]
+    if not candidates:
+        raise ScoreFileError(f"{path} holds no {want['kind']} scores; the training config needs the {where}")
+    by_model = [(h, r) for h, r in candidates if h["cache_meta"].get("weights") == want["weights"]]
+    if not by_model:
+        made = ", ".join(sorted({f"{h['model']} (weights {h['cache_meta'].get('weights')})" for h, _ in candidates}))
+        raise ScoreFileError(f"{path} was made for another model: it scores {made}, the training config needs "
+                             f"`{expected['model']}` (weights {want['weights']}).")
+    by_settings = []
+    for h, r in by_model:
+        diff = [k for k in _COMPARED if h["cache_meta"].get(k) != want.get(k)]
+        if not diff:
+            by_settings.append((h, r))
+    if not by_settings:
+        h = by_model[0][0]
+        diff = ", ".join(f"{k}: file {h['cache_meta'].get(k)!r} vs config {want.get(k)!r}"
+                         for k in _COMPARED if h["cache_meta"].get(k) != want.get(k))
+        raise ScoreFileError(f"{path} was scored with other settings than the training config's {where}: {diff}")
+    for h, r in by_settings:
+        if h["cache_meta"].get("dataset") == want["dataset"]:
+            return h, r
+    keys = _unique_keys(expected["rows"])
+    h, r = min(by_settings, key=lambda hr: sum(k not in hr[1] for k in keys))
+    missing = [k for k in keys if k not in r]
+    extra = len(set(r) - set(keys))
+    raise ScoreFileError(
+        f"{path} was made for another dataset: the training config's {expected['split']} split has {len(keys)} "
+        f"rows (fingerprint {want['dataset']}), the file's section has {len(r)} (fingerprint "
+        f"{h['cache_meta'].get('dataset')}); {len(missing)} of the config's rows have no score"
+        f"{' (sample keys ' + ', '.join(missing[:5]) + (', ...' if len(missing) > 5 else '') + ')' if missing else ''}"
+        f", {extra} scored rows are not in the config's data. Score this config's data instead.")
+
+
+def _place(cache_dir: str, key: str, meta: dict, rows: dict, extra: dict) -> str:
+    """Write one complete cache folder. The completion marker (meta.json) goes first and comes back last,
+    so an interruption leaves a folder training treats as missing, never a half-written complete one."""
+    cache = ScoreCache(cache_dir, key, dict(meta, **extra), logger=None)
+    if os.path.exists(cache.meta_path):
+        os.unlink(cache.meta_path)
+    cache.finish({k: cache_row(v) for k, v in rows.items()})
+    return cache.dir
+
+
+def default_cache_root(minor_cache_dir=None) -> str:
+    """``scores.passes.cache_root`` without importing LF (a config-less import stays light)."""
+    return (minor_cache_dir or os.environ.get("LLAMAFACTORY_MINOR_SCORE_CACHE")
+            or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores"))
+
+
+def import_score_file(path: str, cache_dir: str | None = None, config=None, overrides=()) -> list[str]:
+    """Place a score file into the score cache so that training finds it; returns the cache folders written.
+
+    Everything is validated before anything is written: a corrupt file, NaN/inf scores, missing rows, a
+    file for another model or dataset, or a changed model are refused with a :class:`ScoreFileError`.
+    """
+    header, rows = read_score_file(path)
+    file_sections = list(zip(header["sections"], rows))
+    extra = {"imported_from": os.path.abspath(path), "backend": header.get("backend"),
+             "scored_at": header.get("created")}
+    plan = []
+    if config is not None:
+        expected, fa = expected_sections(config, overrides)
+        for exp in expected:
+            h, r = _match(exp, file_sections, path)
+            if h["model"] != exp["model"]:
+                extra_model = dict(extra, scored_model_path=h["model"])
+            else:
+                extra_model = extra
+            plan.append((exp["key"], exp["meta"], r, extra_model, exp))
+        root = cache_dir or default_cache_root(fa.minor_cache_dir)
+    else:
+        for h, r in file_sections:
+            model = h["model"]
+            if os.path.isdir(model):
+                current = file_fingerprint(model)
+                if current != h["cache_meta"].get("weights"):
+                    raise ScoreFileError(f"{path}: the model at {model} is not the one that was scored (weights "
+                                         f"fingerprint {current}, file {h['cache_meta'].get('weights')}); rescore.")
+            plan.append((h["cache_key"], h["cache_meta"], r, extra, h))
+        root = cache_dir or default_cache_root()
+    for key, meta, r, _, _ in plan:  # a consistency guard on what is about to be filed
+        if make_key(meta) != key or keys_fingerprint(r) != meta["dataset"]:
+            raise ScoreFileError(f"internal: inconsistent cache entry for {key}")
+    written = []
+    for key, meta, r, ex, _ in plan:
+        written.append(_place(root, key, meta, r, ex))
+    if written and config is not None:  # LF is imported then; a config-less import stays light
+        _logger().info_rank0(f"Imported {path} into {len(written)} score cache folder(s): {', '.join(written)}.")
+    return written
+
+
+__all__ = ["import_score_file", "load_config", "read_score_file", "score"]
