@@ -194,7 +194,10 @@ def test_vllm_driver_matches_transformers_and_resumes_after_a_crash(tmp_path, fa
     assert [p for p in os.listdir(tmp_path) if p.startswith("lfm-vllm-")] == failed_workdirs  # success cleans up
 
 
-def test_python_without_vllm_is_a_clear_error(tiny_model):
+def test_python_without_vllm_is_a_clear_error(tiny_model, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a failed run keeps its work folder (log)
     items = [("a\tchosen", [1, 2, 3], [-100, 2, 3])]
     python = sys.executable  # the LF environment: no vllm here
     try:
