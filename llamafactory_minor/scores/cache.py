@@ -49,6 +49,9 @@ def atomic_write_text(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache must be readable like any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
