@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: an adapter's base model; for full models the first checkpoint)")
 
     g = p.add_argument_group("output and run control")
-    g.add_argument("--output-dir", "-o", metavar="DIR", help="results folder (default eval_results)")
+    g.add_argument("--output-dir", "-o", metavar="DIR", help="results folder (default outputs/eval, git-ignored in this repo)")
     g.add_argument("--overwrite", action="store_true", default=None,
                    help="redo pairs whose stored results were made with other settings (default: refuse)")
     g.add_argument("--keep-going", action="store_true", default=None, help="go on with the next checkpoint after a failed one (exit 2 at the end)")

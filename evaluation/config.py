@@ -20,7 +20,7 @@ MC_MODES = ("generation", "likelihood")
 class RunConfig:
     checkpoints: List[Checkpoint] = field(default_factory=list)
     benchmarks: List[str] = field(default_factory=list)
-    output_dir: str = "eval_results"
+    output_dir: str = "outputs/eval"
     base: Optional[str] = None  # base model of LoRA adapters that do not name one (overrides adapter_config)
     # data
     data_dir: Optional[str] = None

@@ -26,8 +26,8 @@ def test_smollm2_generation_and_likelihood(smollm2, tmp_path, capsys):
     common = ["--model", f"smollm2={smollm2}", *DATA, "--limit", "2", "--seed", "7",
               "--no-progress", "--no-chart", "--batch-size", "2"]
     gen_out, lik_out = tmp_path / "gen", tmp_path / "lik"
-    assert main(common + ["-b", "ceval,financeiq,fineval,gsm8k", "--mc-max-new-tokens", "6", "--gsm8k-max-new-tokens",
-                          "32", "-o", str(gen_out)]) == 0
+    assert main(common + ["-b", "ceval,financeiq,fineval,gsm8k", "--mc-max-new-tokens", "4", "--gsm8k-max-new-tokens",
+                          "24", "-o", str(gen_out)]) == 0
     assert main(common + ["-b", "ceval,financeiq,fineval", "--mc-mode", "likelihood", "-o", str(lik_out)]) == 0
     for name in ("ceval", "financeiq", "fineval"):
         gen = _jsonl(gen_out / "smollm2" / name / "samples.jsonl")

@@ -43,7 +43,7 @@ def test_vllm_backend_agrees_with_transformers(smollm2, tmp_path):
     env["PYTHONPATH"] = str(link_dir) + os.pathsep + env.get("PYTHONPATH", "")
     common = ["--model", f"smol={smollm2}", "--model", f"lora={lora}", "-b", "ceval,gsm8k", "--data-dir", FIX,
               "--split", "dev", "--split", "gsm8k=train", "--limit", "2", "--mc-mode", "likelihood",
-              "--gsm8k-max-new-tokens", "16", "--deviation-data", os.path.join(FIX, "deviation", "alpaca_mini.json"),
+              "--gsm8k-max-new-tokens", "12", "--deviation-data", os.path.join(FIX, "deviation", "alpaca_mini.json"),
               "--deviation-limit", "2", "--no-progress", "--no-chart"]
     v_out, t_out = tmp_path / "vllm", tmp_path / "hf"
     proc = subprocess.run([VPY, "-m", "llamafactory_minor_eval", "--backend", "vllm", *common, "-o", str(v_out)],
