@@ -12,7 +12,7 @@ import time
 
 from .. import __version__
 from ..integration import PluginError, get_logger
-from .cache import ScoreCache, file_fingerprint, make_key
+from .cache import ScoreCache, make_key
 from .scoring import no_zero3_init, score_dataset_rows
 
 logger = get_logger(__name__)
@@ -58,28 +58,42 @@ def run_pass(rows, meta: dict, load_fn, training_args, finetuning_args, desc: st
     meta, key = pass_key(rows, meta)
     cache = ScoreCache(cache_root(finetuning_args), key, meta, logger=logger)
     with training_args.main_process_first(desc=desc, local=False):
-        scores = cache.load_complete()
-        if scores is not None:
-            logger.info_rank0(f"{desc}: reusing cached scores ({len(scores)} rows) from {cache.dir}; no scoring.")
-            return scores
-        if not training_args.should_save and training_args.world_size > 1:
-            raise PluginError(f"{desc}: the main process did not leave complete scores in {cache.dir} "
-                              "(a cache folder not shared between nodes? set `minor_cache_dir` to a shared path).")
-        start = time.time()
-        resumed = len(cache.load_partial())
-        if resumed:
-            logger.info_rank0(f"{desc}: resuming an interrupted pass ({resumed} rows already scored).")
-        model, tokenizer = load_fn()
-        try:
-            scores = score_dataset_rows(model, rows, cache, tokenizer.pad_token_id,
-                                        batch_size=max(1, training_args.per_device_train_batch_size), desc=desc)
-        finally:
-            del model
-            gc.collect()
-        cache.finish(scores)
-        logger.info_rank0(f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; "
-                          f"cached at {cache.dir}.")
+
+        def score():
+            if not training_args.should_save and training_args.world_size > 1:
+                raise PluginError(f"{desc}: the main process did not leave complete scores in {cache.dir} (a cache "
+                                  "folder not shared between nodes? set `minor_cache_dir` to a shared path).")
+            return score_with_model(load_fn, rows, cache, max(1, training_args.per_device_train_batch_size), desc)
+
+        return cached_or_scored(cache, desc, score)
+
+
+def cached_or_scored(cache, desc: str, score_fn) -> dict:
+    """The cache's complete scores, or ``score_fn()`` (which resumes from the cache's partial rows), finished
+    (atomically) and logged. The log lines are what tests and users look for: "reusing cached scores" / "scored"."""
+    scores = cache.load_complete()
+    if scores is not None:
+        logger.info_rank0(f"{desc}: reusing cached scores ({len(scores)} rows) from {cache.dir}; no scoring.")
         return scores
+    resumed = len(cache.load_partial())
+    if resumed:
+        logger.info_rank0(f"{desc}: resuming an interrupted pass ({resumed} rows already scored).")
+    start = time.time()
+    scores = score_fn()
+    cache.finish(scores)
+    logger.info_rank0(f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; "
+                      f"cached at {cache.dir}.")
+    return scores
+
+
+def score_with_model(load_fn, rows, cache, batch_size: int, desc: str) -> dict:
+    """Load the scoring model (``load_fn() -> (model, tokenizer)``), score ``rows`` through the cache, free it."""
+    model, tokenizer = load_fn()
+    try:
+        return score_dataset_rows(model, rows, cache, tokenizer.pad_token_id, batch_size=batch_size, desc=desc)
+    finally:
+        del model
+        gc.collect()
 
 
 def join(rows, scores: dict, what: str) -> list[dict]:

@@ -79,6 +79,32 @@ def score_sequences(model, items, pad_token_id: int, batch_size: int = 8, desc: 
     return results
 
 
+class RowAssembler:
+    """Collects scored parts; a row goes to the cache (and ``done``) once all its parts are in: the chosen
+    answer, and the rejected one for pairs."""
+
+    def __init__(self, cache, done: dict, pairwise: bool):
+        self.cache, self.done, self.pairwise = cache, done, pairwise
+        self.pending = {}
+
+    def add(self, parts) -> None:
+        """``parts``: iterable of (sample_key, "chosen" | "rejected", (sum_logp, num_tokens))."""
+        out = []
+        for key, part, score in parts:
+            entry = self.pending.setdefault(key, {})
+            entry[part] = score
+            if "chosen" in entry and ("rejected" in entry or not self.pairwise):
+                row = {"key": key, "sum_logp": entry["chosen"][0], "num_tokens": entry["chosen"][1]}
+                if self.pairwise:
+                    row["rejected_sum_logp"], row["rejected_num_tokens"] = entry["rejected"]
+                out.append(row)
+                del self.pending[key]
+        if out:
+            self.cache.append(out)
+            for r in out:
+                self.done[r["key"]] = r
+
+
 def score_dataset_rows(model, rows, cache, pad_token_id, batch_size=8, desc="Scoring", show_progress=True):
     """Score every distinct ``sample_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
     done = cache.load_partial()
@@ -90,28 +116,13 @@ def score_dataset_rows(model, rows, cache, pad_token_id, batch_size=8, desc="Sco
         seen.add(key)
         for part, ids, labs in sequences_of(row):
             items.append(((key, part), ids, labs))
-    pairwise = bool(rows) and "chosen_input_ids" in rows[0]
-    pending = {}
+    rows_out = RowAssembler(cache, done, pairwise=bool(rows) and "chosen_input_ids" in rows[0])
 
     def on_batch(batch_results):
-        # a row is written once all its parts (chosen, and rejected for pairs) are scored
-        out = []
-        for (key, part), score in batch_results.items():
-            entry = pending.setdefault(key, {})
-            entry[part] = score
-            if "chosen" in entry and ("rejected" in entry or not pairwise):
-                row = {"key": key, "sum_logp": entry["chosen"][0], "num_tokens": entry["chosen"][1]}
-                if pairwise:
-                    row["rejected_sum_logp"], row["rejected_num_tokens"] = entry["rejected"]
-                out.append(row)
-                del pending[key]
-        if out:
-            cache.append(out)
-            for r in out:
-                done[r["key"]] = r
+        rows_out.add((key, part, score) for (key, part), score in batch_results.items())
 
     if items:
         score_sequences(model, items, pad_token_id, batch_size, desc, on_batch, show_progress)
-    if pending:  # pragma: no cover - all parts of a row are always scored in the same pass
-        raise PluginError(f"Scoring left {len(pending)} rows incomplete.")
+    if rows_out.pending:  # pragma: no cover - all parts of a row are always scored in the same pass
+        raise PluginError(f"Scoring left {len(rows_out.pending)} rows incomplete.")
     return done

@@ -32,11 +32,9 @@ it, and files the scores under the key training computes. Without a config the r
 used (the model path must then be the same on the training machine).
 """
 
-import gc
 import json
 import os
 import tempfile
-import time
 from importlib import metadata
 
 from .. import __version__
@@ -273,8 +271,7 @@ def _vllm_dtype(model_args) -> str:
 
 
 def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
-    from .passes import cache_root
-    from .scoring import score_dataset_rows
+    from .passes import cache_root, cached_or_scored, score_with_model
 
     logger = _logger()
     rows = sec["rows"]
@@ -289,35 +286,20 @@ def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
         cache = ScoreCache(cache_root(finetuning_args), make_key(meta), meta, logger=logger)
     else:
         cache = ScoreCache(cache_root(finetuning_args), sec["key"], sec["meta"], logger=logger)
-    scores = cache.load_complete()
-    if scores is not None:
-        logger.info_rank0(f"{desc}: reusing cached scores ({len(scores)} rows) from {cache.dir}; no scoring.")
-        return scores
-    resumed = len(cache.load_partial())
-    if resumed:
-        logger.info_rank0(f"{desc}: resuming an interrupted pass ({resumed} rows already scored).")
-    start = time.time()
-    if opts["score_backend"] == "vllm":
+
+    def score():
+        if opts["score_backend"] != "vllm":
+            return score_with_model(sec["load"], rows, cache, opts["score_batch_size"], desc)
         from .vllm_backend import VLLMScoringError, score_rows_vllm
 
         try:
-            scores = score_rows_vllm(rows, cache, sec["model"], python=opts["score_backend_python"],
-                                     dtype=_vllm_dtype(model_args), engine_args=opts["score_vllm_args"],
-                                     trust_remote_code=model_args.trust_remote_code, desc=desc)
+            return score_rows_vllm(rows, cache, sec["model"], python=opts["score_backend_python"],
+                                   dtype=_vllm_dtype(model_args), engine_args=opts["score_vllm_args"],
+                                   trust_remote_code=model_args.trust_remote_code, desc=desc)
         except VLLMScoringError as e:
             raise PluginError(f"{desc}: {e}") from None
-    else:
-        model, tokenizer = sec["load"]()
-        try:
-            scores = score_dataset_rows(model, rows, cache, tokenizer.pad_token_id,
-                                        batch_size=opts["score_batch_size"], desc=desc)
-        finally:
-            del model
-            gc.collect()
-    cache.finish(scores)
-    logger.info_rank0(f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; "
-                      f"cached at {cache.dir}.")
-    return scores
+
+    return cached_or_scored(cache, desc, score)
 
 
 def _section_header(sec) -> dict:

@@ -289,7 +289,7 @@ def score_rows_vllm(rows, cache, model: str, python: str | None = None, dtype: s
 
     ``per_token``: a dict that receives ``{(sample_key, "chosen"|"rejected"): [log-prob per position 1..T-1]}``
     (for agreement checks; not stored in the cache)."""
-    from .scoring import sequences_of
+    from .scoring import RowAssembler, sequences_of
 
     done = cache.load_partial()
     items, seen = [], set(done)
@@ -301,33 +301,23 @@ def score_rows_vllm(rows, cache, model: str, python: str | None = None, dtype: s
         seen.add(key)
         for part, ids, labs in sequences_of(row):
             items.append((f"{key}\t{part}", list(ids), list(labs)))
-    pending = {}
+    rows_out = RowAssembler(cache, done, pairwise)
 
     def on_results(fresh):
-        out = []
+        parts = []
         for item_id, res in fresh.items():
             key, part = item_id.split("\t")
-            entry = pending.setdefault(key, {})
-            entry[part] = (float(res["sum_logp"]), int(res["num_tokens"]))
             if per_token is not None:
                 per_token[(key, part)] = res["token_logps"]
-            if "chosen" in entry and ("rejected" in entry or not pairwise):
-                row = {"key": key, "sum_logp": entry["chosen"][0], "num_tokens": entry["chosen"][1]}
-                if pairwise:
-                    row["rejected_sum_logp"], row["rejected_num_tokens"] = entry["rejected"]
-                out.append(row)
-                del pending[key]
-        if out:
-            cache.append(out)
-            for r in out:
-                done[r["key"]] = r
+            parts.append((key, part, (float(res["sum_logp"]), int(res["num_tokens"]))))
+        rows_out.add(parts)
 
     if items:
         run_worker(items, model, python=python, dtype=dtype, engine_args=engine_args,
                    trust_remote_code=trust_remote_code, per_token=per_token is not None, on_results=on_results,
                    desc=desc, show_progress=show_progress)
-    if pending:
-        raise VLLMScoringError(f"vLLM left {len(pending)} rows incomplete.")
+    if rows_out.pending:
+        raise VLLMScoringError(f"vLLM left {len(rows_out.pending)} rows incomplete.")
     return done
 
 
