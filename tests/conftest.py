@@ -301,3 +301,14 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA device (none visible on this machine)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_global_torch_state_leak():
+    """A test (or the library code it runs) must not leave autograd switched off for the tests after it."""
+    torch = sys.modules.get("torch")
+    yield
+    torch = torch or sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("autograd was left disabled (torch.set_grad_enabled(False) without restoring it)")

@@ -98,7 +98,6 @@ class TransformersBackend(Backend):
         model.eval()
         self.model = model
         self.eos_ids = self._eos_ids()
-        torch.set_grad_enabled(False)
 
     def _eos_ids(self) -> List[int]:
         ids = []
