@@ -97,7 +97,12 @@ setup(
     extras_require={
         # mirrors LLaMA-Factory 0.9.5's own check: vllm>=0.4.3,<=0.11.0
         "vllm": ["vllm>=0.4.3,<=0.11.0"],
-        "test": ["pytest", "playwright"],
+        # lm-eval-harness: the cross-check of our C-Eval / GSM8K scores and the lm-eval tasks of the batch
+        # runner (PoFT's Open LLM Leaderboard suite). Co-installs with llamafactory 0.9.5's pins (it pulls
+        # no new transformers / torch / datasets); setup_vllm_cpu.sh also installs it into .venv-vllm for
+        # lm-eval's own vLLM backend.
+        "lmeval": ["lm-eval>=0.4.9,<0.5"],
+        "test": ["pytest", "playwright", "lm-eval>=0.4.9,<0.5"],
     },
     entry_points={
         "console_scripts": [
