@@ -12,10 +12,17 @@ _hook.install()
 
 
 def run_exp(args=None, callbacks=None):
-    """Run a training job exactly as ``llamafactory-cli train`` would, with the plugin active."""
+    """Run a training job exactly as ``llamafactory-cli train`` would, with the plugin active.
+
+    A bad configuration raises ``llamafactory_minor.integration.PluginError`` (a ``ValueError``) naming the
+    key to change; unlike the CLI (exit code 2) the calling process keeps running.
+    """
     from .integration import activate
 
     activate()
     from llamafactory.train.tuner import run_exp as _lf_run_exp
 
-    return _lf_run_exp(args, callbacks)
+    from .integration.dispatch import raising_errors
+
+    with raising_errors():
+        return _lf_run_exp(args, callbacks)

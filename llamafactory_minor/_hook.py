@@ -7,7 +7,7 @@ puts a finder on ``sys.meta_path`` that waits for the LF modules listed in ``PAT
 after each one has executed, calls the matching patch function in ``llamafactory_minor.integration``.
 
 Switch it off with ``LLAMAFACTORY_MINOR_DISABLE=1`` (also disables ``import llamafactory_minor``'s
-activation).
+activation); LF then runs unpatched, and only a guard (``DISABLED_GUARD``) refuses configs that need the plugin.
 """
 
 import importlib
@@ -27,6 +27,16 @@ PATCHES = {
     "llamafactory.webui.runner": "llamafactory_minor.integration.webui:patch_runner",
     "llamafactory.webui.locales": "llamafactory_minor.integration.webui:patch_locales",
     "llamafactory.train.callbacks": "llamafactory_minor.integration.webui:patch_callbacks",
+    "llamafactory.launcher": "llamafactory_minor.integration.dispatch:patch_launcher",
+    "llamafactory.v1.launcher": "llamafactory_minor.integration.dispatch:patch_v1_launcher",
+}
+
+# With LLAMAFACTORY_MINOR_DISABLE=1 only this guard is installed: it checks the raw config (no patching of
+# LF's behaviour) and stops a config that names a plugin-only stage, loss or key, which LF would otherwise
+# train as something else (e.g. `pref_loss: minordpo` as plain sigmoid DPO) or reject with a traceback.
+DISABLED_GUARD = {
+    "llamafactory.hparams.parser": "llamafactory_minor.integration.validate:guard_disabled_parser",
+    "llamafactory.launcher": "llamafactory_minor.integration.dispatch:patch_launcher",
 }
 
 _applied = set()
@@ -36,11 +46,15 @@ def disabled() -> bool:
     return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _targets() -> dict:
+    return DISABLED_GUARD if disabled() else PATCHES
+
+
 def _apply(name: str, module) -> None:
     if name in _applied:
         return
     _applied.add(name)
-    target = PATCHES[name]
+    target = _targets()[name]
     mod_name, func_name = target.split(":")
     getattr(importlib.import_module(mod_name), func_name)(module)
 
@@ -63,7 +77,7 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname not in PATCHES or fullname in _applied:
+        if fullname not in _targets() or fullname in _applied:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -77,11 +91,12 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Register the lazy hook (idempotent); patch the LF modules that are already imported."""
-    if disabled():
-        return
+    """Register the lazy hook (idempotent); patch the LF modules that are already imported.
+
+    Disabled (``LLAMAFACTORY_MINOR_DISABLE=1``): only the raw-config guard ``DISABLED_GUARD`` is registered.
+    """
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
-    for name in PATCHES:
+    for name in _targets():
         if name in sys.modules:
             _apply(name, sys.modules[name])

@@ -61,6 +61,12 @@ class MinorFinetuningArguments(FinetuningArguments):
         default="sigmoid",
         metadata={"help": "The type of DPO loss to use (llamafactory-minor adds minordpo, dpop)."},
     )
+    pref_ftx: float = field(
+        default=0.0,
+        metadata={"help": "The supervised fine-tuning loss coefficient in DPO training (LF's). llamafactory-minor: also "
+                  "for minorsft, sftdpo and poft, adding pref_ftx * (-log pi_theta(y|x) / m) per sample "
+                  "(LF's SFT term: the answer's mean token NLL)."},
+    )
     dpop_lambda: float = field(
         default=50.0,
         metadata={"help": "DPOP (Smaug) lambda: weight of beta*lambda*max(0, log(pi_ref/pi)(y_w|x))."},
@@ -108,6 +114,13 @@ class MinorFinetuningArguments(FinetuningArguments):
             )
         if self.pref_loss in NEW_PREF_LOSSES and self.stage != "dpo":
             raise PluginError(f"`pref_loss: {self.pref_loss}` needs `stage: dpo` (got `stage: {self.stage}`).")
+
+        if self.pissa_init and self.finetuning_type == "lora" and self.plugin_trains and self.stage != "poft":
+            raise PluginError(
+                f"`pissa_init` cannot be used with {self.objective_name}: with LoRA the reference is the base model "
+                "with the adapters disabled, which after PiSSA's initialisation is the residual model, not the "
+                "initial one (LF refuses PiSSA for DPO for the same reason). Remove `pissa_init`."
+            )
 
         super().__post_init__()
         self.poft_aligned_models = _split(self.poft_aligned_models)
@@ -177,6 +190,7 @@ class MinorFinetuningArguments(FinetuningArguments):
 
 
 def _replace_in_lists(parser_module) -> None:
+    _wrap_parse(parser_module)
     for name in ("_TRAIN_ARGS", "_INFER_ARGS", "_EVAL_ARGS", "_TRAIN_MCA_ARGS"):
         arg_list = getattr(parser_module, name, None)
         if not arg_list:
@@ -184,6 +198,22 @@ def _replace_in_lists(parser_module) -> None:
         for i, cls in enumerate(arg_list):
             if cls is FinetuningArguments:
                 arg_list[i] = MinorFinetuningArguments
+
+
+def _wrap_parse(parser_module) -> None:
+    """LF's ``_parse_train_args`` (and the MCA variant) run inside the plugin's checks (``validate.parse_checked``);
+    LF's ``get_train_args`` looks them up in the module, so the CLI and ``validate_train_args`` share them."""
+    from functools import partial
+
+    from .validate import parse_checked
+
+    for name in ("_parse_train_args", "_parse_train_mca_args"):
+        original = getattr(parser_module, name, None)
+        if original is None or getattr(original, "_minor_wrapped", False):
+            continue
+        wrapped = partial(parse_checked, original)
+        wrapped._minor_wrapped = True
+        setattr(parser_module, name, wrapped)
 
 
 for _module in _PENDING:  # LF's parser finished loading while this module was importing LF
