@@ -1,19 +1,33 @@
-"""Dataset glue: clearer errors, and a content key per tokenized row for joining scores.
+"""Dataset glue: clearer errors, and two keys per tokenized row for joining and caching scores.
 
 LF symbols: ``llamafactory.data.loader._get_merged_dataset`` (wrapped: LF's "The dataset is not
 applicable in the current training stage." becomes an error naming the stage and the dataset kind) and
-``llamafactory.data.loader._get_dataset_processor`` (wrapped while ``keyed_rows()`` is active: each kept
-row also gets ``sample_key``, a hash of its converted content, so scores join by content, not position).
+``llamafactory.data.loader._get_dataset_processor`` (wrapped while ``keyed_rows()`` is active).
+
+While keyed, each row LF keeps also gets:
+
+- ``sample_key``: a hash of its converted *content* (messages, system, tools). It joins rows tokenized by
+  different tokenizers and templates (PoFT's aligned LLMs score the same examples in their own format).
+- ``token_key``: a digest of what the model actually sees -- the token ids and the labels of every
+  sequence of the row (chosen and rejected for pairs). Scores are cached and looked up by it, so any
+  change that changes a single token or label (template, ``default_system``, tokenizer options, cutoff,
+  masking) can never be served another row's score.
+- ``answer_tokens``: the number of scored positions of each sequence (``labels[1:] != -100``, the count
+  :func:`~llamafactory_minor.objectives.sequence_log_probs` uses): ``[n]`` or ``[n_chosen, n_rejected]``;
+  a joined score must carry the same count.
 """
 
 import contextlib
 import hashlib
 import json
 import threading
+from array import array
 
 from . import PluginError
 
 _state = threading.local()
+IGNORE_INDEX = -100
+KEY_COLUMNS = ("sample_key", "token_key", "answer_tokens")
 
 
 def current_stage_for_errors():
@@ -22,7 +36,7 @@ def current_stage_for_errors():
 
 @contextlib.contextmanager
 def plugin_dataset(stage: str, keyed: bool = False):
-    """While active, dataset errors name the plugin ``stage`` and rows carry ``sample_key`` if ``keyed``."""
+    """While active, dataset errors name the plugin ``stage`` and rows carry the key columns if ``keyed``."""
     prev = (getattr(_state, "stage", None), getattr(_state, "keyed", False))
     _state.stage, _state.keyed = stage, keyed
     try:
@@ -37,30 +51,71 @@ def sample_key(prompt, response, system, tools) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
+def sequences_of(row: dict) -> list[tuple[str, list[int], list[int]]]:
+    """(part, input_ids, labels) for a supervised row or the chosen/rejected halves of a pairwise row."""
+    if "chosen_input_ids" in row:
+        return [("chosen", row["chosen_input_ids"], row["chosen_labels"]),
+                ("rejected", row["rejected_input_ids"], row["rejected_labels"])]
+    return [("chosen", row["input_ids"], row["labels"])]
+
+
+def token_key(sequences) -> str:
+    """Digest (32 hex, blake2b) of the token ids and labels of ``sequences`` = [(part, ids, labels)]."""
+    h = hashlib.blake2b(digest_size=16)
+    for part, ids, labels in sequences:
+        h.update(f"{part}:{len(ids)}:{len(labels)};".encode())
+        h.update(array("q", ids).tobytes())
+        h.update(array("q", labels).tobytes())
+    return h.hexdigest()
+
+
+def answer_token_counts(sequences) -> list[int]:
+    return [sum(1 for label in labels[1:] if label != IGNORE_INDEX) for _, _, labels in sequences]
+
+
+def _row_at(columns: dict, i: int) -> dict:
+    return {k: v[i] for k, v in columns.items()}
+
+
 class _KeyedProcessor:
-    """Wraps an LF dataset processor: same rows, plus ``sample_key`` for each row LF keeps."""
+    """Wraps an LF dataset processor: same rows, plus the key columns for each row LF keeps.
+
+    Plain attributes only (no ``__getattr__`` forwarding): ``datasets.map`` pickles the bound method into
+    its worker processes (``preprocessing_num_workers > 1``), and forwarding would recurse while unpickling.
+    """
 
     def __init__(self, processor):
-        self._processor = processor
+        self.processor = processor
 
-    def __getattr__(self, item):
-        return getattr(self._processor, item)
+    def print_data_example(self, example):
+        return self.processor.print_data_example(example)
 
     def preprocess_dataset(self, examples):
-        out = None
+        n_in = len(examples["_prompt"])
+        keys = [sample_key(examples["_prompt"][i], examples["_response"][i], examples["_system"][i],
+                           examples["_tools"][i]) for i in range(n_in)]
+        out = self.processor.preprocess_dataset(examples)
+        n_out = len(next(iter(out.values()))) if out else 0
+        if n_out != n_in:
+            # LF dropped (or split) rows of this batch: find out which row gave which, one row at a time
+            out, keys = self._row_by_row(examples, keys)
+        out = dict(out) if out else {}
+        rows = [_row_at(out, i) for i in range(len(keys))]
+        out["sample_key"] = keys
+        out["token_key"] = [token_key(sequences_of(r)) for r in rows]
+        out["answer_tokens"] = [answer_token_counts(sequences_of(r)) for r in rows]
+        return out
+
+    def _row_by_row(self, examples, keys):
+        out, kept = {}, []
         columns = list(examples.keys())
-        for i in range(len(examples["_prompt"])):
-            single = {k: [examples[k][i]] for k in columns}
-            rows = self._processor.preprocess_dataset(single)
-            if out is None:
-                out = {k: [] for k in rows}
-                out["sample_key"] = []
+        for i, key in enumerate(keys):
+            rows = self.processor.preprocess_dataset({k: [examples[k][i]] for k in columns})
             n = len(next(iter(rows.values()))) if rows else 0
-            for k in rows:
-                out.setdefault(k, []).extend(rows[k])
-            key = sample_key(examples["_prompt"][i], examples["_response"][i], examples["_system"][i], examples["_tools"][i])
-            out["sample_key"].extend([key] * n)
-        return out or {"sample_key": []}
+            for k, values in rows.items():
+                out.setdefault(k, []).extend(values)
+            kept.extend([key] * n)
+        return out, kept
 
 
 def patch_loader(loader_module) -> None:

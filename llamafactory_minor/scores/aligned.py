@@ -10,7 +10,7 @@ import dataclasses
 
 from ..integration import PluginError
 from ..integration.data import plugin_dataset
-from .cache import file_fingerprint
+from .cache import weights_digest
 from .passes import datasets_of, join, load_scoring_model, replace_dataset, run_pass
 
 
@@ -53,11 +53,23 @@ def aligned_meta(model_args, data_args, path, template_name) -> dict:
     return {
         "kind": "aligned",
         "model": path,
-        "weights": file_fingerprint(path),
+        "weights": weights_digest(path, model_args.model_revision),
         "template": template_name,
         "cutoff_len": data_args.cutoff_len,
         "dtype": str(model_args.compute_dtype),
     }
+
+
+def _by_content(rows, scores: dict, path: str) -> list[dict]:
+    """The aligned model's score of each training row, matched by content (the tokens differ by design)."""
+    keys = rows["sample_key"]
+    missing = [k for k in keys if k not in scores]
+    if missing:
+        raise PluginError(f"{len(missing)} of {len(keys)} training rows have no score from aligned model `{path}` "
+                          f"(sample keys {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): LF kept "
+                          "them in the training format but dropped them in the aligned model's (cutoff or "
+                          "template); check `poft_aligned_templates` and `cutoff_len`.")
+    return [scores[k] for k in keys]
 
 
 def aligned_score_attacher(model_args, data_args, training_args, finetuning_args):
@@ -68,17 +80,19 @@ def aligned_score_attacher(model_args, data_args, training_args, finetuning_args
         for path, template_name in zip(fa.poft_aligned_models, fa.poft_aligned_templates):
             aligned_module = _aligned_rows(model_args, data_args, training_args, path, template_name)
             meta = aligned_meta(model_args, data_args, path, template_name)
-            scores = {}
+            by_content = {}  # sample_key -> this model's score of the row in its own format
             for name, rows in datasets_of(aligned_module):
-                scores.update(run_pass(rows, meta, lambda p=path: load_scoring_model(model_args, p), training_args,
-                                       fa, desc=f"Aligned scores {path} ({name})"))
-            per_model.append((path, scores))
+                scores = run_pass(rows, meta, lambda p=path: load_scoring_model(model_args, p), training_args,
+                                  fa, desc=f"Aligned scores {path} ({name})")
+                joined = join(rows, scores, f"score from aligned model `{path}`")
+                by_content.update(zip(rows["sample_key"], joined))
+            per_model.append((path, by_content))
 
         noise = _noise_keys(model_args, data_args, training_args, fa, template, tokenizer_module) \
             if fa.poft_noise_dataset else None
         for name, rows in datasets_of(dataset_module):
             logps, counts = [], []
-            columns = [join(rows, scores, f"score from aligned model `{path}`") for path, scores in per_model]
+            columns = [_by_content(rows, scores, path) for path, scores in per_model]
             for row_scores in zip(*columns):
                 logps.append([s["sum_logp"] for s in row_scores])
                 counts.append([s["num_tokens"] for s in row_scores])

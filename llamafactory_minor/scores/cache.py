@@ -1,9 +1,14 @@
 """On-disk score cache: one folder per cache key, JSONL rows, atomic and resumable.
 
+The key is made of what determines the scores: the model by a digest of all its files' bytes
+(:func:`weights_digest`), adapters likewise, dtype and quantization, and the rows by the digest of every
+row's token ids and labels (``token_key``, see ``integration.data``). Template, cutoff and masking are
+recorded too, for people reading the meta.
+
 Layout of ``<cache_dir>/<key>/``:
-- ``meta.json``: what the key was made of (model, weights fingerprint, adapter, template, cutoff, dataset
-  fingerprint, dtype, plugin version) and ``complete: true`` once every row is scored;
-- ``scores.jsonl``: one row per sample: ``{"key", "sum_logp", "num_tokens"}`` plus, for pairs,
+- ``meta.json``: what the key was made of and ``complete: true``, ``num_rows`` and ``rows_digest`` (sha256 of
+  the canonical ``scores.jsonl``, verified on every read: an edited or damaged file is recomputed);
+- ``scores.jsonl``: one row per distinct ``token_key``: ``{"key", "sum_logp", "num_tokens"}`` plus, for pairs,
   ``"rejected_sum_logp", "rejected_num_tokens"``. While a pass runs, rows are appended and flushed to
   ``scores.partial.jsonl``; an interrupted pass resumes from it; the finished file is renamed into place.
 """
@@ -13,28 +18,116 @@ import json
 import math
 import os
 import tempfile
+import threading
 
 from ..integration import PluginError
 
 
-def file_fingerprint(path: str) -> str:
-    """Cheap identity of a model folder: names, sizes and the first/last 64 KiB of each weight file."""
+DIGEST_MEMO_ENV = "LLAMAFACTORY_MINOR_DIGEST_MEMO"
+_memo_lock = threading.Lock()
+_memo: dict | None = None
+
+
+def _memo_path() -> str:
+    return os.environ.get(DIGEST_MEMO_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "llamafactory_minor", "weights-digests.json")
+
+
+def _load_memo() -> dict:
+    global _memo
+    if _memo is None:
+        try:
+            with open(_memo_path(), encoding="utf-8") as f:
+                _memo = json.load(f)
+            if not isinstance(_memo, dict):
+                _memo = {}
+        except (OSError, ValueError):  # missing or unreadable memo: digests are recomputed
+            _memo = {}
+    return _memo
+
+
+def _save_memo() -> None:
+    path = _memo_path()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_text(path, json.dumps(_memo, indent=0, sort_keys=True))
+    except OSError:  # a read-only home: the memo only saves time
+        pass
+
+
+def _hasher():
+    try:
+        import xxhash  # a dependency of `datasets`, hence always there with LF
+
+        return xxhash.xxh3_128()
+    except ImportError:  # pragma: no cover
+        return hashlib.blake2b(digest_size=16)
+
+
+def file_digest(path: str) -> str:
+    """Digest of every byte of ``path`` (xxh3-128), memoised by (real path, size, mtime): each version of a
+    file is read once, however often it is looked up."""
+    st = os.stat(path)
+    memo_key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    with _memo_lock:
+        found = _load_memo().get(memo_key)
+    if found:
+        return found
+    h = _hasher()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 23), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    with _memo_lock:
+        _load_memo()[memo_key] = digest
+        _save_memo()
+    return digest
+
+
+def _hub_snapshot(name: str, revision: str | None) -> str:
+    """The commit a hub id resolves to: a content address of every file of the repository."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(name, revision=revision or "main", local_files_only=True)
+        return os.path.basename(os.path.normpath(folder))
+    except Exception as local_error:  # not in the local hub cache: ask the hub for the commit
+        try:
+            from huggingface_hub import model_info
+
+            return model_info(name, revision=revision or "main").sha
+        except Exception as e:
+            raise PluginError(
+                f"Cannot identify the weights of `{name}`: it is not a local folder, not in the Hugging Face "
+                f"cache ({type(local_error).__name__}), and the hub did not answer ({type(e).__name__}: {e}). "
+                "Give a local model folder, or download it once with the hub reachable."
+            ) from None
+
+
+def weights_digest(path: str, revision: str | None = None) -> str:
+    """Identity of a model by content: a digest over the names and digests of all files of its folder
+    (weights, config, tokenizer files; hidden files and sub-folders such as checkpoints excluded). A hub
+    id is identified by the commit it resolves to (``hf:<id>@<commit>``)."""
+    if path is None:
+        return None
     if not os.path.isdir(path):
-        return f"hub:{path}"
+        return f"hf:{path}@{_hub_snapshot(path, revision)}"
     h = hashlib.sha256()
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
-        if not os.path.isfile(full):
+        if name.startswith(".") or not os.path.isfile(full):
             continue
-        size = os.path.getsize(full)
-        h.update(f"{name}:{size}".encode())
-        if name.endswith((".safetensors", ".bin", ".json", ".gguf", ".pt")):
-            with open(full, "rb") as f:
-                h.update(f.read(65536))
-                if size > 131072:
-                    f.seek(size - 65536)
-                    h.update(f.read(65536))
-    return h.hexdigest()[:16]
+        h.update(f"{name}:{file_digest(full)}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def adapters_digest(adapters) -> list | None:
+    """``weights_digest`` of each adapter folder (``adapter_name_or_path`` / ``ref_model_adapters``)."""
+    if not adapters:
+        return None
+    if isinstance(adapters, str):
+        adapters = [a.strip() for a in adapters.split(",") if a.strip()]
+    return [weights_digest(a) for a in adapters]
 
 
 def make_key(parts: dict) -> str:
@@ -60,26 +153,48 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def _check_row(row: dict) -> bool:
+    if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+        return False
     for k in ("sum_logp", "rejected_sum_logp"):
         if k in row and not (isinstance(row[k], (int, float)) and math.isfinite(row[k])):
             return False
-    return "key" in row and "sum_logp" in row and "num_tokens" in row
+    for k in ("num_tokens", "rejected_num_tokens"):
+        if k in row and not (isinstance(row[k], int) and not isinstance(row[k], bool) and row[k] >= 0):
+            return False
+    return "sum_logp" in row and "num_tokens" in row
+
+
+def render_rows(rows: dict) -> str:
+    """The canonical text of score rows (sorted by key, one JSON object a line): what ``rows_digest`` covers."""
+    return "".join(json.dumps(rows[k], sort_keys=True, allow_nan=False) + "\n" for k in sorted(rows))
+
+
+def rows_digest(rows: dict) -> str:
+    """sha256 of :func:`render_rows`: recorded with every finished score set and verified on every read."""
+    return hashlib.sha256(render_rows(rows).encode("utf-8")).hexdigest()
 
 
 class ScoreCache:
+    """One cache folder. Nothing is created on disk before the first scored rows are written."""
+
     def __init__(self, cache_dir: str, key: str, meta: dict, logger=None):
+        self.root = cache_dir
         self.dir = os.path.join(cache_dir, key)
         self.meta = dict(meta, cache_key=key)
         self.logger = logger
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        """Fail before a long pass when the cache cannot be written (probing the root, not creating the folder)."""
+        probe_dir = self.root
         try:
-            os.makedirs(self.dir, exist_ok=True)
-            probe = os.path.join(self.dir, ".write-test")
-            with open(probe, "w") as f:
-                f.write("ok")
+            os.makedirs(probe_dir, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=".write-test-")
+            os.close(fd)
             os.unlink(probe)
         except OSError as e:
             raise PluginError(
-                f"Cannot write the score cache at {self.dir} ({e}); set `minor_cache_dir` to a writable folder."
+                f"Cannot write the score cache at {self.root} ({e}); set `minor_cache_dir` to a writable folder."
             ) from None
 
     @property
@@ -99,13 +214,15 @@ class ScoreCache:
             self.logger.warning_rank0(msg)
 
     def load_complete(self) -> dict | None:
-        """The finished scores, or None (missing, mismatched or corrupt: then they are recomputed)."""
+        """The finished scores, or None (missing, mismatched, edited or corrupt: then they are recomputed)."""
         if not (os.path.exists(self.meta_path) and os.path.exists(self.final_path)):
             return None
         try:
             with open(self.meta_path, encoding="utf-8") as f:
                 meta = json.load(f)
-        except (OSError, ValueError):
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
             self._warn(f"Score cache {self.dir}: unreadable meta.json, recomputing.")
             return None
         if not meta.get("complete") or meta.get("cache_key") != self.meta["cache_key"]:
@@ -114,6 +231,10 @@ class ScoreCache:
         rows = self._read(self.final_path, strict=True)
         if rows is None or len(rows) != meta.get("num_rows"):
             self._warn(f"Score cache {self.dir}: corrupt or truncated scores.jsonl, recomputing.")
+            return None
+        if rows_digest(rows) != meta.get("rows_digest"):
+            self._warn(f"Score cache {self.dir}: scores.jsonl does not match its recorded digest (edited or "
+                       "damaged), recomputing.")
             return None
         return rows
 
@@ -124,14 +245,14 @@ class ScoreCache:
         rows = {}
         if not os.path.exists(path):
             return rows
-        with open(path, encoding="utf-8") as f:
-            for line in f:
+        with open(path, "rb") as f:
+            for raw in f:
                 try:
-                    row = json.loads(line)
-                except ValueError:
+                    row = json.loads(raw.decode("utf-8"))
+                except ValueError:  # garbled, non-UTF-8 or a torn last line of an interrupted pass
                     if strict:
                         return None
-                    continue  # a torn last line of an interrupted pass
+                    continue
                 if not _check_row(row):
                     if strict:
                         return None
@@ -140,6 +261,7 @@ class ScoreCache:
         return rows
 
     def append(self, rows: list[dict]) -> None:
+        os.makedirs(self.dir, exist_ok=True)
         with open(self.partial_path, "a", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
@@ -147,8 +269,17 @@ class ScoreCache:
             os.fsync(f.fileno())
 
     def finish(self, rows: dict) -> None:
-        text = "".join(json.dumps(rows[k]) + "\n" for k in sorted(rows))
-        atomic_write_text(self.final_path, text)
-        atomic_write_text(self.meta_path, json.dumps(dict(self.meta, complete=True, num_rows=len(rows)), indent=2))
+        os.makedirs(self.dir, exist_ok=True)
+        atomic_write_text(self.final_path, render_rows(rows))
+        atomic_write_text(self.meta_path, json.dumps(
+            dict(self.meta, complete=True, num_rows=len(rows), rows_digest=rows_digest(rows)), indent=2))
         if os.path.exists(self.partial_path):
             os.unlink(self.partial_path)
+
+    def discard_if_empty(self) -> None:
+        """Remove the folder when a pass failed before scoring anything (nothing half-made left behind)."""
+        try:
+            if os.path.isdir(self.dir) and not os.listdir(self.dir):
+                os.rmdir(self.dir)
+        except OSError:
+            pass

@@ -8,22 +8,24 @@ Line 1 (header)::
      "sections": [
        {"role": "reference" | "aligned", "model": "<path or hub id>", "template": "<LF template>",
         "split": "train" | "eval" | "eval/<name>", "pairwise": false, "num_rows": 32,
-        "weights": "<scores.cache.file_fingerprint of the model>", "dataset_fingerprint": "<16 hex>",
+        "weights": "<scores.cache.weights_digest of the model>", "dataset_fingerprint": "<16 hex>",
         "cutoff_len": 128, "dtype": "<LF compute dtype>", "adapter": null,
-        "cache_key": "<20 hex>", "cache_meta": {<every component of the cache key>}}, ...]}
+        "cache_key": "<20 hex>", "cache_meta": {<every component of the cache key>},
+        "rows_digest": "<sha256 of the section's rows in the score cache's canonical form>"}, ...]}
 
 Every other line (a row; the same fields as the score cache's ``scores.jsonl`` plus where it comes from)::
 
-    {"key": "<sample_key: 16 hex content hash of the LF example>", "sum_logp": -41.2, "num_tokens": 17,
+    {"key": "<token_key: 32 hex digest of the row's token ids and labels>", "sum_logp": -41.2, "num_tokens": 17,
      "model": "<path>", "template": "<template>", "split": "train"}
 
 plus ``"rejected_sum_logp"`` and ``"rejected_num_tokens"`` for pairwise rows (``sum_logp`` /
 ``num_tokens`` are then the chosen answer's). ``sum_logp`` is the sum of the answer tokens' log-probs
 (the tokens whose LF label is not -100, shifted as in training: log p(token t | tokens < t)),
 ``num_tokens`` their number. A row belongs to the section with the same (model, template, split).
-Each section holds exactly the distinct sample keys of that split: ``dataset_fingerprint`` is the
-sha256 (16 hex) of the sorted keys joined by newlines, and ``cache_key`` is
-``scores.cache.make_key(cache_meta)`` -- the folder name training uses in its score cache.
+Each section holds exactly the distinct token keys of that split: ``dataset_fingerprint`` is the
+sha256 (16 hex) of the sorted keys joined by newlines, ``cache_key`` is ``scores.cache.make_key(cache_meta)``
+-- the folder name training uses in its score cache -- and ``rows_digest`` is
+``scores.cache.rows_digest`` of the rows: a file whose scores were edited is refused.
 
 Reading it elsewhere: skip the first line (``pandas.read_json(path, lines=True).iloc[1:]``).
 
@@ -36,10 +38,10 @@ import json
 import math
 import os
 
-from .cache import atomic_write_text, make_key
+from .cache import atomic_write_text, make_key, rows_digest
 
 FORMAT = "llamafactory-minor-scores"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows keyed by token digests, sections carry rows_digest
 ROW_FIELDS = ("key", "sum_logp", "num_tokens")
 PAIR_FIELDS = ("rejected_sum_logp", "rejected_num_tokens")
 SOURCE_FIELDS = ("model", "template", "split")
@@ -50,7 +52,7 @@ class ScoreFileError(ValueError):
 
 
 def keys_fingerprint(keys) -> str:
-    """Same value as ``scores.passes.dataset_fingerprint`` for rows holding these sample keys."""
+    """Same value as ``scores.passes.dataset_fingerprint`` for rows holding these token keys."""
     return hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:16]
 
 
@@ -123,6 +125,14 @@ def read_score_file(path: str) -> tuple[dict, list[dict]]:
     """
     if not os.path.isfile(path):
         raise ScoreFileError(f"score file {path} does not exist")
+    try:
+        return _read_score_file(path)
+    except UnicodeDecodeError as e:
+        raise ScoreFileError(f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded): a damaged "
+                             "or non-score file; rescore it") from None
+
+
+def _read_score_file(path: str) -> tuple[dict, list[dict]]:
     with open(path, encoding="utf-8") as f:
         first = f.readline()
         try:
@@ -176,4 +186,7 @@ def read_score_file(path: str) -> tuple[dict, list[dict]]:
             raise ScoreFileError(f"{where}: its rows do not match its recorded dataset fingerprint (edited file?)")
         if make_key(meta) != sec["cache_key"]:
             raise ScoreFileError(f"{where}: cache_key does not match cache_meta (edited header?)")
+        if rows_digest({k: cache_row(r) for k, r in rows[i].items()}) != sec.get("rows_digest"):
+            raise ScoreFileError(f"{where}: its scores do not match the section's rows_digest (edited or damaged "
+                                 "file); rescore it")
     return header, rows

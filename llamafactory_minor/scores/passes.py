@@ -18,6 +18,8 @@ from .scoring import no_zero3_init, score_dataset_rows
 logger = get_logger(__name__)
 
 CACHE_ENV = "LLAMAFACTORY_MINOR_SCORE_CACHE"
+# 2: rows keyed by token ids + labels, models by a digest of all weight bytes, rows digest verified
+KEY_SCHEME = 2
 
 
 def cache_root(finetuning_args) -> str:
@@ -26,7 +28,8 @@ def cache_root(finetuning_args) -> str:
 
 
 def dataset_fingerprint(rows) -> str:
-    keys = sorted(set(rows["sample_key"]))
+    """Digest of the set of rows a pass scores: of their ``token_key``s, i.e. of every token and label."""
+    keys = sorted(set(rows["token_key"]))
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
@@ -49,7 +52,7 @@ def load_scoring_model(model_args, name_or_path: str, adapters=None, quantizatio
 
 def pass_key(rows, meta: dict) -> tuple[dict, str]:
     """The cache meta of a pass over ``rows`` (``meta`` + dataset fingerprint + plugin version) and its key."""
-    meta = dict(meta, dataset=dataset_fingerprint(rows), plugin=__version__)
+    meta = dict(meta, dataset=dataset_fingerprint(rows), plugin=__version__, key_scheme=KEY_SCHEME)
     return meta, make_key(meta)
 
 
@@ -79,7 +82,11 @@ def cached_or_scored(cache, desc: str, score_fn) -> dict:
     if resumed:
         logger.info_rank0(f"{desc}: resuming an interrupted pass ({resumed} rows already scored).")
     start = time.time()
-    scores = score_fn()
+    try:
+        scores = score_fn()
+    except BaseException:
+        cache.discard_if_empty()  # e.g. the scoring model failed to load: leave no empty folder behind
+        raise
     cache.finish(scores)
     logger.info_rank0(f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; "
                       f"cached at {cache.dir}.")
@@ -96,16 +103,27 @@ def score_with_model(load_fn, rows, cache, batch_size: int, desc: str) -> dict:
         gc.collect()
 
 
-def join(rows, scores: dict, what: str) -> list[dict]:
-    """The score of each row, by content key; a row without a score is an error naming how many and which."""
-    keys = rows["sample_key"]
+def join(rows, scores: dict, what: str, keys=None, counts=None) -> list[dict]:
+    """The score of each row, by ``token_key`` (or the given ``keys``), checking each score's token count
+    against the row's (``answer_tokens``, or the given ``counts``). A row without a score, or with a score
+    of another length, is an error naming how many and which."""
+    keys = rows["token_key"] if keys is None else keys
+    counts = rows["answer_tokens"] if counts is None else counts
     missing = [k for k in keys if k not in scores]
     if missing:
         shown = ", ".join(missing[:5])
-        raise PluginError(f"{len(missing)} of {len(keys)} training rows have no {what} (sample keys {shown}"
-                          f"{', ...' if len(missing) > 5 else ''}); rescore them (delete the cache folder) or "
-                          "check that the score file was made for this dataset.")
-    return [scores[k] for k in keys]
+        raise PluginError(f"{len(missing)} of {len(keys)} training rows have no {what} (token keys {shown}"
+                          f"{', ...' if len(missing) > 5 else ''}); check that the score file was made for "
+                          "this dataset, model and template, or let training score it (remove the import).")
+    out = []
+    for key, count in zip(keys, counts):
+        s = scores[key]
+        have = [s["num_tokens"]] + ([s["rejected_num_tokens"]] if "rejected_num_tokens" in s else [])
+        if list(count) != have[:len(count)] or len(have) != len(count):
+            raise PluginError(f"The {what} of token key {key} covers {have} answer tokens, the training row has "
+                              f"{list(count)}: the scores were made for other rows; rescore them.")
+        out.append(s)
+    return out
 
 
 def datasets_of(dataset_module):

@@ -10,17 +10,21 @@ import contextlib
 from unittest import mock
 
 from ..train.common import ScoredCollator
-from .cache import file_fingerprint
+from .cache import adapters_digest, weights_digest
 from .passes import datasets_of, join, load_scoring_model, replace_dataset, run_pass
 
 
 def _reference_meta(model_args, data_args, finetuning_args) -> dict:
     name = finetuning_args.ref_model or model_args.model_name_or_path
+    adapter = finetuning_args.ref_model_adapters if finetuning_args.ref_model else model_args.adapter_name_or_path
+    qbit = finetuning_args.ref_model_quantization_bit if finetuning_args.ref_model else model_args.quantization_bit
     return {
         "kind": "reference",
         "model": name,
-        "weights": file_fingerprint(name),
-        "adapter": finetuning_args.ref_model_adapters if finetuning_args.ref_model else model_args.adapter_name_or_path,
+        "weights": weights_digest(name, model_args.model_revision),
+        "adapter": adapter,
+        "adapter_weights": adapters_digest(adapter),
+        "quantization_bit": qbit,
         "template": data_args.template,
         "cutoff_len": data_args.cutoff_len,
         "train_on_prompt": data_args.train_on_prompt,

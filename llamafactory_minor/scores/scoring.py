@@ -1,7 +1,7 @@
 """The scoring pass: sum of answer-token log-probs and answer length per tokenized row, no grad.
 
 Rows are LF's own tokenized rows (same template, cutoff and masking as training), keyed by
-``sample_key`` (content hash). Batched, sorted by length, resumable through ``ScoreCache``.
+``token_key`` (digest of the row's token ids and labels). Batched, sorted by length, resumable through ``ScoreCache``.
 """
 
 import contextlib
@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..integration import PluginError
+from ..integration.data import sequences_of
 from ..objectives import sequence_log_probs
 
 IGNORE_INDEX = -100
@@ -32,14 +33,6 @@ def no_zero3_init():
         hf_ds._hf_deepspeed_config_weak_ref = saved
 
 
-def sequences_of(row: dict) -> list[tuple[str, list[int], list[int]]]:
-    """(part, input_ids, labels) for a supervised row or the chosen/rejected halves of a pairwise row."""
-    if "chosen_input_ids" in row:
-        return [("chosen", row["chosen_input_ids"], row["chosen_labels"]),
-                ("rejected", row["rejected_input_ids"], row["rejected_labels"])]
-    return [("chosen", row["input_ids"], row["labels"])]
-
-
 @torch.no_grad()
 def score_sequences(model, items, pad_token_id: int, batch_size: int = 8, desc: str = "Scoring",
                     on_batch=None, show_progress: bool = True):
@@ -52,6 +45,11 @@ def score_sequences(model, items, pad_token_id: int, batch_size: int = 8, desc: 
     results = {}
     pad = pad_token_id if pad_token_id is not None else 0
     bar = tqdm(total=len(order), desc=desc, disable=not show_progress)
+    from ..integration.progress import ScoringProgress  # the log at LF's cadence and LlamaBoard's progress bar
+    from ..integration import get_logger
+
+    progress = ScoringProgress(len(order), batch_size, desc, logger=get_logger(__name__),
+                               pairwise=any(isinstance(i, tuple) and "rejected" in i for i, _, _ in items))
     for start in range(0, len(order), batch_size):
         chunk = [items[i] for i in order[start:start + batch_size]]
         width = max(len(ids) for _, ids, _ in chunk)
@@ -75,7 +73,9 @@ def score_sequences(model, items, pad_token_id: int, batch_size: int = 8, desc: 
         if on_batch is not None:
             on_batch(batch_results)
         bar.update(len(chunk))
+        progress.update(len(chunk))
     bar.close()
+    progress.close()
     return results
 
 
@@ -88,7 +88,7 @@ class RowAssembler:
         self.pending = {}
 
     def add(self, parts) -> None:
-        """``parts``: iterable of (sample_key, "chosen" | "rejected", (sum_logp, num_tokens))."""
+        """``parts``: iterable of (token_key, "chosen" | "rejected", (sum_logp, num_tokens))."""
         out = []
         for key, part, score in parts:
             entry = self.pending.setdefault(key, {})
@@ -106,11 +106,11 @@ class RowAssembler:
 
 
 def score_dataset_rows(model, rows, cache, pad_token_id, batch_size=8, desc="Scoring", show_progress=True):
-    """Score every distinct ``sample_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
+    """Score every distinct ``token_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
     done = cache.load_partial()
     items, seen = [], set(done)
     for row in rows:
-        key = row["sample_key"]
+        key = row["token_key"]
         if key in seen:
             continue
         seen.add(key)

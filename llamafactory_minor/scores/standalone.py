@@ -39,7 +39,7 @@ from importlib import metadata
 
 from .. import __version__
 from ..integration import PluginError
-from .cache import ScoreCache, file_fingerprint, make_key
+from .cache import ScoreCache, make_key, rows_digest, weights_digest
 from .file_format import (
     FORMAT,
     FORMAT_VERSION,
@@ -257,7 +257,7 @@ def plan_sections(model_args, data_args, training_args, finetuning_args, stage, 
 
 
 def _unique_keys(rows) -> list[str]:
-    return list(dict.fromkeys(rows["sample_key"]))
+    return list(dict.fromkeys(rows["token_key"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,11 +321,16 @@ def _section_header(sec) -> dict:
     }
 
 
+def _with_rows_digest(section: dict, rows: list[dict]) -> dict:
+    return dict(section, rows_digest=rows_digest({r["key"]: cache_row(r) for r in rows}))
+
+
 def _file_rows(sec, scores) -> list[dict]:
     from .passes import join
 
-    keys = _unique_keys(sec["rows"])
-    joined = join({"sample_key": keys}, scores, f"score from `{sec['model']}`")
+    counts = dict(zip(sec["rows"]["token_key"], sec["rows"]["answer_tokens"]))
+    keys = list(counts)
+    joined = join(sec["rows"], scores, f"score from `{sec['model']}`", keys=keys, counts=[counts[k] for k in keys])
     out = []
     for key, s in zip(keys, joined):
         row = dict(cache_row(s), key=key, model=sec["model"], template=sec["template"], split=sec["split"])
@@ -382,7 +387,7 @@ def score(args, overrides=()) -> str:
         "dataset": ",".join(data_args.dataset or []),
         "eval_dataset": ",".join(data_args.eval_dataset or []) or None,
         "dataset_dir": data_args.dataset_dir,
-        "sections": [_section_header(s) for s in sections],
+        "sections": [_with_rows_digest(_section_header(s), r) for s, r in zip(sections, all_rows)],
     }
     write_score_file(output, header, all_rows)
     total = sum(len(r) for r in all_rows)
@@ -409,7 +414,8 @@ def expected_sections(config, overrides=()) -> tuple[list[dict], object]:
 
 # every component of the cache key except the model path (it may differ between machines: the weights
 # fingerprint identifies the model), the dataset (checked last, for a precise error) and the plugin version
-_COMPARED = ("kind", "weights", "template", "cutoff_len", "train_on_prompt", "mask_history", "dtype", "adapter")
+_COMPARED = ("kind", "key_scheme", "weights", "adapter_weights", "quantization_bit", "template", "cutoff_len",
+             "train_on_prompt", "mask_history", "dtype")
 
 
 def _match(expected: dict, file_sections: list[tuple[dict, dict]], path: str):
@@ -490,7 +496,7 @@ def import_score_file(path: str, cache_dir: str | None = None, config=None, over
         for h, r in file_sections:
             model = h["model"]
             if os.path.isdir(model):
-                current = file_fingerprint(model)
+                current = weights_digest(model)
                 if current != h["cache_meta"].get("weights"):
                     raise ScoreFileError(f"{path}: the model at {model} is not the one that was scored (weights "
                                          f"fingerprint {current}, file {h['cache_meta'].get('weights')}); rescore.")

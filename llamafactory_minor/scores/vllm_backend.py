@@ -284,18 +284,19 @@ def run_worker(items, model: str, python: str | None = None, dtype: str = "auto"
 def score_rows_vllm(rows, cache, model: str, python: str | None = None, dtype: str = "auto",
                     engine_args: dict | None = None, trust_remote_code: bool = False, desc: str = "vLLM scoring",
                     show_progress: bool = True, per_token: dict | None = None) -> dict:
-    """Like :func:`~.scoring.score_dataset_rows`: scores every ``sample_key`` the cache does not hold (in its
+    """Like :func:`~.scoring.score_dataset_rows`: scores every ``token_key`` the cache does not hold (in its
     partial file), appends finished rows to the cache as they arrive, returns all rows' scores.
 
-    ``per_token``: a dict that receives ``{(sample_key, "chosen"|"rejected"): [log-prob per position 1..T-1]}``
+    ``per_token``: a dict that receives ``{(token_key, "chosen"|"rejected"): [log-prob per position 1..T-1]}``
     (for agreement checks; not stored in the cache)."""
-    from .scoring import RowAssembler, sequences_of
+    from ..integration.data import sequences_of
+    from .scoring import RowAssembler
 
     done = cache.load_partial()
     items, seen = [], set(done)
     pairwise = bool(rows) and "chosen_input_ids" in rows[0]
     for row in rows:
-        key = row["sample_key"]
+        key = row["token_key"]
         if key in seen:
             continue
         seen.add(key)

@@ -21,7 +21,7 @@ from ..objectives import deviation_metric, normalized_rewards, sequence_log_prob
 
 # per-row columns the workflows attach to the dataset; the collator stacks them as float tensors
 SCORE_COLUMNS = ("ref_logps", "aligned_logps", "aligned_num_tokens", "poft_noise")
-DROP_COLUMNS = ("sample_key",)
+DROP_COLUMNS = ("sample_key", "token_key", "answer_tokens")  # integration.data.KEY_COLUMNS
 
 
 class ScoredCollator:
