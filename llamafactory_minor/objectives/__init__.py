@@ -9,11 +9,13 @@ No LLaMA-Factory import, no I/O. One module per objective:
 * :mod:`.dpo` -- sigmoid / hinge / ipo DPO with an explicit loss type (TRL 0.24 formulas).
 * :mod:`.minordpo` -- MinorDPO (arXiv:2408.09834, Eq. 6).
 * :mod:`.dpop` -- DPO-Positive (arXiv:2402.13228; MinorDPO paper Eq. 5).
+* :mod:`.ftx` -- ``pref_ftx``: LF's SFT term ``-log pi(y|x) / m`` added to the single-answer objectives.
 * :mod:`.metrics` -- beta-free normalised rewards and the deviation metric (arXiv:2408.10642, Eq. 8).
 """
 
 from .dpo import DPO_LOSS_TYPES, dpo_loss
 from .dpop import dpop_loss
+from .ftx import sft_term, with_sft_term
 from .logprobs import sequence_log_probs, token_log_probs
 from .metrics import deviation_metric, normalized_rewards
 from .minordpo import minordpo_loss
@@ -33,6 +35,8 @@ __all__ = [
     "normalized_rewards",
     "poft_loss",
     "sequence_log_probs",
+    "sft_term",
     "sftdpo_loss",
     "token_log_probs",
+    "with_sft_term",
 ]
