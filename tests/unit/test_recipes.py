@@ -27,11 +27,9 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from recipe_files import EXAMPLES, RECIPES, REPO_ROOT, load_yaml
+from recipe_files import rel as _rel
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO_ROOT / "examples"
-# training recipes; examples/eval holds evaluation configs (llamafactory-minor-eval), checked by the eval tests
-RECIPES = sorted(p for ext in ("*.yaml", "*.yml") for p in EXAMPLES.rglob(ext) if "eval" not in p.relative_to(EXAMPLES).parts)
 DS_Z3 = "examples/deepspeed/ds_z3_config.json"
 GPUS = 8  # the paper recipes' effective batch sizes assume one 8-GPU node
 
@@ -50,15 +48,6 @@ POFT_ALIGNED = ["alignment-handbook/zephyr-7b-sft-full", "meta-llama/Meta-Llama-
 POFT_TEMPLATES = ["zephyr", "llama3", "yi"]
 POFT_BASES = {"mistral": ("mistralai/Mistral-7B-v0.1", "zephyr"), "llama3": ("meta-llama/Meta-Llama-3-8B", "llama3")}
 CPU_MODELS = {".cache/models/SmolLM2-135M-Instruct", ".cache/models/tiny-llama-smollm2"}
-
-
-def _rel(path: Path) -> str:
-    return path.relative_to(REPO_ROOT).as_posix()
-
-
-def load_yaml(path: Path) -> dict:
-    """The dict LF's ``read_args`` builds from ``llamafactory-cli train <path>`` (no overrides)."""
-    return OmegaConf.to_container(OmegaConf.load(path))
 
 
 def _load_script(rel_path: str):
