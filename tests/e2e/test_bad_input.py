@@ -77,3 +77,43 @@ def test_unwritable_cache_dir(tiny_train_cfg, run_cli, tmp_path):
     cfg = tiny_train_cfg("minorsft", dataset="alpaca_en_tiny", precompute_ref_log_probs=True,
                          minor_cache_dir=str(blocker / "cache"))
     _fails_clearly(run_cli, cfg, "minor_cache_dir")
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 8: one clear line (exit code 2) through the real CLI
+# --------------------------------------------------------------------------------------------------
+def _one_clear_line(proc, *expected):
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, f"exit code {proc.returncode}:\n{text[-3000:]}"
+    assert "Traceback" not in text and "ChildFailedError" not in text, text[-3000:]
+    lines = [line for line in text.splitlines() if "[llamafactory-minor] error:" in line]
+    assert len(lines) == 1, text[-3000:]
+    for piece in expected:
+        assert piece in lines[0], f"{piece!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def test_unknown_template_one_line(tiny_train_cfg, run_cli):
+    cfg = tiny_train_cfg("minorsft", template="smolm2")
+    _one_clear_line(run_cli(cfg, check=False), "`template: smolm2`", "smollm2")
+
+
+def test_misspelled_key_as_cli_override(tiny_train_cfg, run_cli, write_yaml):
+    cfg = tiny_train_cfg("dpo", pref_loss="dpop")
+    path = write_yaml(cfg["output_dir"], cfg)
+    _one_clear_line(run_cli(["train", path, "dpop_lamda=10"], check=False), "`dpop_lamda`", "`dpop_lambda`")
+
+
+def test_disabled_plugin_refuses_minordpo(tiny_train_cfg, run_cli):
+    cfg = tiny_train_cfg("dpo", pref_loss="minordpo")
+    proc = run_cli(cfg, check=False, env={"LLAMAFACTORY_MINOR_DISABLE": "1"})
+    _one_clear_line(proc, "disabled", "LLAMAFACTORY_MINOR_DISABLE", "pref_loss: minordpo")
+    assert not os.path.exists(os.path.join(cfg["output_dir"], "trainer_state.json"))
+
+
+def test_torchrun_launch_stops_once_before_the_workers(tiny_train_cfg, run_cli):
+    cfg = tiny_train_cfg("poft", poft_aligned_models="unused/aligned", poft_aligned_templates="smollm2",
+                         train_on_prompt=True)
+    proc = run_cli(cfg, check=False, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"})
+    _one_clear_line(proc, "`train_on_prompt: true`", "stage: poft")
+    assert "Initializing 2 distributed tasks" not in proc.stdout + proc.stderr

@@ -243,3 +243,14 @@ def test_disabled_guard_costs_nothing_at_start_up():
     proc = _py("import sys; print('torch' in sys.modules, 'llamafactory' in sys.modules, "
                "'llamafactory_minor.integration.validate' in sys.modules)")
     assert proc.stdout.strip() == "False False False", proc.stderr
+
+
+def test_use_v1_cli_refuses_a_plugin_config(tmp_path, write_yaml):
+    """USE_V1=1: `llamafactory-cli train x.yaml` goes to LF's v1 launcher, which the plugin does not patch."""
+    path = write_yaml(tmp_path, cfg(tmp_path, "minorsft"))
+    code = ("import sys\nimport llamafactory.v1.launcher as v1\n"
+            f"sys.argv = ['llamafactory-cli', 'train', {path!r}]\nv1.launch()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, USE_V1="1"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "USE_V1" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
