@@ -7,9 +7,10 @@ import os
 import pytest
 
 from llamafactory_minor.scores import file_format, standalone
-from llamafactory_minor.scores.cache import ScoreCache, file_fingerprint, make_key
+from llamafactory_minor.scores.cache import ScoreCache, make_key, rows_digest, weights_digest
 from llamafactory_minor.scores.file_format import (
     FORMAT,
+    FORMAT_VERSION,
     ScoreFileError,
     keys_fingerprint,
     read_score_file,
@@ -26,7 +27,7 @@ def fake_model_dir(path, payload=b"w" * 1000):
 
 
 def make_section(model, keys, template="smollm2", split="train", pairwise=False, role="reference", **meta_over):
-    meta = {"kind": role, "model": model, "weights": file_fingerprint(model), "adapter": None, "template": template,
+    meta = {"kind": role, "model": model, "weights": weights_digest(model), "adapter": None, "template": template,
             "cutoff_len": 128, "train_on_prompt": False, "mask_history": False, "dtype": "None",
             "dataset": keys_fingerprint(keys), "plugin": "0.1.0"}
     if role == "aligned":
@@ -47,8 +48,13 @@ def make_section(model, keys, template="smollm2", split="train", pairwise=False,
 
 
 def make_file(path, sections):
-    header = {"format": FORMAT, "format_version": 1, "created": "2026-01-01T00:00:00Z", "plugin_version": "0.1.0",
-              "backend": "transformers", "sections": [h for h, _ in sections]}
+    for h, rows in sections:
+        try:
+            h["rows_digest"] = rows_digest({r["key"]: file_format.cache_row(r) for r in rows})
+        except (ValueError, KeyError):  # a bad row: write_score_file must refuse it
+            h["rows_digest"] = None
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": "2026-01-01T00:00:00Z",
+              "plugin_version": "0.1.0", "backend": "transformers", "sections": [h for h, _ in sections]}
     return write_score_file(str(path), header, [r for _, r in sections])
 
 
@@ -165,9 +171,26 @@ def _future_version(lines):
     lines[0] = json.dumps(header) + "\n"
 
 
+def _edited_value(lines):
+    assert '"sum_logp": -3.75' in lines[3]
+    lines[3] = lines[3].replace('"sum_logp": -3.75', '"sum_logp": -3.5')  # valid, finite, but not what was scored
+
+
+def _edited_count(lines):
+    assert '"num_tokens": 3' in lines[3]
+    lines[3] = lines[3].replace('"num_tokens": 3', '"num_tokens": 4')
+
+
+def _edited_digest(lines):
+    header = json.loads(lines[0])
+    header["sections"][0]["rows_digest"] = "0" * 64
+    lines[0] = json.dumps(header) + "\n"
+
+
 BAD_FILES = {f.__name__.strip("_"): f for f in (
     _nan_line, _inf_line, _string_score, _negative_count, _garbled, _torn_last_line, _missing_row, _duplicate_key,
-    _edited_key, _unknown_section, _edited_header, _not_a_score_file, _future_version)}
+    _edited_key, _unknown_section, _edited_header, _not_a_score_file, _future_version, _edited_value, _edited_count,
+    _edited_digest)}
 
 
 @pytest.mark.parametrize("name", list(BAD_FILES))
@@ -181,6 +204,22 @@ def test_bad_files_are_refused_and_nothing_is_imported(tmp_path, score_file, nam
     with pytest.raises(ScoreFileError):
         import_score_file(score_file, cache_dir=str(cache_dir))
     assert not cache_dir.exists() or not os.listdir(cache_dir)
+
+
+def test_non_utf8_file_is_refused_naming_the_file(score_file):
+    data = open(score_file, "rb").read()
+    at = data.index(b"\n") + 10
+    open(score_file, "wb").write(data[:at] + b"\xff\xfe" + data[at + 2:])
+    with pytest.raises(ScoreFileError, match=f"{score_file}: not UTF-8 text"):
+        read_score_file(score_file)
+
+
+def test_edited_scores_are_refused_with_a_clear_message(score_file):
+    lines = _lines(score_file)
+    _edited_value(lines)
+    _rewrite(score_file, lines)
+    with pytest.raises(ScoreFileError, match="do not match the section's rows_digest"):
+        read_score_file(score_file)
 
 
 def test_error_names_the_line(score_file):
@@ -265,7 +304,7 @@ def test_import_interrupted_leaves_no_complete_entry(tmp_path, score_file, monke
 def _expected(model, keys, template="smollm2", split="train", role="reference", **meta_over):
     h, _ = make_section(model, keys, template=template, split=split, role=role, **meta_over)
     return {"role": role, "model": model, "template": template, "split": split, "meta": h["cache_meta"],
-            "key": h["cache_key"], "rows": {"sample_key": list(keys)}}
+            "key": h["cache_key"], "rows": {"token_key": list(keys)}}
 
 
 def _sections(path):

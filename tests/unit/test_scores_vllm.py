@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from llamafactory_minor.integration.data import sequences_of, token_key
 from llamafactory_minor.scores import vllm_backend
 from llamafactory_minor.scores.cache import ScoreCache
 from llamafactory_minor.scores.vllm_backend import (
@@ -107,6 +108,7 @@ def rows_of(n, seed=0, pairwise=False):
             row.update(chosen_input_ids=a, chosen_labels=b, rejected_input_ids=c, rejected_labels=d)
         else:
             row["input_ids"], row["labels"] = seq()
+        row["token_key"] = token_key(sequences_of(row))
         out.append(row)
     return out
 
