@@ -12,8 +12,9 @@ What is swapped, and nothing else (``test_only_the_swapped_keys_change`` checks 
 * the length of the run and where it goes: ``max_steps: 2``, ``output_dir`` -> tmp, ``logging_steps: 1``
   (so both steps are logged), ``report_to: none``.
 * ``bf16: true`` -> ``false``, because transformers refuses it here: ``TrainingArguments`` raises "Your setup
-  doesn't support bf16/gpu" when no bf16-capable GPU is visible, unless ``use_cpu: true`` -- and
-  ``use_cpu`` turns accelerate's DeepSpeed plugin off, i.e. would not run the recipe's ZeRO-3 any more.
+  doesn't support bf16/gpu" when no bf16-capable GPU is visible, unless ``use_cpu: true`` -- and with
+  ``use_cpu`` accelerate never selects DeepSpeed (``AcceleratorState`` sets ``DistributedType.DEEPSPEED``
+  only ``and not cpu``), so the recipe's ZeRO-3 would silently not run. float32 it is; the ZeRO-3 path stays.
 
 Everything else runs as written: ``preprocessing_num_workers: 16``, ``dataloader_num_workers: 4``, cutoffs,
 templates, schedulers and warm-up, batch sizes and accumulation, ``save_steps`` / ``save_strategy``,
