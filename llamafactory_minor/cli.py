@@ -38,11 +38,12 @@ Scores go through training's score cache (minor_cache_dir, $LLAMAFACTORY_MINOR_S
 a later `llamafactory-cli train` of the same config on this machine reuses them (transformers
 backend; vLLM results reach training's cache only through `llamafactory-minor import-scores`).
 
-File format (JSONL): line 1 is a header {"format": "llamafactory-minor-scores", "format_version": 1,
+File format (JSONL): line 1 is a header {"format": "llamafactory-minor-scores", "format_version": 2,
 "backend", "created", "plugin_version", "sections": [{"role", "model", "template", "split",
-"pairwise", "num_rows", "weights" (fingerprint), "dataset_fingerprint", "cutoff_len", "dtype",
-"cache_key", "cache_meta"}, ...]}; then one line per row:
-  {"key": <sample_key>, "sum_logp": float, "num_tokens": int, "model", "template", "split"}
+"pairwise", "num_rows", "weights" (digest of all weight bytes), "dataset_fingerprint", "cutoff_len",
+"dtype", "cache_key", "cache_meta", "rows_digest"}, ...]}; then one line per tokenized row:
+  {"key": <token_key: digest of its token ids and labels>, "sum_logp": float, "num_tokens": int,
+   "model", "template", "split"}
   (+ "rejected_sum_logp", "rejected_num_tokens" for pairs)
 sum_logp = sum of log p(token t | tokens < t) over the answer tokens (LF label != -100).
 """
