@@ -64,6 +64,15 @@ valid, and each cache folder is completed atomically.
 """
 
 
+SWEEP_HELP = """\
+Train every run of an experiment grid file, one after another, with stock `llamafactory-cli train`:
+each run is `llamafactory-cli train <sweep.recipe> <axis keys>=<values> <sweep.overrides> output_dir=<path>`.
+The evaluation reads the same file (`grid: {file: GRID}` in an evaluation config), so the paths it
+evaluates are the paths this writes. A run whose output_dir holds all_results.json is skipped (restart an
+interrupted sweep as it is). Grid format: see llamafactory_minor_eval/grid.py (evaluation/grid.py).
+"""
+
+
 def _fail(error) -> int:
     print(f"[llamafactory-minor] error: {error}", file=sys.stderr, flush=True)
     return 2
@@ -73,7 +82,7 @@ def _known_errors():
     from .integration import PluginError
     from .scores.file_format import ScoreFileError
 
-    return (PluginError, ScoreFileError, ValueError, FileNotFoundError, OSError)
+    return (PluginError, ScoreFileError, ValueError, FileNotFoundError, OSError)  # GridError is a ValueError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("config", nargs="?", help="the training config that will use the scores")
     imp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     imp.add_argument("--cache-dir", default=None, help="score cache folder (default: the config's minor_cache_dir)")
+    sw = sub.add_parser("sweep", help="train every run of an experiment grid file with llamafactory-cli train",
+                        description=SWEEP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("grid", help="grid file (YAML), e.g. examples/minordpo/grid.yaml")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="extra LF keys for every run")
+    sw.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
+    sw.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
+                    help="keep the runs with this axis value (repeatable), e.g. --only method=minordpo")
     sub.add_parser("version", help="print the plugin and LLaMA-Factory versions")
     hlp = sub.add_parser("help", help="show help for a command")
     hlp.add_argument("topic", nargs="?")
@@ -132,6 +148,10 @@ def main(argv=None) -> int:
             path = score(args.config, args.overrides)
             print(f"[llamafactory-minor] scores written to {path}", flush=True)
             return 0
+        if args.command == "sweep":
+            from .experiments.sweep import sweep
+
+            return sweep(args.grid, extra=args.overrides, dry_run=args.dry_run, only=args.only)
         if args.command == "import-scores":
             from .scores.standalone import import_score_file
 

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -255,7 +256,8 @@ def test_dataset_info_entries():
 
 
 def test_sweep_runs_the_papers_grid(parse):
-    env = dict(os.environ, DRY_RUN="1")
+    # the venv's console scripts first, as in an activated venv (sweep.sh calls `llamafactory-minor sweep`)
+    env = dict(os.environ, DRY_RUN="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     out = subprocess.run(["bash", str(EXAMPLES / "minordpo" / "sweep.sh")], env=env, cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     commands = [line.split() for line in out.splitlines() if line.strip()]

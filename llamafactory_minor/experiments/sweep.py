@@ -1,0 +1,56 @@
+"""``llamafactory-minor sweep GRID``: train every run of a grid file with stock ``llamafactory-cli train``.
+
+Runs one after another; a run whose ``output_dir`` holds ``all_results.json`` is done and skipped, so an
+interrupted sweep is simply restarted. ``--dry-run`` prints the commands. Extra ``key=value`` arguments are
+appended to every run. ``--only method=minordpo`` (repeatable) keeps the runs with that axis value.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from llamafactory_minor_eval import grid as grid_mod
+
+
+def select(all_runs, only=()):
+    for item in only:
+        if "=" not in item:
+            raise grid_mod.GridError(f"--only {item}: use axis=value, e.g. --only method=minordpo")
+        axis, value = item.split("=", 1)
+        if all_runs and axis not in all_runs[0].values:
+            raise grid_mod.GridError(f"--only {item}: the grid has no axis `{axis}` (axes: "
+                                     f"{', '.join(all_runs[0].values)})")
+        all_runs = [r for r in all_runs if str(r.values.get(axis)) == value]
+    return all_runs
+
+
+def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout) -> int:
+    all_runs = select(grid_mod.runs(path), only)
+    if not all_runs:
+        raise grid_mod.GridError(f"{path}: no run matches {' '.join(only)}")
+    if any(r.recipe is None for r in all_runs):
+        raise grid_mod.GridError(f"{path}: `sweep.recipe` is missing (the LF YAML each run trains, e.g. "
+                                 "examples/minordpo/qwen1.5_7b_full_{method}_ds3.yaml)")
+    for r in all_runs:
+        if not os.path.isfile(r.recipe):
+            raise grid_mod.GridError(f"{path}: run {r.name!r} needs the recipe {r.recipe}, which does not exist")
+    cli = os.path.join(os.path.dirname(sys.executable), "llamafactory-cli")
+    failed = []
+    for i, r in enumerate(all_runs, 1):
+        cmd = r.command(extra)
+        if dry_run:
+            print(grid_mod.format_command(cmd), file=out, flush=True)
+            continue
+        if r.done():
+            print(f"[sweep {i}/{len(all_runs)}] {r.name}: {r.path} is done, skipping", file=out, flush=True)
+            continue
+        print(f"[sweep {i}/{len(all_runs)}] {r.name} -> {r.path}", file=out, flush=True)
+        proc = subprocess.run([cli if os.path.exists(cli) else "llamafactory-cli", *cmd[1:]])
+        if proc.returncode != 0:
+            failed.append(f"{r.name} (exit {proc.returncode})")
+    if failed:
+        print(f"[sweep] {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr, flush=True)
+        return 1
+    return 0

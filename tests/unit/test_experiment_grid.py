@@ -1,0 +1,99 @@
+"""Experiment grids: the sweep and the evaluation read one file, so every evaluated path is a path the sweep
+writes; a missing checkpoint is an error listing every missing run unless the user asks to skip."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from llamafactory_minor_eval import grid as grid_mod
+from llamafactory_minor_eval.config import EvalError, build_config, load_yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PAPER_GRIDS = {
+    "examples/minordpo/grid.yaml": "examples/eval/minordpo_gsm8k.yaml",
+    "examples/minorsft/grid.yaml": "examples/eval/minorsft_paper.yaml",
+}
+
+
+def _sweep_paths(grid_file):
+    """The output_dir of every command `llamafactory-minor sweep --dry-run` prints (the real console script)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
+    out = subprocess.run([exe, "sweep", grid_file, "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    commands = [line.split() for line in out.splitlines() if line.strip()]
+    assert commands and all(c[:2] == ["llamafactory-cli", "train"] for c in commands)
+    for cmd in commands:
+        assert os.path.isfile(os.path.join(REPO, cmd[2])), cmd[2]
+    return [OmegaConf.to_container(OmegaConf.from_cli(c[3:]))["output_dir"] for c in commands]
+
+
+@pytest.mark.parametrize("grid_file", list(PAPER_GRIDS))
+def test_every_evaluated_path_is_a_path_the_sweep_writes(grid_file, tmp_path, monkeypatch):
+    written = _sweep_paths(grid_file)
+    assert len(set(written)) == len(written)
+    monkeypatch.chdir(REPO)
+    data = load_yaml(PAPER_GRIDS[grid_file])
+    with pytest.raises(EvalError) as e:  # nothing trained here: every run is listed as missing
+        build_config(data, {}, where=PAPER_GRIDS[grid_file])
+    assert f"{len(written)} of {len(written)} runs" in str(e.value)
+    assert all(p in str(e.value) for p in written)
+    # once every run exists, the evaluation's checkpoints are exactly the sweep's paths (in the same order)
+    for p in written:
+        os.makedirs(tmp_path / p)
+    monkeypatch.chdir(tmp_path)  # the runs' relative paths now resolve under tmp_path
+    data["grid"] = dict(data["grid"], file=os.path.join(REPO, data["grid"]["file"]))
+    cfg = build_config(dict(data, output_dir=str(tmp_path / "eval")), {}, where=PAPER_GRIDS[grid_file])
+    evaluated = [c.path for c in cfg.checkpoints if c.name != "base"]
+    assert evaluated == written
+
+
+def test_minordpo_grid_is_the_papers(monkeypatch):
+    runs = grid_mod.runs(os.path.join(REPO, "examples/minordpo/grid.yaml"))
+    assert {(r.values["method"], r.values["beta"], r.values["lr"]) for r in runs} == {
+        (m, b, lr) for m in ("dpo", "dpop", "minordpo") for b in (0.02, 0.04, 0.1, 0.2) for lr in ("1e-6", "1e-5")}
+
+
+def _grid(tmp_path, text):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_missing_runs_are_listed_or_skipped_and_reported(tmp_path):
+    path = _grid(tmp_path, f"grids:\n  - path: {tmp_path}/runs/{{method}}_lr{{lr}}\n    method: [a, b]\n"
+                           "    lr: [1, 2]\n")
+    os.makedirs(tmp_path / "runs" / "a_lr1")
+    with pytest.raises(grid_mod.GridError) as e:
+        grid_mod.eval_checkpoints(path)
+    assert "3 of 4 runs" in str(e.value) and "b_lr2" in str(e.value) and "a_lr1" not in str(e.value)
+    kept, skipped = grid_mod.eval_checkpoints(path, skip_missing=True)
+    assert [k["path"] for k in kept] == [f"{tmp_path}/runs/a_lr1"] and len(skipped) == 3
+    assert kept[0]["method"] == "a" and kept[0]["lr"] == 1
+    cfg = build_config({"grid": {"file": path, "skip_missing": True}, "output_dir": str(tmp_path / "o"),
+                        "benchmarks": ["gsm8k"]}, {})
+    assert len(cfg.skipped_runs) == 3 and [c.path for c in cfg.checkpoints] == [f"{tmp_path}/runs/a_lr1"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("grids: []\n", "needs `grids:`"),
+    ("grids:\n  - method: [a]\n", "needs a `path` template"),
+    ("grids:\n  - path: x/{method}/{lr}\n    method: [a]\n", "uses {lr}, which is not an axis"),
+    ("grids:\n  - path: x/{method}\n    method: [a, a]\n", "would both write x/a"),
+    ("grids:\n  - path: x/{method}\n    method: []\n", "axis `method` has no values"),
+])
+def test_bad_grid_files_get_one_clear_message(tmp_path, text, message):
+    with pytest.raises(grid_mod.GridError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        grid_mod.runs(_grid(tmp_path, text))
+
+
+def test_sweep_cli_refuses_a_missing_recipe_and_a_bad_only(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
+    path = _grid(tmp_path, "grids:\n  - path: x/{method}\n    method: [a]\nsweep:\n  recipe: nowhere/{method}.yaml\n")
+    proc = subprocess.run([exe, "sweep", path], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "needs the recipe nowhere/a.yaml, which does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([exe, "sweep", path, "--only", "beta=1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "the grid has no axis `beta`" in proc.stderr
