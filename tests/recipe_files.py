@@ -9,10 +9,14 @@ from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
-# training recipes; examples/eval holds evaluation configs (llamafactory-minor-eval), checked by the eval tests
-RECIPES = sorted(
+# examples/eval holds evaluation configs (llamafactory-minor-eval), checked by the eval tests
+_YAMLS = sorted(
     p for ext in ("*.yaml", "*.yml") for p in EXAMPLES.rglob(ext) if "eval" not in p.relative_to(EXAMPLES).parts
 )
+# experiment grids (`grids:` + `sweep:`, read by `llamafactory-minor sweep` and the evaluation), checked by
+# tests/unit/test_experiment_grid.py; every other YAML here is a training recipe
+GRIDS = [p for p in _YAMLS if "grids" in OmegaConf.load(p)]
+RECIPES = [p for p in _YAMLS if p not in GRIDS]
 
 
 def rel(path: Path) -> str:

@@ -287,7 +287,11 @@ def test_recipe_trains_two_steps(path, tiny_model, smollm2, template_model, run_
     env = {"LLAMAFACTORY_MINOR_SCORE_CACHE": str(tmp_path / "scores")}
     if run.get("deepspeed"):
         env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(NPROC), MASTER_PORT=str(29500 + os.getpid() % 500))
-    run_cli(run, env=env, timeout=1500, config_dir=tmp_path)
+    proc = run_cli(run, env=env, timeout=1500, config_dir=tmp_path)
+
+    workers = run.get("preprocessing_num_workers") or 1
+    if workers > 1:  # the recipe's workers really pre-processed the data (datasets' progress bar says how many)
+        assert f"Running tokenizer on dataset (num_proc={workers})" in proc.stdout + proc.stderr, name
 
     with open(out / "trainer_state.json", encoding="utf-8") as f:
         state = json.load(f)
