@@ -108,8 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                    ", ".join(f"{b.name} {b.default_split}" for b in BENCHMARKS.values()))
     g.add_argument("--subjects", action="append", metavar="[BENCH=]A,B",
                    help="only these subjects (file names without _split), for all or one benchmark (repeatable)")
-    g.add_argument("--limit", type=int, metavar="N", help="down-sample each benchmark to N questions (seeded, uniform; file order kept)")
-    g.add_argument("--limit-per-subject", type=int, metavar="N", help="at most N questions per subject (seeded)")
+    g.add_argument("--limit", action="append", metavar="[BENCH=]N",
+                   help="at most N questions of each benchmark, or of one (repeatable: --limit 500 --limit gsm8k=200); "
+                   "which ones: --limit-mode")
+    g.add_argument("--limit-per-subject", type=int, metavar="N", help="at most N questions per subject")
+    g.add_argument("--limit-mode", choices=("random", "first"),
+                   help="how --limit / --limit-per-subject choose: 'random' (default; a uniform sample seeded by --seed) "
+                   "or 'first' (the first N in file order); the chosen questions keep file order")
     g.add_argument("--seed", type=int, metavar="S", help="seed of the down-sampling (default 42)")
     g.add_argument("--few-shot", type=int, metavar="K",
                    help="K solved examples before each question as earlier chat turns (default 0 = zero-shot as in the papers): "
@@ -154,10 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", default=None,
                    help="redo pairs whose stored results were made with other settings (default: refuse)")
     g.add_argument("--keep-going", action="store_true", default=None, help="go on with the next checkpoint after a failed one (exit 2 at the end)")
-    g.add_argument("--table-metric", choices=("micro", "macro", "both"), help="accuracy shown in summary.md and the chart (default micro)")
+    g.add_argument("--table-metric", choices=("micro", "macro", "both"), help="multiple-choice accuracy shown in summary.md and the chart: micro, macro or both side by side (default both)")
     g.add_argument("--no-chart", dest="chart", action="store_false", default=None, help="do not write summary.png")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
-    g.add_argument("--report-only", action="store_true", help="only rebuild summary.* from the results already in --output-dir")
+    g.add_argument("--report-only", action="store_true", help="only rebuild summary.* from every result already in --output-dir (no model, no data; pairs run with "
+                   "different limits or settings go into one table, the run details say which)")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -188,7 +194,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         "data": _keyed(args.data, "--data"),
         "split": _keyed(args.split, "--split"),
         "subjects": _keyed(args.subjects, "--subjects", listy=True),
-        "limit": args.limit,
+        "limit": _keyed(args.limit, "--limit"),
+        "limit_mode": args.limit_mode,
         "limit_per_subject": args.limit_per_subject,
         "seed": args.seed,
         "few_shot": args.few_shot,
@@ -219,14 +226,24 @@ def run(argv: Optional[List[str]] = None) -> int:
         "chart": args.chart,
         "progress": args.progress,
     }
-    cfg = build_config(yaml_data, overrides, where=args.config or "command line")
+    cfg = build_config(yaml_data, overrides, where=args.config or "command line", report_only=args.report_only)
+    for line in getattr(cfg, "skipped_runs", []):
+        print(f"[grid] skip_missing: left out {line}", file=sys.stderr, flush=True)
     from .runner import Runner
 
     runner = Runner(cfg)
     if args.report_only:
-        runner.prepare()
-        runner.summarize()
-        print(os.path.join(cfg.output_dir, "summary.md"))
+        # no data or model is loaded and no settings are compared: every finished (checkpoint, benchmark)
+        # pair in the folder goes into one table, whatever limits it was run with (the run details say)
+        if not os.path.isdir(os.path.expanduser(cfg.output_dir)):
+            raise EvalError(f"--report-only: output folder {cfg.output_dir} does not exist")
+        result = runner.summarize()
+        if not any(r["benchmarks"] for r in result["rows"]):
+            raise EvalError(f"--report-only: no finished results in {cfg.output_dir} (no <checkpoint>/<benchmark>/"
+                            "metrics.json)")
+        summary_md = os.path.join(cfg.output_dir, "summary.md")
+        with open(summary_md, encoding="utf-8") as f:
+            print(f.read(), end="")
         return 0
     runner.run()
     summary_md = os.path.join(cfg.output_dir, "summary.md")

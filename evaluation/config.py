@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Union
 
-from .data import benchmark_info
+from .data import LIMIT_MODES, benchmark_info
 from .errors import EvalError
 from .models import Checkpoint, safe_name
 
@@ -27,8 +27,9 @@ class RunConfig:
     data: Dict[str, str] = field(default_factory=dict)  # benchmark -> folder or hub dataset id
     split: Dict[str, str] = field(default_factory=dict)  # benchmark -> split ("*" = all)
     subjects: Dict[str, List[str]] = field(default_factory=dict)  # benchmark -> subjects ("*" = all)
-    limit: Optional[int] = None
+    limit: Dict[str, int] = field(default_factory=dict)  # benchmark -> N ("*" = all)
     limit_per_subject: Optional[int] = None
+    limit_mode: str = "random"  # "random" (seeded uniform sample) or "first" (first N in file order)
     seed: int = 42
     few_shot: int = 0
     # answering
@@ -58,7 +59,7 @@ class RunConfig:
     overwrite: bool = False
     keep_going: bool = False
     chart: bool = True
-    table_metric: str = "micro"
+    table_metric: str = "both"
     progress: bool = True
 
     def split_for(self, benchmark: str) -> Optional[str]:
@@ -67,13 +68,17 @@ class RunConfig:
     def subjects_for(self, benchmark: str) -> Optional[List[str]]:
         return self.subjects.get(benchmark) or self.subjects.get("*")
 
-    def validate(self) -> None:
-        if not self.checkpoints:
+    def limit_for(self, benchmark: str) -> Optional[int]:
+        value = self.limit.get(benchmark, self.limit.get("*"))
+        return None if value is None else int(value)
+
+    def validate(self, report_only: bool = False) -> None:
+        if not self.checkpoints and not report_only:
             raise EvalError("no checkpoints to evaluate: give --model PATH (or checkpoints: in the YAML)")
-        if not self.benchmarks and not self.deviation_data:
+        if not self.benchmarks and not self.deviation_data and not report_only:
             raise EvalError("no benchmarks: give --benchmarks ceval,financeiq,fineval,gsm8k (or --deviation-data)")
         self.benchmarks = _unique([benchmark_info(b).name for b in self.benchmarks])
-        for mapping in (self.data, self.split, self.subjects):
+        for mapping in (self.data, self.split, self.subjects, self.limit):
             for key in list(mapping):
                 if key != "*":
                     name = benchmark_info(key).name
@@ -87,10 +92,15 @@ class RunConfig:
             raise EvalError(f"chat_template must be auto, on or off, got {self.chat_template!r}")
         if self.table_metric not in ("micro", "macro", "both"):
             raise EvalError(f"table_metric must be micro, macro or both, got {self.table_metric!r}")
-        for name in ("limit", "limit_per_subject", "deviation_limit"):
+        for name in ("limit_per_subject", "deviation_limit"):
             value = getattr(self, name)
             if value is not None and int(value) <= 0:
                 raise EvalError(f"{name} must be a positive number, got {value}")
+        for key, value in self.limit.items():
+            if int(value) <= 0:
+                raise EvalError(f"limit{'' if key == '*' else ' of ' + key} must be a positive number, got {value}")
+        if self.limit_mode not in LIMIT_MODES:
+            raise EvalError(f"limit_mode must be one of {', '.join(LIMIT_MODES)}, got {self.limit_mode!r}")
         for name in ("batch_size", "mc_max_new_tokens", "gsm8k_max_new_tokens", "tensor_parallel_size",
                      "deviation_max_length"):
             if int(getattr(self, name)) <= 0:
@@ -169,9 +179,16 @@ def default_name(path: str) -> str:
     return base or path
 
 
-def expand_grid(grid: Dict[str, Any], where: str) -> List[Checkpoint]:
+def expand_grid(grid: Dict[str, Any], where: str, skipped: Optional[List[str]] = None) -> List[Checkpoint]:
     """``grid: {path: "saves/{method}_lr{lr}_b{beta}", name: "...", method: [...], lr: [...], beta: [...],
-    base: ..., skip_missing: false}`` -> one checkpoint per combination (in the order given)."""
+    base: ..., skip_missing: false}`` -> one checkpoint per combination (in the order given). With
+    ``skip_missing`` a combination whose folder does not exist is left out and described in ``skipped``.
+
+    ``grid: {file: examples/minordpo/grid.yaml, skip_missing: false}`` reads the experiment grid file that
+    ``llamafactory-minor sweep`` trains (``grid.py``), so the evaluated paths are the sweep's: a run without a
+    checkpoint is an error listing every missing run, unless ``skip_missing``."""
+    if "file" in grid:
+        return _grid_file_checkpoints(grid, where, skipped)
     if "path" not in grid:
         raise EvalError(f"{where}: grid needs a path template such as saves/{{method}}_lr{{lr}}_b{{beta}}")
     fixed = {k: grid[k] for k in ("path", "name", "base", "ref", "skip_missing") if k in grid}
@@ -186,8 +203,30 @@ def expand_grid(grid: Dict[str, Any], where: str) -> List[Checkpoint]:
         except KeyError as exc:
             raise EvalError(f"{where}: grid template uses {{{exc.args[0]}}} but the grid has no such list") from None
         if fixed.get("skip_missing") and not os.path.exists(os.path.expanduser(path)):
+            if skipped is not None:
+                skipped.append(f"{name}: {path} does not exist")
             continue
         out.append(Checkpoint(name=name, path=path, base=fixed.get("base"), ref=fixed.get("ref"), meta=values))
+    return out
+
+
+def _grid_file_checkpoints(grid: Dict[str, Any], where: str, skipped: Optional[List[str]]) -> List[Checkpoint]:
+    from . import grid as grid_file
+
+    extra = sorted(set(grid) - {"file", "skip_missing", "base", "ref"})
+    if extra:
+        raise EvalError(f"{where}: `grid: {{file: ...}}` takes the runs from the file; remove {', '.join(extra)}")
+    try:
+        found, left_out = grid_file.eval_checkpoints(str(grid["file"]), skip_missing=bool(grid.get("skip_missing")))
+    except grid_file.GridError as e:
+        raise EvalError(f"{where}: {e}") from None
+    if skipped is not None:
+        skipped.extend(left_out)
+    out = []
+    for run in found:
+        meta = {k: v for k, v in run.items() if k not in ("name", "path")}
+        out.append(Checkpoint(name=run["name"], path=run["path"], base=grid.get("base"), ref=grid.get("ref"),
+                              meta=meta))
     return out
 
 
@@ -208,7 +247,8 @@ def load_yaml(path: str) -> Dict[str, Any]:
     return data
 
 
-def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any], where: str = "config") -> RunConfig:
+def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any], where: str = "config",
+                 report_only: bool = False) -> RunConfig:
     """Merge YAML values and command-line overrides (None = not given) into a RunConfig."""
     data = dict(yaml_data or {})
     cfg = RunConfig()
@@ -224,8 +264,9 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
     for i, entry in enumerate(entries):
         checkpoints.append(parse_checkpoint_entry(entry, i, where))
     grids = data.get("grid") or []
+    skipped: List[str] = []
     for grid in grids if isinstance(grids, list) else [grids]:
-        checkpoints.extend(expand_grid(grid, where))
+        checkpoints.extend(expand_grid(grid, where, skipped))
     for key, value in data.items():
         if key in ("checkpoints", "models", "grid"):
             continue
@@ -238,18 +279,24 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
         if value is not None:
             setattr(cfg, key, value)
     cfg.checkpoints = checkpoints
+    if not checkpoints and skipped and not cli_models and not report_only:
+        raise EvalError(f"{where}: skip_missing left out every grid run ({len(skipped)}; the first: {skipped[0]}); "
+                        "check the grid's path template")
+    cfg.skipped_runs = skipped if not cli_models else []  # grid runs left out by skip_missing (logged by the CLI)
     cfg.benchmarks = _as_list(cfg.benchmarks)
     cfg.data = _per_benchmark(cfg.data, "data")
     cfg.split = _per_benchmark(cfg.split, "split")
     cfg.subjects = _per_benchmark(cfg.subjects, "subjects", listy=True)
-    for name in ("limit", "limit_per_subject", "deviation_limit", "vllm_max_model_len", "max_lora_rank"):
+    cfg.limit = {k: _int(v, "limit" if k == "*" else f"limit of {k}")
+                 for k, v in _per_benchmark(cfg.limit, "limit").items()}
+    for name in ("limit_per_subject", "deviation_limit", "vllm_max_model_len", "max_lora_rank"):
         value = getattr(cfg, name)
         if value is not None:
             setattr(cfg, name, _int(value, name))
     for name in ("seed", "few_shot", "mc_max_new_tokens", "gsm8k_max_new_tokens", "batch_size",
                  "tensor_parallel_size", "deviation_max_length"):
         setattr(cfg, name, _int(getattr(cfg, name), name))
-    cfg.validate()
+    cfg.validate(report_only)
     return cfg
 
 

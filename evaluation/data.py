@@ -14,6 +14,7 @@ Local layouts understood (the ones in the project's shared data, and the hub rep
 Column names are matched without regard to case, surrounding spaces or a BOM.
 """
 
+import io
 import json
 import os
 import random
@@ -99,68 +100,129 @@ def _split_names(split: str) -> Tuple[str, ...]:
     return SPLIT_ALIASES.get(split.lower(), (split.lower(),))
 
 
-def _file_split_subject(rel: Path, names: Sequence[str]) -> Optional[str]:
-    """The subject a data file holds if it belongs to one of the split ``names``, else None."""
-    stem = rel.stem
+def _subject_of(stem: str, names: Sequence[str]) -> str:
+    """``accountant_val`` -> ``accountant``; a file without a ``_<split>`` suffix is its own subject."""
     low = stem.lower()
-    dirs = [p.lower() for p in rel.parts[:-1]]
     for name in names:
         if low.endswith("_" + name):
             return stem[: -len(name) - 1]
-        if low == name or re.match(re.escape(name) + r"-\d+(-of-\d+)?$", low):
-            parents = [p for p in rel.parts[:-1] if p.lower() not in names]
-            return parents[-1] if parents else ""
-        if name in dirs:
-            return stem
-    return None
+    return stem
 
 
-def _all_splits(root: Path) -> List[str]:
-    found = set()
-    for path in _data_files(root):
-        rel = path.relative_to(root)
-        for split in ("dev", "val", "validation", "test", "train"):
-            if _file_split_subject(rel, (split,)) is not None:
-                found.add(split)
-    return sorted(found)
+def _files_in(folder: Path) -> List[Path]:
+    """Data files directly in ``folder`` (no sub-folders), sorted by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.name.lower().endswith(DATA_EXTS) and not p.name.startswith("."))
 
 
-def _data_files(root: Path) -> List[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
+def _child_dirs(folder: Path, names: Sequence[str]) -> List[Path]:
+    """Sub-folders of ``folder`` whose name is one of ``names`` (any case), sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() in names)
+
+
+def _split_layouts(root: Path, names: Sequence[str], benchmark: str) -> List[Tuple[str, List[Tuple[str, Path]]]]:
+    """Every documented place of one split under ``root``, in priority order: (where, [(subject, file)])."""
+    found: List[Tuple[str, List[Tuple[str, Path]]]] = []
+    if benchmark == "gsm8k":
+        # <root>/<split>.jsonl ; <root>/data/<split>.jsonl ; hub parquet <root>/main/<split>-*.parquet
+        for folder in [root] + _child_dirs(root, ("data",)):
+            files = [p for p in _files_in(folder) if p.stem.lower() in names]
+            if files:
+                found.append((str(folder), [("gsm8k", p) for p in files]))
+        for main in _child_dirs(root, ("main",)):
+            files = [p for p in _files_in(main)
+                     if p.suffix.lower() == ".parquet" and re.fullmatch(r"(%s)(-\d+(-of-\d+)?)?" % "|".join(
+                         re.escape(n) for n in names), p.stem.lower())]
+            if files:
+                found.append((str(main), [("gsm8k", p) for p in files]))
+        return found
+    # <root>/<split>/ ; <root>/data/<split>/ (FinanceIQ's repository) ; <root>/*_unzipped/<split>/ (a hub zip)
+    parents = [root] + _child_dirs(root, ("data",)) + sorted(
+        p for p in (root.iterdir() if root.is_dir() else []) if p.is_dir() and p.name.endswith("_unzipped"))
+    for parent in parents:
+        for folder in _child_dirs(parent, names):
+            files = _files_in(folder)
+            if files:
+                found.append((str(folder), [(_subject_of(p.stem, names), p) for p in files]))
+    # hub parquet shards: <root>/<subject>/<split>-00000-of-00001.parquet
+    pattern = re.compile(r"(%s)-\d+(-of-\d+)?" % "|".join(re.escape(n) for n in names))
+    shards = []
+    for folder in sorted(p for p in (root.iterdir() if root.is_dir() else []) if p.is_dir()):
+        if folder.name.lower() in names:
+            continue
+        shards += [(folder.name, p) for p in _files_in(folder)
+                   if p.suffix.lower() == ".parquet" and pattern.fullmatch(p.stem.lower())]
+    if shards:
+        found.append((f"{root}/<subject>/<split>-*.parquet", shards))
+    return found
+
+
+def _split_dirs_anywhere(root: Path, names: Sequence[str]) -> List[Path]:
+    """Folders named like the split at any depth (for the 'not read' note and the error message)."""
+    out = []
+    for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in sorted(filenames):
-            if filename.lower().endswith(DATA_EXTS) and not filename.startswith("."):
-                files.append(Path(dirpath) / filename)
-    return files
+        for d in dirnames:
+            if d.lower() in names and _files_in(Path(dirpath) / d):
+                out.append(Path(dirpath) / d)
+    return out
+
+
+def _all_splits(root: Path, benchmark: str) -> List[str]:
+    return [s for s in ("dev", "val", "test", "train") if _split_layouts(root, _split_names(s), benchmark)]
+
+
+def locate_split(root: Path, split: str, benchmark: str) -> Tuple[List[Tuple[str, Path]], List[str]]:
+    """(subject, file) pairs of one split under ``root`` and notes on what was not read.
+
+    Only the documented places are searched (see the module doc); the first that holds files is read.
+    Other documented places holding the same split, and folders of that name elsewhere under ``root``
+    (e.g. FinEval's ``sufe_data1/val/`` beside ``val/``), are never merged in: they are named in the
+    notes. Two files of the same subject in the place read are an error naming both."""
+    root = Path(root)
+    names = _split_names(split)
+    layouts = _split_layouts(root, names, benchmark)
+    if not layouts:
+        available = _all_splits(root, benchmark)
+        elsewhere = [str(p.relative_to(root)) for p in _split_dirs_anywhere(root, names)]
+        hint = (f"; folders named '{split}' deeper down: {', '.join(elsewhere[:5])} "
+                f"(point --data {benchmark}=FOLDER at the folder above one of them)") if elsewhere else ""
+        where = (f"{root}/{split}.jsonl or {root}/main/{split}-*.parquet" if benchmark == "gsm8k"
+                 else f"{root}/{split}/")
+        raise EvalError(
+            f"{benchmark}: no '{split}' split under {root} (looked for {where}; splits found there: "
+            f"{', '.join(available) if available else 'none'}){hint}; choose one with --split"
+        )
+    where, pairs = layouts[0]
+    notes = [f"{benchmark}: split '{split}' is also in {w} ({len(p)} files), not read (only {where} is)"
+             for w, p in layouts[1:]]
+    used = {Path(w) for w, _ in layouts}
+    if benchmark != "gsm8k":
+        for folder in _split_dirs_anywhere(root, names):
+            if folder not in used:
+                notes.append(f"{benchmark}: {folder} ({len(_files_in(folder))} files) is not read: only {where} "
+                             f"is; to evaluate it give --data {benchmark}={folder.parent}")
+    seen: Dict[str, Path] = {}
+    for subject, path in pairs:
+        if benchmark != "gsm8k" and subject in seen and not (
+            where.endswith(".parquet") and seen[subject].parent == path.parent
+        ):
+            raise EvalError(
+                f"{benchmark}: subject {subject!r} of split '{split}' is in two files, {seen[subject]} and {path}; "
+                f"remove or move one of them"
+            )
+        seen[subject] = path
+    pairs = sorted(pairs, key=lambda p: (p[0], str(p[1])))
+    return pairs, notes
 
 
 def find_split_files(root: Path, split: str, benchmark: str) -> List[Tuple[str, Path]]:
     """(subject, file) pairs of one split under ``root``, sorted by subject then file name."""
-    names = _split_names(split)
-    pairs = []
-    for path in _data_files(root):
-        rel = path.relative_to(root)
-        if benchmark == "gsm8k" and "socratic" in str(rel).lower():
-            continue  # the hub repository's second config; the papers use "main"
-        subject = _file_split_subject(rel, names)
-        if subject is not None:
-            pairs.append((subject or benchmark, path))
-    if not pairs:
-        available = _all_splits(root)
-        raise EvalError(
-            f"{benchmark}: no '{split}' split under {root} "
-            f"(splits found there: {', '.join(available) if available else 'none'}); choose one with --split"
-        )
-    pairs.sort(key=lambda p: (p[0], str(p[1])))
-    if benchmark != "gsm8k":
-        # a hub snapshot may hold the same subject twice (csv from a zip and parquet): keep one format
-        rank = {".csv": 0, ".parquet": 1, ".jsonl": 2}
-        best: Dict[str, int] = {}
-        for subject, path in pairs:
-            best[subject] = min(best.get(subject, 9), rank[path.suffix.lower()])
-        pairs = [(s, p) for s, p in pairs if rank[p.suffix.lower()] == best[s]]
-    return pairs
+    return locate_split(root, split, benchmark)[0]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -200,7 +262,10 @@ def _read_table(path: Path):
     except UnicodeDecodeError as exc:
         raise EvalError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except Exception as exc:  # pandas parser errors, broken parquet
-        raise EvalError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+        if "EOF inside string" in str(exc):
+            raise EvalError(f"{path}: the file ends inside a quoted field (cut off mid-row? get the complete "
+                            f"file)") from None
+        raise EvalError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).strip()})") from None
     columns = {}
     for col in frame.columns:
         clean = _clean_col(col)
@@ -246,22 +311,61 @@ def _ceval_mapping(root: Path) -> Dict[str, Tuple[str, str]]:
     return mapping
 
 
+def _check_csv_rows(path: Path) -> List[int]:
+    """Every row of a CSV file must have as many fields as its header: a file cut off mid-row (or a
+    broken row) is reported as such, not as an empty answer. Returns the first line of each row."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise EvalError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return []
+    starts, start = [], reader.line_num + 1
+    rows = []
+    for row in reader:
+        if row:
+            rows.append((start, row))
+        start = reader.line_num + 1
+    for n, (line, row) in enumerate(rows):
+        if len(row) < len(header):
+            last = n == len(rows) - 1
+            raise EvalError(
+                f"{path}: line {line} has {len(row)} of the header's {len(header)} fields "
+                + ("(the file ends in the middle of this row: cut off while copying or downloading? "
+                   "get the complete file)" if last else "(a broken row: an unquoted line break or a missing comma)")
+            )
+        starts.append(line)
+    return starts
+
+
 def _read_mc(benchmark: str, subject: str, path: Path, category: Optional[str]) -> List[Sample]:
+    lines = _check_csv_rows(path) if path.suffix.lower() == ".csv" else []
     rows, columns, original = _read_table(path)
     required = ["question", "a", "b", "c", "d", "answer"]
     _require(path, columns, required, benchmark, original)
     samples = []
-    line_offset = 2 if path.suffix.lower() == ".csv" else 1  # header line
+    answers = [_text(row.get("answer")) for row in rows]
+    seen_ids: Dict[str, str] = {}
     for i, row in enumerate(rows):
-        where = f"{path}:{'line' if path.suffix.lower() != '.parquet' else 'row'} {i + line_offset}"
-        raw_answer = _text(row.get("answer"))
+        if path.suffix.lower() == ".csv":
+            where = f"{path}:line {lines[i] if i < len(lines) else i + 2}"
+        else:
+            where = f"{path}:{'line' if path.suffix.lower() != '.parquet' else 'row'} {i + 1}"
+        raw_answer = answers[i]
         gold = normalize_choice(raw_answer)
         if gold is None:
-            if raw_answer == "":
+            if raw_answer == "" and not any(answers):
                 raise EvalError(
-                    f"{where}: empty answer (this split has no public answers? C-Eval and FinEval test "
+                    f"{path}: every answer is empty (a split without public answers? C-Eval and FinEval test "
                     f"splits have none; use --split val or dev)"
                 )
+            if raw_answer == "":
+                raise EvalError(f"{where}: empty answer (the other rows of this file have one; fix this row)")
             raise EvalError(f"{where}: answer {raw_answer!r} is not one of A, B, C, D")
         if "id" in row and _text(row["id"]) != "":
             sample_id = _text(row["id"])
@@ -269,6 +373,12 @@ def _read_mc(benchmark: str, subject: str, path: Path, category: Optional[str]) 
             sample_id = _text(row["__index__"])
         else:
             sample_id = str(i)
+        if sample_id in seen_ids:
+            raise EvalError(
+                f"{benchmark}: question id {sample_id!r} appears twice in {path} ({seen_ids[sample_id]} and {where}); "
+                f"each question needs its own id"
+            )
+        seen_ids[sample_id] = where
         samples.append(
             Sample(
                 benchmark=benchmark,
@@ -306,26 +416,38 @@ def _read_gsm8k(path: Path) -> List[Sample]:
     return samples
 
 
-def load_split(benchmark: str, root: Path, split: str) -> List[Sample]:
-    """Every sample of one split of a benchmark stored under ``root``."""
+def load_split(benchmark: str, root: Path, split: str, notes: Optional[List[str]] = None) -> List[Sample]:
+    """Every sample of one split of a benchmark stored under ``root`` (see :func:`locate_split`); what
+    was found but not read is appended to ``notes``. Two questions with the same key (subject/id) are
+    an error naming both files and lines: nothing is merged or dropped silently."""
     info = benchmark_info(benchmark)
     root = Path(root)
     if not root.is_dir():
         raise EvalError(f"{info.name}: data folder {root} does not exist")
+    files, found_notes = locate_split(root, split, info.name)
+    if notes is not None:
+        notes.extend(found_notes)
     samples: List[Sample] = []
     if info.kind == "math":
-        files = find_split_files(root, split, info.name)
         for n, (_, path) in enumerate(files):
             part = _read_gsm8k(path)
             if len(files) > 1:  # keep ids unique across shards
                 for sample in part:
                     sample.id = f"{n}-{sample.id}"
             samples.extend(part)
-        return samples
-    mapping = _ceval_mapping(root) if info.name == "ceval" else {}
-    for subject, path in find_split_files(root, split, info.name):
-        category = mapping.get(subject, (None, None))[1] if mapping else None
-        samples.extend(_read_mc(info.name, subject, path, category))
+    else:
+        mapping = _ceval_mapping(root) if info.name == "ceval" else {}
+        for subject, path in files:
+            category = mapping.get(subject, (None, None))[1] if mapping else None
+            samples.extend(_read_mc(info.name, subject, path, category))
+    seen: Dict[str, str] = {}
+    for s in samples:
+        if s.key in seen:
+            raise EvalError(
+                f"{info.name}: question {s.key!r} appears twice, at {seen[s.key]} and at {s.source}; "
+                f"each question needs its own subject/id"
+            )
+        seen[s.key] = s.source
     return samples
 
 
@@ -410,7 +532,12 @@ class BenchmarkData:
     root: Path
     samples: List[Sample]
     shots: Dict[str, List[Sample]] = field(default_factory=dict)  # subject -> candidate few-shot examples
-    n_before_sampling: int = 0
+    n_before_sampling: int = 0  # questions in the split
+    n_pool: int = 0  # questions left after --subjects, before --limit / --limit-per-subject
+    notes: List[str] = field(default_factory=list)  # what was found under the root but not read
+
+
+LIMIT_MODES = ("random", "first")
 
 
 def select(
@@ -420,8 +547,13 @@ def select(
     limit: Optional[int] = None,
     limit_per_subject: Optional[int] = None,
     seed: int = 42,
+    limit_mode: str = "random",
 ) -> List[Sample]:
-    """Filter by subject, then down-sample with a seeded RNG (the chosen samples keep file order)."""
+    """Filter by subject, then keep ``limit_per_subject`` per subject and ``limit`` in all: a seeded
+    uniform sample (``limit_mode="random"``) or the first ones in file order (``"first"``). The chosen
+    samples keep file order either way."""
+    if limit_mode not in LIMIT_MODES:
+        raise EvalError(f"limit_mode must be one of {', '.join(LIMIT_MODES)}, got {limit_mode!r}")
     if subjects:
         available = sorted({s.subject for s in samples})
         wanted = []
@@ -439,13 +571,19 @@ def select(
         keep = []
         for subject in sorted(by_subject):
             idx = by_subject[subject]
-            rng = random.Random(f"{seed}/{subject}")
-            keep.extend(idx if len(idx) <= limit_per_subject else rng.sample(idx, limit_per_subject))
+            if len(idx) <= limit_per_subject:
+                keep.extend(idx)
+            elif limit_mode == "first":
+                keep.extend(idx[:limit_per_subject])
+            else:
+                keep.extend(random.Random(f"{seed}/{subject}").sample(idx, limit_per_subject))
         samples = [samples[i] for i in sorted(keep)]
     if limit is not None and len(samples) > limit:
-        rng = random.Random(seed)
-        keep = sorted(rng.sample(range(len(samples)), limit))
-        samples = [samples[i] for i in keep]
+        if limit_mode == "first":
+            samples = samples[:limit]
+        else:
+            keep = sorted(random.Random(seed).sample(range(len(samples)), limit))
+            samples = [samples[i] for i in keep]
     if not samples:
         raise EvalError(f"{benchmark}: no questions left after filtering (subjects={subjects}, limit={limit})")
     return samples
@@ -461,19 +599,32 @@ def load_benchmark(
     limit_per_subject: Optional[int] = None,
     seed: int = 42,
     few_shot: int = 0,
+    limit_mode: str = "random",
 ) -> BenchmarkData:
     info = benchmark_info(benchmark)
     split = split or info.default_split
     root = resolve_source(info.name, source, data_dir)
-    all_samples = load_split(info.name, root, split)
+    notes: List[str] = []
+    all_samples = load_split(info.name, root, split, notes)
     if not all_samples:
         raise EvalError(f"{info.name}: split '{split}' under {root} has no rows")
-    chosen = select(all_samples, info.name, subjects, limit, limit_per_subject, seed)
-    data = BenchmarkData(info, split, root, chosen, n_before_sampling=len(all_samples))
+    pool_n = len(select(all_samples, info.name, subjects)) if subjects else len(all_samples)
+    chosen = select(all_samples, info.name, subjects, limit, limit_per_subject, seed, limit_mode)
+    data = BenchmarkData(info, split, root, chosen, n_before_sampling=len(all_samples), n_pool=pool_n, notes=notes)
     if few_shot > 0:
-        pool = all_samples if _split_names(info.shots_split) == _split_names(split) else load_split(
-            info.name, root, info.shots_split
-        )
+        if _split_names(info.shots_split) == _split_names(split):
+            pool = all_samples
+        else:
+            try:
+                pool = load_split(info.name, root, info.shots_split)
+            except EvalError:
+                available = _all_splits(root, info.name)
+                raise EvalError(
+                    f"{info.name}: --few-shot {few_shot} takes its examples from the '{info.shots_split}' split, "
+                    f"which is not under {root} (splits there: {', '.join(available) or 'none'}); add the "
+                    f"{info.shots_split} files there, or use --few-shot 0 (--split chooses the evaluated split, "
+                    f"not the few-shot pool)"
+                ) from None
         for s in pool:
             data.shots.setdefault(s.subject, []).append(s)
     return data

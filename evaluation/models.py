@@ -64,8 +64,73 @@ def _check_model_location(path: str, what: str) -> None:
     if os.path.exists(expanded):
         raise EvalError(f"{what} {path} is a file; give the model folder")
     if looks_like_hub_id(path) and not path.startswith((".", "~")):
+        first = path.split("/", 1)[0]
+        if os.path.isdir(first):
+            raise EvalError(
+                f"{what} {path} does not exist: there is a folder {first}/ here but no {path} in it "
+                f"(a typo? folders in {first}/: {_listing(first)})"
+            )
+        if _in_hub_cache(path):
+            return  # downloaded before: loads offline
+        offline = _hub_offline_reason()
+        if offline:
+            raise EvalError(
+                f"{what} {path}: no such folder, and it is not a downloaded hub model while the hub is "
+                f"unreachable ({offline}); give the path of a local model folder"
+            )
         return  # a hub model id: transformers / vLLM download it (needs network access)
-    raise EvalError(f"{what} {path} does not exist")
+    raise EvalError(f"{what} {path} does not exist (no such folder{_parent_hint(expanded)})")
+
+
+def _listing(folder: str, limit: int = 8) -> str:
+    try:
+        names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    except OSError:
+        return "?"
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "") if names else "none"
+
+
+def _parent_hint(path: str) -> str:
+    parent = os.path.dirname(os.path.normpath(path))
+    if parent and os.path.isdir(parent):
+        return f"; {parent}/ holds: {_listing(parent)}"
+    if parent:
+        return f"; {parent}/ does not exist either"
+    return ""
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+        return isinstance(found, str)
+    except Exception:  # noqa: BLE001 - an old huggingface_hub: let the loader decide
+        return False
+
+
+_HUB_STATE: Dict[str, Optional[str]] = {}
+
+
+def _hub_offline_reason() -> Optional[str]:
+    """Why the Hugging Face hub cannot be used (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set, or no
+    connection to its host within 3 s), or None when it can. Checked once per process."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}={os.environ[var]}"
+    if "reason" not in _HUB_STATE:
+        import socket
+        from urllib.parse import urlparse
+
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        url = urlparse(endpoint)
+        host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            _HUB_STATE["reason"] = None
+        except OSError as exc:
+            _HUB_STATE["reason"] = f"no connection to {host}:{port}: {exc.strerror or type(exc).__name__}"
+    return _HUB_STATE["reason"]
 
 
 def _has_gguf(folder: str) -> bool:

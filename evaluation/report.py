@@ -1,31 +1,182 @@
-"""Summary outputs: CSV, markdown table (rows = checkpoints, columns = benchmarks, like the MinorSFT
-paper's Fig. 2a), a PNG bar chart (like its Fig. 2b and the MinorDPO paper's Fig. 6), subjects.csv."""
+"""Summary outputs: CSV, markdown tables (rows = checkpoints, columns = benchmarks, like the MinorSFT
+paper's Fig. 2a), a PNG bar chart (like its Fig. 2b and the MinorDPO paper's Fig. 6), subjects.csv.
+
+Every multiple-choice benchmark shows micro (all questions) and macro (mean of the subject
+accuracies) side by side, GSM8K its strict and flexible answers, each with its 95% interval (see
+metrics.py); a "run details" table gives each cell's number of questions (and of the pool they were
+drawn from), selection, split, answer mode and parser. The results are those of every
+(checkpoint, benchmark) folder under the output folder, not only of the last command.
+"""
 
 import csv
 import io
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
-from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .data import BENCHMARKS
+from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .models import Checkpoint, safe_name
+
+CATEGORY_ORDER = ("STEM", "Social Sciences", "Humanities", "Other")
 
 
 def _pct(value: Optional[float]) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
 
-def _cell(metrics: Optional[dict], table_metric: str) -> str:
-    if not metrics:
-        return "-"
-    if table_metric == "micro":
-        return _pct(metrics["accuracy"])
-    if table_metric == "macro":
-        return _pct(metrics["macro_accuracy"])
-    return f"{_pct(metrics['accuracy'])} ({_pct(metrics['macro_accuracy'])})"
-
-
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
+
+
+def _kind(name: str) -> str:
+    info = BENCHMARKS.get(name)
+    return info.kind if info else "mc"
+
+
+# ----------------------------------------------------------------------------------------------------
+# what a cell is made of
+
+
+def parser_of(m: dict) -> str:
+    """The parser that produced a cell (results of the first version carry no parser field)."""
+    if m.get("mode") == "likelihood":
+        return "likelihood (argmax of A-D)"
+    parser = m.get("parser")
+    if isinstance(parser, list):
+        return "mixed: " + ", ".join(parser)
+    if parser:
+        return str(parser)
+    return "first-letter-v1" if _kind(m.get("benchmark", "")) == "mc" else "cue-or-last-v1"
+
+
+def _ci(m: dict, key: str) -> Optional[Tuple[float, float]]:
+    ci = m.get("ci95" if key == "accuracy" else "macro_ci95")
+    if ci:
+        return ci[0], ci[1]
+    if key == "accuracy" and m.get("n"):  # results of the first version: computed here
+        from .metrics import wilson_interval
+
+        return wilson_interval(int(m["correct"]), int(m["n"]))
+    return None
+
+
+def _value(m: dict, column: str) -> Tuple[Optional[float], Optional[Tuple[float, float]]]:
+    """(accuracy, interval) of one column: micro, macro, strict or flexible."""
+    if column in ("micro", "strict"):
+        return m["accuracy"], _ci(m, "accuracy")
+    if column == "macro":
+        return m.get("macro_accuracy"), _ci(m, "macro_accuracy")
+    flex = m.get("flexible")
+    if not flex:
+        return None, None
+    return flex["accuracy"], (tuple(flex["ci95"]) if flex.get("ci95") else None)
+
+
+def _cell(m: Optional[dict], column: str, with_n: bool = False) -> str:
+    if not m:
+        return "-"
+    value, ci = _value(m, column)
+    if value is None:
+        return "n/a"
+    text = _pct(value)
+    if ci:
+        text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    if with_n:
+        text += f" n={m['n']}"
+    return text
+
+
+def columns_for(name: str, table_metric: str) -> List[str]:
+    if _kind(name) == "math":
+        return ["strict", "flexible"]
+    return {"micro": ["micro"], "macro": ["macro"], "both": ["micro", "macro"]}[table_metric]
+
+
+def selection_of(m: dict) -> str:
+    """How the questions of a cell were chosen: "100 of 1346 (seeded sample, seed 42)"."""
+    fp = m.get("_fingerprint") or {}
+    pool = m.get("pool")
+    n = m["n"]
+    limit, per = fp.get("limit"), fp.get("limit_per_subject")
+    if not limit and not per:
+        return f"all {n}"
+    how = "first in file order" if fp.get("limit_mode") == "first" else f"seeded sample, seed {fp.get('seed', 42)}"
+    caps = ", ".join(x for x in ((f"--limit {limit}" if limit else ""),
+                                 (f"--limit-per-subject {per}" if per else "")) if x)
+    return f"{n}{f' of {pool}' if pool else ''} ({caps}; {how})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# collecting the results of an output folder
+
+
+def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str],
+                 deviation: Optional[Dict[str, dict]] = None) -> Tuple[List[dict], List[str]]:
+    """Rows of the summary: the given checkpoints first, then every other checkpoint folder under
+    ``out`` holding finished results; columns: the given benchmarks, then every other benchmark any
+    of those folders holds. A cell's metrics.json gets its fingerprint.json as ``_fingerprint``."""
+    out = Path(out)
+    deviation = deviation or {}
+    previous = {}
+    if (out / "summary.json").is_file():
+        try:
+            previous = {r["checkpoint"]: r for r in read_json(out / "summary.json").get("rows", [])}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            previous = {}
+    names = list(benchmarks)
+    known = {safe_name(c.name) for c in checkpoints}
+    extra: List[Tuple[str, Path]] = []
+    if out.is_dir():
+        for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+            done = [b for b in BENCHMARKS if (folder / b / "metrics.json").is_file()]
+            if not done:
+                continue
+            if folder.name not in known:
+                extra.append((folder.name, folder))
+    ckpts = list(checkpoints)
+    for folder_name, folder in extra:
+        ckpts.append(_checkpoint_from_folder(folder, previous))
+    rows = []
+    for ckpt in ckpts:
+        folder = out / safe_name(ckpt.name)
+        cells = {}
+        for name in BENCHMARKS:
+            path = folder / name / "metrics.json"
+            if path.is_file() and (folder / name / "samples.jsonl").is_file():
+                m = read_json(path)
+                m.setdefault("benchmark", name)
+                fp_path = folder / name / "fingerprint.json"
+                m["_fingerprint"] = read_json(fp_path) if fp_path.is_file() else {}
+                cells[name] = m
+                if name not in names:
+                    names.append(name)
+        dev = deviation.get(ckpt.name)
+        if dev is None and ckpt.name in previous and previous[ckpt.name].get("m_theta"):
+            dev = dict(previous[ckpt.name]["m_theta"], from_previous_summary=True)
+        rows.append({"checkpoint": ckpt, "metrics": cells, "deviation": dev})
+    order = {b: i for i, b in enumerate(BENCHMARKS)}
+    given = [b for b in benchmarks]
+    names = given + sorted((b for b in names if b not in given), key=lambda b: order.get(b, 99))
+    return rows, names
+
+
+def _checkpoint_from_folder(folder: Path, previous: Dict[str, dict]) -> Checkpoint:
+    name, ident = folder.name, {}
+    for bench in BENCHMARKS:
+        if (folder / bench / "metrics.json").is_file():
+            name = read_json(folder / bench / "metrics.json").get("checkpoint", name)
+            if (folder / bench / "fingerprint.json").is_file():
+                ident = read_json(folder / bench / "fingerprint.json").get("checkpoint") or {}
+            break
+    prev = previous.get(name, {})
+    adapter = ident.get("adapter")
+    path = prev.get("path") or adapter or ident.get("model") or ""
+    return Checkpoint(name=name, path=path, base=ident.get("model") if adapter else prev.get("base"),
+                      adapter=adapter, meta=dict(prev.get("meta") or {}))
+
+
+# ----------------------------------------------------------------------------------------------------
 
 
 def write_reports(
@@ -34,14 +185,15 @@ def write_reports(
     benchmarks: List[str],
     titles: Dict[str, str],
     mc_mode: str = "generation",
-    table_metric: str = "micro",
+    table_metric: str = "both",
     chart: bool = True,
     deviation_data: Optional[str] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, object]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    has_dev = deviation_data is not None
+    titles = {b: titles.get(b) or (BENCHMARKS[b].title if b in BENCHMARKS else b) for b in benchmarks}
+    has_dev = deviation_data is not None or any(r.get("deviation") for r in rows)
     meta_keys: List[str] = []
     for row in rows:
         for key in row["checkpoint"].meta:
@@ -51,7 +203,12 @@ def write_reports(
     # ---- summary.csv (wide) -------------------------------------------------------------------------
     header = ["checkpoint", "path", "kind", "base"] + meta_keys
     for name in benchmarks:
-        header += [name, f"{name}_macro", f"{name}_n", f"{name}_correct", f"{name}_unparsed", f"{name}_mode"]
+        header += [name, f"{name}_ci_low", f"{name}_ci_high", f"{name}_macro", f"{name}_macro_ci_low",
+                   f"{name}_macro_ci_high", f"{name}_n", f"{name}_pool", f"{name}_selection", f"{name}_correct",
+                   f"{name}_unparsed", f"{name}_mode", f"{name}_parser"]
+        if _kind(name) == "math":
+            header += [f"{name}_flexible", f"{name}_flexible_ci_low", f"{name}_flexible_ci_high",
+                       f"{name}_flexible_unparsed"]
     if has_dev:
         header += ["m_theta", "m_theta_reference", "m_theta_n"]
     buf = io.StringIO()
@@ -65,12 +222,24 @@ def write_reports(
                  "benchmarks": {}}
         for name in benchmarks:
             m = row["metrics"].get(name)
-            if m:
-                line += [_pct(m["accuracy"]), _pct(m["macro_accuracy"]), m["n"], m["correct"], m["unparsed"], m["mode"]]
-                entry["benchmarks"][name] = {k: m[k] for k in ("accuracy", "macro_accuracy", "n", "correct",
-                                                               "unparsed", "mode", "split")}
-            else:
-                line += ["", "", "", "", "", ""]
+            width = 13 + (4 if _kind(name) == "math" else 0)
+            if not m:
+                line += [""] * width
+                continue
+            ci = _ci(m, "accuracy") or ("", "")
+            mci = _ci(m, "macro_accuracy") or (None, None)
+            line += [_pct(m["accuracy"]), _pct(ci[0]) if ci[0] != "" else "", _pct(ci[1]) if ci[1] != "" else "",
+                     _pct(m.get("macro_accuracy")), _pct(mci[0]), _pct(mci[1]), m["n"], m.get("pool", ""),
+                     selection_of(m), m["correct"], m["unparsed"], m["mode"], parser_of(m)]
+            flex = m.get("flexible") or {}
+            if _kind(name) == "math":
+                fci = flex.get("ci95") or (None, None)
+                line += [_pct(flex.get("accuracy")), _pct(fci[0]), _pct(fci[1]), flex.get("unparsed", "")]
+            entry["benchmarks"][name] = {k: m.get(k) for k in ("accuracy", "macro_accuracy", "ci95", "macro_ci95",
+                                                               "n", "pool", "correct", "unparsed", "mode", "split",
+                                                               "flexible", "categories")}
+            entry["benchmarks"][name]["parser"] = parser_of(m)
+            entry["benchmarks"][name]["selection"] = selection_of(m)
         dev = row.get("deviation")
         if has_dev:
             line += [f"{dev['m_theta']:.6f}" if dev else "", dev["reference"] if dev else "", dev["n"] if dev else ""]
@@ -82,7 +251,8 @@ def write_reports(
     # ---- subjects.csv (long) -----------------------------------------------------------------------
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["checkpoint", "benchmark", "level", "subject", "n", "correct", "accuracy", "unparsed"])
+    writer.writerow(["checkpoint", "benchmark", "level", "subject", "n", "correct", "accuracy", "unparsed",
+                     "macro_accuracy"])
     for row in rows:
         for name in benchmarks:
             m = row["metrics"].get(name)
@@ -90,54 +260,14 @@ def write_reports(
                 continue
             for subject, s in m["subjects"].items():
                 writer.writerow([row["checkpoint"].name, name, "subject", subject, s["n"], s["correct"],
-                                 _pct(s["accuracy"]), s.get("unparsed", "")])
+                                 _pct(s["accuracy"]), s.get("unparsed", ""), ""])
             for cat, s in (m.get("categories") or {}).items():
                 writer.writerow([row["checkpoint"].name, name, "category", cat, s["n"], s["correct"],
-                                 _pct(s["accuracy"]), ""])
+                                 _pct(s["accuracy"]), "", _pct(s.get("macro_accuracy"))])
     atomic_write_text(out / "subjects.csv", buf.getvalue())
 
     # ---- summary.md --------------------------------------------------------------------------------
-    modes = {}
-    for row in rows:
-        for name, m in row["metrics"].items():
-            modes.setdefault(name, set()).add(m["mode"])
-    cols = []
-    for name in benchmarks:
-        title = titles.get(name, name)
-        mode = modes.get(name)
-        if mode and len(mode) == 1:
-            title += " (gen)" if "generation" in mode else " (lik)"
-        cols.append(title)
-    lines = ["| checkpoint | " + " | ".join(_md_escape(c) for c in cols) + (" | m_theta |" if has_dev else " |")]
-    lines.append("|---|" + "---:|" * len(cols) + ("---:|" if has_dev else ""))
-    for row in rows:
-        cells = [_cell(row["metrics"].get(name), table_metric) for name in benchmarks]
-        if has_dev:
-            dev = row.get("deviation")
-            cells.append(f"{dev['m_theta']:.4f}" if dev else "-")
-        lines.append(f"| {_md_escape(row['checkpoint'].name)} | " + " | ".join(cells) + " |")
-    metric_text = {
-        "micro": "micro accuracy (% of all questions answered correctly)",
-        "macro": "macro accuracy (mean over subjects of the per-subject accuracy, %)",
-        "both": "micro accuracy % (macro accuracy %)",
-    }[table_metric]
-    notes = [f"Cells: {metric_text}. '-' = not evaluated (yet)."]
-    mc_names = [n for n in benchmarks if n != "gsm8k"]
-    if mc_names:
-        notes.append(
-            "(gen) = answered by generation: the first standalone A-D letter of the output, an output without "
-            "one is wrong (unparsed); (lik) = option likelihood: the most likely of the letters A-D. "
-            "GSM8K: generation, the number after 'So the answer is'."
-            if mc_mode == "generation" or any("likelihood" in m for m in modes.values())
-            else ""
-        )
-    if has_dev:
-        refs = sorted({r["deviation"]["reference"] for r in rows if r.get("deviation")})
-        notes.append(
-            f"m_theta (MinorSFT Eq. 8): mean over the pairs of {os.path.basename(str(deviation_data))} of "
-            f"(log pi_theta(y|x) - log pi_ref(y|x)) / |y|, against {', '.join(refs) if refs else 'the reference'}."
-        )
-    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n\n" + "\n".join(n for n in notes if n) + "\n")
+    atomic_write_text(out / "summary.md", summary_markdown(rows, benchmarks, titles, table_metric, deviation_data))
     atomic_write_json(out / "summary.json", {"rows": summary_rows, "benchmarks": benchmarks})
 
     # ---- summary.png -------------------------------------------------------------------------------
@@ -149,49 +279,188 @@ def write_reports(
         except ImportError:
             if log:
                 log("[warn] matplotlib is not installed: no summary.png")
-    return {"rows": summary_rows, "output_dir": str(out)}
+    return {"rows": summary_rows, "output_dir": str(out), "benchmarks": benchmarks}
 
 
-def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], table_metric: str = "micro",
+def _mode_tag(rows: List[dict], name: str) -> str:
+    modes = {r["metrics"][name]["mode"] for r in rows if name in r["metrics"]}
+    if len(modes) != 1:
+        return ""
+    return " (gen)" if "generation" in modes else " (lik)"
+
+
+def _uniform_n(rows: List[dict], name: str) -> Optional[int]:
+    ns = {r["metrics"][name]["n"] for r in rows if name in r["metrics"]}
+    return ns.pop() if len(ns) == 1 else None
+
+
+def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], table_metric: str = "both",
+                     deviation_data: Optional[str] = None) -> str:
+    has_dev = deviation_data is not None or any(r.get("deviation") for r in rows)
+    label = {"micro": "micro", "macro": "macro", "strict": "strict", "flexible": "flexible"}
+    cols, heads = [], []
+    mixed_n = []
+    for name in benchmarks:
+        n = _uniform_n(rows, name)
+        if n is None and any(name in r["metrics"] for r in rows):
+            mixed_n.append(name)
+        for column in columns_for(name, table_metric):
+            cols.append((name, column))
+            heads.append(f"{titles[name]} {label[column]}{_mode_tag(rows, name)}" + (f", n={n}" if n else ""))
+    lines = ["| checkpoint | " + " | ".join(_md_escape(h) for h in heads) + (" | m_theta |" if has_dev else " |")]
+    lines.append("|---|" + "---:|" * len(cols) + ("---:|" if has_dev else ""))
+    for row in rows:
+        cells = [_cell(row["metrics"].get(name), column, with_n=name in mixed_n) for name, column in cols]
+        if has_dev:
+            dev = row.get("deviation")
+            cells.append(f"{dev['m_theta']:.4f}" if dev else "-")
+        lines.append(f"| {_md_escape(row['checkpoint'].name)} | " + " | ".join(cells) + " |")
+    text = ["\n".join(lines), ""]
+    notes = [
+        "Cells: accuracy in % with its 95% confidence interval in brackets. **micro** = correct / all questions; "
+        "**macro** = mean of the per-subject accuracies (each subject weighs the same; FinanceIQ's official "
+        "overall score, C-Eval's average). Interval of micro: Wilson score interval; of macro: percentile "
+        "bootstrap within subjects (2000 resamples). '-' = not evaluated (yet)."
+    ]
+    if any(_kind(b) == "mc" for b in benchmarks):
+        notes.append("(gen) = answered by generation, the letter read by the parser named in the run details (an "
+                     "output without an answer is wrong and counted as unparsed); (lik) = option likelihood: the "
+                     "most likely of the letters A-D. Chance level of four options: 25%.")
+    if any(_kind(b) == "math" for b in benchmarks):
+        notes.append("GSM8K **strict** = the number of the final-answer line ('So the answer is: N', as the "
+                     "paper's prompt asks); **flexible** = the last number of the output (lm-eval-harness's "
+                     "flexible-extract).")
+    if mixed_n:
+        notes.append("The number of questions differs between rows for " + ", ".join(titles[b] for b in mixed_n)
+                     + " (pairs run with different limits, see the run details): those cells say n.")
+    if has_dev:
+        refs = sorted({r["deviation"]["reference"] for r in rows if r.get("deviation")})
+        data_name = os.path.basename(str(deviation_data)) if deviation_data else "the deviation data"
+        notes.append(
+            f"m_theta (MinorSFT Eq. 8): mean over the pairs of {data_name} of "
+            f"(log pi_theta(y|x) - log pi_ref(y|x)) / |y| against {', '.join(refs) if refs else 'the reference'}: "
+            "> 0 the checkpoint finds those answers more likely than its reference does, < 0 less likely "
+            "(a damaged model comes out negative), 0 for the reference itself."
+        )
+    text.append("\n".join(notes))
+
+    # C-Eval categories
+    for name in benchmarks:
+        cats = []
+        for row in rows:
+            for cat in (row["metrics"].get(name) or {}).get("categories") or {}:
+                if cat not in cats:
+                    cats.append(cat)
+        if not cats:
+            continue
+        cats.sort(key=lambda c: CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER else 99)
+        head = [f"{c} {k}" for c in cats for k in ("micro", "macro")]
+        part = [f"### {titles[name]} by category", "",
+                "| checkpoint | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+        for row in rows:
+            m = row["metrics"].get(name)
+            cells = []
+            for c in cats:
+                s = ((m or {}).get("categories") or {}).get(c)
+                if not s:
+                    cells += ["-", "-"]
+                    continue
+                ci, mci = s.get("ci95"), s.get("macro_ci95")
+                cells.append(_pct(s["accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+                             + f" n={s['n']}")
+                cells.append(_pct(s["macro_accuracy"]) + (f" [{100 * mci[0]:.1f}, {100 * mci[1]:.1f}]" if mci else "")
+                             if s.get("macro_accuracy") is not None else "n/a")
+            part.append(f"| {_md_escape(row['checkpoint'].name)} | " + " | ".join(cells) + " |")
+        text += ["", "\n".join(part)]
+
+    # run details: n, selection, split, mode, parser of every cell
+    part = ["### Run details", "", "| checkpoint | benchmark | questions | split | mode | parser | unparsed |",
+            "|---|---|---|---|---|---|---:|"]
+    for row in rows:
+        for name in benchmarks:
+            m = row["metrics"].get(name)
+            if not m:
+                continue
+            unparsed = str(m["unparsed"])
+            if m.get("flexible"):
+                unparsed += f" (flexible {m['flexible']['unparsed']})"
+            parser = parser_of(m) + (" / flexible (lm-eval)" if m.get("flexible") else "")
+            part.append(f"| {_md_escape(row['checkpoint'].name)} | {titles[name]} | {selection_of(m)} | "
+                        f"{m.get('split', '')} | {m['mode']} | {parser} | {unparsed} |")
+    text += ["", "\n".join(part)]
+    if any((r.get("deviation") or {}).get("from_previous_summary") for r in rows):
+        text += ["", "m_theta of rows marked in summary.json `from_previous_summary` comes from the previous "
+                     "summary (--report-only does not recompute it)."]
+    return "\n".join(text) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], table_metric: str = "both",
               has_dev: bool = False) -> Optional[bytes]:
-    """Grouped bars: one group per benchmark, one bar per checkpoint (accuracy %); m_theta beside."""
+    """Grouped bars: one group per benchmark, per checkpoint a solid bar (micro; GSM8K strict) and a
+    hatched one (macro; GSM8K flexible) with 95% error bars; a dashed chance line at 25% over the
+    multiple-choice groups; under each group the answer mode and number of questions; m_theta beside."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = "macro_accuracy" if table_metric == "macro" else "accuracy"
-    names = [r["checkpoint"].name for r in rows]
     if not rows or (not benchmarks and not has_dev):
         return None
+    names = [r["checkpoint"].name for r in rows]
     dev_values = [r["deviation"]["m_theta"] if r.get("deviation") else None for r in rows]
     show_dev = has_dev and any(v is not None for v in dev_values)
     n_groups, n_bars = max(1, len(benchmarks)), max(1, len(rows))
-    width_main = max(6.0, 1.0 + n_groups * (0.5 + 0.35 * n_bars))
+    per_group = [columns_for(b, table_metric) for b in benchmarks]
+    slots = max([len(c) for c in per_group] + [1]) * n_bars
+    width_main = max(7.0, 1.5 + n_groups * (0.6 + 0.28 * slots))
     fig_w = width_main + (max(3.0, 0.5 + 0.45 * n_bars) if show_dev else 0)
     ratios = [width_main] + ([fig_w - width_main] if show_dev else [])
-    fig, axes = plt.subplots(1, len(ratios), figsize=(fig_w, 4.8), gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    fig, axes = plt.subplots(1, len(ratios), figsize=(fig_w, 5.2), gridspec_kw={"width_ratios": ratios}, squeeze=False)
     ax = axes[0][0]
     cmap = plt.get_cmap("tab10" if n_bars <= 10 else "tab20")
-    bar_w = 0.8 / n_bars
-    for j, row in enumerate(rows):
-        xs, ys = [], []
-        for i, name in enumerate(benchmarks):
+    top = 10.0
+    for i, name in enumerate(benchmarks):
+        cols = per_group[i]
+        w = 0.8 / (n_bars * len(cols))
+        for j, row in enumerate(rows):
             m = row["metrics"].get(name)
-            if m:
-                xs.append(i - 0.4 + bar_w * (j + 0.5))
-                ys.append(100 * m[key])
-        bars = ax.bar(xs, ys, bar_w, label=row["checkpoint"].name, color=cmap(j % cmap.N))
-        if n_bars <= 8:
-            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+            if not m:
+                continue
+            for k, column in enumerate(cols):
+                value, ci = _value(m, column)
+                if value is None:
+                    continue
+                x = i - 0.4 + w * (j * len(cols) + k + 0.5)
+                err = [[100 * (value - ci[0])], [100 * (ci[1] - value)]] if ci else None
+                bar = ax.bar([x], [100 * value], w, color=cmap(j % cmap.N), hatch="//" if k else None,
+                             edgecolor="white" if k else None, yerr=err, capsize=2, error_kw={"elinewidth": 0.7},
+                             label=row["checkpoint"].name if (k == 0 and i == next(
+                                 ii for ii, b in enumerate(benchmarks) if b in row["metrics"])) else None)
+                if n_bars * len(cols) <= 8:
+                    ax.bar_label(bar, fmt="%.1f", fontsize=6, padding=1)
+                top = max(top, 100 * (ci[1] if ci else value))
+        if _kind(name) == "mc":
+            ax.hlines(25, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=0.9,
+                      label="chance (25%)" if i == next(ii for ii, b in enumerate(benchmarks) if _kind(b) == "mc")
+                      else None)
+    labels = []
+    for i, name in enumerate(benchmarks):
+        ns = sorted({r["metrics"][name]["n"] for r in rows if name in r["metrics"]})
+        n_text = "" if not ns else (f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}")
+        modes = sorted({r["metrics"][name]["mode"] for r in rows if name in r["metrics"]})
+        mode = "/".join({"generation": "gen", "likelihood": "lik"}.get(x, x) for x in modes)
+        what = " | ".join(columns_for(name, table_metric)) if len(per_group[i]) > 1 else per_group[i][0]
+        labels.append(f"{titles.get(name, name)}\n{what}\n{mode} {n_text}".strip())
     ax.set_xticks(range(len(benchmarks)))
-    ax.set_xticklabels([titles.get(b, b) for b in benchmarks])
-    ax.set_ylabel(("macro" if table_metric == "macro" else "micro") + " accuracy (%)")
-    ax.set_ylim(0, min(100, max([100 * r["metrics"][b][key] for r in rows for b in benchmarks if b in r["metrics"]]
-                                 + [10]) * 1.15 + 2))
-    ax.set_title("Accuracy by benchmark")
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("accuracy (%) with 95% interval")
+    ax.set_ylim(0, min(100, top * 1.12 + 3))
+    ax.set_title("Accuracy by benchmark: solid = micro (GSM8K strict), hatched = macro (GSM8K flexible)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.1), ncol=min(4, n_bars), frameon=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=min(4, n_bars + 1), frameon=False)
     if show_dev:
         ax2 = axes[0][1]
         vals = [v if v is not None else 0.0 for v in dev_values]
@@ -201,7 +470,7 @@ def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], t
         ax2.margins(y=0.15)
         ax2.set_xticks(range(n_bars))
         ax2.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
-        ax2.set_title("Deviation m_theta")
+        ax2.set_title("m_theta: > 0 answers more likely than\nunder the reference, < 0 less likely", fontsize=8)
         ax2.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()

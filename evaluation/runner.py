@@ -19,11 +19,9 @@ import os
 import shutil
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 from . import __version__
 from .config import RunConfig
@@ -32,9 +30,11 @@ from .deviation import DeviationSample, load_deviation_data, m_theta
 from .errors import EvalError
 from .io_utils import append_jsonl, atomic_write_json, atomic_write_text, jsonl_text, read_json, read_jsonl
 from .models import Checkpoint, _check_model_location, resolve_checkpoint, safe_name
-from .parsing import LETTERS, extract_gsm8k_answer, format_number, numbers_equal, parse_choice
+from .metrics import compute_metrics
+from .parsing import LETTERS, score_mc
+from .parsing import score_gsm8k as score_gsm8k_output
 from .prompts import PROMPT_VERSION, build_prompt
-from .report import write_reports
+from .report import collect_rows, write_reports
 
 
 @dataclass
@@ -52,44 +52,14 @@ class Unit:
 # metrics
 
 
-def compute_metrics(records: List[dict]) -> Dict[str, object]:
-    """Micro accuracy (share of all questions), macro accuracy (mean of the per-subject accuracies),
-    unparsed count, per subject and per category."""
-    subjects: "OrderedDict[str, Dict[str, object]]" = OrderedDict()
-    categories: "OrderedDict[str, Dict[str, int]]" = OrderedDict()
-    for rec in records:
-        sub = subjects.setdefault(rec["subject"], {"n": 0, "correct": 0, "unparsed": 0})
-        sub["n"] += 1
-        sub["correct"] += int(bool(rec["correct"]))
-        sub["unparsed"] += int(rec.get("parsed") is None)
-        if rec.get("category"):
-            cat = categories.setdefault(rec["category"], {"n": 0, "correct": 0})
-            cat["n"] += 1
-            cat["correct"] += int(bool(rec["correct"]))
-    for entry in list(subjects.values()) + list(categories.values()):
-        entry["accuracy"] = entry["correct"] / entry["n"] if entry["n"] else 0.0
-    n = sum(s["n"] for s in subjects.values())
-    correct = sum(s["correct"] for s in subjects.values())
-    return {
-        "n": n,
-        "correct": correct,
-        "accuracy": correct / n if n else 0.0,
-        "macro_accuracy": sum(s["accuracy"] for s in subjects.values()) / len(subjects) if subjects else 0.0,
-        "unparsed": sum(s["unparsed"] for s in subjects.values()),
-        "n_subjects": len(subjects),
-        "subjects": dict(subjects),
-        "categories": dict(categories),
-    }
+def score_choice(sample: Sample, output: str) -> Dict[str, object]:
+    """parsed letter, correct, the parser and the rule of its cascade that answered (parsing.py)."""
+    return score_mc(output, sample.gold, sample.options)
 
 
-def score_choice(sample: Sample, output: str) -> Tuple[Optional[str], bool]:
-    parsed = parse_choice(output)
-    return parsed, parsed == sample.gold
-
-
-def score_gsm8k(sample: Sample, output: str) -> Tuple[Optional[str], bool]:
-    value = extract_gsm8k_answer(output)
-    return format_number(value), numbers_equal(value, Decimal(sample.gold))
+def score_gsm8k(sample: Sample, output: str) -> Dict[str, object]:
+    """strict and flexible answers and whether each is right (parsing.py)."""
+    return score_gsm8k_output(output, sample.gold)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -124,16 +94,21 @@ class Runner:
                 source=cfg.data.get(name),
                 data_dir=cfg.data_dir,
                 subjects=cfg.subjects_for(name),
-                limit=cfg.limit,
+                limit=cfg.limit_for(name),
                 limit_per_subject=cfg.limit_per_subject,
                 seed=cfg.seed,
                 few_shot=cfg.few_shot,
+                limit_mode=cfg.limit_mode,
             )
             d = self.data[name]
+            chosen = "" if len(d.samples) == d.n_pool else (
+                f", the first {len(d.samples)}" if cfg.limit_mode == "first" else f", seeded sample (seed {cfg.seed})")
             self.log(
-                f"[data] {d.info.title}: {len(d.samples)} of {d.n_before_sampling} questions "
+                f"[data] {d.info.title}: {len(d.samples)} of {d.n_pool} questions{chosen} "
                 f"(split {d.split}, {len({s.subject for s in d.samples})} subjects) from {d.root}"
             )
+            for note in d.notes:
+                self.log(f"[data] note: {note}")
         if cfg.deviation_data:
             self.dev_samples = load_deviation_data(cfg.deviation_data, cfg.deviation_limit, cfg.seed)
             self.log(f"[data] deviation: {len(self.dev_samples)} pairs from {cfg.deviation_data}")
@@ -197,7 +172,7 @@ class Runner:
             "split": d.split,
             "data": str(Path(d.root).resolve()),
             "subjects": cfg.subjects_for(name),
-            "limit": cfg.limit,
+            "limit": cfg.limit_for(name),
             "limit_per_subject": cfg.limit_per_subject,
             "seed": cfg.seed,
             "few_shot": cfg.few_shot,
@@ -207,6 +182,8 @@ class Runner:
             "backend": cfg.backend,
             "dtype": cfg.dtype,
         }
+        if cfg.limit_mode != "random" and (fp["limit"] or fp["limit_per_subject"]):
+            fp["limit_mode"] = cfg.limit_mode
         if d.info.kind == "mc":
             fp["mc_mode"] = cfg.mc_mode
             if cfg.mc_mode == "generation":
@@ -300,7 +277,8 @@ class Runner:
         mc = [n for n in self.cfg.benchmarks if self.data[n].info.kind == "mc"]
         if mc:
             how = (
-                "generation (first standalone A-D letter of the output; no letter = wrong, counted as unparsed)"
+                "generation (parser cascade: answer statement, first letter, only letter, option text; "
+                "none = wrong, counted as unparsed)"
                 if self.cfg.mc_mode == "generation"
                 else "option likelihood (the most likely of the letters A-D after the prompt, one forward pass)"
             )
@@ -438,6 +416,7 @@ class Runner:
             benchmark=name,
             title=d.info.title,
             split=d.split,
+            pool=d.n_pool,
             mode=mode,
             few_shot=cfg.few_shot,
             backend=backend.describe(),
@@ -478,8 +457,10 @@ class Runner:
         max_new = cfg.mc_max_new_tokens if d.info.kind == "mc" else cfg.gsm8k_max_new_tokens
         outputs = backend.generate(ids, max_new, progress=tick)
         for s, prompt, text, output in zip(samples, prompts, inputs, outputs):
-            parsed, correct = score_choice(s, output) if d.info.kind == "mc" else score_gsm8k(s, output)
-            records.append(self._record(s, prompt, text, output, parsed, correct, mode))
+            scored = score_choice(s, output) if d.info.kind == "mc" else score_gsm8k(s, output)
+            rec = self._record(s, prompt, text, output, scored.pop("parsed"), scored.pop("correct"), mode)
+            rec.update(scored)  # parser, parse_rule; GSM8K: parsed_flexible, correct_flexible
+            records.append(rec)
         return records
 
     def _record(self, s: Sample, prompt, text, output, parsed, correct, mode, scores=None) -> dict:
@@ -555,21 +536,14 @@ class Runner:
 
     # -------------------------------------------------------------------------------------- summary
     def summarize(self) -> Dict[str, object]:
-        rows = []
         deviation = self.deviation_values() if self.dev_samples else {}
-        for ckpt in self.cfg.checkpoints:
-            folder = self._ckpt_folder(ckpt)
-            cells = {}
-            for name in self.cfg.benchmarks:
-                path = folder / name / "metrics.json"
-                if path.is_file() and (folder / name / "samples.jsonl").is_file():
-                    cells[name] = read_json(path)
-            rows.append({"checkpoint": ckpt, "metrics": cells, "deviation": deviation.get(ckpt.name)})
-        titles = {name: self.data[name].info.title if name in self.data else name for name in self.cfg.benchmarks}
+        # every (checkpoint, benchmark) result in the folder: this run's checkpoints first (report.py)
+        rows, benchmarks = collect_rows(self.out, self.cfg.checkpoints, self.cfg.benchmarks, deviation)
+        titles = {name: self.data[name].info.title if name in self.data else None for name in benchmarks}
         return write_reports(
             self.out,
             rows,
-            self.cfg.benchmarks,
+            benchmarks,
             titles,
             mc_mode=self.cfg.mc_mode,
             table_metric=self.cfg.table_metric,

@@ -20,7 +20,7 @@ def test_cli_overrides_yaml_and_per_benchmark_values():
     yaml_data = {"checkpoints": [{"name": "base", "path": "a/b"}], "benchmarks": ["ceval", "gsm8k"],
                  "split": {"gsm8k": "train", "C-Eval": "dev"}, "limit": 5, "mc_mode": "generation"}
     cfg = build_config(yaml_data, {"limit": 7, "mc_mode": "likelihood", "models": None})
-    assert cfg.limit == 7 and cfg.mc_mode == "likelihood"
+    assert cfg.limit_for("ceval") == 7 and cfg.limit_for("gsm8k") == 7 and cfg.mc_mode == "likelihood"
     assert cfg.split_for("ceval") == "dev" and cfg.split_for("gsm8k") == "train"
     assert [c.name for c in cfg.checkpoints] == ["base"]
     cfg = build_config(yaml_data, {"models": [Checkpoint("x", "p")]})
@@ -86,23 +86,122 @@ def test_metrics_micro_macro_and_categories():
     assert m["categories"]["STEM"]["accuracy"] == pytest.approx(1 / 3)
 
 
-def test_reports_table_csv_and_chart(tmp_path):
+def test_wilson_and_bootstrap_intervals():
+    from llamafactory_minor_eval.metrics import bootstrap_macro_interval, wilson_interval
+
+    lo, hi = wilson_interval(26, 100)  # by hand: centre 0.26888, half-width 0.08483
+    assert lo == pytest.approx(0.18405, abs=1e-4) and hi == pytest.approx(0.35371, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    lo, hi = bootstrap_macro_interval([(5, 10), (9, 10)])
+    assert lo < 0.7 < hi and 0.45 < lo and hi < 0.95  # macro 0.7
+    assert bootstrap_macro_interval([(5, 10), (9, 10)]) == (lo, hi)  # seeded
+    assert bootstrap_macro_interval([(10, 10)]) == (1.0, 1.0)
+
+
+def _metrics(outcomes, benchmark="ceval", mode="generation", flexible=None):
+    recs = []
+    for i, (subject, ok) in enumerate(outcomes):
+        rec = {"subject": subject, "correct": ok, "parsed": "A" if ok else None, "category": "STEM"}
+        if flexible is not None:
+            rec.update(parser="strict-v2", correct_flexible=flexible[i], parsed_flexible="1")
+        elif mode == "generation":
+            rec.update(parser="cascade-v2", parse_rule="cue")
+        recs.append(rec)
+    m = compute_metrics(recs)
+    m.update(benchmark=benchmark, mode=mode, split="val", pool=10)
+    return m
+
+
+def test_reports_micro_macro_ci_details_and_chart(tmp_path):
     ckpts = [Checkpoint("base", "m"), Checkpoint("minorsft", "saves/x", base="m", adapter="saves/x", meta={"lr": "2e-5"})]
-    metrics = {"accuracy": 0.5, "macro_accuracy": 0.25, "n": 4, "correct": 2, "unparsed": 1, "mode": "generation",
-               "split": "val", "subjects": {"a": {"n": 4, "correct": 2, "accuracy": 0.5, "unparsed": 1}}, "categories": {}}
-    rows = [{"checkpoint": ckpts[0], "metrics": {"ceval": metrics}, "deviation": {"m_theta": 0.0, "reference": "base", "n": 3}},
+    ceval = _metrics([("a", True), ("a", False), ("a", False), ("b", True)])
+    ceval["_fingerprint"] = {"limit": 4, "seed": 42}
+    gsm = _metrics([("gsm8k", True), ("gsm8k", False)], "gsm8k", flexible=[True, True])
+    rows = [{"checkpoint": ckpts[0], "metrics": {"ceval": ceval, "gsm8k": gsm},
+             "deviation": {"m_theta": 0.0, "reference": "base", "n": 3}},
             {"checkpoint": ckpts[1], "metrics": {}, "deviation": {"m_theta": -0.1234, "reference": "base", "n": 3}}]
     write_reports(tmp_path, rows, ["ceval", "gsm8k"], {"ceval": "C-Eval", "gsm8k": "GSM8K"}, deviation_data="d.json")
     md = (tmp_path / "summary.md").read_text()
-    assert "| checkpoint | C-Eval (gen) | GSM8K | m_theta |" in md
-    assert "| base | 50.00 | - | 0.0000 |" in md and "| minorsft | - | - | -0.1234 |" in md
+    assert ("| checkpoint | C-Eval micro (gen), n=4 | C-Eval macro (gen), n=4 | GSM8K strict (gen), n=2 | "
+            "GSM8K flexible (gen), n=2 | m_theta |") in md
+    lo, hi = ceval["ci95"]
+    mlo, mhi = ceval["macro_ci95"]
+    assert f"| base | 50.00 [{100 * lo:.1f}, {100 * hi:.1f}] | 66.67 [{100 * mlo:.1f}, {100 * mhi:.1f}] | 50.00 " in md
+    assert "| 100.00 [" in md and "| 0.0000 |" in md and "| minorsft | - | - | - | - | -0.1234 |" in md
+    assert "Wilson score interval" in md and "bootstrap" in md and "a damaged model comes out negative" in md
+    assert "### C-Eval by category" in md and "| STEM micro | STEM macro |" in md
+    assert "| base | C-Eval | 4 of 10 (--limit 4; seeded sample, seed 42) | val | generation | cascade-v2 | 2 |" in md
+    assert "| base | GSM8K | all 2 | val | generation | strict-v2 / flexible (lm-eval) | 1 (flexible 0) |" in md
     with open(tmp_path / "summary.csv") as f:
         table = list(csv.DictReader(f))
-    assert table[0]["ceval"] == "50.00" and table[0]["ceval_macro"] == "25.00" and table[1]["lr"] == "2e-5"
+    assert table[0]["ceval"] == "50.00" and table[0]["ceval_macro"] == "66.67" and table[1]["lr"] == "2e-5"
+    assert table[0]["ceval_ci_low"] == f"{100 * lo:.2f}" and table[0]["ceval_parser"] == "cascade-v2"
+    assert table[0]["gsm8k"] == "50.00" and table[0]["gsm8k_flexible"] == "100.00"
+    assert table[0]["ceval_pool"] == "10" and table[0]["ceval_selection"].startswith("4 of 10")
     assert table[1]["kind"] == "lora" and table[1]["m_theta"] == "-0.123400"
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
-    write_reports(tmp_path, rows, ["ceval"], {"ceval": "C-Eval"}, table_metric="both")
-    assert "| base | 50.00 (25.00) |" in (tmp_path / "summary.md").read_text()
+    write_reports(tmp_path, rows, ["ceval"], {"ceval": "C-Eval"}, table_metric="micro")
+    md = (tmp_path / "summary.md").read_text()
+    assert "C-Eval micro (gen)" in md and "C-Eval macro" not in md.split("\n")[0]
+    # a cell of the first version (no parser, no interval): labelled as such, interval computed
+    old = {k: v for k, v in ceval.items() if k not in ("parser", "ci95", "macro_ci95", "parse_rules")}
+    write_reports(tmp_path, [{"checkpoint": ckpts[0], "metrics": {"ceval": old}}], ["ceval"], {})
+    md = (tmp_path / "summary.md").read_text()
+    assert "first-letter-v1" in md and f"50.00 [{100 * lo:.1f}, {100 * hi:.1f}]" in md
+
+
+def test_chart_draws_micro_macro_chance_and_counts(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llamafactory_minor_eval import report
+
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        ax = fig.axes[0]
+        seen["bars"] = len(ax.patches)
+        seen["labels"] = [t.get_text() for t in ax.get_xticklabels()]
+        seen["lines"] = [c for c in ax.collections if c.get_linestyle()[0][1] is not None]
+        seen["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
+        seen["titles"] = [a.get_title() for a in fig.axes]
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    ceval = _metrics([("a", True), ("a", False), ("b", True)])
+    gsm = _metrics([("gsm8k", True), ("gsm8k", False)], "gsm8k", flexible=[True, True])
+    rows = [{"checkpoint": Checkpoint("base", "m"), "metrics": {"ceval": ceval, "gsm8k": gsm},
+             "deviation": {"m_theta": -0.5, "reference": "base", "n": 3}}]
+    png = report.bar_chart(rows, ["ceval", "gsm8k"], {"ceval": "C-Eval", "gsm8k": "GSM8K"}, "both", True)
+    assert png[:4] == b"\x89PNG"
+    assert seen["bars"] == 4  # micro + macro, strict + flexible
+    assert seen["labels"] == ["C-Eval\nmicro | macro\ngen n=3", "GSM8K\nstrict | flexible\ngen n=2"]
+    assert "chance (25%)" in seen["legend"] and len(seen["lines"]) == 1  # one chance line: over C-Eval only
+    assert "< 0 less likely" in seen["titles"][1]
+
+
+def test_report_only_collects_every_benchmark_and_mixed_limits(tmp_path):
+    from llamafactory_minor_eval.io_utils import atomic_write_json
+    from llamafactory_minor_eval.report import collect_rows
+
+    for ckpt, bench, n, limit in (("base", "ceval", 4, 4), ("base", "gsm8k", 2, None), ("other", "ceval", 3, 3)):
+        folder = tmp_path / ckpt / bench
+        folder.mkdir(parents=True)
+        m = _metrics([("a", True)] * n, bench, flexible=[True] * n if bench == "gsm8k" else None)
+        m["checkpoint"] = ckpt
+        atomic_write_json(folder / "metrics.json", m)
+        atomic_write_json(folder / "fingerprint.json", {"limit": limit, "seed": 42, "checkpoint": {"model": "/m/" + ckpt}})
+        (folder / "samples.jsonl").write_text("")
+    rows, benches = collect_rows(tmp_path, [Checkpoint("base", "m")], ["gsm8k"])
+    assert benches == ["gsm8k", "ceval"] and [r["checkpoint"].name for r in rows] == ["base", "other"]
+    assert rows[1]["checkpoint"].path == "/m/other"
+    md = report_md = __import__("llamafactory_minor_eval.report", fromlist=["x"]).summary_markdown(
+        rows, benches, {"ceval": "C-Eval", "gsm8k": "GSM8K"})
+    assert "| base | " in md and "n=4 |" in md and "n=3 |" in md and "different limits" in report_md
+    assert "4 of 10 (--limit 4; seeded sample, seed 42)" in md and "3 of 10 (--limit 3" in md
 
 
 def test_atomic_write_and_partial_jsonl(tmp_path):

@@ -115,8 +115,109 @@ def test_bad_answer_and_empty_answer_name_the_row(tmp_path):
     with pytest.raises(EvalError, match=r"x_dev.csv:line 2: answer 'E' is not one of A, B, C, D"):
         load_split("fineval", tmp_path, "dev")
     (tmp_path / "dev" / "x_dev.csv").write_text("id,question,A,B,C,D,answer\r\n0,q,a,b,c,d,\r\n", encoding="utf-8")
-    with pytest.raises(EvalError, match="empty answer"):
+    with pytest.raises(EvalError, match="every answer is empty .*without public answers"):
         load_split("fineval", tmp_path, "dev")
+    (tmp_path / "dev" / "x_dev.csv").write_text(
+        "id,question,A,B,C,D,answer\r\n0,q,a,b,c,d,A\r\n1,q,a,b,c,d,\r\n", encoding="utf-8")
+    with pytest.raises(EvalError, match=r"x_dev.csv:line 3: empty answer \(the other rows"):
+        load_split("fineval", tmp_path, "dev")
+
+
+def _copy_split(src_dir, dst_dir):
+    import shutil
+
+    shutil.copytree(src_dir, dst_dir)
+
+
+def test_csv_cut_mid_row_is_reported_as_cut_not_as_missing_answers(tmp_path):
+    text = open(f"{FIX}/fineval/dev/accounting_dev.csv", encoding="utf-8", newline="").read()
+    (tmp_path / "dev").mkdir()
+    cut = text[: text.rindex("\r\n", 0, len(text) - 2) + 2] + text.splitlines()[-1][:25]  # last row cut short
+    (tmp_path / "dev" / "accounting_dev.csv").write_text(cut, encoding="utf-8", newline="")
+    with pytest.raises(EvalError) as info:
+        load_split("fineval", tmp_path, "dev")
+    msg = str(info.value)
+    assert "accounting_dev.csv: line 4 has" in msg and "ends in the middle of this row" in msg
+    assert "no public answers" not in msg
+    # cut inside a quoted field (the question text is quoted in the source)
+    quoted = text.split("\r\n")[0] + '\r\n0,"a question whose closing quote was lost, A,B\r\n'
+    (tmp_path / "dev" / "accounting_dev.csv").write_text(quoted, encoding="utf-8", newline="")
+    with pytest.raises(EvalError, match="cut off"):
+        load_split("fineval", tmp_path, "dev")
+
+
+def test_only_the_split_folder_is_read_and_other_copies_are_named(tmp_path):
+    # FinEval's upstream layout: val/ beside sufe_data1/val/ -- the second is never merged in
+    _copy_split(f"{FIX}/fineval/dev", tmp_path / "dev")
+    _copy_split(f"{FIX}/fineval_bom/dev", tmp_path / "sufe_data1" / "dev")
+    notes = []
+    rows = load_split("fineval", tmp_path, "dev", notes)
+    assert len(rows) == 6 and len({s.key for s in rows}) == 6
+    assert any("sufe_data1" in n and "not read" in n and "--data fineval=" in n for n in notes), notes
+    data = load_benchmark("fineval", "dev", source=str(tmp_path))
+    assert data.n_before_sampling == 6 and data.notes == notes
+    # only the nested copy: the error points at it instead of reading it
+    import shutil
+
+    shutil.rmtree(tmp_path / "dev")
+    with pytest.raises(EvalError, match=r"no 'dev' split .*sufe_data1/dev"):
+        load_split("fineval", tmp_path, "dev")
+
+
+def test_duplicate_subjects_and_keys_are_errors_naming_both_files(tmp_path):
+    _copy_split(f"{FIX}/fineval/dev", tmp_path / "dev")
+    import shutil
+
+    shutil.copy(tmp_path / "dev" / "accounting_dev.csv", tmp_path / "dev" / "accounting.csv")
+    with pytest.raises(EvalError) as info:
+        load_split("fineval", tmp_path, "dev")
+    msg = str(info.value)
+    assert "subject 'accounting'" in msg and "accounting.csv" in msg and "accounting_dev.csv" in msg
+    (tmp_path / "dev" / "accounting.csv").unlink()
+    text = open(tmp_path / "dev" / "finance_dev.csv", encoding="utf-8", newline="").read()
+    lines = text.split("\r\n")
+    lines[2] = lines[1]  # the same id twice
+    (tmp_path / "dev" / "finance_dev.csv").write_text("\r\n".join(lines), encoding="utf-8", newline="")
+    with pytest.raises(EvalError, match=r"id '0' appears twice in .*finance_dev.csv \(.*line 2 and .*line 3\)"):
+        load_split("fineval", tmp_path, "dev")
+    # GSM8K: two records with the same id field
+    (tmp_path / "g").mkdir()
+    recs = [{"id": "7", "question": "q", "answer": "#### 1"}, {"id": "7", "question": "r", "answer": "#### 2"}]
+    (tmp_path / "g" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    with pytest.raises(EvalError, match=r"question 'gsm8k/7' appears twice, at .*test.jsonl:line 1 and at .*line 2"):
+        load_split("gsm8k", tmp_path / "g", "test")
+
+
+def test_few_shot_without_its_pool_names_the_pool_not_split(tmp_path):
+    text = open(f"{FIX}/financeiq/dev/税务师.csv", encoding="utf-8").read()
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "税务师.csv").write_text(text, encoding="utf-8")
+    assert len(load_benchmark("financeiq", "test", source=str(tmp_path)).samples) == 3
+    with pytest.raises(EvalError) as info:
+        load_benchmark("financeiq", "test", source=str(tmp_path), few_shot=2)
+    msg = str(info.value)
+    assert "--few-shot 2 takes its examples from the 'dev' split" in msg and "--few-shot 0" in msg
+    assert "not the few-shot pool" in msg
+
+
+def test_first_n_and_per_benchmark_limits():
+    rows = load_split("ceval", f"{FIX}/ceval", "dev")
+    first = select(rows, "ceval", limit=2, limit_mode="first")
+    assert [s.key for s in first] == [s.key for s in rows[:2]]
+    per = select(rows, "ceval", limit_per_subject=1, limit_mode="first")
+    assert [s.key for s in per] == ["accountant/0", "college_economics/0"]
+    with pytest.raises(EvalError, match="limit_mode must be one of random, first"):
+        select(rows, "ceval", limit=2, limit_mode="head")
+    from llamafactory_minor_eval.config import build_config
+
+    cfg = build_config({"checkpoints": ["a/b"], "benchmarks": ["ceval", "gsm8k"], "limit": {"gsm8k": 200}}, {})
+    assert cfg.limit_for("gsm8k") == 200 and cfg.limit_for("ceval") is None
+    cfg = build_config(None, {"models": None, "limit": {"*": "50", "GSM8K": "10"}, "limit_mode": "first",
+                              "benchmarks": ["ceval", "gsm8k"]} | {"models": [__import__(
+                                  "llamafactory_minor_eval.models", fromlist=["Checkpoint"]).Checkpoint("a", "a/b")]})
+    assert cfg.limit_for("gsm8k") == 10 and cfg.limit_for("ceval") == 50 and cfg.limit_mode == "first"
+    with pytest.raises(EvalError, match="limit of gsm8k must be a positive number"):
+        build_config({"checkpoints": ["a/b"], "benchmarks": ["gsm8k"], "limit": {"gsm8k": 0}}, {})
 
 
 def test_gsm8k_without_gold_line(tmp_path):

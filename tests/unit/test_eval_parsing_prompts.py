@@ -9,6 +9,9 @@ from llamafactory_minor_eval import prompts
 from llamafactory_minor_eval.errors import EvalError
 from llamafactory_minor_eval.parsing import (
     extract_gsm8k_answer,
+    extract_gsm8k_flexible,
+    extract_gsm8k_strict,
+    flexible_match,
     format_number,
     gsm8k_gold,
     normalize_choice,
@@ -92,7 +95,24 @@ def test_messages_and_plain_rendering():
         ("", None),
         (None, None),
         ("I cannot answer", None),
-        ("A and B", "A"),
+        ("A and B", None),  # two letters, no answer statement: ambiguous, unparsed
+        # the failing examples of issue 12
+        ("The four options are: A. 1. 2. 3.", None),  # an echoed prompt chooses nothing
+        ("A good choice is C", "C"),
+        ("选项A和B都不对，正确答案为C", "C"),
+        # more of the cascade
+        ("Your answer is: B", "B"),
+        ("You need to choose one of the four options A, B, C, and D ... Your answer is: D", "D"),
+        ("A, B, C, and D", None),
+        ("A company must record the asset at cost.", None),  # the article "A"
+        ("I would choose option (C) here", "C"),
+        ("Option B is correct because A is wrong", "B"),
+        ("答案：Ｃ", "C"),
+        ("故选B。", "B"),
+        ("所以答案为 A", "A"),
+        ("**D**", "D"),
+        ("A. 100\nB. 200\nC. 300\nD. 400", None),  # lists options, chooses none
+        ("The correct answer is B. A is wrong.", "B"),
     ],
 )
 def test_parse_choice(text, expected):
@@ -105,28 +125,50 @@ def test_normalize_choice(raw, expected):
 
 
 @pytest.mark.parametrize(
-    "text,expected",
+    "text,strict,flexible",
     [
-        ("So the answer is: 72", "72"),
-        ("So the answer is: $1,234.", "1234"),
-        ("so the answer is -5 degrees", "-5"),
-        ("So the answer is: 3.75 dollars", "3.75"),
-        ("So the answer is: \u22128", "-8"),
-        ("So the answer is $-12.50.", "-12.5"),
-        ("First 3 + 4 = 7.\nSo the answer is: 7\nQuestion: 99 apples", "7"),
-        ("We get 10 and then 12.", "12"),  # no cue: the last number
-        ("It costs $1,000,000 in total", "1000000"),
-        ("So the answer is: . Final: 42", "42"),  # cue without a number in its paragraph: fallback
-        ("So the answer is: 5\nSo the answer is: 6", "5"),
-        ("no numbers here", None),
-        ("", None),
-        ("So the answer is: 0.5", "0.5"),
-        ("The total is 1,234,567.", "1234567"),
-        ("numbers 1,2,3", "3"),
+        ("So the answer is: 72", "72", "72"),
+        ("So the answer is: $1,234.", "1234", "1234"),
+        ("so the answer is -5 degrees", "-5", "-5"),
+        ("So the answer is: 3.75 dollars", "3.75", "3.75"),
+        ("So the answer is: \u22128", "-8", "8"),  # lm-eval's regex knows only "-"
+        ("So the answer is $-12.50.", "-12.5", "-12.5"),
+        ("First 3 + 4 = 7.\nSo the answer is: 7\nQuestion: 99 apples", "7", "99"),
+        ("We get 10 and then 12.", None, "12"),  # no final-answer line: strict unparsed
+        ("It costs $1,000,000 in total", None, "1000000"),
+        ("So the answer is: . Final: 42", "42", "42"),
+        ("So the answer is: 5\nSo the answer is: 6", "5", "6"),
+        ("no numbers here", None, None),
+        ("", None, None),
+        ("So the answer is: 0.5", "0.5", "0.5"),
+        ("The total is 1,234,567.", None, "1234567"),
+        ("numbers 1,2,3", None, "123"),  # lm-eval reads "1,2,3" as one number
+        # the failing examples of issue 12
+        ("So the answer is: 12 * 3 * 2 * 6 = 180 * 2 = 360 cents.", "360", "360"),
+        ("So the answer is: 5 + 3 = 8", "8", "8"),
+        ("So, the answer is 3/4.", "0.75", "4"),
+        ("He has 30 - 12", None, "12"),  # never -12
+        ("Step 14: Add.\nStep 15: Determine", None, "15"),
+        ("... so we get 5 * 5", None, "5"),
+        ("So the answer is: 5 * 5", None, "5"),  # an expression, no result stated
+        ("So the answer is:\n\n18", "18", "18"),  # the number on the next line
+        ("The final answer is 20.", "20", "20"),
+        ("#### 1,200", "1200", "1200"),
+        ("So the answer is ... 7", "7", "7"),
+        ("Step 3...", None, None),  # lm-eval's last match is "..." : not a number
     ],
 )
-def test_extract_gsm8k_answer(text, expected):
-    assert format_number(extract_gsm8k_answer(text)) == expected
+def test_gsm8k_strict_and_flexible(text, strict, flexible):
+    assert format_number(extract_gsm8k_strict(text)) == strict
+    assert format_number(extract_gsm8k_flexible(text)) == flexible
+    assert extract_gsm8k_answer(text) == extract_gsm8k_strict(text)
+
+
+def test_flexible_is_lm_eval_regex_last_match():
+    assert flexible_match("a 1,000. b $2.") == "2"
+    assert flexible_match("x 3/4.") == "4"
+    assert flexible_match("Step 3...") == "3.."  # the match "3...", one final "." removed, as lm-eval does
+    assert flexible_match("none") is None
 
 
 def test_gsm8k_gold_and_numeric_comparison():
