@@ -1,26 +1,34 @@
 """LlamaBoard (``llamafactory-cli webui``) additions: the new stages, losses and keys in the Train tab.
 
 Nothing of LF's web UI is copied; its functions are wrapped when their modules are imported (see
-``llamafactory_minor._hook.PATCHES``). LF symbols:
+``llamafactory_minor._hook.PATCHES``). What applies to which stage / loss is ONE table, ``APPLIES`` (with
+``STAGE_DEFAULTS`` and ``PLOT_DEFAULTS`` beside it): the fields shown, the keys passed and the metrics
+preselected for the plot all derive from it. LF symbols:
 
 - ``llamafactory.extras.constants.TRAINING_STAGES`` (dict, updated in place: "MinorSFT", "SFT using DPO",
   "PoFT" are appended). ``STAGES_USE_PAIR_DATA`` is left alone, so ``webui.control.list_datasets`` lists
   single-answer datasets for the new stages and pairwise ones for DPO (minordpo / dpop).
 - ``llamafactory.webui.locales.LOCALES`` / ``ALERTS`` (dicts, updated in place from
   ``llamafactory_minor/webui/locales.json``; every language LF has gets an entry, English where the
-  file has none, so ``Engine.change_lang`` never misses a key).
+  file has none, so ``Engine.change_lang`` never misses a key). LF's own labels name the fields in the
+  plugin's error texts (``localize_error``).
 - ``llamafactory.webui.components.train.create_train_tab`` (wrapped): the new inputs are created
   unrendered, handed to LF through ``engine.manager.get_base_elems`` (so LF's own ``input_elems`` set,
   and with it the preview / start / save / load / output-dir handlers, include them), rendered in an
   accordion that is then moved right after LF's RLHF accordion, and returned in the tab's element dict
   (so ``Manager`` registers them as ``train.<name>`` and save/load arguments carry them). The
-  ``pref_loss`` dropdown gets the choices ``minordpo`` and ``dpop``.
-- ``llamafactory.webui.runner.Runner._parse_train_args`` (wrapped: adds the plugin keys for the new
-  stages / losses), ``Runner._initialize`` (wrapped: validates the arguments with the plugin's
-  ``MinorFinetuningArguments`` so a ``PluginError`` -- e.g. PoFT without aligned LLMs -- is shown on the
-  page and nothing starts), ``Runner.monitor`` and the runner module's ``get_trainer_info`` (wrapped:
-  the output box also shows a table of the latest plugin metrics, from ``trainer_log.jsonl`` while the
-  run goes, else ``trainer_state.json``). LF's loss plot stays loss-only.
+  ``pref_loss`` dropdown gets the choices ``minordpo`` and ``dpop``. Changes of LF's stage / loss
+  dropdowns (and of "Log m_theta") show only the fields ``APPLIES`` lists -- LF's RLHF ones included
+  (Ftx gamma, Loss type, reward model, PPO boxes) and the accordions -- and set Beta to the paper's 0.04
+  for MinorSFT / SFT using DPO unless the user set it. A metrics picker and a second plot sit under LF's
+  loss plot (redrawn whenever LF's monitor updates the output box, and when the pick changes).
+- ``llamafactory.webui.runner.Runner._parse_train_args`` (wrapped: adds the plugin keys that apply),
+  ``Runner._initialize`` (wrapped: runs ``integration.validate.validate_train_args`` -- the CLI's checks --
+  on the launch dict of a plugin configuration, so a ``PluginError`` is shown on the page, in the UI's
+  language, and nothing starts), ``Runner.monitor`` and the runner module's ``get_trainer_info``
+  (wrapped: the output box also shows a table of the latest plugin metrics, from ``trainer_log.jsonl``
+  while the run goes, else ``trainer_state.json``; LF's progress bar shows the scoring pass -- model j/M,
+  rows done / total -- from ``integration.progress``'s file until LF logs the first training step).
 - ``llamafactory.train.callbacks.LogCallback.on_log`` (wrapped, in the training process): the records
   LF writes to ``trainer_log.jsonl`` also carry the plugin metrics (m_theta, minorsft/coef,
   rewards/margins, normalized_rewards/*, ...), and under LlamaBoard one more running-log line lists them
@@ -63,6 +71,71 @@ _LOCALES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 
 # --------------------------------------------------------------------------------------------------
+# What applies where: THE table (the web UI's visibility, the keys it passes and the plot defaults all derive
+# from it; kept in one place so that a stage / loss registry can take it over)
+# --------------------------------------------------------------------------------------------------
+ANY = None  # any pref_loss
+REF_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "minordpo", "dpop")  # LF's DPO has a reference for these
+# input name -> the configurations it applies to: (stage, pref_losses or ANY[, a checkbox that must be ticked])
+APPLIES = {
+    # LF's RLHF accordion (LF passes these keys itself for dpo / kto / ppo)
+    "pref_beta": (("dpo", ANY), ("kto", ANY), ("minorsft", ANY), ("sftdpo", ANY)),
+    "pref_ftx": (("dpo", ANY), ("kto", ANY)),
+    "pref_loss": (("dpo", ANY), ("kto", ANY)),
+    "reward_model": (("ppo", ANY),),
+    "ppo_score_norm": (("ppo", ANY),),
+    "ppo_whiten_rewards": (("ppo", ANY),),
+    # the plugin's accordion
+    "dpop_lambda": (("dpo", ("dpop",)),),
+    "poft_beta": (("poft", ANY),),
+    "poft_gamma": (("poft", ANY),),
+    "poft_aggregation": (("poft", ANY),),
+    "precompute_ref_log_probs": (("minorsft", ANY), ("sftdpo", ANY), ("dpo", REF_DPO_LOSSES),
+                                 ("sft", ANY, "track_m_theta")),
+    "track_m_theta": (("sft", ANY), ("dpo", REF_DPO_LOSSES)),  # the plugin's stages log m_theta anyway; PoFT has no reference
+    "poft_aligned_models": (("poft", ANY),),
+    "poft_aligned_templates": (("poft", ANY),),
+    "poft_noise_dataset": (("poft", ANY),),
+}
+RLHF_INPUTS = ("pref_beta", "pref_ftx", "pref_loss", "reward_model", "ppo_score_norm", "ppo_whiten_rewards")
+# the papers' defaults the UI offers when a stage is chosen (unless the user set the value)
+STAGE_DEFAULTS = {"minorsft": {"pref_beta": 0.04}, "sftdpo": {"pref_beta": 0.04}}
+# metrics plotted by default per stage (the curves the papers show): MinorSFT Fig. 1 (m_theta), MinorDPO
+# Fig. 2-5 (beta-free rewards, margins), PoFT (the target's and the aligned LLMs' rewards)
+PLOT_DEFAULTS = {
+    "minorsft": ("m_theta", "minorsft/coef"),
+    "sftdpo": ("m_theta", "normalized_rewards/chosen"),
+    "sft": ("m_theta",),
+    "dpo": ("normalized_rewards/chosen", "normalized_rewards/rejected", "rewards/margins"),
+    "poft": ("poft/r_theta", "poft/r_aligned"),
+}
+PLOT_METRICS = (
+    "m_theta", "minorsft/coef", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+    "normalized_rewards/chosen", "normalized_rewards/rejected", "poft/r_theta", "poft/r_aligned",
+    "logps/chosen", "logps/rejected", "loss",
+)
+# YAML key -> the LOCALES entry whose label names it in the UI (where the names differ)
+FIELD_OF_KEY = {"stage": "training_stage", "model_name_or_path": "model_path", "per_device_train_batch_size": "batch_size",
+                "neftune_noise_alpha": "neftune_alpha", "pissa_init": "use_pissa"}
+
+
+def applies(name: str, stage: str, pref_loss: str = "sigmoid", ticked=()) -> bool:
+    """Whether input ``name`` applies to ``stage`` / ``pref_loss`` (``ticked``: names of ticked checkboxes)."""
+    if name not in APPLIES:
+        return True
+    for entry in APPLIES[name]:
+        st, losses = entry[0], entry[1]
+        needs = entry[2] if len(entry) > 2 else None
+        if st == stage and (losses is ANY or pref_loss in losses) and (needs is None or needs in ticked):
+            return True
+    return False
+
+
+def plot_defaults(stage: str) -> list:
+    return list(PLOT_DEFAULTS.get(stage, ()))
+
+
+# --------------------------------------------------------------------------------------------------
 # extras.constants
 # --------------------------------------------------------------------------------------------------
 def patch_constants(module) -> None:
@@ -101,30 +174,47 @@ def _alert(name: str, lang: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # webui.components.train
 # --------------------------------------------------------------------------------------------------
+_DEFAULT_STAGE, _DEFAULT_LOSS = "sft", "sigmoid"  # LF's initial choices (first stage, first loss)
+
+
 def _new_inputs():
-    """The plugin's inputs, created unrendered (labels come from LOCALES through ``change_lang``)."""
+    """The plugin's inputs, created unrendered (labels come from LOCALES through ``change_lang``); visible as
+    ``APPLIES`` says for LF's initial stage."""
     import gradio as gr
 
+    def vis(name):
+        return applies(name, _DEFAULT_STAGE, _DEFAULT_LOSS)
+
     return dict(
-        dpop_lambda=gr.Slider(minimum=0, maximum=200, value=50, step=0.5, render=False),
-        poft_beta=gr.Slider(minimum=0.01, maximum=10, value=1, step=0.01, render=False),
-        poft_gamma=gr.Slider(minimum=-10, maximum=10, value=0, step=0.01, render=False),
-        poft_aggregation=gr.Dropdown(choices=["mean", "max", "min"], value="mean", render=False),
-        precompute_ref_log_probs=gr.Checkbox(value=False, render=False),
-        track_m_theta=gr.Checkbox(value=False, render=False),
-        poft_aligned_models=gr.Textbox(value="", scale=2, render=False),
-        poft_aligned_templates=gr.Textbox(value="", scale=2, render=False),
-        poft_noise_dataset=gr.Textbox(value="", scale=1, render=False),
+        dpop_lambda=gr.Slider(minimum=0, maximum=200, value=50, step=0.5, render=False, visible=vis("dpop_lambda")),
+        poft_beta=gr.Slider(minimum=0.01, maximum=10, value=1, step=0.01, render=False, visible=vis("poft_beta")),
+        poft_gamma=gr.Slider(minimum=-10, maximum=10, value=0, step=0.01, render=False, visible=vis("poft_gamma")),
+        poft_aggregation=gr.Dropdown(choices=["mean", "max", "min"], value="mean", render=False,
+                                     visible=vis("poft_aggregation")),
+        precompute_ref_log_probs=gr.Checkbox(value=False, render=False, visible=vis("precompute_ref_log_probs")),
+        track_m_theta=gr.Checkbox(value=False, render=False, visible=vis("track_m_theta")),
+        poft_aligned_models=gr.Textbox(value="", scale=2, render=False, visible=vis("poft_aligned_models")),
+        poft_aligned_templates=gr.Textbox(value="", scale=2, render=False, visible=vis("poft_aligned_templates")),
+        poft_noise_dataset=gr.Textbox(value="", scale=1, render=False, visible=vis("poft_noise_dataset")),
     )
 
 
 def _move_after(block, anchor) -> None:
-    """Move ``block`` right after ``anchor`` in their common parent's children (the page layout)."""
-    parent = getattr(block, "parent", None)
-    if parent is None or getattr(anchor, "parent", None) is not parent:
+    """Move ``block`` right after ``anchor`` in ``anchor``'s parent's children (the page layout)."""
+    parent, new_parent = getattr(block, "parent", None), getattr(anchor, "parent", None)
+    if parent is None or new_parent is None or block not in parent.children:
         return
     parent.children.remove(block)
-    parent.children.insert(parent.children.index(anchor) + 1, block)
+    new_parent.children.insert(new_parent.children.index(anchor) + 1, block)
+    block.parent = new_parent
+
+
+def _set_visible(component, visible: bool) -> None:
+    """Initial visibility of one of LF's components (before the page config is built)."""
+    component.visible = visible
+    args = getattr(component, "constructor_args", None)
+    if isinstance(args, dict):
+        args["visible"] = visible
 
 
 def _add_pref_loss_choices(dropdown) -> None:
@@ -138,6 +228,42 @@ def _add_pref_loss_choices(dropdown) -> None:
     if isinstance(args, dict) and isinstance(args.get("choices"), (list, tuple)):
         old = list(args["choices"])
         args["choices"] = old + [loss for loss in NEW_PREF_LOSS_CHOICES if loss not in old]
+
+
+def _stage_of(stage_label) -> str:
+    from llamafactory.extras.constants import TRAINING_STAGES
+
+    return TRAINING_STAGES.get(stage_label, stage_label)
+
+
+def visibility(stage: str, pref_loss: str, ticked=()) -> dict:
+    """``{input name: visible}`` for every input of ``APPLIES``, plus the two accordions."""
+    shown = {name: applies(name, stage, pref_loss, ticked) for name in APPLIES}
+    shown["rlhf_tab"] = any(shown[n] for n in RLHF_INPUTS)
+    shown["minor_tab"] = any(shown[n] for n in INPUT_NAMES)
+    return shown
+
+
+def beta_for_stage(stage: str, beta, auto, lf_default: float):
+    """``(new beta or None, new auto state)``: the paper's beta for MinorSFT / SFT using DPO unless the user set
+    the slider (``auto == "user"``); LF's default back when leaving them if the plugin had set it."""
+    if auto == "user":
+        return None, auto
+
+    def same(a, b):
+        try:
+            return abs(float(a) - float(b)) < 1e-9
+        except (TypeError, ValueError):
+            return False
+
+    want = STAGE_DEFAULTS.get(stage, {}).get("pref_beta")
+    if want is not None:
+        if same(beta, lf_default) or (auto is not None and same(beta, auto)):
+            return want, want
+        return None, None  # a value the user (or a loaded config) chose: kept
+    if auto is not None and same(beta, auto):
+        return lf_default, None
+    return None, None
 
 
 def _wrap_create_train_tab(original):
@@ -157,7 +283,8 @@ def _wrap_create_train_tab(original):
         finally:
             del manager.get_base_elems  # back to the class method
 
-        with gr.Accordion(open=False) as minor_tab:
+        initial = visibility(_DEFAULT_STAGE, _DEFAULT_LOSS)
+        with gr.Accordion(open=False, visible=initial["minor_tab"]) as minor_tab:
             minor_help = gr.Markdown()
             with gr.Row():
                 new["dpop_lambda"].render()
@@ -171,33 +298,71 @@ def _wrap_create_train_tab(original):
                 new["poft_aligned_models"].render()
                 new["poft_aligned_templates"].render()
                 new["poft_noise_dataset"].render()
+        # the metrics plot, under LF's loss plot
+        with gr.Column() as plot_column:
+            plot_metrics = gr.Dropdown(choices=list(PLOT_METRICS), value=plot_defaults(_DEFAULT_STAGE),
+                                       multiselect=True, allow_custom_value=True)
+            metrics_viewer = gr.Plot()
+        beta_auto = gr.State(None)  # the beta the plugin set itself, or "user" once the user moved the slider
 
         if "rlhf_tab" in elem_dict:
             _move_after(minor_tab, elem_dict["rlhf_tab"])
+        if "loss_viewer" in elem_dict:
+            _move_after(plot_column, elem_dict["loss_viewer"])
         if "pref_loss" in elem_dict:
             _add_pref_loss_choices(elem_dict["pref_loss"])
 
-        # open the relevant accordions when a new stage / loss is chosen
-        def open_for_stage(stage_label):
-            from llamafactory.extras.constants import TRAINING_STAGES
-
-            stage = TRAINING_STAGES.get(stage_label)
-            return (
-                gr.Accordion(open=True) if stage in ("minorsft", "sftdpo", "dpo") else gr.Accordion(),
-                gr.Accordion(open=True) if stage in NEW_STAGE_LABELS.values() else gr.Accordion(),
-            )
-
-        def open_for_loss(loss):
-            return gr.Accordion(open=True) if loss in NEW_PREF_LOSS_CHOICES else gr.Accordion()
-
-        if "training_stage" in elem_dict and "rlhf_tab" in elem_dict:
-            elem_dict["training_stage"].change(
-                open_for_stage, [elem_dict["training_stage"]], [elem_dict["rlhf_tab"], minor_tab], queue=False
-            )
-        if "pref_loss" in elem_dict:
-            elem_dict["pref_loss"].change(open_for_loss, [elem_dict["pref_loss"]], [minor_tab], queue=False)
-
+        # show only what applies (APPLIES); open the relevant accordions when a new stage / loss is chosen
         elem_dict.update(minor_tab=minor_tab, minor_help=minor_help, **new)
+        shown_names = [n for n in list(APPLIES) + ["rlhf_tab", "minor_tab"] if n in elem_dict]
+        for name in shown_names:
+            if name in RLHF_INPUTS or name == "rlhf_tab":
+                _set_visible(elem_dict[name], initial[name])
+        shown_elems = [elem_dict[n] for n in shown_names]
+        stage_box, loss_box, track_box = elem_dict.get("training_stage"), elem_dict.get("pref_loss"), new["track_m_theta"]
+        beta_box = elem_dict.get("pref_beta")
+        lf_beta = float(beta_box.value) if beta_box is not None else 0.1
+
+        def updates(stage_label, loss, track, open_for=None):
+            stage = _stage_of(stage_label)
+            shown = visibility(stage, loss or _DEFAULT_LOSS, ("track_m_theta",) if track else ())
+            out = []
+            for name in shown_names:
+                kwargs = {"visible": shown[name]}
+                if name == "rlhf_tab" and open_for == "stage" and stage in ("minorsft", "sftdpo", "dpo"):
+                    kwargs["open"] = True
+                if name == "minor_tab" and ((open_for == "stage" and stage in NEW_STAGE_LABELS.values())
+                                            or (open_for == "loss" and loss in NEW_PREF_LOSS_CHOICES)):
+                    kwargs["open"] = True
+                out.append(gr.update(**kwargs))
+            return out
+
+        def on_stage(stage_label, loss, track, beta, auto):
+            stage = _stage_of(stage_label)
+            new_beta, auto = beta_for_stage(stage, beta, auto, lf_beta)
+            beta_update = gr.update(value=new_beta) if new_beta is not None else gr.update()
+            return updates(stage_label, loss, track, "stage") + [beta_update, auto, gr.update(value=plot_defaults(stage))]
+
+        if stage_box is not None and loss_box is not None and beta_box is not None:
+            stage_box.change(on_stage, [stage_box, loss_box, track_box, beta_box, beta_auto],
+                             shown_elems + [beta_box, beta_auto, plot_metrics], queue=False)
+            loss_box.change(lambda s, l, t: updates(s, l, t, "loss"), [stage_box, loss_box, track_box], shown_elems,
+                            queue=False)
+            track_box.change(lambda s, l, t: updates(s, l, t), [stage_box, loss_box, track_box], shown_elems,
+                             queue=False)
+            beta_box.input(lambda: "user", None, [beta_auto], queue=False)  # the user set beta: never overridden
+            if "arg_load_btn" in elem_dict:  # a loaded config's beta is the user's too
+                elem_dict["arg_load_btn"].click(lambda: "user", None, [beta_auto], queue=False)
+
+        # the metrics plot: redrawn with LF's running log (live) and when the selection changes
+        top = [manager.get_elem_by_id(f"top.{n}") for n in ("lang", "model_name", "finetuning_type")]
+        plot_inputs = top + [elem_dict["output_dir"], plot_metrics] if "output_dir" in elem_dict else None
+        if plot_inputs is not None:
+            plot_metrics.change(draw_metrics, plot_inputs, [metrics_viewer], queue=False)
+            if "output_box" in elem_dict:
+                elem_dict["output_box"].change(draw_metrics, plot_inputs, [metrics_viewer], queue=False)
+
+        elem_dict.update(plot_metrics=plot_metrics, metrics_viewer=metrics_viewer)
         return elem_dict
 
     create_train_tab._lfm_wrapped = True
@@ -216,6 +381,77 @@ def patch_train_component(module) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# the metrics plot
+# --------------------------------------------------------------------------------------------------
+def metric_series(output_path: str, keys) -> dict:
+    """``{key: (steps, values)}`` from LF's ``trainer_log.jsonl`` (live), else ``trainer_state.json``."""
+    series = {k: ([], []) for k in keys}
+    if not output_path or not keys:
+        return series
+    log_path = os.path.join(output_path, "trainer_log.jsonl")
+    records, step_key = [], "current_steps"
+    if os.path.isfile(log_path):
+        try:
+            with open(log_path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError:
+                        continue
+        except OSError:
+            records = []
+    if not any(k in r for r in records for k in keys):
+        records = [e for e in ((_latest_trainer_state(output_path) or {}).get("log_history", [])) if "loss" in e]
+        step_key = "step"
+    for r in records:
+        for k in keys:
+            v = r.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and r.get(step_key) is not None:
+                series[k][0].append(r[step_key])
+                series[k][1].append(v)
+    return series
+
+
+def metrics_figure(series: dict):
+    """One small panel per metric (matplotlib, as LF's loss plot); None when nothing is logged yet."""
+    keys = [k for k, (steps, _) in series.items() if steps]
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(keys), 1, figsize=(5, 1.9 * len(keys) + 0.6), sharex=True, squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        steps, values = series[key]
+        ax.plot(steps, values, marker="o", markersize=3, color="#d62728")
+        ax.set_title(key, fontsize=9, loc="right")  # right: gradio's block label covers the top left
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step", fontsize=8)  # as LF's loss plot (matplotlib's default font has no CJK glyphs)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def draw_metrics(lang, model_name, finetuning_type, output_dir, keys):
+    """Handler: the selected metrics of the run in ``output_dir``."""
+    import gradio as gr
+
+    keys = [k for k in (keys or []) if isinstance(k, str) and k]
+    if not (model_name and output_dir and keys):
+        return gr.Plot(value=None)
+    from llamafactory.webui.common import get_save_dir
+
+    try:
+        output_path = get_save_dir(model_name, finetuning_type, output_dir)
+    except Exception:
+        return gr.Plot(value=None)
+    return gr.Plot(value=metrics_figure(metric_series(output_path, keys)))
+
+
+# --------------------------------------------------------------------------------------------------
 # webui.runner
 # --------------------------------------------------------------------------------------------------
 def _getter(runner, data):
@@ -229,29 +465,40 @@ def _getter(runner, data):
 
 
 def plugin_train_args(stage: str, get, args: dict) -> dict:
-    """The plugin keys for a web UI training run (``get("train.x")`` reads an input)."""
+    """The plugin keys for a web UI training run (``get("train.x")`` reads an input): the inputs that apply
+    (``APPLIES``) and that LF does not pass itself."""
+    loss = args.get("pref_loss") or get("train.pref_loss") or _DEFAULT_LOSS
+    ticked = tuple(n for n in ("track_m_theta",) if get(f"train.{n}"))
+
+    def ok(name):
+        return applies(name, stage, loss, ticked)
+
     extra = {}
-    if stage in ("minorsft", "sftdpo"):
+    if stage in NEW_STAGE_LABELS.values() and ok("pref_beta"):  # LF passes pref_beta for dpo / kto itself
         extra["pref_beta"] = get("train.pref_beta")
-    if stage == "dpo" and args.get("pref_loss") == "dpop":
-        extra["dpop_lambda"] = get("train.dpop_lambda")
-    if stage == "poft":
-        extra["poft_beta"] = get("train.poft_beta")
-        extra["poft_gamma"] = get("train.poft_gamma")
-        extra["poft_aggregation"] = get("train.poft_aggregation")
-        for key in ("poft_aligned_models", "poft_aligned_templates", "poft_noise_dataset"):
-            value = ",".join(p.strip() for p in (get(f"train.{key}") or "").split(",") if p.strip())
-            if value:
-                extra[key] = value
-    if get("train.precompute_ref_log_probs"):
-        extra["precompute_ref_log_probs"] = True
-    if get("train.track_m_theta") and stage in ("sft", "dpo"):
-        extra["track_m_theta"] = True
+    for name in ("dpop_lambda", "poft_beta", "poft_gamma", "poft_aggregation"):
+        if ok(name):
+            extra[name] = get(f"train.{name}")
+    for key in ("poft_aligned_models", "poft_aligned_templates", "poft_noise_dataset"):
+        value = ",".join(p.strip() for p in (get(f"train.{key}") or "").split(",") if p.strip())
+        if value and ok(key):
+            extra[key] = value
+    for name in ("precompute_ref_log_probs", "track_m_theta"):  # a ticked box that does not apply is not passed
+        if get(f"train.{name}") and ok(name):
+            extra[name] = True
     return {k: v for k, v in extra.items() if v is not None}
 
 
 def validate_train_args(args: dict) -> None:
-    """Run the plugin's argument checks on a web UI config; raises ``PluginError``."""
+    """The plugin's checks on a web UI launch dict, raising ``PluginError``: ``integration.validate`` (the same
+    code ``llamafactory-cli train`` runs) when present, else the plugin's argument checks alone."""
+    try:
+        from .validate import validate_train_args as validate
+    except ImportError:
+        validate = None
+    if validate is not None:
+        validate(args)
+        return
     import dataclasses
 
     import llamafactory.hparams.parser  # noqa: F401  (LF first: its import runs our patch_parser, which needs .arguments)
@@ -260,6 +507,41 @@ def validate_train_args(args: dict) -> None:
 
     names = {f.name for f in dataclasses.fields(MinorFinetuningArguments) if f.init}
     MinorFinetuningArguments(**{k: v for k, v in args.items() if k in names})
+
+
+def is_plugin_config(args: dict) -> bool:
+    try:
+        from .validate import is_plugin_config as check
+    except ImportError:
+        check = None
+    if check is not None:
+        return bool(check(args))
+    stage, loss = args.get("stage"), args.get("pref_loss")
+    return (stage in NEW_STAGE_LABELS.values() or loss in NEW_PREF_LOSS_CHOICES
+            or any(k in args for k in INPUT_NAMES))
+
+
+def field_label(key: str, lang: str = "en"):
+    """The UI's label (in ``lang``) of the input that sets YAML key ``key``, or None."""
+    from llamafactory.webui.locales import LOCALES
+
+    entry = LOCALES.get(FIELD_OF_KEY.get(key, key)) or {}
+    text = (entry.get(lang) or entry.get("en") or {}).get("label")
+    return text or None
+
+
+def localize_error(message: str, lang: str = "en") -> str:
+    """A ``PluginError`` text for the page: each `` `key` `` / `` `key: value` `` becomes the field's label in the
+    UI's language with the YAML in brackets (``PoFT 对齐模型 [poft_aligned_models: a,b]``); keys the UI has no
+    field for stay as they are."""
+
+    def repl(match):
+        inner = match.group(1)
+        key = re.split(r"[:=\s]", inner.strip(), maxsplit=1)[0]
+        label = field_label(key, lang) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key or "") else None
+        return f"{label} [{inner}]" if label else match.group(0)
+
+    return re.sub(r"`([^`\n]+)`", repl, message)
 
 
 def _wrap_parse_train_args(original):
@@ -300,10 +582,13 @@ def _plugin_error(runner, data) -> str:
         args = runner._parse_train_args(data)
     except Exception:  # LF raises these itself later, as before the plugin
         return ""
+    if not is_plugin_config(args):  # stock configurations: LF's own checks, as without the plugin
+        return ""
     try:
         validate_train_args(args)
     except PluginError as e:
-        return _alert("err_minor_config", _getter(runner, data)("top.lang", "en") or "en") + str(e)
+        lang = _getter(runner, data)("top.lang", "en") or "en"
+        return _alert("err_minor_config", lang) + localize_error(str(e), lang)
     except Exception:  # stock checks (asserts, LF's ValueErrors) stay where LF reports them
         return ""
     return ""
@@ -371,7 +656,42 @@ def plugin_metrics_markdown(output_path: str, lang: str = "en") -> str:
         return ""
     rows = "\n".join(f"| `{k}` | {v:.6g} |" for k, v in metrics.items())
     title = _alert("info_minor_metrics", lang)
-    return f"**{title}** (step {step if step is not None else '?'})\n\n| metric | value |\n| --- | --- |\n{rows}\n"
+    step_word, metric, value = (_alert(n, lang) for n in ("info_minor_step", "info_minor_metric", "info_minor_value"))
+    return (f"**{title}** ({step_word} {step if step is not None else '?'})\n\n"
+            f"| {metric} | {value} |\n| --- | --- |\n{rows}\n")
+
+
+_RUN_STARTS = {}  # output path -> when LF's monitor started watching it (older progress files are stale)
+
+
+def scoring_progress(output_path: str):
+    """The newest record of this run's scoring pass (``integration.progress``), while no training step is logged."""
+    from .progress import PROGRESS_FILE
+
+    if not output_path:
+        return None
+    try:
+        with open(os.path.join(output_path, PROGRESS_FILE), encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    when = rec.get("time") or 0
+    if when < _RUN_STARTS.get(output_path, 0) - 1:
+        return None  # a previous run's
+    trainer_log = os.path.join(output_path, "trainer_log.jsonl")
+    if os.path.isfile(trainer_log) and os.path.getmtime(trainer_log) >= when:
+        return None  # training steps are being logged: LF's own bar
+    return rec
+
+
+def scoring_progress_label(rec: dict, lang: str = "en") -> str:
+    who = ""
+    if rec.get("model_index"):
+        who = _alert("info_minor_scoring_model", lang).format(j=rec["model_index"], m=rec["model_count"])
+    unit = _alert("info_minor_rows" if rec.get("unit") == "rows" else "info_minor_sequences", lang)
+    return _alert("info_minor_scoring", lang).format(
+        what=rec.get("desc", ""), who=who, done=rec.get("done", 0), total=rec.get("total", 0), unit=unit,
+        elapsed=rec.get("elapsed_time", ""), remaining=rec.get("remaining_time", ""))
 
 
 def _wrap_get_trainer_info(original):
@@ -379,6 +699,12 @@ def _wrap_get_trainer_info(original):
     def get_trainer_info(lang, output_path, do_train):
         running_log, running_progress, running_info = original(lang, output_path, do_train)
         if do_train:
+            rec = scoring_progress(output_path)
+            if rec is not None:  # LF's bar shows the scoring pass until the first training step is logged
+                import gradio as gr
+
+                running_progress = gr.Slider(label=scoring_progress_label(rec, lang), value=rec.get("percentage", 0),
+                                             visible=True)
             table = plugin_metrics_markdown(output_path, lang)
             if table:
                 running_log = table + "\n" + running_log
@@ -391,6 +717,8 @@ def _wrap_get_trainer_info(original):
 def _wrap_monitor(original):
     @functools.wraps(original)
     def monitor(self):
+        import time
+
         from llamafactory.webui.common import get_save_dir
 
         data, do_train = self.running_data, self.do_train
@@ -400,6 +728,7 @@ def _wrap_monitor(original):
             lang = get("top.lang") or "en"
             output_path = get_save_dir(get("top.model_name"), get("top.finetuning_type"), get("train.output_dir"))
             output_box = self.manager.get_elem_by_id("train.output_box")
+            _RUN_STARTS[output_path] = time.time()
         last_text = None
         for update in original(self):
             if output_box is not None and isinstance(update, dict) and output_box in update:
@@ -409,7 +738,8 @@ def _wrap_monitor(original):
             table = plugin_metrics_markdown(output_path, lang)
             if table and table not in last_text:
                 title = re.escape(_alert("info_minor_metrics", lang))
-                stale = re.compile(r"\*\*" + title + r"\*\* \(step [^)]*\)\n\n(\|.*\|\n)+\n?")
+                step_word = re.escape(_alert("info_minor_step", lang))
+                stale = re.compile(r"\*\*" + title + r"\*\* \(" + step_word + r" [^)]*\)\n\n(\|.*\|\n)+\n?")
                 yield {output_box: table + "\n" + stale.sub("", last_text)}
 
     return monitor

@@ -55,7 +55,11 @@ MINOR_TAB_EN = "llamafactory-minor: MinorSFT, SFT using DPO, MinorDPO, DPOP, PoF
 
 SERVER_CODE = """
 import sys
+import gradio.networking as networking
 from llamafactory.webui.interface import create_ui
+
+_url_ok = networking.url_ok  # gradio's own start-up probe (3 s HEAD timeouts) gives up on a loaded machine: retry it
+networking.url_ok = lambda url: any(_url_ok(url) for _ in range(10))
 create_ui().queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), share=False, inbrowser=False)
 """
 
@@ -224,15 +228,19 @@ def set_output_dir(page, name: str) -> None:
 
 def open_accordion(page, title: str, probe) -> None:
     """Open the accordion ``title`` unless ``probe`` (a locator inside it) is visible already."""
-    if probe.count() and probe.is_visible():
-        return
+    deadline = time.time() + 3  # a stage change may be opening it right now
+    while time.time() < deadline:
+        if probe.count() and probe.is_visible():
+            return
+        time.sleep(0.25)
     _visible(page.get_by_text(title, exact=True)).click()
     probe.wait_for()
 
 
 def output_text(page) -> str:
     """LF's output box: the Markdown in the Train tab's column that holds the "Output dir" dropdown."""
-    column = page.locator("div.column", has=_visible(page.get_by_role("listbox", name="Output dir", exact=True)))
+    output_dir = page.get_by_role("listbox", name=re.compile(r"^(Output dir|输出目录)$"))  # en / zh
+    column = page.locator("div.column", has=_visible(output_dir))
     box = column.last.locator('[data-testid="markdown"]').first
     return box.inner_text()
 
@@ -263,45 +271,6 @@ def preview(page) -> str:
     return output_text(page)
 
 
-def run_and_wait(page, name: str) -> tuple[str, bool]:
-    """Click Start, poll the page until LF says Finished/Failed; return (output text, progress seen)."""
-    page.get_by_role("button", name="Start").click()
-    seen_progress = False
-    deadline = time.time() + RUN_TIMEOUT
-    text = ""
-    while time.time() < deadline:
-        body = page.inner_text("body")
-        if not seen_progress and PROGRESS_RE.search(body):
-            seen_progress = True
-            page.screenshot(path=str(ARTIFACTS / f"{name}-progress.png"))  # LF's progress bar mid-run
-        text = output_text(page)
-        if re.search(r"^(Finished|Failed)\.", text.lstrip()):
-            break
-        time.sleep(0.25)
-    else:
-        page.screenshot(path=str(ARTIFACTS / f"{name}-timeout.png"), full_page=False)
-        pytest.fail(f"no end of training on the page within {RUN_TIMEOUT}s; page text tail:\n{text[-3000:]}")
-    time.sleep(2.5)  # LF's last monitor update (final log + plot) and our metrics table
-    return output_text(page), seen_progress
-
-
-def loss_plot_drawn(page) -> bool:
-    """LF's loss viewer (gr.Plot, matplotlib) shows an image once trainer_log.jsonl has losses."""
-    plot = page.locator("div.block", has=page.get_by_text("Loss", exact=True)).last
-    return plot.locator("img").count() > 0
-
-
-def screenshot(page, name: str) -> Path:
-    """Viewport screenshot with LF's output box (and loss plot) in view, plus the whole page."""
-    page.get_by_role("button", name="Start").scroll_into_view_if_needed()
-    page.mouse.wheel(0, 450)
-    time.sleep(0.5)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    page.screenshot(path=str(ARTIFACTS / f"{name}-full.png"), full_page=True)
-    return path
-
-
 FAST = {  # a few CPU steps; LF's own widgets stay as a user leaves them
     "optim": "adamw_torch",
     "max_steps": 4,
@@ -312,6 +281,127 @@ FAST = {  # a few CPU steps; LF's own widgets stay as a user leaves them
     "dataloader_num_workers": 0,
     "learning_rate": 1.0e-3,
 }
+# LlamaBoard's own defaults (issue 11, 1.): LF passes `preprocessing_num_workers 16` (datasets.map workers) and
+# its sliders' batch 2 x accumulation 8; only the length of the run and the log cadence are shortened here
+LF_DEFAULTS_SHORT = {"optim": "adamw_torch", "max_steps": 2, "logging_steps": 1, "learning_rate": 1.0e-3}
+# the scoring pass on LF's progress bar (webui.scoring_progress_label): "Scoring model 2/2: ... 32/32 rows: ..."
+SCORING_RE = {"en": re.compile(r"Scoring model \d+/\d+: .*\d+/\d+ rows"), "zh": re.compile(r"打分中 模型 \d+/\d+：")}
+SHOTS: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _list_screenshots(request):
+    """Print where the screenshots are (kept in artifacts/webui/, git-ignored) at the end of the module."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and SHOTS:
+        reporter.write_line(f"\nweb UI screenshots ({ARTIFACTS}):")
+        for path in SHOTS:
+            reporter.write_line(f"  {path}")
+
+
+def shot(page, name: str, full_page: bool = False) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    SHOTS.append(path)
+    return path
+
+
+def shown(page, label: str) -> bool:
+    """Whether a field labelled exactly ``label`` is on the page (gradio does not render invisible ones)."""
+    pattern = re.compile(rf"^\s*{re.escape(label)}\s*$")
+    return page.locator("span, label, button", has_text=pattern).filter(visible=True).count() > 0
+
+
+def wait_shown(page, label: str, want: bool = True, timeout: float = 10) -> None:
+    deadline = time.time() + timeout
+    while shown(page, label) != want:
+        assert time.time() < deadline, f"{label!r} should be {'shown' if want else 'hidden'}"
+        time.sleep(0.2)
+
+
+def number(page, label: str):
+    return _visible(page.get_by_label(f"number input for {label}", exact=True))
+
+
+def type_dataset(page, name: str) -> None:
+    """Type a dataset name the stage's list does not offer (LF's dropdown allows custom values)."""
+    box = labelled_input(page, "Dataset")
+    box.click()
+    box.fill(name)
+    box.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def start_and_expect_error(page, webui, out_name: str, *needles: str) -> str:
+    """Click Start: the plugin's message must be on the page and nothing may start."""
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text(needles[0]).first.wait_for()
+    text = output_text(page)
+    for needle in needles:
+        assert needle in text, (needle, text[:2000])
+    assert "Failed" not in text and "Exit code" not in text, text[:2000]
+    time.sleep(2)
+    out = webui.saves / out_name
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    return text
+
+
+def run_and_wait(page, name: str, scoring_re=None) -> tuple[str, bool, bool]:
+    """Click Start, poll the page until LF says Finished/Failed (or 完成/失败); return (output text, LF's training
+    progress seen, the scoring pass's progress seen)."""
+    page.get_by_role("button", name=re.compile(r"^(Start|开始)$")).click()
+    seen_progress = seen_scoring = False
+    deadline = time.time() + RUN_TIMEOUT
+    text = ""
+    while time.time() < deadline:
+        body = page.inner_text("body")
+        if scoring_re is not None and not seen_scoring and scoring_re.search(body):
+            seen_scoring = True
+            shot(page, f"{name}-scoring-progress")  # the scoring pass on LF's progress bar
+        if not seen_progress and PROGRESS_RE.search(body):
+            seen_progress = True
+            shot(page, f"{name}-progress")  # LF's progress bar mid-run
+        text = output_text(page)
+        if re.search(r"^(Finished|Failed|训练完毕|训练出错)", text.lstrip()):
+            break
+        time.sleep(0.25)
+    else:
+        shot(page, f"{name}-timeout")
+        pytest.fail(f"no end of training on the page within {RUN_TIMEOUT}s; page text tail:\n{text[-3000:]}")
+    time.sleep(2.5)  # LF's last monitor update (final log + plot) and our metrics table
+    return output_text(page), seen_progress, seen_scoring
+
+
+def plot_drawn(page, label: str) -> bool:
+    """A gr.Plot labelled ``label`` (LF's loss plot, the plugin's metrics plot) shows an image."""
+    plot = page.locator("div.block", has=page.get_by_text(label, exact=True)).last
+    return plot.locator("img").count() > 0
+
+
+def loss_plot_drawn(page) -> bool:
+    return plot_drawn(page, "Loss")
+
+
+def wait_plot(page, label: str, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while not plot_drawn(page, label):
+        assert time.time() < deadline, f"the plot {label!r} stayed empty"
+        time.sleep(0.5)
+
+
+def screenshot(page, name: str) -> Path:
+    """Viewport screenshot with LF's output box (and the plots) in view, plus the whole page."""
+    page.get_by_role("button", name=re.compile(r"^(Start|开始)$")).scroll_into_view_if_needed()
+    page.mouse.wheel(0, 450)
+    time.sleep(0.5)
+    path = shot(page, name)
+    shot(page, f"{name}-full", full_page=True)
+    return path
+
+
+def scoring_log_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.search(r"\[model \d+/\d+\]: scored \d+/\d+ ", line)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,27 +409,45 @@ FAST = {  # a few CPU steps; LF's own widgets stay as a user leaves them
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.webui
 @pytest.mark.e2e
-def test_minorsft_run_from_the_web_ui(page, webui):
-    offered = configure(page, webui, "MinorSFT", "alpaca_en_tiny", dict(FAST, cutoff_len=128),
-                        output_dir="webui_minorsft")
+def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
+    """MinorSFT with "Precompute reference scores", LlamaBoard's defaults (16 preprocessing workers): the
+    paper's beta, only the fields that apply, the scoring pass's progress, the chosen metrics plotted."""
+    offered = configure(page, webui, "MinorSFT", "alpaca_en_tiny", LF_DEFAULTS_SHORT, output_dir="webui_minorsft")
     assert "dpo_en_tiny" not in offered, f"MinorSFT must list single-answer datasets only: {offered}"
 
-    # the plugin's accordion sits right after LF's RLHF one and opened for the new stage
-    assert _visible(page.get_by_text("llamafactory-minor: MinorSFT", exact=False)).is_visible()
-    assert _visible(page.get_by_label("number input for DPOP lambda", exact=True)).is_visible()
+    # 6. the paper's beta (LF's slider says 0.1); 5. only MinorSFT's fields
+    assert number(page, "Beta value").input_value() == "0.04"
+    open_accordion(page, "RLHF configurations", number(page, "Beta value"))
+    for label in ("Ftx gamma", "Loss type", "Reward model", "Score norm", "Whiten rewards", "DPOP lambda",
+                  "PoFT beta", "PoFT aligned LLMs", "Log m_theta"):
+        assert not shown(page, label), f"{label} does not apply to MinorSFT"
+    assert shown(page, "Precompute reference scores")
+    page.get_by_text("Precompute reference scores", exact=True).click()
+    # 4. the metrics plot: MinorSFT's curves preselected
+    picked = page.locator("div.block", has=page.get_by_text("Metrics to plot", exact=True)).inner_text()
+    assert "m_theta" in picked and "minorsft/coef" in picked, picked
+    shot(page, "minorsft-fields", full_page=True)
 
     cmd = preview(page)
-    assert "--stage minorsft" in cmd and "--pref_beta 0.1" in cmd, cmd[-2000:]
+    for part in ("--stage minorsft", "--pref_beta 0.04", "--precompute_ref_log_probs True",
+                 "--preprocessing_num_workers 16"):
+        assert part in cmd, (part, cmd[-2000:])
+    assert "--pref_ftx" not in cmd and "--dpop_lambda" not in cmd, cmd[-2000:]
 
-    text, seen_progress = run_and_wait(page, "minorsft")
-    shot = screenshot(page, "minorsft")
-    assert "Failed." not in text, f"training failed (screenshot {shot}):\n{text[-4000:]}"
+    text, seen_progress, _ = run_and_wait(page, "minorsft")
+    shot_path = screenshot(page, "minorsft")
+    assert "Failed" not in text, f"training failed (screenshot {shot_path}):\n{text[-4000:]}"
     assert text.lstrip().startswith("Finished."), text[:1000]
     assert seen_progress, "LF's progress bar ('Running i/n: ...') never showed during the run"
-    # the plugin metrics on the page: LF's running log and the metrics table
+    # 3. the scoring pass in the running log: reference model 1/1, rows done / total
+    lines = scoring_log_lines(text)
+    assert any("Reference scores (train_dataset) [model 1/1]: scored 32/32 rows" in line for line in lines), \
+        text[:4000]
+    # the plugin metrics on the page: LF's running log, the metrics table, the plugin's plot
     assert "m_theta" in text and "minorsft/coef" in text, text[:2000]
     assert page.get_by_text("Latest llamafactory-minor metrics").first.is_visible()
     assert loss_plot_drawn(page), "LF's loss plot is empty"
+    wait_plot(page, "llamafactory-minor metrics")
 
     out = webui.saves / "webui_minorsft"
     history = read_log_history(out)
@@ -348,7 +456,9 @@ def test_minorsft_run_from_the_web_ui(page, webui):
     trainer_log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     # LF's trainer_log.jsonl (what LlamaBoard reads) carries the plugin metrics too (patch_callbacks)
     assert any("m_theta" in entry and "loss" in entry for entry in trainer_log), trainer_log
-    assert (out / "llamaboard_config.yaml").is_file()
+    assert "precompute_ref_log_probs: true" in (out / "training_args.yaml").read_text()
+    progress = json.loads((out / "minor_scoring_progress.json").read_text())
+    assert progress["done"] == progress["total"] == 32 and progress["model_count"] == 1, progress
 
 
 @pytest.mark.webui
@@ -368,6 +478,7 @@ def test_dpo_minordpo_run_from_the_web_ui(page, webui):
     page.locator('ul.options li[aria-label="minordpo"]').click()
     page.keyboard.press("Escape")
     assert loss.input_value() == "minordpo"
+    assert not shown(page, "DPOP lambda") and shown(page, "Log m_theta")  # DPOP's lambda only for dpop
 
     cmd = preview(page)
     assert "--stage dpo" in cmd and "--pref_loss minordpo" in cmd and "--dpop_lambda" not in cmd, cmd[-2000:]
@@ -387,13 +498,14 @@ def test_dpo_minordpo_run_from_the_web_ui(page, webui):
         assert time.time() < deadline, f"Load arguments did not restore the loss: {loss.input_value()}"
         time.sleep(0.25)
 
-    text, seen_progress = run_and_wait(page, "minordpo")
-    shot = screenshot(page, "minordpo")
-    assert "Failed." not in text, f"training failed (screenshot {shot}):\n{text[-4000:]}"
+    text, seen_progress, _ = run_and_wait(page, "minordpo")
+    shot_path = screenshot(page, "minordpo")
+    assert "Failed" not in text, f"training failed (screenshot {shot_path}):\n{text[-4000:]}"
     assert text.lstrip().startswith("Finished."), text[:1000]
     assert seen_progress, "LF's progress bar ('Running i/n: ...') never showed during the run"
     assert "rewards/margins" in text and "normalized_rewards/chosen" in text, text[:2000]
     assert loss_plot_drawn(page), "LF's loss plot is empty"
+    wait_plot(page, "llamafactory-minor metrics")  # the MinorDPO paper's curves, preselected for DPO
 
     out = webui.saves / "webui_minordpo"
     keys = set().union(*(entry.keys() for entry in read_log_history(out)))
@@ -403,49 +515,134 @@ def test_dpo_minordpo_run_from_the_web_ui(page, webui):
 
 @pytest.mark.webui
 @pytest.mark.e2e
-def test_poft_without_aligned_models_shows_error_and_starts_nothing(page, webui):
+def test_poft_two_aligned_models_in_chinese_with_lf_defaults(page, webui):
+    """PoFT with LlamaBoard's defaults, two aligned LLMs, run with the UI in Chinese: the scoring pass's
+    progress (model j/M) on the bar and in the log, the PoFT curves plotted, the metrics table in Chinese."""
+    aligned_b = webui.workdir / "aligned_b"  # the tiny model under a second path: a second aligned LLM
+    if not aligned_b.exists():
+        aligned_b.symlink_to(webui.model, target_is_directory=True)
+    configure(page, webui, "PoFT", "alpaca_en_tiny", LF_DEFAULTS_SHORT, output_dir="webui_poft_run")
+    open_accordion(page, MINOR_TAB_EN, labelled_input(page, "PoFT aligned LLMs"))
+    fill(page, "PoFT aligned LLMs", f"{webui.model}, {aligned_b}")
+    fill(page, "PoFT aligned templates", f"{LF_TEMPLATE}, chatml")
+    assert not shown(page, "RLHF configurations"), "PoFT uses none of LF's RLHF fields"
+    assert not shown(page, "Precompute reference scores") and not shown(page, "Log m_theta")
+
+    switch_language(page, "Language", "zh")
+    page.get_by_text("绘制的指标", exact=True).first.wait_for()
+    text, seen_progress, seen_scoring = run_and_wait(page, "poft-zh", SCORING_RE["zh"])
+    shot_path = screenshot(page, "poft-zh")
+    assert "训练出错" not in text and "Exit code" not in text, f"training failed ({shot_path}):\n{text[-4000:]}"
+    assert text.lstrip().startswith("训练完毕"), text[:1000]
+    assert seen_progress, "LF's progress bar never showed during the run"
+    lines = scoring_log_lines(text)
+    for j in (1, 2):
+        assert any(f"[model {j}/2]: scored 32/32 rows" in line for line in lines), (j, text[:4000])
+    assert seen_scoring, "the scoring pass never showed on the progress bar"
+    # 6. the metrics table in Chinese; 4. PoFT's curves plotted
+    assert "llamafactory-minor 最新指标 (步数 " in text and re.search(r"指标\s+数值", text), text[:2000]
+    assert "poft/r_theta" in text and "poft/r_aligned" in text, text[:2000]
+    wait_plot(page, "llamafactory-minor 指标曲线")
+    out = webui.saves / "webui_poft_run"
+    keys = set().union(*(entry.keys() for entry in read_log_history(out)))
+    assert {"poft/r_theta", "poft/r_aligned"} <= keys, sorted(keys)
+    switch_language(page, "语言", "en")
+
+
+@pytest.mark.webui
+@pytest.mark.e2e
+def test_errors_before_launch_fields_defaults_and_languages(page, webui):
+    """No run: the plugin's checks before launch (the CLI's), in the UI's language; the fields per stage and
+    loss; the paper's beta unless the user set it; every LF language keeps the new elements."""
     configure(page, webui, "PoFT", "alpaca_en_tiny", dict(FAST, cutoff_len=128), output_dir="webui_poft")
-    out = webui.saves / "webui_poft"
 
-    page.get_by_role("button", name="Start").click()
-    page.get_by_text("needs aligned-LLM scores").first.wait_for()  # toast and output box
-    text = output_text(page)
-    assert "Invalid llamafactory-minor settings" in text and POFT_ERROR.replace("`", "") in text, text[:2000]
-    assert "poft_aligned_models" in text, text[:2000]
+    # 2. PoFT without aligned models: the message on the page, nothing started
+    start_and_expect_error(page, webui, "webui_poft", "needs aligned-LLM scores", "Invalid llamafactory-minor settings",
+                           "Stage [stage: poft]", "PoFT aligned LLMs [poft_aligned_models")
     assert not page.get_by_text("CUDA environment was not detected").count()  # LF's start-only toast: not reached
-    time.sleep(3)  # nothing may start: no output dir, no trainer log
-    assert not out.exists(), sorted(p.name for p in out.iterdir())
-    screenshot(page, "poft-error")
+    shot(page, "error-poft-no-models")
 
-    # with aligned models + templates the command carries the PoFT keys
+    # 2. an unknown aligned template: the CLI's check, before launch
     open_accordion(page, MINOR_TAB_EN, labelled_input(page, "PoFT aligned LLMs"))
     fill(page, "PoFT aligned LLMs", "/models/aligned_a, /models/aligned_b")
+    fill(page, "PoFT aligned templates", f"{LF_TEMPLATE}, nosuchtemplate")
+    start_and_expect_error(page, webui, "webui_poft", "nosuchtemplate", "PoFT aligned templates [poft_aligned_templates")
+    shot(page, "error-unknown-template")
+    # ... and with a known template the command carries the PoFT keys
     fill(page, "PoFT aligned templates", "qwen, llama3")
     select(page, "PoFT aggregation", "max")
     cmd = preview(page)
     for part in ("--stage poft", "--poft_aligned_models /models/aligned_a,/models/aligned_b",
                  "--poft_aligned_templates qwen,llama3", "--poft_aggregation max", "--poft_beta 1"):
         assert part in cmd, (part, cmd[-2000:])
-    assert not out.exists()
+    assert "--pref_beta" not in cmd and "--precompute_ref_log_probs" not in cmd, cmd[-2000:]
 
+    # 5. fields per stage / loss
+    assert not shown(page, "RLHF configurations") and not shown(page, "Log m_theta")
+    assert not shown(page, "Precompute reference scores") and not shown(page, "DPOP lambda")
+    select(page, "Stage", "DPO")
+    open_accordion(page, "RLHF configurations", number(page, "Beta value"))
+    assert shown(page, "Loss type") and shown(page, "Ftx gamma") and not shown(page, "Reward model")
+    assert shown(page, "Log m_theta") and shown(page, "Precompute reference scores") and not shown(page, "PoFT beta")
+    assert not shown(page, "DPOP lambda")
+    select(page, "Loss type", "dpop")
+    wait_shown(page, "DPOP lambda")
+    select(page, "Loss type", "simpo")  # no reference model: no m_theta, no precomputed reference
+    wait_shown(page, "Log m_theta", False)
+    assert not shown(page, "Precompute reference scores")
+    select(page, "Loss type", "sigmoid")
+    select(page, "Stage", "Supervised Fine-Tuning")
+    wait_shown(page, "RLHF configurations", False)
+    assert shown(page, "Log m_theta") and not shown(page, "Precompute reference scores")
+    page.get_by_text("Log m_theta", exact=True).click()  # tracked SFT has a reference: it can be precomputed
+    wait_shown(page, "Precompute reference scores")
+    page.get_by_text("Log m_theta", exact=True).click()
+    wait_shown(page, "Precompute reference scores", False)
 
-@pytest.mark.webui
-@pytest.mark.e2e
-def test_language_switch_keeps_the_new_elements(page, webui):
+    # 6. beta: the paper's 0.04 for MinorSFT / SFT using DPO, LF's 0.1 back for DPO, a value the user set stays
+    select(page, "Stage", "SFT using DPO")
+    open_accordion(page, "RLHF configurations", number(page, "Beta value"))
+    beta = number(page, "Beta value")
+    assert beta.input_value() == "0.04"
+    assert not shown(page, "Ftx gamma") and not shown(page, "Loss type")
+    select(page, "Stage", "DPO")
+    deadline = time.time() + 10
+    while beta.input_value() != "0.1":
+        assert time.time() < deadline, beta.input_value()
+        time.sleep(0.2)
+    beta.fill("0.2")
+    beta.press("Enter")
+    time.sleep(0.5)
+    select(page, "Stage", "MinorSFT")
+    time.sleep(1)
+    assert number(page, "Beta value").input_value() == "0.2", "the user's beta must stay"
+    shot(page, "fields-minorsft-user-beta", full_page=True)
+
+    # 2. a pairwise dataset typed into a MinorSFT run
+    type_dataset(page, "dpo_en_tiny")
+    start_and_expect_error(page, webui, "webui_poft", "is a pairwise (ranking) dataset", "Stage [stage: minorsft]")
+    shot(page, "error-pairwise-minorsft")
+
+    # 6. the same message in Chinese names the fields by their Chinese labels
     switch_language(page, "Language", "zh")
     page.get_by_text("llamafactory-minor 参数设置").first.wait_for()
+    page.get_by_role("button", name="开始").click()
+    page.get_by_text("llamafactory-minor 参数有误").first.wait_for()
+    text = output_text(page)
+    assert "训练阶段 [stage: minorsft]" in text and "is a pairwise (ranking) dataset" in text, text[:2000]
+    shot(page, "error-pairwise-minorsft-zh")
     select(page, "训练阶段", "PoFT")  # LF's own label, switched; the stage list still has the new stages
     page.get_by_text("PoFT 对齐模型", exact=True).first.wait_for()
-    page.get_by_text("记录 m_theta", exact=True).first.wait_for()
+    assert not shown(page, "记录 m_theta")
     current = "zh"
     for lang in ("ja", "ko", "ru", "en"):  # no plugin texts in ja/ko/ru: English ones, nothing breaks
         switch_language(page, LANG_LABELS[current], lang)
         current = lang
         page.get_by_text(MINOR_TAB_EN, exact=True).first.wait_for()
-    page.get_by_text(MINOR_TAB_EN, exact=True).first.wait_for()
     _visible(page.get_by_role("listbox", name="Stage", exact=True)).wait_for()
     assert labelled_input(page, "PoFT aligned LLMs").is_visible()
-    page.screenshot(path=str(ARTIFACTS / "language-en.png"))
+    assert not shown(page, "RLHF configurations")  # a language switch keeps the visibility
+    shot(page, "language-en")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,6 +674,14 @@ UI_DEFAULTS = {
           "poft_aligned_templates": "qwen,llama3"}),
         ("poft", {}, {}, {"poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
         ("kto", {"pref_loss": "sigmoid"}, {}, {}),
+        # a ticked box that does not apply (hidden) is not passed
+        ("poft", {}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
+         {"poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
+        ("sft", {}, {"train.precompute_ref_log_probs": True}, {}),
+        ("sft", {}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
+         {"precompute_ref_log_probs": True, "track_m_theta": True}),
+        ("dpo", {"pref_loss": "simpo"}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True}, {}),
+        ("dpo", {"pref_loss": "sigmoid"}, {"train.dpop_lambda": 25, "train.poft_aligned_models": "a"}, {}),
     ],
 )
 def test_runner_keys_for_each_stage(stage, lf_args, ui, expected):
@@ -485,14 +690,121 @@ def test_runner_keys_for_each_stage(stage, lf_args, ui, expected):
     assert plugin_train_args(stage, _getter({**UI_DEFAULTS, **ui}), dict(lf_args)) == expected
 
 
-def test_poft_without_aligned_models_is_the_plugin_error():
+def _launch_dict(tmp_path, **kw):
+    """What LlamaBoard's runner hands to the check (the keys ``Runner._parse_train_args`` sets that matter)."""
+    return dict({"stage": "poft", "do_train": True, "model_name_or_path": "/models/target", "finetuning_type": "full",
+                 "template": LF_TEMPLATE, "dataset_dir": str(REPO_ROOT / "tests" / "fixtures" / "data"),
+                 "dataset": "alpaca_en_tiny", "cutoff_len": 128, "output_dir": str(tmp_path / "out"),
+                 "preprocessing_num_workers": 16, "plot_loss": True}, **kw)
+
+
+def test_the_ui_check_is_the_clis_validate_train_args(tmp_path):
+    """The pre-launch check runs ``integration.validate.validate_train_args`` (the CLI's), so the page shows
+    the same messages: PoFT without aligned LLMs, an unknown aligned template, a pairwise dataset for MinorSFT."""
     from llamafactory_minor.integration import PluginError
-    from llamafactory_minor.integration.webui import validate_train_args
+    from llamafactory_minor.integration.webui import is_plugin_config, validate_train_args
 
     with pytest.raises(PluginError, match=re.escape(POFT_ERROR)):
-        validate_train_args({"stage": "poft", "finetuning_type": "full", "poft_aggregation": "mean"})
-    validate_train_args({"stage": "poft", "finetuning_type": "full", "poft_aligned_models": "a",
-                         "poft_aligned_templates": "qwen"})
+        validate_train_args(_launch_dict(tmp_path))
+    with pytest.raises(PluginError, match="Unknown `poft_aligned_templates: nosuchtemplate`"):
+        validate_train_args(_launch_dict(tmp_path, poft_aligned_models="a,b", poft_aligned_templates="qwen,nosuchtemplate"))
+    with pytest.raises(PluginError, match="`stage: minorsft` trains on single answers, but dataset `dpo_en_tiny`"):
+        validate_train_args(_launch_dict(tmp_path, stage="minorsft", dataset="alpaca_en_tiny,dpo_en_tiny"))
+    validate_train_args(_launch_dict(tmp_path, poft_aligned_models="a", poft_aligned_templates="qwen"))
+    assert not (tmp_path / "out").exists()  # nothing written
+    assert is_plugin_config({"stage": "minorsft"}) and not is_plugin_config({"stage": "sft", "pref_loss": "sigmoid"})
+
+
+def test_fields_shown_per_stage_and_loss():
+    from llamafactory_minor.integration.webui import APPLIES, INPUT_NAMES, RLHF_INPUTS, visibility
+
+    assert set(INPUT_NAMES) <= set(APPLIES) and set(RLHF_INPUTS) <= set(APPLIES)  # one table for every field
+
+    def on(stage, loss="sigmoid", ticked=()):
+        return {k for k, v in visibility(stage, loss, ticked).items() if v}
+
+    assert on("minorsft") == on("sftdpo") == {"pref_beta", "precompute_ref_log_probs", "rlhf_tab", "minor_tab"}
+    assert on("poft") == {"poft_beta", "poft_gamma", "poft_aggregation", "poft_aligned_models",
+                          "poft_aligned_templates", "poft_noise_dataset", "minor_tab"}
+    assert on("dpo", "dpop") == {"pref_beta", "pref_ftx", "pref_loss", "dpop_lambda", "precompute_ref_log_probs",
+                                 "track_m_theta", "rlhf_tab", "minor_tab"}
+    assert on("dpo", "simpo") == {"pref_beta", "pref_ftx", "pref_loss", "rlhf_tab"}
+    assert on("sft") == {"track_m_theta", "minor_tab"}
+    assert on("sft", ticked=("track_m_theta",)) == {"track_m_theta", "precompute_ref_log_probs", "minor_tab"}
+    assert on("ppo") == {"reward_model", "ppo_score_norm", "ppo_whiten_rewards", "rlhf_tab"}
+    assert on("pt") == on("rm") == set()
+
+
+def test_paper_beta_unless_the_user_set_it():
+    from llamafactory_minor.integration.webui import beta_for_stage
+
+    assert beta_for_stage("minorsft", 0.1, None, 0.1) == (0.04, 0.04)  # LF's default -> the paper's
+    assert beta_for_stage("sftdpo", 0.04, 0.04, 0.1) == (0.04, 0.04)
+    assert beta_for_stage("dpo", 0.04, 0.04, 0.1) == (0.1, None)  # the plugin's value -> LF's back
+    assert beta_for_stage("dpo", 0.04, None, 0.1) == (None, None)  # a loaded / typed 0.04 stays
+    assert beta_for_stage("minorsft", 0.2, None, 0.1) == (None, None)
+    assert beta_for_stage("minorsft", 0.1, "user", 0.1) == (None, "user")  # the user moved the slider
+
+
+def test_error_texts_name_the_field_in_the_ui_language():
+    from llamafactory_minor.integration.webui import localize_error
+
+    message = ("`stage: poft` needs aligned-LLM scores: set `poft_aligned_models: a,b,c` and "
+               "`poft_aligned_templates: t1,t2,t3`; `minor_cache_dir` and `llamafactory.data.TEMPLATES` stay.")
+    assert localize_error(message, "zh") == (
+        "训练阶段 [stage: poft] needs aligned-LLM scores: set PoFT 对齐模型 [poft_aligned_models: a,b,c] and "
+        "PoFT 对齐模型模板 [poft_aligned_templates: t1,t2,t3]; `minor_cache_dir` and `llamafactory.data.TEMPLATES` stay.")
+    assert localize_error("`pref_beta` must be > 0", "en") == "Beta value [pref_beta] must be > 0"
+    assert localize_error("`pref_beta` must be > 0", "ja").endswith("[pref_beta] must be > 0")  # LF's ja label
+
+
+def test_metrics_table_and_plot_in_the_ui_language(tmp_path):
+    from llamafactory_minor.integration.webui import metric_series, metrics_figure, plugin_metrics_markdown
+
+    records = [{"current_steps": i, "total_steps": 3, "loss": 1.0 / i, "m_theta": -0.1 * i, "minorsft/coef": 1 - 0.1 * i}
+               for i in (1, 2, 3)]
+    (tmp_path / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    zh = plugin_metrics_markdown(str(tmp_path), "zh")
+    assert zh.startswith("**llamafactory-minor 最新指标** (步数 3)") and "| 指标 | 数值 |" in zh, zh
+    assert "| metric | value |" in plugin_metrics_markdown(str(tmp_path), "en")
+    series = metric_series(str(tmp_path), ["m_theta", "minorsft/coef", "poft/r_theta"])
+    assert series["m_theta"] == ([1, 2, 3], [-0.1, -0.2, pytest.approx(-0.3)]) and series["poft/r_theta"] == ([], [])
+    fig = metrics_figure(series)
+    assert [ax.get_title(loc="right") for ax in fig.axes] == ["m_theta", "minorsft/coef"]
+    assert metrics_figure({"m_theta": ([], [])}) is None
+
+
+def test_scoring_progress_for_the_log_and_the_bar(tmp_path, monkeypatch):
+    """The reporter ``score_sequences`` uses: LF-logger lines at the logging_steps cadence, and under LlamaBoard
+    the file the web UI turns into its progress bar until LF logs a training step."""
+    from types import SimpleNamespace
+
+    from llamafactory_minor.integration import progress as progress_module
+    from llamafactory_minor.integration import webui
+
+    monkeypatch.setenv("LLAMABOARD_ENABLED", "1")
+    monkeypatch.setenv("LLAMABOARD_WORKDIR", str(tmp_path))
+    parsed = (SimpleNamespace(model_name_or_path="/m/target"), None, SimpleNamespace(logging_steps=2),
+              SimpleNamespace(poft_aligned_models=["/m/a", "/m/ab"], ref_model=None), None)
+    monkeypatch.setattr(progress_module, "_parsed_args", lambda: parsed)
+    lines = []
+    logger = SimpleNamespace(info_rank0=lines.append)
+    reporter = progress_module.ScoringProgress(10, 2, "Aligned scores /m/ab (train_dataset)", logger=logger)
+    for _ in range(3):
+        reporter.update(2)
+    rec = webui.scoring_progress(str(tmp_path))
+    assert (rec["done"], rec["total"], rec["model_index"], rec["model_count"]) == (6, 10, 2, 2)
+    assert webui.scoring_progress_label(rec, "en").startswith(
+        "Scoring model 2/2: Aligned scores /m/ab (train_dataset): 6/10 rows: ")
+    assert webui.scoring_progress_label(rec, "zh").startswith("打分中 模型 2/2：Aligned scores /m/ab (train_dataset)：6/10 条：")
+    reporter.update(4)
+    reporter.close()
+    # the start, every logging_steps (2) batches, the end
+    assert [re.search(r"scored (\d+)/10", line).group(1) for line in lines] == ["0", "4", "10"], lines
+    assert lines[-1].startswith("Aligned scores /m/ab (train_dataset) [model 2/2]: scored 10/10 rows (100%)")
+    assert progress_module.which_model("Reference scores (train_dataset)", parsed) == (1, 1, "/m/target")
+    (tmp_path / "trainer_log.jsonl").write_text("{}\n")  # LF logs training steps: its own bar again
+    assert webui.scoring_progress(str(tmp_path)) is None
 
 
 def test_locales_cover_every_lf_language():
@@ -503,7 +815,7 @@ def test_locales_cover_every_lf_language():
     langs = set(lf_locales.LOCALES["lang"])
     assert {"en", "zh"} <= langs
     ours = load_locales()
-    for name in set(INPUT_NAMES) | {"minor_tab", "minor_help"}:
+    for name in set(INPUT_NAMES) | {"minor_tab", "minor_help", "plot_metrics", "metrics_viewer"}:
         assert set(lf_locales.LOCALES[name]) >= langs, name  # Engine.change_lang indexes [name][lang]
         assert ours["LOCALES"][name]["zh"] != ours["LOCALES"][name]["en"] or name == "dpop_lambda", name
         assert lf_locales.LOCALES[name]["ja"] == ours["LOCALES"][name]["en"]  # English fallback
