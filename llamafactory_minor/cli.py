@@ -73,6 +73,35 @@ interrupted sweep as it is). Grid format: see llamafactory_minor_eval/grid.py (e
 """
 
 
+PLOT_HELP = """\
+Overlay the metrics of several training runs into one PNG, one panel per metric and one line per run,
+e.g. the MinorSFT paper's m_theta per step, or the MinorDPO paper's beta-free rewards:
+
+  llamafactory-minor plot saves/sft saves/minorsft --metrics m_theta loss --out m_theta.png
+  llamafactory-minor plot saves/dpo saves/minordpo --metrics normalized_rewards/chosen \\
+      normalized_rewards/rejected rewards/margins
+
+Reads trainer_state.json (or trainer_log.jsonl of a running job); legends from minor_run.json (written by
+`llamafactory-minor sweep`), the folder name, or --labels. Prints each metric's first and last value.
+"""
+
+
+NOISE_HELP = """\
+PoFT's hand-crafted noise (Fan et al., Sec. 4.3) for any local alpaca or sharegpt LF dataset: rate x N noise
+rows, each a prompt with another row's output, its characters inserted, deleted or modified with probability
+--char-rate. Writes <out>.json (original + noise rows, flag column is_noise), <out>_noise.json (noise only) and
+their dataset_info.json entries. bi-PoFT: dataset: <name>,<out>_noise with poft_noise_dataset: <out>_noise.
+"""
+
+TASK_HELP = """\
+Two-digit addition / subtraction word problems answered "... So the answer is: N", the task the CPU-scale
+experiments use (SmolLM2-135M learns it in minutes). Train and test are disjoint by underlying problem.
+Writes arith_sft.json (LF alpaca), arith_dpo.json (chosen: correct; rejected: the same solution with its
+calculation corrupted), arith_test.jsonl (GSM8K format, for llamafactory-minor-eval -b gsm8k) and
+dataset_info.json entries arith_sft and arith_dpo.
+"""
+
+
 def _fail(error) -> int:
     print(f"[llamafactory-minor] error: {error}", file=sys.stderr, flush=True)
     return 2
@@ -109,6 +138,28 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
     sw.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
                     help="keep the runs with this axis value (repeatable), e.g. --only method=minordpo")
+    pl = sub.add_parser("plot", help="overlay training runs' metrics (m_theta, rewards, ...) in one PNG",
+                        description=PLOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("runs", nargs="+", metavar="RUN_DIR", help="LF output_dir of each run")
+    pl.add_argument("--metrics", nargs="+", default=["loss"], help="logged metric names (default: loss)")
+    pl.add_argument("--out", default="runs.png", help="PNG to write (default: runs.png)")
+    pl.add_argument("--labels", nargs="+", default=None, help="legend names, one per run")
+    pl.add_argument("--title", default=None)
+    nz = sub.add_parser("noise", help="mix PoFT's hand-crafted noise into an LF dataset (flag column per row)",
+                        description=NOISE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    nz.add_argument("--dataset-dir", required=True, help="LF dataset_dir holding dataset_info.json")
+    nz.add_argument("--dataset", required=True, help="dataset name (a local alpaca or sharegpt file)")
+    nz.add_argument("--rate", type=float, default=0.5, help="noise rows per original row (default 0.5)")
+    nz.add_argument("--char-rate", type=float, default=0.1, help="per-character corruption probability (0.1)")
+    nz.add_argument("--seed", type=int, default=0)
+    nz.add_argument("--out", default=None, help="name of the new dataset (default: <dataset>_noisy)")
+    nz.add_argument("--column", default="is_noise", help="flag column (default: is_noise)")
+    tk = sub.add_parser("make-task", help="write the CPU-scale arithmetic task (SFT, DPO pairs, GSM8K-format test)",
+                        description=TASK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tk.add_argument("--out", required=True, help="folder to write (an LF dataset_dir)")
+    tk.add_argument("--train", type=int, default=2000, help="training problems (default 2000)")
+    tk.add_argument("--test", type=int, default=300, help="held-out problems (default 300)")
+    tk.add_argument("--seed", type=int, default=0)
     sub.add_parser("version", help="print the plugin and LLaMA-Factory versions")
     hlp = sub.add_parser("help", help="show help for a command")
     hlp.add_argument("topic", nargs="?")
@@ -152,6 +203,29 @@ def main(argv=None) -> int:
             from .experiments.sweep import sweep
 
             return sweep(args.grid, extra=args.overrides, dry_run=args.dry_run, only=args.only)
+        if args.command == "plot":
+            from .experiments.plot import format_summary, plot_runs
+
+            summary = plot_runs(args.runs, args.metrics, out=args.out, labels=args.labels, title=args.title)
+            print(format_summary(summary, args.metrics))
+            print(f"[llamafactory-minor] plot written to {args.out}", flush=True)
+            return 0
+        if args.command == "noise":
+            from .experiments.noise import make_noise
+
+            done = make_noise(args.dataset_dir, args.dataset, rate=args.rate, seed=args.seed, out=args.out,
+                              column=args.column, char_rate=args.char_rate)
+            print(f"[llamafactory-minor] {done['noise_rows']} noise rows for {done['rows']} rows: "
+                  f"{done['blend']} (flag column {done['column']}), {done['noise_only']}; dataset_info entries "
+                  f"{', '.join(done['entries'])}", flush=True)
+            return 0
+        if args.command == "make-task":
+            from .experiments.tasks import write_task
+
+            counts = write_task(args.out, n_train=args.train, n_test=args.test, seed=args.seed)
+            print("[llamafactory-minor] wrote " + ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
+                  + f" and dataset_info.json to {args.out}", flush=True)
+            return 0
         if args.command == "import-scores":
             from .scores.standalone import import_score_file
 

@@ -7,6 +7,7 @@ appended to every run. ``--only method=minordpo`` (repeatable) keeps the runs wi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +51,9 @@ def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout) -
         proc = subprocess.run([cli if os.path.exists(cli) else "llamafactory-cli", *cmd[1:]])
         if proc.returncode != 0:
             failed.append(f"{r.name} (exit {proc.returncode})")
+        elif os.path.isdir(r.path):  # names the run in plots and tables (llamafactory-minor plot)
+            with open(os.path.join(r.path, "minor_run.json"), "w", encoding="utf-8") as f:
+                json.dump({"name": r.name, "values": r.values, "grid": path, "command": cmd}, f, indent=2)
     if failed:
         print(f"[sweep] {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr, flush=True)
         return 1

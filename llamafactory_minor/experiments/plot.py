@@ -1,0 +1,134 @@
+"""``llamafactory-minor plot RUN_DIR... --metrics m_theta normalized_rewards/chosen``: overlay training runs.
+
+Reads each run's ``trainer_state.json`` (``log_history``, written by every LF training run; falls back to
+``trainer_log.jsonl``, which LF's LogCallback writes while a run is still going), and draws one panel per
+metric with one line per run, as the papers' figures do (m_theta per step for SFT / SFT using DPO / MinorSFT;
+the beta-free rewards of chosen and rejected answers for DPO / DPOP / MinorDPO). Legends come from the run's
+``minor_run.json`` (written by ``llamafactory-minor sweep``: method, lr, beta ...) or else the folder name, or
+``--labels``. Writes one PNG (``--out``, default ``runs.png``) and prints a table of each metric's first and last
+value per run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+RUN_INFO = "minor_run.json"
+
+
+class PlotError(ValueError):
+    """Bad input for the plot command: the message names the run or the metric."""
+
+
+def read_history(run_dir: str) -> list[dict]:
+    """The logged training steps of one LF run (``loss`` entries of ``log_history``), in step order."""
+    state = os.path.join(run_dir, "trainer_state.json")
+    live = os.path.join(run_dir, "trainer_log.jsonl")
+    if os.path.isfile(state):
+        try:
+            with open(state, encoding="utf-8") as f:
+                history = json.load(f).get("log_history") or []
+        except (OSError, ValueError) as e:
+            raise PlotError(f"{state} cannot be read ({e})") from None
+        return [h for h in history if "step" in h and "train_runtime" not in h and "eval_loss" not in h]
+    if os.path.isfile(live):
+        rows = []
+        with open(live, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line being written
+                if "current_steps" in row:
+                    rows.append(dict(row, step=row["current_steps"]))
+        return rows
+    raise PlotError(f"{run_dir} is not an LF training run (no trainer_state.json or trainer_log.jsonl)")
+
+
+def run_label(run_dir: str) -> str:
+    info = os.path.join(run_dir, RUN_INFO)
+    if os.path.isfile(info):
+        try:
+            with open(info, encoding="utf-8") as f:
+                data = json.load(f)
+            if data.get("name"):
+                return str(data["name"])
+            values = data.get("values") or {}
+            if values:
+                return " ".join(f"{k}={v}" if k not in ("method",) else str(v) for k, v in values.items())
+        except (OSError, ValueError):
+            pass
+    return os.path.basename(os.path.normpath(run_dir))
+
+
+def series(history: list[dict], metric: str) -> tuple[list[int], list[float]]:
+    steps, values = [], []
+    for h in history:
+        v = h.get(metric)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            steps.append(int(h["step"]))
+            values.append(float(v))
+    return steps, values
+
+
+def plot_runs(run_dirs: list[str], metrics: list[str], out: str = "runs.png", labels: list[str] | None = None,
+              title: str | None = None) -> dict:
+    """Draw the PNG; returns {label: {metric: (first, last, n_points)}}."""
+    if not run_dirs:
+        raise PlotError("give at least one run folder")
+    if not metrics:
+        raise PlotError("give at least one metric, e.g. --metrics loss m_theta")
+    if labels and len(labels) != len(run_dirs):
+        raise PlotError(f"--labels gives {len(labels)} names for {len(run_dirs)} runs")
+    runs = [(labels[i] if labels else run_label(d), read_history(d)) for i, d in enumerate(run_dirs)]
+    available = sorted({k for _, h in runs for row in h for k, v in row.items() if isinstance(v, (int, float))})
+    for m in metrics:
+        if not any(series(h, m)[0] for _, h in runs):
+            raise PlotError(f"no run logged `{m}`; logged metrics: {', '.join(k for k in available if k != 'step')}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
+    summary = {}
+    for ax, metric in zip(axes[0], metrics):
+        for label, history in runs:
+            steps, values = series(history, metric)
+            if steps:
+                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+                summary.setdefault(label, {})[metric] = (values[0], values[-1], len(values))
+        if metric in ("m_theta",) or metric.startswith(("normalized_rewards/", "rewards/")):
+            ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    directory = os.path.dirname(os.path.abspath(out))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(out)}")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, out)
+    return summary
+
+
+def format_summary(summary: dict, metrics: list[str]) -> str:
+    lines = ["| run | " + " | ".join(f"{m} (first -> last)" for m in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    for label, per_metric in summary.items():
+        cells = []
+        for m in metrics:
+            if m in per_metric:
+                first, last, n = per_metric[m]
+                cells.append(f"{first:.4g} -> {last:.4g} ({n} pts)")
+            else:
+                cells.append("-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

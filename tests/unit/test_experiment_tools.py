@@ -1,0 +1,178 @@
+"""The experiment tools users keep: the arithmetic task (train/test disjoint by problem, pairs with one
+corrupted calculation), PoFT's noise tool, and `llamafactory-minor plot` (one PNG, one line per run)."""
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+
+from llamafactory_minor.experiments import noise, plot, tasks
+
+EXE = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
+
+
+def _cli(*args):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300)
+
+
+# --------------------------------------------------------------------------------------------------
+# arithmetic task
+# --------------------------------------------------------------------------------------------------
+def _numbers(text):
+    return [int(x) for x in re.findall(r"\d+", text)]
+
+
+def test_task_files_are_disjoint_by_problem_and_correct(tmp_path):
+    proc = _cli("make-task", "--out", str(tmp_path), "--train", "400", "--test", "100", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    sft = json.load(open(tmp_path / "arith_sft.json"))
+    dpo = json.load(open(tmp_path / "arith_dpo.json"))
+    test = [json.loads(line) for line in open(tmp_path / "arith_test.jsonl")]
+    assert (len(sft), len(dpo), len(test)) == (400, 400, 100)
+
+    def problem(question):  # the underlying (a, op, b), whatever the wording
+        a, b = _numbers(question)[:2]
+        op = "-" if any(w in question for w in ("gives away", "sold", "needs")) else "+"
+        return a, op, b
+
+    train_problems = {problem(r["instruction"].split("Below is the question: ", 1)[1]) for r in sft}
+    test_problems = {problem(r["question"]) for r in test}
+    assert len(train_problems) == 400 and len(test_problems) == 100 and not train_problems & test_problems
+    for r in test:
+        (a, op, b), gold = problem(r["question"]), int(r["answer"].rsplit("####", 1)[1])
+        assert gold == (a + b if op == "+" else a - b) and gold >= 0
+    for s, p in zip(sft, dpo):
+        assert s["instruction"] == p["instruction"] and s["output"] == p["chosen"]
+        assert s["output"].splitlines()[-1].startswith("So the answer is: ")
+        right, wrong = int(p["chosen"].rsplit(": ", 1)[1]), int(p["rejected"].rsplit(": ", 1)[1])
+        assert right != wrong and wrong >= 0
+        # the same solution with its one calculation corrupted: only the result differs
+        assert p["rejected"] == p["chosen"].replace(f"= {right}", f"= {wrong}").replace(f"is: {right}", f"is: {wrong}")
+    info = json.load(open(tmp_path / "dataset_info.json"))
+    assert info["arith_dpo"]["ranking"] is True and info["arith_sft"]["file_name"] == "arith_sft.json"
+    again = tmp_path / "again"
+    assert _cli("make-task", "--out", str(again), "--train", "400", "--test", "100", "--seed", "3").returncode == 0
+    assert open(again / "arith_dpo.json").read() == open(tmp_path / "arith_dpo.json").read()  # seeded
+
+
+def test_task_files_load_with_lf_and_the_evaluation(tmp_path, tiny_model):
+    import llamafactory_minor  # noqa: F401
+    from llamafactory.data.parser import get_dataset_list
+
+    from llamafactory_minor_eval.data import load_benchmark
+
+    tasks.write_task(str(tmp_path), n_train=20, n_test=10)
+    attrs = {a.dataset_name: a for a in get_dataset_list(["arith_sft", "arith_dpo"], str(tmp_path))}
+    assert attrs["arith_dpo.json"].ranking
+    os.makedirs(tmp_path / "gsm8k")
+    os.replace(tmp_path / "arith_test.jsonl", tmp_path / "gsm8k" / "test.jsonl")
+    data = load_benchmark("gsm8k", split="test", source=str(tmp_path / "gsm8k"))
+    assert len(data.samples) == 10 and all(s.gold.isdigit() for s in data.samples)
+
+
+def test_task_refuses_more_problems_than_exist():
+    with pytest.raises(ValueError, match="distinct problems exist"):
+        tasks.make_splits(20000, 1000)
+
+
+# --------------------------------------------------------------------------------------------------
+# noise tool
+# --------------------------------------------------------------------------------------------------
+def _alpaca_dir(tmp_path, n=20):
+    rows = [{"instruction": f"question {i}", "input": "", "output": f"the answer to question {i} is {i * 7}"}
+            for i in range(n)]
+    (tmp_path / "alp.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"alp": {"file_name": "alp.json"}}))
+    return rows
+
+
+def test_noise_rows_rematch_and_corrupt_outputs(tmp_path):
+    rows = _alpaca_dir(tmp_path)
+    proc = _cli("noise", "--dataset-dir", str(tmp_path), "--dataset", "alp", "--rate", "0.5", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    blend = json.load(open(tmp_path / "alp_noisy.json"))
+    only = json.load(open(tmp_path / "alp_noisy_noise.json"))
+    assert len(blend) == 30 and len(only) == 10 and [r["is_noise"] for r in blend] == [False] * 20 + [True] * 10
+    originals = {r["instruction"]: r["output"] for r in rows}
+    for r in only:
+        assert r["output"] != originals[r["instruction"]]  # never its own output
+        assert r["output"] not in originals.values()  # corrupted characters
+    info = json.load(open(tmp_path / "dataset_info.json"))
+    assert info["alp_noisy"]["file_name"] == "alp_noisy.json" and info["alp_noisy_noise"]["file_name"]
+
+
+def _edit_distance(a, b):
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def test_noise_corruption_rate_is_what_is_asked():
+    rng = random.Random(0)
+    text = "abcdefghij" * 40
+    edits = _edit_distance(text, noise.corrupt_text(text, rng, 0.1))
+    assert 0.04 < edits / len(text) < 0.14  # one edit per corrupted character (some modifications are no-ops)
+
+
+def test_noise_sharegpt_changes_the_last_assistant_turn(tmp_path):
+    rows = [{"conversations": [{"from": "human", "value": f"hi {i}"}, {"from": "gpt", "value": f"hello {i}!" * 3}]}
+            for i in range(6)]
+    (tmp_path / "sg.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps(
+        {"sg": {"file_name": "sg.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}}))
+    done = noise.make_noise(str(tmp_path), "sg", rate=1.0)
+    only = json.load(open(tmp_path / "sg_noisy_noise.json"))
+    assert done["noise_rows"] == 6 and all(r["conversations"][0]["value"].startswith("hi") for r in only)
+    assert json.load(open(tmp_path / "dataset_info.json"))["sg_noisy"]["formatting"] == "sharegpt"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "nope"], "dataset `nope` is not in"),
+    (["--dataset", "alp", "--rate", "0"], "--rate must be in (0, 1]"),
+])
+def test_noise_bad_input_one_message(tmp_path, args, message):
+    _alpaca_dir(tmp_path)
+    proc = _cli("noise", "--dataset-dir", str(tmp_path), *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# plot
+# --------------------------------------------------------------------------------------------------
+def _run(tmp_path, name, values, info=None):
+    d = tmp_path / name
+    d.mkdir()
+    history = [{"step": i + 1, "loss": 2.0 - 0.1 * i, "m_theta": v} for i, v in enumerate(values)]
+    history.append({"step": len(values), "train_runtime": 1.0})
+    (d / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    if info:
+        (d / "minor_run.json").write_text(json.dumps(info))
+    return str(d)
+
+
+def test_plot_overlays_runs_into_one_png(tmp_path):
+    a = _run(tmp_path, "sft", [0.0, 0.2, 0.5])
+    b = _run(tmp_path, "minorsft", [0.0, 0.05, 0.1], info={"name": "minorsft lr=2e-5 beta=0.04"})
+    out = tmp_path / "p" / "m.png"
+    proc = _cli("plot", a, b, "--metrics", "m_theta", "loss", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| sft | 0 -> 0.5 (3 pts)" in proc.stdout and "minorsft lr=2e-5 beta=0.04" in proc.stdout
+    summary = plot.plot_runs([a, b], ["m_theta"], out=str(tmp_path / "x.png"), labels=["A", "B"])
+    assert summary["B"]["m_theta"] == (0.0, 0.1, 3)
+
+
+def test_plot_bad_input_names_the_metric_or_run(tmp_path):
+    a = _run(tmp_path, "sft", [0.0, 0.1])
+    proc = _cli("plot", a, "--metrics", "m_thetaa")
+    assert proc.returncode == 2 and "no run logged `m_thetaa`" in proc.stderr and "m_theta" in proc.stderr
+    proc = _cli("plot", str(tmp_path), "--metrics", "loss")
+    assert proc.returncode == 2 and "is not an LF training run" in proc.stderr
