@@ -55,8 +55,9 @@ def main() -> int:
     if not os.path.isfile(args.alpaca):
         print(f"no alpaca demo data at {args.alpaca}: pass --alpaca PATH (LF's data/alpaca_en_demo.json)")
         return 2
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("LLAMAFACTORY_VERBOSITY", "WARN"),
+                       ("TRANSFORMERS_VERBOSITY", "error"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(key, value)
 
     import llamafactory_minor  # noqa: F401  (activates the plugin's LF patches)
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer

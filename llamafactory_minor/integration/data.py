@@ -70,11 +70,15 @@ def token_key(sequences) -> str:
 
 
 def answer_token_counts(sequences) -> list[int]:
-    return [sum(1 for label in labels[1:] if label != IGNORE_INDEX) for _, _, labels in sequences]
+    """Scored positions per sequence: labels after the first that are not IGNORE_INDEX (list.count runs in C)."""
+    return [max(0, len(labels) - 1 - labels[1:].count(IGNORE_INDEX)) for _, _, labels in sequences]
 
 
-def _row_at(columns: dict, i: int) -> dict:
-    return {k: v[i] for k, v in columns.items()}
+def _sequences_at(columns: dict, i: int):
+    if "chosen_input_ids" in columns:
+        return [("chosen", columns["chosen_input_ids"][i], columns["chosen_labels"][i]),
+                ("rejected", columns["rejected_input_ids"][i], columns["rejected_labels"][i])]
+    return [("chosen", columns["input_ids"][i], columns["labels"][i])]
 
 
 class _KeyedProcessor:
@@ -100,10 +104,10 @@ class _KeyedProcessor:
             # LF dropped (or split) rows of this batch: find out which row gave which, one row at a time
             out, keys = self._row_by_row(examples, keys)
         out = dict(out) if out else {}
-        rows = [_row_at(out, i) for i in range(len(keys))]
+        sequences = [_sequences_at(out, i) for i in range(len(keys))]
         out["sample_key"] = keys
-        out["token_key"] = [token_key(sequences_of(r)) for r in rows]
-        out["answer_tokens"] = [answer_token_counts(sequences_of(r)) for r in rows]
+        out["token_key"] = [token_key(seqs) for seqs in sequences]
+        out["answer_tokens"] = [answer_token_counts(seqs) for seqs in sequences]
         return out
 
     def _row_by_row(self, examples, keys):
