@@ -121,7 +121,7 @@ def check_unknown_keys(args) -> None:
         return
     raw = raw_keys(args)
     known = _known_train_keys()
-    unknown = [k for k in raw if k not in known]
+    unknown = [k for k in raw if k not in known and not (k.startswith("no_") and k[3:] in known)]  # --no_<bool>
     if not unknown:
         return
     suggestions = {k: nearest(k, known, n=1) for k in unknown}
@@ -154,8 +154,9 @@ def check_parsed(model_args, data_args, training_args, finetuning_args) -> None:
     # LF modes that bypass the plugin's workflows (README "LF modes")
     if _env_on("USE_MCA") or getattr(fa, "use_mca", False):
         raise PluginError(
-            f"{what} does not run under USE_MCA=1: LF then trains pt/sft/dpo with its own Megatron-Core (mcore_adapter) "
-            "workflows, which bypass the plugin. Unset USE_MCA (use DeepSpeed or FSDP for large models)."
+            f"{what} does not run with Megatron-Core (USE_MCA=1 / `use_mca`): LF then trains pt/sft/dpo with its own "
+            "mcore_adapter workflows, which bypass the plugin. Unset USE_MCA and remove `use_mca` "
+            "(use DeepSpeed for large models)."
         )
     if getattr(training_args, "use_ray", False) or _env_on("USE_RAY"):
         raise PluginError(
@@ -308,8 +309,15 @@ def validate_train_args(args: dict) -> None:
     activate()
     from llamafactory.hparams import parser
 
-    parsed = parser._parse_train_args(dict(args))  # the plugin-wrapped parse (parse_checked)
-    check_data(*parsed[:4])
+    environ = dict(os.environ)  # building TrainingArguments may set ACCELERATE_* / FSDP_* variables: keep none
+    try:
+        parsed = parser._parse_train_args(dict(args))  # the plugin-wrapped parse (parse_checked)
+        check_data(*parsed[:4])
+    finally:
+        parsed = None  # drops TrainingArguments' DeepSpeed config (transformers keeps only a weak reference)
+        if os.environ != environ:
+            os.environ.clear()
+            os.environ.update(environ)
 
 
 def guard_disabled_parser(parser_module) -> None:
