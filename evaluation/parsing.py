@@ -14,7 +14,9 @@ here and never with their random fallback:
    "Option B", "选项B", "**B**";
 3. the **only letter**: exactly one distinct standalone letter A-D in the whole output (an English
    article "A " before a lower-case word does not count);
-4. **option text**: exactly one option's text appears in the output.
+4. **option text**: the text after "the answer is:" is one option's text (or the start of exactly
+   one, as in an answer cut by the token budget), or the whole output is, or exactly one option's
+   text (2 characters or more) appears in the output; a numbered list "1. ... 2. ..." gets none.
 
 Before steps 2-4, an echo of the prompt ("You need to choose ...", "The question content is ...",
 "The four options are: ...", up to "Your answer is:") and enumerations such as "A, B, C, and D" are
@@ -26,11 +28,12 @@ letters count as letters. Nothing found: the answer is wrong and counted as **un
 GSM8K gives two answers per output, as lm-eval-harness reports two filters:
 
 * **strict** (``extract_gsm8k_strict``): the final-answer statement the paper's prompt asks for, "So
-  the answer is: N", also "the (final) answer is", "Final answer:" and "#### N" (the first such cue
+  the answer is: N", also "the (final) answer is", "Final answer:", "#### N" and "答案是/答案为/答案：" (the first such cue
   followed by a number, case-insensitive; regex ``GSM8K_CUE``). On the rest of that line (up to the
   line end), the arithmetic chain starting at the first number is read: after an "=" the number
   after the last "=" is the answer ("12 * 3 * 2 * 6 = 180 * 2 = 360 cents" -> 360, "5 + 3 = 8" -> 8),
-  a chain without "=" that still has operators states no result (unparsed), a fraction "3/4" is 0.75.
+  a chain without "=" that still has operators, or "20% of $5", states no result (unparsed), a
+  fraction "3/4" is 0.75.
   No such cue: unparsed (a loop "Step 15: ..." is not scored by its step number).
 * **flexible** (``extract_gsm8k_flexible``): lm-eval-harness's ``flexible-extract`` filter of its
   ``gsm8k`` task: the **last** match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` in the output, then, as its
@@ -79,7 +82,7 @@ _CUE_RES = [re.compile(p) for p in _CUE_PATTERNS]
 _ECHO_START_RE = re.compile(
     r"You need to choose one of the four options|The question content is|The four options are", re.IGNORECASE)
 _ECHO_END_RE = re.compile(r"Your answer is\s*:?", re.IGNORECASE)
-_OPTION_MARK_RE = re.compile(r"(?<![A-Za-z])([ABCD])\s*[.、:)](?=\s*\S|\s*$)")
+_OPTION_MARK_RE = re.compile(r"(?<![A-Za-z])([ABCD])\s*[.、:)](?=\s*\S|\s*$)|(?<=\n)([ABCD])\s*$")
 _LEAD_RE = re.compile(
     r"^[\s\"'“”‘’「」【】\[*#>]*(?:(?i:option|choice|answer)\s*:?\s*|选项\s*|答案\s*[:：]?\s*)?[(（\[]?\s*([ABCD])"
     r"(?![A-Za-z])")
@@ -108,7 +111,7 @@ _ENUM_RE = re.compile(r"(?<![A-Za-z])[ABCD](?:\s*(?:[,、/]\s*(?:and\s+|or\s+)?|
 
 def _option_listing(text: str) -> bool:
     """The output recites options: markers of three letters, or two consecutive ones ("A. x\nB. y")."""
-    marks = [m.group(1) for m in _OPTION_MARK_RE.finditer(text)]
+    marks = [m.group(1) or m.group(2) for m in _OPTION_MARK_RE.finditer(text)]  # (2): a cut "\nB" at the end
     if len(set(marks)) >= 3:
         return True
     return any(ord(b) == ord(a) + 1 for a, b in zip(marks, marks[1:]))
@@ -145,12 +148,37 @@ def explain_choice(text: Optional[str], options: Optional[Dict[str, str]] = None
         return None, "none"
     # 4. option text
     if options:
-        hits = [k for k in LETTERS if len(str(options.get(k, "")).strip()) >= 2
-                and str(options[k]).strip() in body]
-        hits = [k for k in hits if not any(k != j and str(options[k]).strip() in str(options[j]) for j in hits)]
-        if len(hits) == 1:
-            return hits[0], "option-text"
+        letter = _option_text(body, {k: str(options.get(k, "")).strip() for k in LETTERS})
+        if letter:
+            return letter, "option-text"
     return None, "none"
+
+
+_STATED_RE = re.compile(r"answer(?:\s+to\s+the\s+question)?\s+is\s*:?\s*(.*)", re.IGNORECASE)
+
+
+def _option_text(body: str, options: Dict[str, str]) -> Optional[str]:
+    """The option whose text the output gives: the text after "the answer is:" (a leading "1." dropped)
+    equal to one option or the start of exactly one; else the whole output equal to one; else exactly
+    one option text (2 characters or more) inside the output. A numbered list ("1. ...", "2. ...")
+    recites options and gets none."""
+    if re.search(r"(?m)^\s*1\s*[.、]", body) and re.search(r"(?m)^\s*2\s*[.、]", body):
+        return None
+    stated = [m.group(1).split("\n", 1)[0] for m in _STATED_RE.finditer(body)]
+    for text in stated + [body]:
+        text = re.sub(r"^\s*\d+\s*[.、]\s+", "", text).strip().rstrip("。.")
+        if not text:
+            continue
+        equal = [k for k, v in options.items() if v and text == v]
+        if len(equal) == 1:
+            return equal[0]
+        if text is not body and len(text) >= 2:
+            starts = [k for k, v in options.items() if v.startswith(text)]
+            if len(starts) == 1:
+                return starts[0]
+    hits = [k for k, v in options.items() if len(v) >= 2 and v in body]
+    hits = [k for k in hits if not any(k != j and options[k] in options[j] for j in hits)]
+    return hits[0] if len(hits) == 1 else None
 
 
 def parse_choice(text: Optional[str], options: Optional[Dict[str, str]] = None) -> Optional[str]:
@@ -171,7 +199,7 @@ def normalize_choice(value: object) -> Optional[str]:
 _NUMBER_RE = re.compile(
     r"(?P<sign>[-\u2212](?=\$?\d))?\$?\s?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?![\d])"
 )
-GSM8K_CUE = r"(?:so,?\s+)?the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is)?\s*:|####"
+GSM8K_CUE = r"(?:so,?\s+)?the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is)?\s*:|####|答案(?:是|为|：|:)"
 _ANSWER_CUE_RE = re.compile(GSM8K_CUE, re.IGNORECASE)
 _FLEX_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")  # lm-eval-harness gsm8k "flexible-extract"
 _OP_RE = re.compile(r"\s*([+\-\u2212*x×/÷=])\s*")
@@ -207,6 +235,8 @@ def _chain_result(line: str) -> Optional[Decimal]:
     first = _NUMBER_RE.search(line)
     if not first:
         return None
+    if re.match(r"\s*%\s*of\b", line[first.end():]):
+        return None  # "20% of $5": an expression, no stated result
     items: List[object] = [_to_decimal(first)]
     pos = first.end()
     while True:
@@ -318,6 +348,13 @@ def score_gsm8k(output: str, gold: str) -> Dict[str, object]:
     }
 
 
+def _label_number(text: str) -> Decimal:
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return Decimal(num) / Decimal(den)
+    return Decimal(text)
+
+
 def labelled_accuracy(path: str) -> Dict[str, Dict[str, object]]:
     """Agreement of the parsers with the human labels of a labelled set (JSONL: ``kind`` mc|gsm8k,
     ``output``, ``options`` (optional), ``human`` = the letter / number a careful reader extracts, or
@@ -331,7 +368,7 @@ def labelled_accuracy(path: str) -> Dict[str, Dict[str, object]]:
             ok = got == row["human"]
         else:
             value = extract_gsm8k_strict(row["output"])
-            want = None if row["human"] is None else Decimal(str(row["human"]))
+            want = None if row["human"] is None else _label_number(str(row["human"]))
             got = format_number(value)
             ok = (value is None and want is None) or numbers_equal(value, want)
         for part in ("all", row["kind"], f"{row['kind']}/{row['source']}"):
