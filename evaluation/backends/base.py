@@ -75,6 +75,14 @@ class PromptEncoder:
         return self._letter_ids
 
 
+def cut_at_stop(text: str, stop: Optional[Sequence[str]]) -> str:
+    """The text before the earliest occurrence of any stop string."""
+    if not stop:
+        return text
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
 def logsumexp(values: Sequence[float]) -> float:
     finite = [v for v in values if v != -math.inf]
     if not finite:
@@ -90,7 +98,10 @@ class Backend:
     tokenizer = None
     supports_sequence_logprobs = True
 
-    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None) -> List[str]:
+    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None,
+                 stop: Optional[Sequence[str]] = None) -> List[str]:
+        """Greedy continuations; with ``stop``, generation of a prompt ends at the first of these strings
+        and the text is cut before it."""
         raise NotImplementedError
 
     def choice_logprobs(self, prompts: List[List[int]], candidates: List[List[int]], progress=None) -> List[List[float]]:

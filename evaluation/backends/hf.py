@@ -2,10 +2,10 @@
 log-probs and answer log-probs; LoRA adapters through peft."""
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import EvalError
-from .base import Backend, logsumexp
+from .base import Backend, cut_at_stop, logsumexp
 
 
 def _pick_device(device: str) -> str:
@@ -135,22 +135,26 @@ class TransformersBackend(Backend):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), position_ids.to(self.device)
 
-    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None) -> List[str]:
+    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None,
+                 stop: Optional[Sequence[str]] = None) -> List[str]:
         import torch
         from transformers import GenerationConfig
 
+        stop = [s for s in (stop or ()) if s]
         config = GenerationConfig(
             max_new_tokens=int(max_new_tokens),
             do_sample=False,
             num_beams=1,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eos_ids or None,
+            stop_strings=stop or None,
         )
+        extra = {"tokenizer": self.tokenizer} if stop else {}  # transformers needs it to match stop strings
         outputs: List[Optional[str]] = [None] * len(prompts)
         for batch in self._batches([len(p) for p in prompts]):
             ids, mask, _ = self._left_pad([prompts[i] for i in batch])
             with torch.inference_mode():
-                out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **extra)
             new = out[:, ids.shape[1] :].tolist()
             for row, i in enumerate(batch):
                 tokens = new[row]
@@ -158,7 +162,7 @@ class TransformersBackend(Backend):
                     if tok in self.eos_ids:
                         tokens = tokens[:cut]
                         break
-                outputs[i] = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                outputs[i] = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)
             if progress is not None:
                 progress(len(batch))
         return outputs  # type: ignore[return-value]

