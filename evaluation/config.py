@@ -265,8 +265,9 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
         checkpoints.append(parse_checkpoint_entry(entry, i, where))
     grids = data.get("grid") or []
     skipped: List[str] = []
-    for grid in grids if isinstance(grids, list) else [grids]:
-        checkpoints.extend(expand_grid(grid, where, skipped))
+    if not overrides.get("models"):  # --model replaces the YAML's checkpoints: its grid is not expanded
+        for grid in grids if isinstance(grids, list) else [grids]:
+            checkpoints.extend(expand_grid(grid, where, skipped))
     for key, value in data.items():
         if key in ("checkpoints", "models", "grid"):
             continue

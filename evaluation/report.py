@@ -54,10 +54,15 @@ def _ci(m: dict, key: str) -> Optional[Tuple[float, float]]:
     ci = m.get("ci95" if key == "accuracy" else "macro_ci95")
     if ci:
         return ci[0], ci[1]
-    if key == "accuracy" and m.get("n"):  # results of the first version: computed here
+    # results of the first version carry no interval: computed here from their counts
+    if key == "accuracy" and m.get("n"):
         from .metrics import wilson_interval
 
         return wilson_interval(int(m["correct"]), int(m["n"]))
+    if key == "macro_accuracy" and m.get("subjects"):
+        from .metrics import bootstrap_macro_interval
+
+        return bootstrap_macro_interval([(int(s["correct"]), int(s["n"])) for s in m["subjects"].values()])
     return None
 
 
@@ -101,6 +106,8 @@ def selection_of(m: dict) -> str:
     limit, per = fp.get("limit"), fp.get("limit_per_subject")
     if not limit and not per:
         return f"all {n}"
+    if limit and not per and (n < limit or pool == n):
+        return f"all {n} (--limit {limit} is not smaller)"
     how = "first in file order" if fp.get("limit_mode") == "first" else f"seeded sample, seed {fp.get('seed', 42)}"
     caps = ", ".join(x for x in ((f"--limit {limit}" if limit else ""),
                                  (f"--limit-per-subject {per}" if per else "")) if x)
