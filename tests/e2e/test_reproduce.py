@@ -1,0 +1,30 @@
+"""`llamafactory-minor reproduce minorsft` end to end on the tiny model for a few steps, so the pipeline (data ->
+llamafactory-cli train x 3 -> llamafactory-minor-eval -> plot -> results.json + verdict) cannot rot."""
+
+import json
+import os
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_minorsft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
+    out = tmp_path / "repro"
+    proc = run_cli(["reproduce", "minorsft", "--out", str(out), "--model", tiny_model, "--steps", "2",
+                    "--batch", "4", "--train", "32", "--test", "8", "--eval-limit", "4", "--max-new-tokens", "8"],
+                   exe="llamafactory-minor", timeout=1800)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]) == {"sft", "sftdpo", "minorsft"}
+    for name, run in results["runs"].items():
+        assert len(run["m_theta"]) == 2, name  # m_theta logged at both steps, for SFT too (track_m_theta)
+        assert run["accuracy"] is not None and 0.0 <= run["accuracy"] <= 1.0
+        assert isinstance(run["drift_m_theta"], float)
+        assert os.path.isfile(os.path.join(run["dir"], "minor_run.json"))
+    assert results["runs"]["minorsft"]["lr"] == 2 * results["runs"]["sft"]["lr"]
+    assert (out / "m_theta.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(results["verdict"]) == 2
+    assert all(("HOLDS" in line) != ("DOES NOT HOLD" in line) or "DOES NOT HOLD" in line for line in results["verdict"])
+    assert "Claim 1" in proc.stdout and "| minorsft |" in proc.stdout
+    # the evaluated test set is the generated one, disjoint from training by problem
+    assert (out / "eval_data" / "gsm8k" / "test.jsonl").read_text() == (out / "data" / "arith_test.jsonl").read_text()
