@@ -60,3 +60,14 @@ def test_importing_the_argument_module_first_still_patches_lf():
                "import llamafactory.hparams.parser as p; print(p._TRAIN_ARGS[3].__name__)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "MinorFinetuningArguments"
+
+
+def test_disabled_plugin_installs_only_the_raw_config_guard():
+    from llamafactory_minor import _hook
+
+    assert set(_hook.DISABLED_GUARD) == {"llamafactory.hparams.parser", "llamafactory.launcher"}
+    proc = _py("import llamafactory.hparams.parser as p, llamafactory.train.tuner as t, sys\n"
+               "print(p._TRAIN_ARGS[3].__name__, 'llamafactory_minor.integration.arguments' in sys.modules,\n"
+               "      t._training_function.__module__)", LLAMAFACTORY_MINOR_DISABLE="1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["FinetuningArguments", "False", "llamafactory.train.tuner"]

@@ -190,6 +190,14 @@ def test_run_exp_raises_plugin_error_not_system_exit(tmp_path):
         llamafactory_minor.run_exp(cfg(tmp_path, template="smolm2"))
 
 
+def test_lfs_own_run_exp_called_from_python_raises_too(tmp_path):
+    """Only llamafactory-cli (its launcher) turns a PluginError into exit code 2."""
+    from llamafactory.train.tuner import run_exp
+
+    with pytest.raises(PluginError, match="dpop_lambda"):
+        run_exp(cfg(tmp_path, "dpo", pref_loss="dpop", dpop_lamda=3))
+
+
 def test_plugin_keys_match_the_argument_dataclass():
     from dataclasses import fields
 
