@@ -100,7 +100,9 @@ def webui(sync_playwright, tiny_model, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("llamaboard")
     log_path = ARTIFACTS / "server.log"
     port = _free_port()
-    env = cli_env({"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env = cli_env({"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                   # a fresh score cache: the runs score (and show it) instead of reusing another run's scores
+                   "LLAMAFACTORY_MINOR_SCORE_CACHE": str(workdir / "score_cache")})
     env.pop("LLAMAFACTORY_MINOR_DISABLE", None)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -347,17 +349,17 @@ def start_and_expect_error(page, webui, out_name: str, *needles: str) -> str:
     return text
 
 
-def run_and_wait(page, name: str, scoring_re=None) -> tuple[str, bool, bool]:
-    """Click Start, poll the page until LF says Finished/Failed (or 完成/失败); return (output text, LF's training
-    progress seen, the scoring pass's progress seen)."""
+def run_and_wait(page, name: str, scoring_re=None) -> tuple[str, bool, str]:
+    """Click Start, poll the page until LF says Finished/Failed (or 训练完毕/训练出错); return (output text, LF's
+    training progress seen, the page's text when the scoring pass's progress first showed, or "")."""
     page.get_by_role("button", name=re.compile(r"^(Start|开始)$")).click()
-    seen_progress = seen_scoring = False
+    seen_progress, seen_scoring = False, ""
     deadline = time.time() + RUN_TIMEOUT
     text = ""
     while time.time() < deadline:
         body = page.inner_text("body")
         if scoring_re is not None and not seen_scoring and scoring_re.search(body):
-            seen_scoring = True
+            seen_scoring = body
             shot(page, f"{name}-scoring-progress")  # the scoring pass on LF's progress bar
         if not seen_progress and PROGRESS_RE.search(body):
             seen_progress = True
@@ -404,6 +406,11 @@ def scoring_log_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if re.search(r"\[model \d+/\d+\]: scored \d+/\d+ ", line)]
 
 
+def running_log(out: Path) -> str:
+    """The run's whole running log (LF's ``running_log.txt``; the page shows its last 20,000 characters)."""
+    return (out / "running_log.txt").read_text(errors="replace")
+
+
 # --------------------------------------------------------------------------------------------------
 # tests
 # --------------------------------------------------------------------------------------------------
@@ -434,22 +441,22 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
         assert part in cmd, (part, cmd[-2000:])
     assert "--pref_ftx" not in cmd and "--dpop_lambda" not in cmd, cmd[-2000:]
 
-    text, seen_progress, _ = run_and_wait(page, "minorsft")
+    text, seen_progress, _ = run_and_wait(page, "minorsft", SCORING_RE["en"])
     shot_path = screenshot(page, "minorsft")
     assert "Failed" not in text, f"training failed (screenshot {shot_path}):\n{text[-4000:]}"
     assert text.lstrip().startswith("Finished."), text[:1000]
     assert seen_progress, "LF's progress bar ('Running i/n: ...') never showed during the run"
-    # 3. the scoring pass in the running log: reference model 1/1, rows done / total
-    lines = scoring_log_lines(text)
+    out = webui.saves / "webui_minorsft"
+    # 3. the scoring pass in the UI's running log: reference model 1/1, rows done / total
+    lines = scoring_log_lines(running_log(out))
     assert any("Reference scores (train_dataset) [model 1/1]: scored 32/32 rows" in line for line in lines), \
-        text[:4000]
+        running_log(out)[:4000]
     # the plugin metrics on the page: LF's running log, the metrics table, the plugin's plot
     assert "m_theta" in text and "minorsft/coef" in text, text[:2000]
     assert page.get_by_text("Latest llamafactory-minor metrics").first.is_visible()
     assert loss_plot_drawn(page), "LF's loss plot is empty"
     wait_plot(page, "llamafactory-minor metrics")
 
-    out = webui.saves / "webui_minorsft"
     history = read_log_history(out)
     keys = set().union(*(entry.keys() for entry in history))
     assert {"m_theta", "minorsft/coef"} <= keys, sorted(keys)
@@ -535,15 +542,16 @@ def test_poft_two_aligned_models_in_chinese_with_lf_defaults(page, webui):
     assert "训练出错" not in text and "Exit code" not in text, f"training failed ({shot_path}):\n{text[-4000:]}"
     assert text.lstrip().startswith("训练完毕"), text[:1000]
     assert seen_progress, "LF's progress bar never showed during the run"
-    lines = scoring_log_lines(text)
+    out = webui.saves / "webui_poft_run"
+    lines = scoring_log_lines(running_log(out))
     for j in (1, 2):
-        assert any(f"[model {j}/2]: scored 32/32 rows" in line for line in lines), (j, text[:4000])
+        assert any(f"[model {j}/2]: scored 32/32 rows" in line for line in lines), (j, running_log(out)[:4000])
     assert seen_scoring, "the scoring pass never showed on the progress bar"
+    assert scoring_log_lines(seen_scoring), "no scoring line in the page's log while the bar showed the pass"
     # 6. the metrics table in Chinese; 4. PoFT's curves plotted
     assert "llamafactory-minor 最新指标 (步数 " in text and re.search(r"指标\s+数值", text), text[:2000]
     assert "poft/r_theta" in text and "poft/r_aligned" in text, text[:2000]
     wait_plot(page, "llamafactory-minor 指标曲线")
-    out = webui.saves / "webui_poft_run"
     keys = set().union(*(entry.keys() for entry in read_log_history(out)))
     assert {"poft/r_theta", "poft/r_aligned"} <= keys, sorted(keys)
     switch_language(page, "语言", "en")
