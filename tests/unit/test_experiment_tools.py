@@ -176,3 +176,62 @@ def test_plot_bad_input_names_the_metric_or_run(tmp_path):
     assert proc.returncode == 2 and "no run logged `m_thetaa`" in proc.stderr and "m_theta" in proc.stderr
     proc = _cli("plot", str(tmp_path), "--metrics", "loss")
     assert proc.returncode == 2 and "is not an LF training run" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# reproduce: degenerate outputs and verdicts (the numbers decide, in both directions)
+# --------------------------------------------------------------------------------------------------
+def test_degenerate_repetition():
+    from llamafactory_minor.experiments.reproduce import is_degenerate
+
+    assert is_degenerate("Step 1: add. Step 1: add. Step 1: add. Step 1: add.")
+    assert is_degenerate("12 + 3 = 15\n12 + 3 = 15\n12 + 3 = 15\n")
+    assert not is_degenerate("Tom has 12 + 30 = 42 apples.\nSo the answer is: 42")
+    assert not is_degenerate("")
+
+
+def _dpo_results(chosen_dpo, chosen_minor, acc_dpo, acc_minor, deg_dpo=0.0, deg_minor=0.0):
+    def run(method, chosen, acc, deg):
+        return {"method": method, "lr": 5e-4, "normalized_rewards/chosen": dict(enumerate(chosen, 1)),
+                "accuracy": acc, "degenerate": deg}
+
+    return {"runs": {"dpo": run("dpo", chosen_dpo, acc_dpo, deg_dpo),
+                     "minordpo": run("minordpo", chosen_minor, acc_minor, deg_minor)},
+            "base": {"accuracy": 0.1}}
+
+
+def test_minordpo_verdict_follows_the_numbers():
+    from llamafactory_minor.experiments.reproduce import verdict_minordpo
+
+    holds = verdict_minordpo(_dpo_results([0, -0.1, -0.3], [0, 0.01, 0.02], 0.2, 0.5, 0.4, 0.0))
+    assert len(holds) == 2 and all(" HOLDS here" in line for line in holds)
+    fails = verdict_minordpo(_dpo_results([0, 0.1, 0.2], [0, -0.01, 0.02], 0.5, 0.2))
+    assert len(fails) == 2 and all(" DOES NOT HOLD here" in line for line in fails)
+
+
+def test_minorsft_verdict_follows_the_numbers():
+    from llamafactory_minor.experiments.reproduce import verdict
+
+    def res(sft, minor, acc_sft, acc_minor):
+        return {"runs": {"sft": {"m_theta": dict(enumerate(sft, 1)), "accuracy": acc_sft},
+                         "minorsft": {"m_theta": dict(enumerate(minor, 1)), "accuracy": acc_minor}}, "n_eval": 10}
+
+    assert all(" HOLDS here" in x for x in verdict(res([0, 0.2, 0.5], [0, 0.1, 0.2], 0.3, 0.4)))
+    lines = verdict(res([0, 0.2, 0.5], [0, 0.3, 0.2], 0.3, 0.2))
+    assert all(" DOES NOT HOLD here" in x for x in lines) and "1 of 3" in lines[0]
+
+
+def test_plot_scores_from_cache_folders(tmp_path):
+    from llamafactory_minor.scores.cache import ScoreCache
+
+    for name, base in (("clean", -0.5), ("noisy", -3.0)):
+        ScoreCache(str(tmp_path / "cache"), name, {"kind": "aligned"}).finish(
+            {f"{name}{i}": {"key": f"{name}{i}", "sum_logp": base * (i + 1), "num_tokens": i + 1} for i in range(5)})
+    out = tmp_path / "h.png"
+    proc = _cli("plot-scores", str(tmp_path / "cache" / "clean"), str(tmp_path / "cache" / "noisy"),
+                "--labels", "clean", "noisy", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "clean: n=5 mean r=-0.5000" in proc.stdout and "noisy: n=5 mean r=-3.0000" in proc.stdout
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    bad = _cli("plot-scores", str(tmp_path))
+    assert bad.returncode == 2 and "is not a score-cache folder" in bad.stderr
