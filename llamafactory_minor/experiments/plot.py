@@ -22,6 +22,18 @@ class PlotError(ValueError):
     """Bad input for the plot command: the message names the run or the metric."""
 
 
+def json_lines(path: str):
+    """The JSON objects of a JSONL file, skipping a line that is not one (e.g. being written)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                yield row
+
+
 def read_history(run_dir: str) -> list[dict]:
     """The logged training steps of one LF run (``loss`` entries of ``log_history``), in step order."""
     state = os.path.join(run_dir, "trainer_state.json")
@@ -34,16 +46,7 @@ def read_history(run_dir: str) -> list[dict]:
             raise PlotError(f"{state} cannot be read ({e})") from None
         return [h for h in history if "step" in h and "train_runtime" not in h and "eval_loss" not in h]
     if os.path.isfile(live):
-        rows = []
-        with open(live, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line being written
-                if "current_steps" in row:
-                    rows.append(dict(row, step=row["current_steps"]))
-        return rows
+        return [dict(row, step=row["current_steps"]) for row in json_lines(live) if "current_steps" in row]
     raise PlotError(f"{run_dir} is not an LF training run (no trainer_state.json or trainer_log.jsonl)")
 
 
@@ -141,15 +144,7 @@ def score_rewards(path: str) -> dict[str, list[float]]:
         rows_path = os.path.join(path, "scores.jsonl")
         if not os.path.isfile(rows_path):
             raise PlotError(f"{path} is not a score-cache folder (no scores.jsonl)")
-        out = []
-        with open(rows_path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if row.get("num_tokens"):
-                    out.append(row["sum_logp"] / row["num_tokens"])
+        out = [row["sum_logp"] / row["num_tokens"] for row in json_lines(rows_path) if row.get("num_tokens")]
         return {os.path.basename(os.path.normpath(path)): out}
     from ..scores.file_format import ScoreFileError, read_score_file
 
