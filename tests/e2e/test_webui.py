@@ -46,7 +46,7 @@ CHROMIUM_FLAGS = [
 ]
 ARTIFACTS = REPO_ROOT / "artifacts" / "webui"
 SERVER_START_TIMEOUT = 180
-RUN_TIMEOUT = 240
+RUN_TIMEOUT = 420  # a loaded 2-core CI machine: a PoFT run with two aligned passes took ~4 min
 # LF's progress bar label while training: "Running 2/4: 0:00:03 < 0:00:03"
 PROGRESS_RE = re.compile(r"Running \d+/\d+: ")
 POFT_ERROR = "`stage: poft` needs aligned-LLM scores"  # the PluginError's text (integration/arguments.py)
@@ -283,9 +283,10 @@ FAST = {  # a few CPU steps; LF's own widgets stay as a user leaves them
     "dataloader_num_workers": 0,
     "learning_rate": 1.0e-3,
 }
-# LlamaBoard's own defaults (issue 11, 1.): LF passes `preprocessing_num_workers 16` (datasets.map workers) and
-# its sliders' batch 2 x accumulation 8; only the length of the run and the log cadence are shortened here
-LF_DEFAULTS_SHORT = {"optim": "adamw_torch", "max_steps": 2, "logging_steps": 1, "learning_rate": 1.0e-3}
+# LlamaBoard's own defaults (issue 11, 1.): LF passes `preprocessing_num_workers 16` (datasets.map workers), its
+# batch slider's 2, cutoff 2048, etc.; only the run is shortened (2 steps of 2 x 2 rows, a log line per step)
+LF_DEFAULTS_SHORT = {"optim": "adamw_torch", "max_steps": 2, "gradient_accumulation_steps": 2, "logging_steps": 1,
+                     "learning_rate": 1.0e-3}
 # the scoring pass on LF's progress bar (webui.scoring_progress_label): "Scoring model 2/2: ... 32/32 rows: ..."
 SCORING_RE = {"en": re.compile(r"Scoring model \d+/\d+: .*\d+/\d+ rows"), "zh": re.compile(r"打分中 模型 \d+/\d+：")}
 SHOTS: list[Path] = []
