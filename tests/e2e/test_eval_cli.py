@@ -76,7 +76,9 @@ def test_cli_full_and_lora_on_all_benchmarks_then_resume(tiny_model, lora, tmp_p
             *DATA, "--limit", "3", "--mc-mode", "likelihood", "--gsm8k-max-new-tokens", "8",
             "--deviation-data", DEV, "-o", str(out), "--no-progress"]
     proc = run_cli(args, exe="llamafactory-minor-eval")
-    assert "| checkpoint | C-Eval (lik) | FinanceIQ (lik) | FinEval (lik) | GSM8K (gen) | m_theta |" in proc.stdout
+    assert ("| checkpoint | C-Eval micro (lik), n=3 | C-Eval macro (lik), n=3 | FinanceIQ micro (lik), n=3 | "
+            "FinanceIQ macro (lik), n=3 | FinEval micro (lik), n=3 | FinEval macro (lik), n=3 | "
+            "GSM8K strict (gen), n=3 | GSM8K flexible (gen), n=3 | m_theta |") in proc.stdout
     assert "answered by option likelihood" in proc.stderr
     rows = _rows(out / "summary.csv")
     assert [r["checkpoint"] for r in rows] == ["base", "lora"]
@@ -112,18 +114,21 @@ def test_cli_full_and_lora_on_all_benchmarks_then_resume(tiny_model, lora, tmp_p
     assert len(_jsonl(out / "base" / "ceval" / "samples.jsonl")) == 3
 
 
-def test_generation_mode_parses_first_letter_and_counts_unparsed(tiny_model, tmp_path, capsys):
+def test_generation_mode_parses_and_counts_unparsed(tiny_model, tmp_path, capsys):
     out = tmp_path / "gen"
     rc = main(["--model", tiny_model, "-b", "ceval", *DATA, "--limit", "4", "--mc-max-new-tokens", "6",
                "-o", str(out), "--no-progress", "--no-chart", "--batch-size", "3"])
     assert rc == 0
     name = os.path.basename(tiny_model)
     samples = _jsonl(out / name / "ceval" / "samples.jsonl")
+    from llamafactory_minor_eval.data import load_split
+
+    options = {s.key: s.options for s in load_split("ceval", os.path.join(FIX, "ceval"), "dev")}
     for rec in samples:
-        assert rec["mode"] == "generation" and rec["parsed"] == parse_choice(rec["output"])
+        assert rec["mode"] == "generation" and rec["parsed"] == parse_choice(rec["output"], options[rec["key"]])
     metrics = json.load(open(out / name / "ceval" / "metrics.json"))
     assert metrics["unparsed"] == sum(r["parsed"] is None for r in samples)
-    assert "C-Eval (gen)" in capsys.readouterr().out
+    assert "C-Eval micro (gen), n=4" in capsys.readouterr().out
     assert not (out / "summary.png").exists()
 
 
@@ -183,7 +188,59 @@ chart: false
                                                "minorsft lr=1e-5 b=0.04", "minorsft lr=2e-5 b=0.04"]
     assert rows[3]["method"] == "minorsft" and rows[3]["lr"] == "1e-5" and rows[3]["beta"] == "0.04"
     md = (tmp_path / "grid_out" / "summary.md").read_text(encoding="utf-8")
-    assert sum(line.startswith("| ") for line in md.splitlines()) == 6  # header + 5 rows
+    table = md.split("\n\n")[0].splitlines()
+    assert len(table) == 7 and table[0].startswith("| checkpoint | C-Eval micro (lik), n=2 | C-Eval macro (lik), n=2 |")
+    # skip_missing: a run folder removed is left out with a log line naming it
+    shutil.rmtree(runs / "sft_lr2e-5_b0.04")
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("  beta: [0.04]\n", "  beta: [0.04]\n  skip_missing: true\n"),
+                   encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "--report-only"]) == 0
+    err = capsys.readouterr().err
+    assert "[grid] skip_missing: left out sft lr=2e-5 b=0.04:" in err and "sft_lr2e-5_b0.04 does not exist" in err
+
+
+def test_limits_per_benchmark_first_n_and_report_only_over_mixed_limits(tiny_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    common = ["--model", f"tiny={tiny_model}", *DATA, "--mc-mode", "likelihood", "--gsm8k-max-new-tokens", "4",
+              "-o", str(out), "--no-progress", "--no-chart"]
+    assert main([*common, "-b", "ceval,gsm8k", "--limit", "3", "--limit", "gsm8k=2", "--limit-mode", "first"]) == 0
+    err = capsys.readouterr().err
+    assert "C-Eval: 3 of 5 questions, the first 3" in err and "GSM8K: 2 of 6 questions, the first 2" in err
+    ceval = _jsonl(out / "tiny" / "ceval" / "samples.jsonl")
+    assert [r["key"] for r in ceval] == ["accountant/0", "accountant/1", "accountant/2"]  # first N in file order
+    assert len(_jsonl(out / "tiny" / "gsm8k" / "samples.jsonl")) == 2
+    # another benchmark with another limit into the same folder: the summary still lists all three
+    assert main([*common, "-b", "financeiq", "--limit", "4"]) == 0
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "C-Eval micro" in md and "GSM8K strict" in md and "FinanceIQ micro" in md
+    assert "3 of 5 (--limit 3; first in file order)" in md and "4 of 6 (--limit 4; seeded sample, seed 42)" in md
+    # a second checkpoint folder run with a different limit: one table from --report-only, saying so
+    assert main(["--model", f"other={tiny_model}", *DATA, "-b", "ceval", "--limit", "2", "--mc-mode", "likelihood",
+                 "-o", str(out), "--no-progress", "--no-chart"]) == 0
+    capsys.readouterr()
+    assert main(["--report-only", "-o", str(out), "--no-chart"]) == 0
+    md = capsys.readouterr().out
+    table = {line.split(" | ")[0][2:]: line for line in md.split("\n\n")[0].splitlines()[2:]}
+    assert set(table) == {"tiny", "other"}  # without --model: every checkpoint folder (sorted by folder)
+    assert " n=3 |" in table["tiny"] and " n=2 |" in table["other"] and "| - |" in table["other"]
+    assert "pairs run with different limits" in md
+    summary = _rows(out / "summary.csv")
+    assert {r["checkpoint"]: r["ceval_n"] for r in summary} == {"tiny": "3", "other": "2"}
+
+
+def test_generation_records_parser_rule_and_gsm8k_strict_and_flexible(tiny_model, tmp_path):
+    out = tmp_path / "g"
+    assert main(["--model", f"t={tiny_model}", "-b", "ceval,gsm8k", *DATA, "--limit", "2", "--mc-max-new-tokens", "4",
+                 "--gsm8k-max-new-tokens", "6", "-o", str(out), "--no-progress", "--no-chart"]) == 0
+    for rec in _jsonl(out / "t" / "ceval" / "samples.jsonl"):
+        assert rec["parser"] == "cascade-v2" and rec["parse_rule"] in ("cue", "first", "only", "option-text", "none")
+    m = json.load(open(out / "t" / "gsm8k" / "metrics.json"))
+    assert m["parser"] == "strict-v2" and m["flexible"]["n"] == 2 and "ci95" in m and "ci95" in m["flexible"]
+    for rec in _jsonl(out / "t" / "gsm8k" / "samples.jsonl"):
+        assert "parsed_flexible" in rec and "correct_flexible" in rec
+    row = _rows(out / "summary.csv")[0]
+    assert row["gsm8k_parser"] == "strict-v2" and row["gsm8k_flexible"] != ""
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -203,6 +260,48 @@ def test_bad_input_missing_model_path(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "no_such_model"), "-b", "ceval", *DATA, "-o", str(tmp_path)]) == 2
     err = _err(capsys)
     assert "error: model path" in err and "no_such_model does not exist" in err
+
+
+def test_bad_input_mistyped_relative_model_path_fails_at_once(tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "SmolLM2").mkdir(parents=True)
+    t0 = time.time()
+    assert main(["--model", "models/NoSuch", "-b", "ceval", *DATA, "-o", str(tmp_path / "o")]) == 2
+    err = _err(capsys)
+    assert "models/NoSuch does not exist: there is a folder models/ here but no models/NoSuch" in err
+    assert "SmolLM2" in err and time.time() - t0 < 10
+    # no local folder of that name and the hub offline: said at once, no retries
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    assert main(["--model", "someorg/NoSuchModel", "-b", "ceval", *DATA, "-o", str(tmp_path / "o")]) == 2
+    err = _err(capsys)
+    assert "someorg/NoSuchModel: no such folder" in err and "HF_HUB_OFFLINE=1" in err and time.time() - t0 < 10
+
+
+def test_bad_input_data_layouts(tiny_model, tmp_path, capsys):
+    # FinEval's upstream layout: dev/ beside sufe_data1/dev/ -- only dev/ is read, the other is named
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(FIX, "fineval", "dev"), data / "fineval" / "dev")
+    shutil.copytree(os.path.join(FIX, "fineval_bom", "dev"), data / "fineval" / "sufe_data1" / "dev")
+    assert main(["--model", tiny_model, "-b", "fineval", "--data-dir", str(data), "--split", "dev", "--mc-mode",
+                 "likelihood", "-o", str(tmp_path / "o"), "--no-progress", "--no-chart"]) == 0
+    err = _err(capsys)
+    assert "FinEval: 6 of 6 questions" in err and "[data] note: fineval:" in err and "sufe_data1" in err
+    # a duplicate subject: error naming both files, before any model is loaded
+    shutil.copy(data / "fineval" / "dev" / "finance_dev.csv", data / "fineval" / "dev" / "finance.csv")
+    assert main(["--model", tiny_model, "-b", "fineval", "--data-dir", str(data), "--split", "dev",
+                 "-o", str(tmp_path / "o2")]) == 2
+    err = _err(capsys)
+    assert "subject 'finance'" in err and "finance.csv" in err and "finance_dev.csv" in err and "[load]" not in err
+    # --few-shot without the dev split names the pool
+    (data / "fineval" / "dev" / "finance.csv").unlink()
+    shutil.move(str(data / "fineval" / "dev"), str(data / "fineval" / "val"))
+    shutil.rmtree(data / "fineval" / "sufe_data1")
+    assert main(["--model", tiny_model, "-b", "fineval", "--data-dir", str(data), "--few-shot", "2",
+                 "-o", str(tmp_path / "o3")]) == 2
+    assert "--few-shot 2 takes its examples from the 'dev' split" in _err(capsys)
 
 
 def test_bad_input_renamed_column(tiny_model, tmp_path, capsys):
