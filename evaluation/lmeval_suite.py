@@ -152,13 +152,10 @@ def _lm(ckpt, backend: str, batch_size: int, dtype: str):
     if backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
-        from .backends.vllm_backend import cpu_thread_defaults
-
         kwargs = dict(pretrained=os.path.expanduser(ckpt.model_path), dtype="float32" if not _cuda() else "auto",
                       batch_size="auto", enforce_eager=True)
         if not _cuda():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            cpu_thread_defaults()
             kwargs["kv_cache_memory_bytes"] = 1 << 30
         if ckpt.adapter:
             from .models import adapter_rank
