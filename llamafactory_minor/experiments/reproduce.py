@@ -1,4 +1,13 @@
-"""``llamafactory-minor reproduce minorsft``: the MinorSFT paper's Fig. 1-2 experiment as one pipeline at CPU scale.
+"""``llamafactory-minor reproduce minorsft|minordpo``: the papers' experiments as one pipeline each, at CPU scale.
+
+``minordpo`` (MinorDPO Fig. 2-6): DPO (with ``track_m_theta`` for its beta-free rewards), DPOP (lambda 50) and
+MinorDPO on the arithmetic pairs (chosen: the correct solution; rejected: the same solution with its one
+calculation corrupted), small beta (0.04) and a high lr (``--lrs`` takes several); plots the per-token log-ratios
+of chosen and rejected answers and the margin per step; held-out accuracy and the share of degenerate
+(repetitive) outputs; verdicts on "DPO's chosen log-ratio goes negative, MinorDPO's stays >= 0" and "DPO degrades
+at the high lr, MinorDPO does not".
+
+``minorsft`` (MinorSFT Fig. 1-2):
 
 Steps (each a real user command, resumable: a finished run or evaluation is reused):
 
@@ -140,29 +149,31 @@ def verdict(results: dict) -> list[str]:
     return lines
 
 
-def reproduce_minorsft(args) -> dict:
+def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    start = time.time()
     data_dir = os.path.join(out, "data")
     if not os.path.isfile(os.path.join(data_dir, "arith_sft.json")):
         tasks.write_task(data_dir, n_train=args.train, n_test=args.test, seed=args.seed)
     print(f"[reproduce] data: {data_dir}", flush=True)
+    results = {"experiment": experiment, "model": args.model, "steps": args.steps, "batch": args.batch,
+               "finetuning_type": args.finetuning_type, "runs": {}, "times_s": {}}
+    return out, data_dir, results, time.time()
 
-    results = {"experiment": "minorsft", "model": args.model, "steps": args.steps, "batch": args.batch,
-               "finetuning_type": args.finetuning_type, "lr": args.lr, "beta": args.beta, "runs": {},
-               "times_s": {}}
-    runs = minorsft_runs(args.lr, args.beta, args.grid)
+
+def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, dataset: str, metrics) -> None:
+    """Train every run through ``llamafactory-cli train`` (finished runs reused); record the metrics per step."""
+    import yaml
+
     for run in runs:
         run_dir = os.path.join(out, "runs", run["name"])
         if os.path.isfile(os.path.join(run_dir, "all_results.json")) and not args.overwrite:
             print(f"[reproduce] {run['name']}: done, reused ({run_dir})", flush=True)
         else:
-            cfg = train_config(run, args, data_dir, run_dir)
+            cfg = dict(train_config(run, args, data_dir, run_dir), dataset=dataset, **run.get("extra", {}))
+            cfg = {k: v for k, v in cfg.items() if v is not None}
             os.makedirs(os.path.join(out, "configs"), exist_ok=True)
             config_path = os.path.join(out, "configs", f"{run['name']}.yaml")
-            import yaml
-
             with open(config_path, "w", encoding="utf-8") as f:
                 yaml.safe_dump(cfg, f, sort_keys=False)
             print(f"[reproduce] $ llamafactory-cli train {config_path}", flush=True)
@@ -171,12 +182,16 @@ def reproduce_minorsft(args) -> dict:
             results["times_s"][run["name"]] = round(seconds, 1)
             with open(os.path.join(run_dir, plot_mod.RUN_INFO), "w", encoding="utf-8") as f:
                 label = f"{run['method']} lr={run['lr']:g}" + (f" beta={run['beta']}" if "beta" in run else "")
-                json.dump({"name": label, "values": {k: v for k, v in run.items() if k != "name"}}, f)
+                json.dump({"name": label, "values": {k: v for k, v in run.items() if k not in ("name", "extra")}}, f)
         history = plot_mod.read_history(run_dir)
-        steps, values = plot_mod.series(history, "m_theta")
-        results["runs"][run["name"]] = {"method": run["method"], "lr": run["lr"], "beta": run.get("beta"),
-                                        "m_theta": dict(zip(steps, values)), "dir": run_dir}
+        entry = {"method": run["method"], "lr": run["lr"], "beta": run.get("beta"), "dir": run_dir}
+        for metric in metrics:
+            steps, values = plot_mod.series(history, metric)
+            entry[metric] = dict(zip(steps, values))
+        results["runs"][run["name"]] = entry
 
+
+def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) -> None:
     eval_dir = os.path.join(out, "eval")
     cmd = [_bin("llamafactory-minor-eval"), "--model", f"base={args.model}"]
     for run in runs:
@@ -187,21 +202,42 @@ def reproduce_minorsft(args) -> dict:
             "--backend", args.backend, "--batch-size", str(args.eval_batch_size), "--no-progress"]
     if args.eval_limit:
         cmd += ["--limit", str(args.eval_limit), "--limit-mode", "first"]
-    print(f"[reproduce] $ {' '.join(cmd[:1])} ... (base + {len(runs)} runs, gsm8k-format held-out set)", flush=True)
+    print(f"[reproduce] $ llamafactory-minor-eval (base + {len(runs)} runs, gsm8k-format held-out set) -> {eval_dir}",
+          flush=True)
     results["times_s"]["evaluation"] = round(_run(cmd, os.path.join(out, "eval.log"), "evaluation"), 1)
-    rows = _summary_rows(eval_dir)
-    for name, row in rows.items():
+    for name, row in _summary_rows(eval_dir).items():
         entry = results["runs"].setdefault(name, {}) if name != "base" else results.setdefault("base", {})
         entry["accuracy"], entry["accuracy_flexible"] = _accuracy(row)
         entry["drift_m_theta"] = _drift(row)
+        entry["degenerate"] = degenerate_share(os.path.join(eval_dir, name, "gsm8k", "samples.jsonl"))
         entry["eval"] = row
     results["n_eval"] = args.eval_limit or args.test
 
-    png = os.path.join(out, "m_theta.png")
-    plot_mod.plot_runs([results["runs"][r["name"]]["dir"] for r in runs], ["m_theta", "loss"], out=png,
-                       title=f"MinorSFT Fig. 1 at CPU scale ({os.path.basename(args.model)}, {args.steps} steps)")
+
+def is_degenerate(text: str) -> bool:
+    """Degenerate repetition: a word 4-gram that occurs 3+ times, or a non-empty line repeated 3+ times."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if any(lines.count(line) >= 3 for line in set(lines)):
+        return True
+    words = text.split()
+    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    return any(grams.count(g) >= 3 for g in set(grams))
+
+
+def degenerate_share(samples_path: str) -> float | None:
+    if not os.path.isfile(samples_path):
+        return None
+    with open(samples_path, encoding="utf-8") as f:
+        outputs = [json.loads(line).get("output") or "" for line in f if line.strip()]
+    return sum(map(is_degenerate, outputs)) / len(outputs) if outputs else None
+
+
+def _finish(results: dict, out: str, png_runs: list[str], metrics: list[str], title: str, start: float,
+            verdict_fn) -> dict:
+    png = os.path.join(out, "metrics.png" if results["experiment"] != "minorsft" else "m_theta.png")
+    plot_mod.plot_runs([results["runs"][r]["dir"] for r in png_runs], metrics, out=png, title=title)
     results["plot"] = png
-    results["verdict"] = verdict(results)
+    results["verdict"] = verdict_fn(results)
     results["times_s"]["total"] = round(time.time() - start, 1)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, default=str)
@@ -209,19 +245,188 @@ def reproduce_minorsft(args) -> dict:
     return results
 
 
+def reproduce_minorsft(args) -> dict:
+    out, data_dir, results, start = _prepare(args, "minorsft")
+    results.update(lr=args.lr, beta=args.beta)
+    runs = minorsft_runs(args.lr, args.beta, args.grid)
+    _train(runs, args, data_dir, out, results, "arith_sft", ["m_theta"])
+    _evaluate(runs, args, data_dir, out, results)
+    return _finish(results, out, [r["name"] for r in runs], ["m_theta", "loss"],
+                   f"MinorSFT Fig. 1 at CPU scale ({os.path.basename(args.model)}, {args.steps} steps)", start, verdict)
+
+
+DPO_METRICS = ["normalized_rewards/chosen", "normalized_rewards/rejected", "rewards/margins"]
+
+
+def minordpo_runs(lrs: list[float], beta: float, dpop_lambda: float) -> list[dict]:
+    runs = []
+    for lr in lrs:
+        tag = f"_lr{lr:g}" if len(lrs) > 1 else ""
+        runs += [
+            {"name": f"dpo{tag}", "method": "dpo", "stage": "dpo", "lr": lr, "beta": beta,
+             "extra": {"pref_loss": "sigmoid", "track_m_theta": True}},
+            {"name": f"dpop{tag}", "method": "dpop", "stage": "dpo", "lr": lr, "beta": beta,
+             "extra": {"pref_loss": "dpop", "dpop_lambda": dpop_lambda}},
+            {"name": f"minordpo{tag}", "method": "minordpo", "stage": "dpo", "lr": lr, "beta": beta,
+             "extra": {"pref_loss": "minordpo"}},
+        ]
+    return runs
+
+
+def verdict_minordpo(results: dict) -> list[str]:
+    """MinorDPO paper's claims, checked per learning rate on the numbers."""
+    lines = []
+    runs = results["runs"]
+    for name, run in runs.items():
+        if run.get("method") != "minordpo":
+            continue
+        tag = name[len("minordpo"):]
+        dpo, minor = runs.get(f"dpo{tag}"), run
+        chosen_d = dpo.get("normalized_rewards/chosen") if dpo else None
+        chosen_m = minor.get("normalized_rewards/chosen") or {}
+        if chosen_d and chosen_m:
+            last_d = chosen_d[max(chosen_d)]
+            later = [v for s, v in sorted(chosen_m.items())[1:]]
+            ok = last_d < 0 and all(v >= 0 for v in later)
+            lines.append(
+                f"Claim 1 (lr {minor['lr']:g}: DPO's chosen log-ratio goes negative, MinorDPO's stays >= 0): "
+                f"{'HOLDS' if ok else 'DOES NOT HOLD'} here -- DPO final {last_d:.4f}; MinorDPO min "
+                f"{min(later) if later else float('nan'):.4f}, final {chosen_m[max(chosen_m)]:.4f} (per-token "
+                "log pi/pi_ref of the chosen answers).")
+        if dpo and dpo.get("accuracy") is not None and minor.get("accuracy") is not None:
+            ok = minor["accuracy"] >= dpo["accuracy"] and (minor.get("degenerate") or 0) <= (dpo.get("degenerate") or 0)
+            base = (results.get("base") or {}).get("accuracy")
+            lines.append(
+                f"Claim 2 (lr {minor['lr']:g}: DPO degrades, MinorDPO does not): {'HOLDS' if ok else 'DOES NOT HOLD'} "
+                f"here -- held-out accuracy DPO {100 * dpo['accuracy']:.1f}%, MinorDPO {100 * minor['accuracy']:.1f}%"
+                f"{'' if base is None else f', base {100 * base:.1f}%'}; degenerate outputs DPO "
+                f"{100 * (dpo.get('degenerate') or 0):.0f}%, MinorDPO {100 * (minor.get('degenerate') or 0):.0f}%.")
+    return lines
+
+
+def reproduce_minordpo(args) -> dict:
+    out, data_dir, results, start = _prepare(args, "minordpo")
+    lrs = [float(x) for x in str(args.lrs or args.lr).split(",")]
+    results.update(lrs=lrs, beta=args.beta, dpop_lambda=args.dpop_lambda)
+    runs = minordpo_runs(lrs, args.beta, args.dpop_lambda)
+    _train(runs, args, data_dir, out, results, "arith_dpo", DPO_METRICS + ["m_theta"])
+    _evaluate(runs, args, data_dir, out, results)
+    return _finish(results, out, [r["name"] for r in runs], DPO_METRICS,
+                   f"MinorDPO Fig. 2-6 at CPU scale ({os.path.basename(args.model)}, beta {args.beta}, "
+                   f"{args.steps} steps)", start, verdict_minordpo)
+
+
+def poft_runs(lr: float, model: str, template: str, beta: float) -> list[dict]:
+    aligned = {"poft_aligned_models": model, "poft_aligned_templates": template, "poft_beta": beta}
+    return [
+        {"name": "sft", "method": "sft", "stage": "sft", "lr": lr, "dataset": "arith_sft_noisy"},
+        {"name": "poft", "method": "poft", "stage": "poft", "lr": lr, "dataset": "arith_sft_noisy", "extra": aligned},
+        {"name": "bipoft", "method": "bi-poft", "stage": "poft", "lr": lr,
+         "dataset": "arith_sft,arith_sft_noisy_noise",
+         "extra": dict(aligned, poft_noise_dataset="arith_sft_noisy_noise")},
+    ]
+
+
+def _epoch_checkpoints(run_dir: str) -> list[str]:
+    found = [d for d in os.listdir(run_dir) if d.startswith("checkpoint-") and d.split("-")[-1].isdigit()]
+    return [os.path.join(run_dir, d) for d in sorted(found, key=lambda d: int(d.split("-")[-1]))]
+
+
+def verdict_poft(results: dict) -> list[str]:
+    lines = []
+    acc = {name: [e.get("accuracy") for e in r.get("epochs", [])] for name, r in results["runs"].items()}
+    sft, poft = acc.get("sft") or [], acc.get("poft") or []
+    if sft and poft and None not in sft + poft:
+        ok = all(p >= s for p, s in zip(poft, sft))
+        lines.append(f"Claim 1 (PoFT is at least as good as SFT, on noisy data): {'HOLDS' if ok else 'DOES NOT HOLD'} "
+                     f"here -- held-out accuracy per epoch PoFT {[round(100 * x, 1) for x in poft]}% vs SFT "
+                     f"{[round(100 * x, 1) for x in sft]}%.")
+        drop_p, drop_s = max(poft) - poft[-1], max(sft) - sft[-1]
+        ok = drop_p <= drop_s
+        lines.append(f"Claim 2 (PoFT degrades less than SFT as epochs increase): {'HOLDS' if ok else 'DOES NOT HOLD'} "
+                     f"here -- drop from the best epoch to the last: PoFT {100 * drop_p:.1f} points, SFT "
+                     f"{100 * drop_s:.1f} points.")
+    return lines
+
+
+def reproduce_poft(args) -> dict:
+    """PoFT Fig. 2 and 3e at CPU scale: noisy data, the aligned model's score distribution, accuracy per epoch."""
+    from .noise import make_noise
+
+    out, data_dir, results, start = _prepare(args, "poft")
+    if not os.path.isfile(os.path.join(data_dir, "arith_sft_noisy.json")):
+        results["noise"] = make_noise(data_dir, "arith_sft", rate=args.noise_rate, seed=args.seed)
+    lr = args.lr
+    results.update(lr=lr, epochs=args.epochs, noise_rate=args.noise_rate, aligned=[args.model])
+    runs = poft_runs(lr, args.model, args.template, args.poft_beta)
+    saved_steps = args.steps
+    args.steps = -1  # epochs decide
+    for run in runs:
+        run.setdefault("extra", {})
+        run["extra"] = dict(run["extra"], num_train_epochs=args.epochs, save_strategy="epoch", max_steps=-1,
+                            max_samples=None)
+    try:
+        for run in runs:
+            _train([dict(run, extra=dict(run["extra"]))], args, data_dir, out, results, run["dataset"],
+                   ["loss", "poft/r_theta", "poft/r_aligned"])
+    finally:
+        args.steps = saved_steps
+    # every epoch's checkpoint is evaluated
+    epoch_runs = []
+    for run in runs:
+        for k, ckpt in enumerate(_epoch_checkpoints(results["runs"][run["name"]]["dir"]), start=1):
+            name = f"{run['name']}_e{k}"
+            results["runs"][name] = {"method": run["method"], "lr": lr, "epoch": k, "dir": ckpt, "of": run["name"]}
+            epoch_runs.append({"name": name})
+    _evaluate(epoch_runs, args, data_dir, out, results)
+    for run in runs:
+        results["runs"][run["name"]]["epochs"] = [results["runs"][e["name"]] for e in epoch_runs
+                                                  if results["runs"][e["name"]].get("of") == run["name"]]
+    # the aligned model's score distribution, clean vs noisy rows (PoFT Fig. 2 / 3d)
+    sources = []
+    for dataset in ("arith_sft", "arith_sft_noisy_noise"):
+        score_out = os.path.join(out, "scores", f"{dataset}.jsonl")
+        if not os.path.isfile(score_out):
+            cfg_path = os.path.join(out, "configs", f"score_{dataset}.yaml")
+            import yaml
+
+            with open(cfg_path, "w", encoding="utf-8") as f:
+                yaml.safe_dump({"model_name_or_path": args.model, "dataset": dataset, "dataset_dir": data_dir,
+                                "template": args.template, "cutoff_len": args.cutoff, "stage": "sft",
+                                "score_models": args.model, "score_templates": args.template,
+                                "score_output": score_out, "preprocessing_num_workers": 1}, f)
+            _run([_bin("llamafactory-minor"), "score", cfg_path], os.path.join(out, f"score_{dataset}.log"),
+                 f"scoring {dataset} with the aligned model")
+        sources.append(score_out)
+    hist = os.path.join(out, "aligned_scores.png")
+    results["score_distribution"] = plot_mod.plot_score_histograms(
+        sources, out=hist, labels=["clean rows", "noise rows"],
+        title=f"Aligned model's r on clean vs noisy rows ({os.path.basename(args.model)})")
+    results["score_plot"] = hist
+    return _finish(results, out, [r["name"] for r in runs], ["loss", "poft/r_theta"],
+                   f"PoFT at CPU scale: {args.epochs} epochs on {int(100 * args.noise_rate)}% noise", start,
+                   verdict_poft)
+
+
 def format_results(results: dict) -> str:
-    lines = ["", "| run | lr | beta | final m_theta (training) | held-out accuracy | drift m_theta (alpaca, vs base) |",
-             "|---|---|---|---|---|---|"]
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def num(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    def last(series):
+        return series[max(series)] if series else None
+
+    lines = ["", "| run | lr | beta | final m_theta (training) | final chosen log-ratio / token | held-out accuracy "
+                 "(strict) | degenerate outputs | drift m_theta (alpaca answers, vs base) |",
+             "|---|---|---|---|---|---|---|---|"]
     base = results.get("base") or {}
-    acc = base.get("accuracy")
-    lines.append(f"| base | - | - | 0 | {'-' if acc is None else f'{100 * acc:.1f}%'} | 0 |")
+    lines.append(f"| base | - | - | 0 | 0 | {pct(base.get('accuracy'))} | {pct(base.get('degenerate'))} | 0 |")
     for name, r in results["runs"].items():
-        m = r.get("m_theta") or {}
-        final = m[max(m)] if m else None
-        acc, drift = r.get("accuracy"), r.get("drift_m_theta")
-        lines.append(f"| {name} | {r.get('lr', '-'):g} | {r.get('beta') if r.get('beta') is not None else '-'} | "
-                     f"{'-' if final is None else f'{final:.4f}'} | {'-' if acc is None else f'{100 * acc:.1f}%'} | "
-                     f"{'-' if drift is None else f'{drift:.4f}'} |")
-    lines += ["", *results.get("verdict", []), f"m_theta per step: {results.get('plot')}",
+        lines.append(f"| {name} | {r.get('lr', 0):g} | {r.get('beta') if r.get('beta') is not None else '-'} | "
+                     f"{num(last(r.get('m_theta') or {}))} | {num(last(r.get('normalized_rewards/chosen') or {}))} | "
+                     f"{pct(r.get('accuracy'))} | {pct(r.get('degenerate'))} | {num(r.get('drift_m_theta'))} |")
+    lines += ["", *results.get("verdict", []), f"plot: {results.get('plot')}",
               f"times (s): {results.get('times_s')}"]
     return "\n".join(lines)
