@@ -152,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="overlay training runs' metrics (m_theta, rewards, ...) in one PNG",
                         description=PLOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     pl.add_argument("runs", nargs="+", metavar="RUN_DIR", help="LF output_dir of each run")
-    pl.add_argument("--metrics", nargs="+", default=["loss"], help="logged metric names (default: loss)")
+    pl.add_argument("--metrics", nargs="+", default=["loss"],
+                    help="logged metric names (default: loss); PREFIX/margin = PREFIX/chosen - PREFIX/rejected")
     pl.add_argument("--out", default="runs.png", help="PNG to write (default: runs.png)")
     pl.add_argument("--labels", nargs="+", default=None, help="legend names, one per run")
     pl.add_argument("--title", default=None)

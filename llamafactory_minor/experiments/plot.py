@@ -66,10 +66,22 @@ def run_label(run_dir: str) -> str:
     return os.path.basename(os.path.normpath(run_dir))
 
 
+def _value(h: dict, metric: str):
+    """A logged metric, or a derived margin: ``<prefix>/margin`` = ``<prefix>/chosen - <prefix>/rejected`` when not
+    logged itself (``normalized_rewards/margin``: the beta-free margin of the MinorDPO paper's figures)."""
+    if metric in h or not metric.endswith("/margin"):
+        return h.get(metric)
+    prefix = metric[: -len("/margin")]
+    chosen, rejected = h.get(prefix + "/chosen"), h.get(prefix + "/rejected")
+    if isinstance(chosen, (int, float)) and isinstance(rejected, (int, float)):
+        return chosen - rejected
+    return None
+
+
 def series(history: list[dict], metric: str) -> tuple[list[int], list[float]]:
     steps, values = [], []
     for h in history:
-        v = h.get(metric)
+        v = _value(h, metric)
         if isinstance(v, (int, float)) and math.isfinite(v):
             steps.append(int(h["step"]))
             values.append(float(v))

@@ -255,7 +255,7 @@ def reproduce_minorsft(args) -> dict:
                    f"MinorSFT Fig. 1 at CPU scale ({os.path.basename(args.model)}, {args.steps} steps)", start, verdict)
 
 
-DPO_METRICS = ["normalized_rewards/chosen", "normalized_rewards/rejected", "rewards/margins"]
+DPO_METRICS = ["normalized_rewards/chosen", "normalized_rewards/rejected", "normalized_rewards/margin"]
 
 
 def minordpo_runs(lrs: list[float], beta: float, dpop_lambda: float) -> list[dict]:

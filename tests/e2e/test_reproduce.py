@@ -39,7 +39,7 @@ def test_minordpo_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]) == {"dpo", "dpop", "minordpo"}
     for name, run in results["runs"].items():
-        for metric in ("normalized_rewards/chosen", "normalized_rewards/rejected", "rewards/margins"):
+        for metric in ("normalized_rewards/chosen", "normalized_rewards/rejected", "normalized_rewards/margin"):
             assert len(run[metric]) == 2, (name, metric)
         assert run["degenerate"] is not None and run["accuracy"] is not None
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG" and len(results["verdict"]) == 2

@@ -235,3 +235,13 @@ def test_plot_scores_from_cache_folders(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     bad = _cli("plot-scores", str(tmp_path))
     assert bad.returncode == 2 and "is not a score-cache folder" in bad.stderr
+
+
+def test_plot_derives_the_beta_free_margin(tmp_path):
+    d = tmp_path / "dpo"
+    d.mkdir()
+    history = [{"step": 1, "normalized_rewards/chosen": 0.0, "normalized_rewards/rejected": 0.0},
+               {"step": 2, "normalized_rewards/chosen": -0.1, "normalized_rewards/rejected": -0.4}]
+    (d / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    steps, values = plot.series(plot.read_history(str(d)), "normalized_rewards/margin")
+    assert steps == [1, 2] and values == [0.0, pytest.approx(0.3)]
