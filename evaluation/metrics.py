@@ -27,7 +27,8 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> Tuple[float, float]
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if correct == 0 else lo), (1.0 if correct == n else hi)  # exact at the ends (no 5e-17)
 
 
 def bootstrap_macro_interval(groups: Sequence[Tuple[int, int]], resamples: int = BOOTSTRAP_RESAMPLES,

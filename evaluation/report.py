@@ -286,6 +286,9 @@ def write_reports(
         except ImportError:
             if log:
                 log("[warn] matplotlib is not installed: no summary.png")
+        except Exception as exc:  # noqa: BLE001 - a chart problem must not lose the tables
+            if log:
+                log(f"[warn] summary.png not written ({type(exc).__name__}: {exc}); the tables are complete")
     return {"rows": summary_rows, "output_dir": str(out), "benchmarks": benchmarks}
 
 
@@ -441,7 +444,9 @@ def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], t
                 if value is None:
                     continue
                 x = i - 0.4 + w * (j * len(cols) + k + 0.5)
-                err = [[100 * (value - ci[0])], [100 * (ci[1] - value)]] if ci else None
+                # a percentile bootstrap interval need not contain its estimate; rounding can put the
+                # Wilson bound a hair past it: error bars are clipped at 0
+                err = [[max(0.0, 100 * (value - ci[0]))], [max(0.0, 100 * (ci[1] - value))]] if ci else None
                 bar = ax.bar([x], [100 * value], w, color=cmap(j % cmap.N), hatch="//" if k else None,
                              edgecolor="white" if k else None, yerr=err, capsize=2, error_kw={"elinewidth": 0.7},
                              label=row["checkpoint"].name if (k == 0 and i == next(

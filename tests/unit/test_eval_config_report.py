@@ -91,7 +91,7 @@ def test_wilson_and_bootstrap_intervals():
 
     lo, hi = wilson_interval(26, 100)  # by hand: centre 0.26888, half-width 0.08483
     assert lo == pytest.approx(0.18405, abs=1e-4) and hi == pytest.approx(0.35371, abs=1e-4)
-    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     lo, hi = bootstrap_macro_interval([(5, 10), (9, 10)])
     assert lo < 0.7 < hi and 0.45 < lo and hi < 0.95  # macro 0.7
     assert bootstrap_macro_interval([(5, 10), (9, 10)]) == (lo, hi)  # seeded
@@ -181,6 +181,13 @@ def test_chart_draws_micro_macro_chance_and_counts(tmp_path, monkeypatch):
     assert seen["labels"] == ["C-Eval\nmicro | macro\ngen n=3", "GSM8K\nstrict | flexible\ngen n=2"]
     assert "chance (25%)" in seen["legend"] and len(seen["lines"]) == 1  # one chance line: over C-Eval only
     assert "< 0 less likely" in seen["titles"][1]
+    # all wrong, and a macro estimate outside its bootstrap interval: still a chart (error bars clipped)
+    zero = _metrics([("a", False), ("b", False), ("b", False)])
+    odd = dict(ceval, macro_accuracy=0.9)
+    rows = [{"checkpoint": Checkpoint("z", "m"), "metrics": {"ceval": zero}},
+            {"checkpoint": Checkpoint("o", "m"), "metrics": {"ceval": odd}}]
+    assert report.bar_chart(rows, ["ceval"], {"ceval": "C-Eval"}, "both")[:4] == b"\x89PNG"
+    assert zero["ci95"][0] == 0.0
 
 
 def test_report_only_collects_every_benchmark_and_mixed_limits(tmp_path):
