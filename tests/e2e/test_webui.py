@@ -350,6 +350,13 @@ def start_and_expect_error(page, webui, out_name: str, *needles: str) -> str:
     return text
 
 
+def _bar_in_view(page, label_re) -> None:
+    try:
+        page.get_by_text(label_re).first.scroll_into_view_if_needed(timeout=2000)
+    except Exception:  # the bar moved on (its label changed): the screenshot shows what is there
+        pass
+
+
 def run_and_wait(page, name: str, scoring_re=None) -> tuple[str, bool, str]:
     """Click Start, poll the page until LF says Finished/Failed (or 训练完毕/训练出错); return (output text, LF's
     training progress seen, the page's text when the scoring pass's progress first showed, or "")."""
@@ -361,9 +368,11 @@ def run_and_wait(page, name: str, scoring_re=None) -> tuple[str, bool, str]:
         body = page.inner_text("body")
         if scoring_re is not None and not seen_scoring and scoring_re.search(body):
             seen_scoring = body
+            _bar_in_view(page, scoring_re)
             shot(page, f"{name}-scoring-progress")  # the scoring pass on LF's progress bar
         if not seen_progress and PROGRESS_RE.search(body):
             seen_progress = True
+            _bar_in_view(page, PROGRESS_RE)
             shot(page, f"{name}-progress")  # LF's progress bar mid-run
         text = output_text(page)
         if re.search(r"^(Finished|Failed|训练完毕|训练出错)", text.lstrip()):
@@ -391,6 +400,31 @@ def wait_plot(page, label: str, timeout: float = 20) -> None:
     while not plot_drawn(page, label):
         assert time.time() < deadline, f"the plot {label!r} stayed empty"
         time.sleep(0.5)
+
+
+def plot_src(page, label: str) -> str:
+    img = page.locator("div.block", has=page.get_by_text(label, exact=True)).last.locator("img")
+    return (img.first.get_attribute("src") or "") if img.count() else ""
+
+
+def picked_metrics(page) -> list[str]:
+    """The chips of "Metrics to plot" (gradio's multiselect tokens)."""
+    block = page.locator("div.block", has=page.get_by_text("Metrics to plot", exact=True))
+    return [t.replace("×", "").strip() for t in block.locator(".token:not(.remove-all)").all_inner_texts()
+            if t.replace("×", "").strip()]
+
+
+def pick_metrics(page, names) -> None:
+    """Clear "Metrics to plot" and pick ``names`` from its list (as a user does)."""
+    block = page.locator("div.block", has=page.get_by_text("Metrics to plot", exact=True))
+    clear = block.locator(".token-remove.remove-all")
+    if clear.count():
+        clear.first.click()
+    box = labelled_input(page, "Metrics to plot")
+    for name in names:
+        box.click()
+        page.locator(f'ul.options li[aria-label="{name}"]').click()
+    page.keyboard.press("Escape")
 
 
 def screenshot(page, name: str) -> Path:
@@ -432,8 +466,7 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
     assert shown(page, "Precompute reference scores")
     page.get_by_text("Precompute reference scores", exact=True).click()
     # 4. the metrics plot: MinorSFT's curves preselected
-    picked = page.locator("div.block", has=page.get_by_text("Metrics to plot", exact=True)).inner_text()
-    assert "m_theta" in picked and "minorsft/coef" in picked, picked
+    assert picked_metrics(page) == ["m_theta", "minorsft/coef"], picked_metrics(page)
     shot(page, "minorsft-fields", full_page=True)
 
     cmd = preview(page)
@@ -457,6 +490,15 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
     assert page.get_by_text("Latest llamafactory-minor metrics").first.is_visible()
     assert loss_plot_drawn(page), "LF's loss plot is empty"
     wait_plot(page, "llamafactory-minor metrics")
+    # 4. the user picks other curves: the plot is redrawn with them
+    before = plot_src(page, "llamafactory-minor metrics")
+    pick_metrics(page, ["rewards/chosen", "normalized_rewards/chosen"])
+    deadline = time.time() + 20
+    while plot_src(page, "llamafactory-minor metrics") in ("", before):
+        assert time.time() < deadline, "picking metrics did not redraw the plot"
+        time.sleep(0.5)
+    assert picked_metrics(page) == ["rewards/chosen", "normalized_rewards/chosen"], picked_metrics(page)
+    screenshot(page, "minorsft-picked-metrics")
 
     history = read_log_history(out)
     keys = set().union(*(entry.keys() for entry in history))
