@@ -19,7 +19,7 @@ preselected for the plot all derive from it. LF symbols:
   (so ``Manager`` registers them as ``train.<name>`` and save/load arguments carry them). The
   ``pref_loss`` dropdown gets the choices ``minordpo`` and ``dpop``. Changes of LF's stage / loss
   dropdowns (and of "Log m_theta") show only the fields ``APPLIES`` lists -- LF's RLHF ones included
-  (Ftx gamma, Loss type, reward model, PPO boxes) and the accordions -- and set Beta to the paper's 0.04
+  (Loss type, reward model, PPO boxes; Ftx gamma only where LF's SFT term applies) and the accordions -- and set Beta to the paper's 0.04
   for MinorSFT / SFT using DPO unless the user set it. A metrics picker and a second plot sit under LF's
   loss plot (redrawn whenever LF's monitor updates the output box, and when the pick changes).
 - ``llamafactory.webui.runner.Runner._parse_train_args`` (wrapped: adds the plugin keys that apply),
@@ -80,7 +80,7 @@ REF_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "minordpo", "dpop")  # 
 APPLIES = {
     # LF's RLHF accordion (LF passes these keys itself for dpo / kto / ppo)
     "pref_beta": (("dpo", ANY), ("kto", ANY), ("minorsft", ANY), ("sftdpo", ANY)),
-    "pref_ftx": (("dpo", ANY), ("kto", ANY)),
+    "pref_ftx": (("dpo", ANY), ("kto", ANY), ("minorsft", ANY), ("sftdpo", ANY), ("poft", ANY)),  # LF's SFT term
     "pref_loss": (("dpo", ANY), ("kto", ANY)),
     "reward_model": (("ppo", ANY),),
     "ppo_score_norm": (("ppo", ANY),),
@@ -474,8 +474,9 @@ def plugin_train_args(stage: str, get, args: dict) -> dict:
         return applies(name, stage, loss, ticked)
 
     extra = {}
-    if stage in NEW_STAGE_LABELS.values() and ok("pref_beta"):  # LF passes pref_beta for dpo / kto itself
-        extra["pref_beta"] = get("train.pref_beta")
+    for name in ("pref_beta", "pref_ftx"):  # LF passes them for dpo / kto itself
+        if stage in NEW_STAGE_LABELS.values() and ok(name):
+            extra[name] = get(f"train.{name}")
     for name in ("dpop_lambda", "poft_beta", "poft_gamma", "poft_aggregation"):
         if ok(name):
             extra[name] = get(f"train.{name}")

@@ -460,10 +460,10 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
     # 6. the paper's beta (LF's slider says 0.1); 5. only MinorSFT's fields
     assert number(page, "Beta value").input_value() == "0.04"
     open_accordion(page, "RLHF configurations", number(page, "Beta value"))
-    for label in ("Ftx gamma", "Loss type", "Reward model", "Score norm", "Whiten rewards", "DPOP lambda",
+    for label in ("Loss type", "Reward model", "Score norm", "Whiten rewards", "DPOP lambda",
                   "PoFT beta", "PoFT aligned LLMs", "Log m_theta"):
         assert not shown(page, label), f"{label} does not apply to MinorSFT"
-    assert shown(page, "Precompute reference scores")
+    assert shown(page, "Precompute reference scores") and shown(page, "Ftx gamma")  # LF's SFT term applies
     page.get_by_text("Precompute reference scores", exact=True).click()
     # 4. the metrics plot: MinorSFT's curves preselected
     assert picked_metrics(page) == ["m_theta", "minorsft/coef"], picked_metrics(page)
@@ -473,7 +473,7 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
     for part in ("--stage minorsft", "--pref_beta 0.04", "--precompute_ref_log_probs True",
                  "--preprocessing_num_workers 16"):
         assert part in cmd, (part, cmd[-2000:])
-    assert "--pref_ftx" not in cmd and "--dpop_lambda" not in cmd, cmd[-2000:]
+    assert "--pref_ftx 0" in cmd and "--dpop_lambda" not in cmd and "--pref_loss" not in cmd, cmd[-2000:]
 
     text, seen_progress, _ = run_and_wait(page, "minorsft", SCORING_RE["en"])
     shot_path = screenshot(page, "minorsft")
@@ -575,7 +575,6 @@ def test_poft_two_aligned_models_in_chinese_with_lf_defaults(page, webui):
     open_accordion(page, MINOR_TAB_EN, labelled_input(page, "PoFT aligned LLMs"))
     fill(page, "PoFT aligned LLMs", f"{webui.model}, {aligned_b}")
     fill(page, "PoFT aligned templates", f"{LF_TEMPLATE}, chatml")
-    assert not shown(page, "RLHF configurations"), "PoFT uses none of LF's RLHF fields"
     assert not shown(page, "Precompute reference scores") and not shown(page, "Log m_theta")
 
     switch_language(page, "Language", "zh")
@@ -628,8 +627,9 @@ def test_errors_before_launch_fields_defaults_and_languages(page, webui):
         assert part in cmd, (part, cmd[-2000:])
     assert "--pref_beta" not in cmd and "--precompute_ref_log_probs" not in cmd, cmd[-2000:]
 
-    # 5. fields per stage / loss
-    assert not shown(page, "RLHF configurations") and not shown(page, "Log m_theta")
+    # 5. fields per stage / loss: PoFT has LF's SFT term (Ftx gamma) but no Beta, Loss type, m_theta, reference
+    open_accordion(page, "RLHF configurations", number(page, "Ftx gamma"))
+    assert not shown(page, "Beta value") and not shown(page, "Loss type") and not shown(page, "Log m_theta")
     assert not shown(page, "Precompute reference scores") and not shown(page, "DPOP lambda")
     select(page, "Stage", "DPO")
     open_accordion(page, "RLHF configurations", number(page, "Beta value"))
@@ -655,7 +655,7 @@ def test_errors_before_launch_fields_defaults_and_languages(page, webui):
     open_accordion(page, "RLHF configurations", number(page, "Beta value"))
     beta = number(page, "Beta value")
     assert beta.input_value() == "0.04"
-    assert not shown(page, "Ftx gamma") and not shown(page, "Loss type")
+    assert shown(page, "Ftx gamma") and not shown(page, "Loss type")
     select(page, "Stage", "DPO")
     deadline = time.time() + 10
     while beta.input_value() != "0.1":
@@ -692,7 +692,7 @@ def test_errors_before_launch_fields_defaults_and_languages(page, webui):
         page.get_by_text(MINOR_TAB_EN, exact=True).first.wait_for()
     _visible(page.get_by_role("listbox", name="Stage", exact=True)).wait_for()
     assert labelled_input(page, "PoFT aligned LLMs").is_visible()
-    assert not shown(page, "RLHF configurations")  # a language switch keeps the visibility
+    assert shown(page, "RLHF configurations") and not shown(page, "Beta value")  # a language switch keeps it
     shot(page, "language-en")
 
 
@@ -704,7 +704,7 @@ def _getter(values: dict):
 
 
 UI_DEFAULTS = {
-    "train.pref_beta": 0.04, "train.dpop_lambda": 50, "train.poft_beta": 1, "train.poft_gamma": 0,
+    "train.pref_beta": 0.04, "train.pref_ftx": 0, "train.dpop_lambda": 50, "train.poft_beta": 1, "train.poft_gamma": 0,
     "train.poft_aggregation": "mean", "train.poft_aligned_models": "", "train.poft_aligned_templates": "",
     "train.poft_noise_dataset": "", "train.precompute_ref_log_probs": False, "train.track_m_theta": False,
 }
@@ -713,21 +713,23 @@ UI_DEFAULTS = {
 @pytest.mark.parametrize(
     "stage, lf_args, ui, expected",
     [
-        ("minorsft", {}, {}, {"pref_beta": 0.04}),
-        ("sftdpo", {}, {"train.precompute_ref_log_probs": True}, {"pref_beta": 0.04, "precompute_ref_log_probs": True}),
+        ("minorsft", {}, {}, {"pref_beta": 0.04, "pref_ftx": 0}),
+        ("sftdpo", {}, {"train.precompute_ref_log_probs": True},
+         {"pref_beta": 0.04, "pref_ftx": 0, "precompute_ref_log_probs": True}),
         ("dpo", {"pref_loss": "dpop"}, {"train.dpop_lambda": 25}, {"dpop_lambda": 25}),
         ("dpo", {"pref_loss": "minordpo"}, {"train.track_m_theta": True}, {"track_m_theta": True}),
         ("sft", {}, {"train.track_m_theta": True}, {"track_m_theta": True}),
-        ("minorsft", {}, {"train.track_m_theta": True}, {"pref_beta": 0.04}),  # logged anyway: not passed
+        ("minorsft", {}, {"train.track_m_theta": True, "train.pref_ftx": 0.5},
+         {"pref_beta": 0.04, "pref_ftx": 0.5}),  # m_theta is logged anyway: not passed
         ("poft", {}, {"train.poft_aligned_models": " a , b ", "train.poft_aligned_templates": "qwen,llama3",
                       "train.poft_aggregation": "min"},
-         {"poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "min", "poft_aligned_models": "a,b",
+         {"pref_ftx": 0, "poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "min", "poft_aligned_models": "a,b",
           "poft_aligned_templates": "qwen,llama3"}),
-        ("poft", {}, {}, {"poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
+        ("poft", {}, {}, {"pref_ftx": 0, "poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
         ("kto", {"pref_loss": "sigmoid"}, {}, {}),
         # a ticked box that does not apply (hidden) is not passed
         ("poft", {}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
-         {"poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
+         {"pref_ftx": 0, "poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
         ("sft", {}, {"train.precompute_ref_log_probs": True}, {}),
         ("sft", {}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
          {"precompute_ref_log_probs": True, "track_m_theta": True}),
@@ -774,9 +776,11 @@ def test_fields_shown_per_stage_and_loss():
     def on(stage, loss="sigmoid", ticked=()):
         return {k for k, v in visibility(stage, loss, ticked).items() if v}
 
-    assert on("minorsft") == on("sftdpo") == {"pref_beta", "precompute_ref_log_probs", "rlhf_tab", "minor_tab"}
-    assert on("poft") == {"poft_beta", "poft_gamma", "poft_aggregation", "poft_aligned_models",
-                          "poft_aligned_templates", "poft_noise_dataset", "minor_tab"}
+    # pref_ftx: LF's SFT term, which the plugin's stages add too
+    assert on("minorsft") == on("sftdpo") == {"pref_beta", "pref_ftx", "precompute_ref_log_probs", "rlhf_tab",
+                                              "minor_tab"}
+    assert on("poft") == {"pref_ftx", "poft_beta", "poft_gamma", "poft_aggregation", "poft_aligned_models",
+                          "poft_aligned_templates", "poft_noise_dataset", "rlhf_tab", "minor_tab"}
     assert on("dpo", "dpop") == {"pref_beta", "pref_ftx", "pref_loss", "dpop_lambda", "precompute_ref_log_probs",
                                  "track_m_theta", "rlhf_tab", "minor_tab"}
     assert on("dpo", "simpo") == {"pref_beta", "pref_ftx", "pref_loss", "rlhf_tab"}
