@@ -33,8 +33,8 @@ is not set: no recipe needs it with its real model.
 Groups. Recipes that differ only in model (incl. its template and the aligned models), dataset, or numbers
 (learning rate, beta, steps, batch, cutoff, ...) form one group (``group_key``). ``GROUPS`` is the table;
 ``test_groups_partition_the_recipes`` checks that it matches the rule and holds every recipe exactly once.
-``make test`` runs each group's representative; ``make test-recipes`` (``LLAMAFACTORY_MINOR_RECIPES=all``)
-runs every recipe. The non-representatives carry the ``recipes_all`` marker.
+``make test`` runs the representatives in ``CI_RECIPES`` (time: see there), ``LLAMAFACTORY_MINOR_RECIPES=groups``
+every group's representative, ``make test-recipes`` (``LLAMAFACTORY_MINOR_RECIPES=all``) every recipe. The non-representatives carry the ``recipes_all`` marker.
 
 Scores (PoFT's aligned models, precomputed references) are cached in a tmp folder
 (``LLAMAFACTORY_MINOR_SCORE_CACHE``), so every run scores afresh.
@@ -54,7 +54,9 @@ from train_checks import DPO_KEYS, SFT_SIDE_KEYS, train_logs
 pytestmark = pytest.mark.e2e
 
 STANDIN_DIR = REPO_ROOT / "tests" / "fixtures" / "recipes"
-RUN_ALL = os.environ.get("LLAMAFACTORY_MINOR_RECIPES", "").lower() == "all"
+# "" (make test, CI): the CI_RECIPES below; "groups": every group's representative; "all": every recipe
+RECIPE_LEVEL = os.environ.get("LLAMAFACTORY_MINOR_RECIPES", "").lower()
+RUN_ALL = RECIPE_LEVEL == "all"
 NPROC = 2  # CPU processes for a `deepspeed:` recipe (the recipes say 8 GPUs)
 MAX_STEPS = 2
 
@@ -94,6 +96,16 @@ GROUPS = {
         "smollm2_minordpo", "smollm2_dpop", "tiny_poft", "tiny_minorsft_ds3", "tiny_minordpo_ds3")},
 }
 REPRESENTATIVES = {rep for rep, _ in GROUPS.values()}
+# What `make test` (CI) runs: a run takes 45-130 s on an idle 2-core machine (ZeRO-3 recipes start 3 processes that
+# import torch, LF and DeepSpeed, and map the data with 16 workers), so all 21 representatives would add 15-45
+# minutes. These four cover each paper, full and LoRA, ZeRO-3 over 2 processes, precomputed references, PoFT's
+# aligned scoring with the llama3 template and 16 workers; `make test-recipes` runs every recipe.
+CI_RECIPES = {
+    "examples/minorsft/qwen2_7b_full_minorsft.yaml",
+    "examples/minorsft/qwen2_7b_lora_sftdpo.yaml",
+    "examples/minordpo/qwen1.5_7b_full_minordpo_ds3.yaml",
+    "examples/poft/llama3_8b_full_poft_openhermes_ds3.yaml",
+}
 
 
 def group_key(cfg: dict) -> tuple:
@@ -277,6 +289,8 @@ def test_recipe_trains_two_steps(path, template_model, run_cli, read_log_history
     name = rel(path)
     if name not in REPRESENTATIVES and not RUN_ALL:
         pytest.skip("not its group's representative: `make test-recipes` runs every recipe")
+    if name not in CI_RECIPES and RECIPE_LEVEL not in ("all", "groups"):
+        pytest.skip("a group representative outside the CI set: `make test-recipes` runs it")
     cfg = load_yaml(path)
     out = tmp_path / "out"
     run = run_config(cfg, str(out), _model_for(template_model))
@@ -307,3 +321,9 @@ def test_recipe_trains_two_steps(path, template_model, run_cli, read_log_history
     assert weights in saved, sorted(saved)
     if cfg.get("plot_loss"):
         assert "training_loss.png" in saved, sorted(saved)
+
+
+def test_ci_recipes_are_group_representatives():
+    assert CI_RECIPES <= REPRESENTATIVES and all(os.path.isfile(REPO_ROOT / r) for r in CI_RECIPES)
+    # every paper is run in CI
+    assert {r.split("/")[1] for r in CI_RECIPES} == {"minorsft", "minordpo", "poft"}
