@@ -40,7 +40,7 @@ $(VLLM_STAMP): evaluation/setup_vllm_cpu.sh
 	bash evaluation/setup_vllm_cpu.sh "$(abspath $(VLLM_VENV))"
 
 # Every training recipe under examples/ trained 2 steps (tests/e2e/test_recipes_run.py); `make test` runs the
-# of four CI representatives (CI_RECIPES in that file). Also re-parses every recipe (tests/unit/test_recipes.py).
+# four CI representatives only (CI_RECIPES in that file). Also re-parses every recipe (tests/unit/test_recipes.py).
 test-recipes: install
 	LLAMAFACTORY_MINOR_RECIPES=all $(PY) -m pytest tests/unit/test_recipes.py tests/e2e/test_recipes_run.py -q -ra $(PYTEST_ARGS)
 
