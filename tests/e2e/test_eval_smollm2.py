@@ -7,7 +7,7 @@ import os
 import pytest
 
 from llamafactory_minor_eval.cli import main
-from llamafactory_minor_eval.parsing import extract_gsm8k_answer, format_number, parse_choice
+from llamafactory_minor_eval.parsing import extract_gsm8k_answer, extract_gsm8k_flexible, format_number, parse_choice
 
 pytestmark = pytest.mark.e2e
 
@@ -40,10 +40,13 @@ def test_smollm2_generation_and_likelihood(smollm2, tmp_path, capsys):
                    for r in gen)
     gsm = _jsonl(gen_out / "smollm2" / "gsm8k" / "samples.jsonl")
     assert all(r["parsed"] == format_number(extract_gsm8k_answer(r["output"])) for r in gsm)
-    assert any(r["parsed"] is not None for r in gsm)  # SmolLM2 writes numbers in its reasoning
+    assert all(r["parsed_flexible"] == format_number(extract_gsm8k_flexible(r["output"])) for r in gsm)
+    # 24 new tokens rarely reach the "So the answer is" line (strict: unparsed, counted wrong, no last-number
+    # fallback), but SmolLM2 writes numbers in its reasoning: lm-eval's flexible column finds one
+    assert any(r["parsed_flexible"] is not None for r in gsm)
     assert all(r["prompt"].startswith("You are a helpful assistant. Please answer follow question") for r in gsm)
     out = capsys.readouterr().out
-    assert "C-Eval (gen)" in out and "C-Eval (lik)" in out
+    assert "C-Eval micro (gen), n=2" in out and "C-Eval micro (lik), n=2" in out  # mode and n in the header
 
 
 def test_smollm2_likelihood_is_deterministic_and_matches_letter_argmax(smollm2):
