@@ -390,17 +390,9 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
 
 
 def _close_lmeval_vllm(lm) -> None:
-    import gc
+    from .backends.vllm_backend import shutdown_llm
 
-    llm = getattr(lm, "model", None)
-    engine = getattr(llm, "llm_engine", None)
-    shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
-    try:
-        if callable(shutdown):
-            shutdown()
-    except Exception:  # noqa: BLE001
-        pass
-    gc.collect()
+    shutdown_llm(getattr(lm, "model", None))
 
 
 def format_report(rep: Dict[str, object]) -> str:

@@ -102,20 +102,9 @@ class VLLMEngine:
         return LoRARequest(f"adapter{self._lora_ids[path]}", self._lora_ids[path], path)
 
     def close(self) -> None:
-        import gc
-
         llm = getattr(self, "llm", None)
         self.llm = None
-        if llm is not None:
-            engine = getattr(llm, "llm_engine", None)
-            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
-            try:
-                if callable(shutdown):
-                    shutdown()
-            except Exception:  # noqa: BLE001
-                pass
-        del llm
-        gc.collect()
+        shutdown_llm(llm)
 
 
 class VLLMBackend(Backend):
@@ -190,3 +179,19 @@ class VLLMBackend(Backend):
                 total += float(getattr(entry[token], "logprob", entry[token]))
             result.append(total)
         return result
+
+
+def shutdown_llm(llm) -> None:
+    """Stop a ``vllm.LLM``'s engine (its worker processes) and free it; ``None`` is a no-op."""
+    import gc
+
+    if llm is not None:
+        engine = getattr(llm, "llm_engine", None)
+        shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        try:
+            if callable(shutdown):
+                shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+    del llm
+    gc.collect()
