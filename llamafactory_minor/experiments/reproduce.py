@@ -359,18 +359,10 @@ def reproduce_poft(args) -> dict:
     lr = args.lr
     results.update(lr=lr, epochs=args.epochs, noise_rate=args.noise_rate, aligned=[args.model])
     runs = poft_runs(lr, args.model, args.template, args.poft_beta)
-    saved_steps = args.steps
-    args.steps = -1  # epochs decide
-    for run in runs:
-        run.setdefault("extra", {})
-        run["extra"] = dict(run["extra"], num_train_epochs=args.epochs, save_strategy="epoch", max_steps=-1,
+    for run in runs:  # epochs decide (max_steps -1 overrides --steps), every epoch saved
+        run["extra"] = dict(run.get("extra", {}), num_train_epochs=args.epochs, save_strategy="epoch", max_steps=-1,
                             max_samples=None)
-    try:
-        for run in runs:
-            _train([dict(run, extra=dict(run["extra"]))], args, data_dir, out, results, run["dataset"],
-                   ["loss", "poft/r_theta", "poft/r_aligned"])
-    finally:
-        args.steps = saved_steps
+        _train([run], args, data_dir, out, results, run["dataset"], ["loss", "poft/r_theta", "poft/r_aligned"])
     # every epoch's checkpoint is evaluated
     epoch_runs = []
     for run in runs:

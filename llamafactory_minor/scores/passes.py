@@ -119,7 +119,7 @@ def join(rows, scores: dict, what: str, keys=None, counts=None) -> list[dict]:
     for key, count in zip(keys, counts):
         s = scores[key]
         have = [s["num_tokens"]] + ([s["rejected_num_tokens"]] if "rejected_num_tokens" in s else [])
-        if list(count) != have[:len(count)] or len(have) != len(count):
+        if list(count) != have:
             raise PluginError(f"The {what} of token key {key} covers {have} answer tokens, the training row has "
                               f"{list(count)}: the scores were made for other rows; rescore them.")
         out.append(s)

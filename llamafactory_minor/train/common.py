@@ -16,12 +16,13 @@ from llamafactory.extras.constants import IGNORE_INDEX
 from llamafactory.train.dpo.trainer import CustomDPOTrainer
 
 from ..integration import PluginError
+from ..integration.data import KEY_COLUMNS
 from ..objectives import deviation_metric, normalized_rewards, sequence_log_probs
 
 
 # per-row columns the workflows attach to the dataset; the collator stacks them as float tensors
 SCORE_COLUMNS = ("ref_logps", "aligned_logps", "aligned_num_tokens", "poft_noise")
-DROP_COLUMNS = ("sample_key", "token_key", "answer_tokens")  # integration.data.KEY_COLUMNS
+DROP_COLUMNS = KEY_COLUMNS  # the key columns of integration.data: never model inputs
 
 
 class ScoredCollator:
