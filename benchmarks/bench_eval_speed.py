@@ -8,7 +8,7 @@
     .venv/bin/python benchmarks/bench_eval_speed.py [--limit-per-subject 1] [--gen-tokens 16 64]
         [--vllm-python .venv-vllm/bin/python] [--data ../shared/data/ceval] [--json out.json]
 
-The model comes from llamafactory_minor.cpu_models (``--model`` to use another folder). The vLLM part
+The model comes from the repository's tools/cpu_models.py (``--model`` to use another folder). The vLLM part
 runs this same file with ``--worker`` in the vLLM python and is skipped when that python is missing.
 Timings exclude model loading (reported separately) and include a short warm-up.
 
@@ -90,7 +90,7 @@ def worker(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from llamafactory_minor.cpu_models)")
+    p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from tools/cpu_models.py)")
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "ceval"), help="C-Eval folder")
     p.add_argument("--limit-per-subject", type=int, default=1, help="questions per subject (0 = all 5; C-Eval dev has 52 subjects)")
     p.add_argument("--limit", type=int, default=0, help="cap on the number of questions (0 = none)")
@@ -117,7 +117,8 @@ def main() -> None:
         return
     if not args.model:
         os.environ.setdefault("LLAMAFACTORY_MINOR_CACHE", os.path.join(REPO, ".cache", "models"))
-        from llamafactory_minor.cpu_models import smollm2_path
+        sys.path.insert(0, REPO)
+        from tools.cpu_models import smollm2_path
 
         args.model = smollm2_path()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

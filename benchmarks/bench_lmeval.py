@@ -90,7 +90,7 @@ def print_table(reports: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from llamafactory_minor.cpu_models)")
+    p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from tools/cpu_models.py)")
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"), help="folder with ceval/ and gsm8k/")
     p.add_argument("--ceval-per-subject", type=int, default=0, help="first N val rows per subject (0 = all)")
     p.add_argument("--gsm8k", type=int, default=200, help="GSM8K questions (first N of train.jsonl)")
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.model:
         os.environ.setdefault("LLAMAFACTORY_MINOR_CACHE", os.path.join(REPO, ".cache", "models"))
-        from llamafactory_minor.cpu_models import smollm2_path
+        from tools.cpu_models import smollm2_path
 
         args.model = smollm2_path()
     args.data = os.path.abspath(args.data)

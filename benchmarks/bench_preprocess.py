@@ -64,7 +64,7 @@ def main() -> int:
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    from llamafactory_minor import cpu_models
+    from tools import cpu_models  # the repository's tools/ (REPO_ROOT is on sys.path)
     from llamafactory_minor.integration.data import plugin_dataset
 
     model = cpu_models.tiny_model_path()  # SmolLM2's tokenizer

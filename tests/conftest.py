@@ -64,7 +64,7 @@ for _k, _v in _OFFLINE_ENV.items():
 if str(REPO_ROOT) not in sys.path:  # also works before `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from llamafactory_minor import cpu_models  # noqa: E402  (cheap: no torch / LF import)
+from tools import cpu_models  # noqa: E402  (cheap: no torch / LF import; the repo's tools/, not installed)
 
 LF_TEMPLATE = cpu_models.LF_TEMPLATE
 # stages whose default fixture dataset is the pairwise one (dpo also covers pref_loss minordpo/dpop)

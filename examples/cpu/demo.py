@@ -45,7 +45,7 @@ def main():
     args = parser.parse_args()
 
     sys.path.insert(0, REPO)
-    from llamafactory_minor.cpu_models import LF_TEMPLATE, smollm2_path
+    from tools.cpu_models import LF_TEMPLATE, smollm2_path  # the repository's tools/ (cpu-demo extra)
 
     print("Preparing SmolLM2-135M-Instruct (cached after the first time) ...", flush=True)
     model = smollm2_path()

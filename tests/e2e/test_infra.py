@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from llamafactory_minor import cpu_models
+from tools import cpu_models
 
 IM_END, NEWLINE = 2, 198  # "<|im_end|>" and "\n" in SmolLM2's vocabulary
 
@@ -27,13 +27,31 @@ def test_cpu_models_import_is_cheap():
     import sys
 
     code = (
-        "import sys, llamafactory_minor.cpu_models as m; "
+        "import sys, tools.cpu_models as m; "
         "bad = [k for k in ('torch', 'transformers', 'llamafactory') if k in sys.modules]; "
         "assert not bad, bad; print(m.cache_dir())"
     )
     env = dict(os.environ, LLAMAFACTORY_MINOR_DISABLE="1", LLAMAFACTORY_MINOR_CACHE="/x/y")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=repo)
     assert out.stdout.strip() == "/x/y"
+
+
+def test_cpu_models_are_not_installed_with_the_package():
+    """tools/cpu_models.py is repository infrastructure: the installed package neither ships nor imports it."""
+    import glob
+    import re
+
+    import llamafactory_minor
+
+    pkg = os.path.dirname(llamafactory_minor.__file__)
+    assert not os.path.exists(os.path.join(pkg, "cpu_models.py"))
+    offenders = [p for p in glob.glob(os.path.join(pkg, "**", "*.py"), recursive=True)
+                 if re.search(r"^\s*(from|import)\s.*cpu_models", open(p, encoding="utf-8").read(), re.M)]
+    assert not offenders, offenders
+    from llamafactory_minor.cli import DEMO_MODEL
+
+    assert (cpu_models.SMOLLM2_NAME, cpu_models._MARKER) == (DEMO_MODEL, "lfm_build.json")  # reproduce's default
 
 
 def test_tiny_model_loads_and_runs(tiny_model):

