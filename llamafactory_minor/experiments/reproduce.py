@@ -85,6 +85,8 @@ def train_config(run: dict, args, data_dir: str, output_dir: str) -> dict:
         "learning_rate": run["lr"], "lr_scheduler_type": "constant", "max_steps": args.steps,
         "logging_steps": 1, "save_strategy": "no", "report_to": "none", "seed": args.seed, "bf16": False,
         "plot_loss": True,
+        # 135M parameters on a CPU: memory is ample, and LF's default gradient checkpointing only recomputes
+        "disable_gradient_checkpointing": True,
     }
     if args.finetuning_type == "lora":
         cfg.update(lora_rank=8, lora_target="all")
@@ -232,6 +234,33 @@ def degenerate_share(samples_path: str) -> float | None:
     return sum(map(is_degenerate, outputs)) / len(outputs) if outputs else None
 
 
+def select_runs(runs: list[dict], wanted: str | None) -> list[dict]:
+    """``--runs a,b``: only the named runs of the experiment (an unknown name is an error listing the names)."""
+    if not wanted:
+        return runs
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    known = [r["name"] for r in runs]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ReproduceError(f"--runs: no run named {', '.join(unknown)} in this experiment; its runs are "
+                             f"{', '.join(known)}")
+    return [r for r in runs if r["name"] in names]
+
+
+def portable(value, out: str):
+    """A copy of ``results`` whose paths are relative to the output folder (or the repository), so results.json
+    can be committed or moved without naming the machine's folders."""
+    if isinstance(value, dict):
+        return {k: portable(v, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, out) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        for root in (out, REPO):
+            if os.path.commonpath([os.path.abspath(value), root]) == root:
+                return os.path.relpath(value, root)
+    return value
+
+
 def _finish(results: dict, out: str, png_runs: list[str], metrics: list[str], title: str, start: float,
             verdict_fn) -> dict:
     png = os.path.join(out, "metrics.png" if results["experiment"] != "minorsft" else "m_theta.png")
@@ -239,16 +268,21 @@ def _finish(results: dict, out: str, png_runs: list[str], metrics: list[str], ti
     results["plot"] = png
     results["verdict"] = verdict_fn(results)
     results["times_s"]["total"] = round(time.time() - start, 1)
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    shown = portable(results, out)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, default=str)
-    print(format_results(results), flush=True)
+        json.dump(shown, f, indent=2, default=str)
+    text = format_results(shown)
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(text.lstrip("\n") + "\n")
+    print(text, flush=True)
     return results
 
 
 def reproduce_minorsft(args) -> dict:
     out, data_dir, results, start = _prepare(args, "minorsft")
     results.update(lr=args.lr, beta=args.beta)
-    runs = minorsft_runs(args.lr, args.beta, args.grid)
+    runs = select_runs(minorsft_runs(args.lr, args.beta, args.grid), getattr(args, "runs", None))
     _train(runs, args, data_dir, out, results, "arith_sft", ["m_theta"])
     _evaluate(runs, args, data_dir, out, results)
     return _finish(results, out, [r["name"] for r in runs], ["m_theta", "loss"],
@@ -308,7 +342,7 @@ def reproduce_minordpo(args) -> dict:
     out, data_dir, results, start = _prepare(args, "minordpo")
     lrs = [float(x) for x in str(args.lrs or args.lr).split(",")]
     results.update(lrs=lrs, beta=args.beta, dpop_lambda=args.dpop_lambda)
-    runs = minordpo_runs(lrs, args.beta, args.dpop_lambda)
+    runs = select_runs(minordpo_runs(lrs, args.beta, args.dpop_lambda), getattr(args, "runs", None))
     _train(runs, args, data_dir, out, results, "arith_dpo", DPO_METRICS + ["m_theta"])
     _evaluate(runs, args, data_dir, out, results)
     return _finish(results, out, [r["name"] for r in runs], DPO_METRICS,
@@ -358,7 +392,7 @@ def reproduce_poft(args) -> dict:
         results["noise"] = make_noise(data_dir, "arith_sft", rate=args.noise_rate, seed=args.seed)
     lr = args.lr
     results.update(lr=lr, epochs=args.epochs, noise_rate=args.noise_rate, aligned=[args.model])
-    runs = poft_runs(lr, args.model, args.template, args.poft_beta)
+    runs = select_runs(poft_runs(lr, args.model, args.template, args.poft_beta), getattr(args, "runs", None))
     for run in runs:  # epochs decide (max_steps -1 overrides --steps), every epoch saved
         run["extra"] = dict(run.get("extra", {}), num_train_epochs=args.epochs, save_strategy="epoch", max_steps=-1,
                             max_samples=None)

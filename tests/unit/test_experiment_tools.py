@@ -262,3 +262,27 @@ def test_reproduce_default_model_is_the_prepared_folder(tmp_path, monkeypatch):
         _prepared_demo_model()
     (folder / "lfm_build.json").write_text('{"recipe": "smollm2-v1"}')
     assert _prepared_demo_model() == str(folder.resolve())
+
+
+def test_runs_subset_by_name_and_unknown_names_listed():
+    from llamafactory_minor.experiments.reproduce import ReproduceError, minorsft_runs, select_runs
+
+    runs = minorsft_runs(1e-4, 0.04, grid=False)
+    assert [r["name"] for r in select_runs(runs, "minorsft, sft")] == ["sft", "minorsft"]
+    assert select_runs(runs, None) == runs
+    with pytest.raises(ReproduceError, match="no run named minordpo.*sft, sftdpo, minorsft"):
+        select_runs(runs, "sft,minordpo")
+
+
+def test_results_json_paths_are_relative_to_the_output_folder(tmp_path):
+    from llamafactory_minor.experiments.reproduce import REPO, portable
+
+    out = str(tmp_path / "repro")
+    results = {"runs": {"sft": {"dir": os.path.join(out, "runs", "sft"), "lr": 1e-4}},
+               "model": os.path.join(REPO, ".cache", "models", "SmolLM2"), "plot": os.path.join(out, "m.png"),
+               "elsewhere": "/opt/data/x.json", "text": "a/b"}
+    shown = portable(results, out)
+    assert shown["runs"]["sft"] == {"dir": os.path.join("runs", "sft"), "lr": 1e-4}
+    assert shown["model"] == os.path.join(".cache", "models", "SmolLM2") and shown["plot"] == "m.png"
+    assert shown["elsewhere"] == "/opt/data/x.json" and shown["text"] == "a/b"
+    assert results["plot"] == os.path.join(out, "m.png")  # the caller's dict is not changed
