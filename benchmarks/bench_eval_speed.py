@@ -195,7 +195,7 @@ def paper_prompt_sections(args) -> dict:
             cmd = [args.vllm_python, os.path.abspath(__file__), "--worker", "--model", args.model, "--data", args.data,
                    "--limit-per-subject", str(args.limit_per_subject), "--limit", str(args.limit),
                    "--kv-cache-gb", str(args.kv_cache_gb), "--gen-tokens", *map(str, args.gen_tokens)]
-            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                   stdin=subprocess.DEVNULL)
             for line in proc.stderr.splitlines():
                 if line.startswith("  [vllm]"):

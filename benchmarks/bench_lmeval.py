@@ -57,7 +57,7 @@ def run_backend(backend: str, args) -> dict:
                str(args.gsm8k_max_new_tokens), "--json", out]
         if args.ceval_per_subject:
             cmd += ["--ceval-per-subject", str(args.ceval_per_subject)]
-        proc = subprocess.run(cmd, env=vllm_env(tmp), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        proc = subprocess.run(cmd, env=vllm_env(tmp), cwd=tmp, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0 or not os.path.isfile(out):
             raise RuntimeError(f"vLLM cross-check failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -66,7 +66,6 @@ class TransformersBackend(Backend):
         batch_size: int = 8,
         trust_remote_code: bool = False,
     ):
-        import torch
         from transformers import AutoModelForCausalLM
 
         self.device = _pick_device(device)

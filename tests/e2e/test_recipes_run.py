@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 
 import pytest
 from recipe_files import RECIPES, REPO_ROOT, load_yaml, rel

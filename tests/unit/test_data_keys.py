@@ -95,7 +95,7 @@ def test_token_key_follows_what_the_model_sees(tiny_model):
     assert plain["sample_key"] == system["sample_key"]
     assert not set(plain["token_key"]) & set(system["token_key"])
     assert len(set(plain["token_key"])) == 4
-    for ids, labels, count in zip(plain["input_ids"], plain["labels"], plain["answer_tokens"]):
+    for _ids, labels, count in zip(plain["input_ids"], plain["labels"], plain["answer_tokens"]):
         assert count == [sum(1 for x in labels[1:] if x != -100)] and count[0] > 0
     shorter = _KeyedProcessor(_lf_processor(tiny_model)).preprocess_dataset(
         _examples([(p, [{"role": "assistant", "content": r[0]["content"] + "!"}]) for p, r in _many(4)]))

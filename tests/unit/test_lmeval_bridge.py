@@ -2,7 +2,6 @@
 apply it, and our rendering of lm-eval's C-Eval prompt against lm-eval's own (its task YAML, read from the
 installed package) on real C-Eval rows (tests/fixtures/eval)."""
 
-import os
 from pathlib import Path
 
 import pytest
