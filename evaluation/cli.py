@@ -144,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vLLM: allow graph compilation / CUDA graphs (slower start-up; default: eager)")
     g.add_argument("--max-lora-rank", type=int, metavar="R", help="vLLM: largest LoRA rank (default: read from the adapters)")
 
+    g = p.add_argument_group("lm-eval-harness tasks beside the benchmarks (PoFT's Open LLM Leaderboard suite)")
+    g.add_argument("--lmeval-tasks", action="append", metavar="LIST",
+                   help="comma-separated lm-eval tasks (repeatable) run over the same checkpoints with lm-eval's own "
+                   "HF / vLLM backend (--backend), in the same tables: arc_challenge (25-shot acc_norm), hellaswag "
+                   "(10, acc_norm), truthfulqa_mc2 (0, acc = mc2), winogrande (5, acc), gsm8k (5, exact_match "
+                   "flexible-extract), mmlu (5, acc); NAME@K sets K shots, mmlu:anatomy,virology only those subjects")
+    g.add_argument("--lmeval-data-dir", metavar="DIR",
+                   help="local lm-eval data in the hub datasets' row format: DIR/arc_challenge/{train,validation,test}.jsonl, "
+                   "hellaswag/, truthfulqa/, winogrande/, gsm8k/, mmlu/<subject>/ (default: lm-eval downloads them)")
+    g.add_argument("--lmeval-limit", type=int, metavar="N",
+                   help="the first N documents of each lm-eval task / MMLU subject (lm-eval's --limit; default all)")
+    g.add_argument("--lmeval-max-gen-toks", type=int, metavar="N",
+                   help="token budget of lm-eval's generation tasks (gsm8k; default the task's own, 256)")
+
     g = p.add_argument_group("deviation metric m_theta (MinorSFT Eq. 8)")
     g.add_argument("--deviation-data", metavar="FILE",
                    help="JSON/JSONL of (prompt, answer) pairs (alpaca instruction/input/output, messages, or prompt/response); "
@@ -215,6 +229,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         "vllm_kv_cache_gb": args.vllm_kv_cache_gb,
         "vllm_enforce_eager": args.vllm_enforce_eager,
         "max_lora_rank": args.max_lora_rank,
+        "lmeval_tasks": _benchmarks(args.lmeval_tasks),
+        "lmeval_data_dir": args.lmeval_data_dir,
+        "lmeval_limit": args.lmeval_limit,
+        "lmeval_max_gen_toks": args.lmeval_max_gen_toks,
         "deviation_data": args.deviation_data,
         "deviation_limit": args.deviation_limit,
         "deviation_max_length": args.deviation_max_length,

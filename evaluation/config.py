@@ -50,6 +50,11 @@ class RunConfig:
     vllm_kv_cache_gb: Optional[float] = None
     vllm_enforce_eager: bool = True
     max_lora_rank: Optional[int] = None
+    # lm-eval-harness tasks beside our benchmarks (lmeval_suite.py)
+    lmeval_tasks: List[str] = field(default_factory=list)  # e.g. ["arc_challenge", "hellaswag@10", "mmlu:anatomy,virology"]
+    lmeval_data_dir: Optional[str] = None  # local files <dir>/<task folder>/<split>.jsonl (default: lm-eval's hub datasets)
+    lmeval_limit: Optional[int] = None  # lm-eval's --limit: the first N documents of each task / MMLU subject
+    lmeval_max_gen_toks: Optional[int] = None  # generation tasks (gsm8k): token budget (default the task's, 256)
     # deviation metric m_theta
     deviation_data: Optional[str] = None
     deviation_limit: Optional[int] = 200
@@ -72,12 +77,25 @@ class RunConfig:
         value = self.limit.get(benchmark, self.limit.get("*"))
         return None if value is None else int(value)
 
+    def lmeval_suite(self):
+        """The lm-eval tasks as LmEvalTask objects (PoFT's shots and metric unless ``name@shots``)."""
+        from .lmeval_suite import parse_task_list, suite_from_names
+
+        return suite_from_names(parse_task_list(self.lmeval_tasks or []))
+
+    def lmeval_gen_kwargs(self) -> Optional[Dict[str, int]]:
+        return {"max_gen_toks": int(self.lmeval_max_gen_toks)} if self.lmeval_max_gen_toks else None
+
     def validate(self, report_only: bool = False) -> None:
         if not self.checkpoints and not report_only:
             raise EvalError("no checkpoints to evaluate: give --model PATH (or checkpoints: in the YAML)")
-        if not self.benchmarks and not self.deviation_data and not report_only:
-            raise EvalError("no benchmarks: give --benchmarks ceval,financeiq,fineval,gsm8k (or --deviation-data)")
+        if not self.benchmarks and not self.deviation_data and not self.lmeval_tasks and not report_only:
+            raise EvalError("no benchmarks: give --benchmarks ceval,financeiq,fineval,gsm8k (or --lmeval-tasks, "
+                            "--deviation-data)")
         self.benchmarks = _unique([benchmark_info(b).name for b in self.benchmarks])
+        self.lmeval_suite()  # unknown lm-eval task names fail here, before any model is loaded
+        if self.lmeval_data_dir and not os.path.isdir(os.path.expanduser(self.lmeval_data_dir)) and not report_only:
+            raise EvalError(f"lmeval_data_dir {self.lmeval_data_dir} is not a folder")
         for mapping in (self.data, self.split, self.subjects, self.limit):
             for key in list(mapping):
                 if key != "*":
@@ -92,7 +110,7 @@ class RunConfig:
             raise EvalError(f"chat_template must be auto, on or off, got {self.chat_template!r}")
         if self.table_metric not in ("micro", "macro", "both"):
             raise EvalError(f"table_metric must be micro, macro or both, got {self.table_metric!r}")
-        for name in ("limit_per_subject", "deviation_limit"):
+        for name in ("limit_per_subject", "deviation_limit", "lmeval_limit", "lmeval_max_gen_toks"):
             value = getattr(self, name)
             if value is not None and int(value) <= 0:
                 raise EvalError(f"{name} must be a positive number, got {value}")
@@ -285,12 +303,16 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
                         "check the grid's path template")
     cfg.skipped_runs = skipped if not cli_models else []  # grid runs left out by skip_missing (logged by the CLI)
     cfg.benchmarks = _as_list(cfg.benchmarks)
+    from .lmeval_suite import parse_task_list
+
+    cfg.lmeval_tasks = parse_task_list(cfg.lmeval_tasks or [])
     cfg.data = _per_benchmark(cfg.data, "data")
     cfg.split = _per_benchmark(cfg.split, "split")
     cfg.subjects = _per_benchmark(cfg.subjects, "subjects", listy=True)
     cfg.limit = {k: _int(v, "limit" if k == "*" else f"limit of {k}")
                  for k, v in _per_benchmark(cfg.limit, "limit").items()}
-    for name in ("limit_per_subject", "deviation_limit", "vllm_max_model_len", "max_lora_rank"):
+    for name in ("limit_per_subject", "deviation_limit", "vllm_max_model_len", "max_lora_rank", "lmeval_limit",
+                 "lmeval_max_gen_toks"):
         value = getattr(cfg, name)
         if value is not None:
             setattr(cfg, name, _int(value, name))

@@ -46,8 +46,13 @@ class LmEvalTask:
 
     @property
     def title(self) -> str:
-        extra = f" ({self.filter})" if self.filter != "none" else ""
+        extra = f" ({self.filter})" if self.filter != "none" else " (mc2)" if self.task == "truthfulqa_mc2" else ""
         return f"{self.task} {self.num_fewshot}-shot {self.metric}{extra} [lm-eval]"
+
+    @property
+    def chance(self) -> Optional[float]:
+        """Score of a uniform guess (the chart's chance line), when the task has a fixed number of options."""
+        return CHANCE.get(self.task)
 
 
 POFT_SUITE = [
@@ -58,6 +63,10 @@ POFT_SUITE = [
     LmEvalTask("gsm8k", 5, "exact_match", "flexible-extract"),
     LmEvalTask("mmlu", 5, "acc"),
 ]
+
+# a uniform guess: ARC-Challenge (almost all 4 options), HellaSwag and MMLU 4, Winogrande 2; none for
+# TruthfulQA mc2 (the number of answers varies) and GSM8K
+CHANCE = {"arc_challenge": 0.25, "hellaswag": 0.25, "winogrande": 0.5, "mmlu": 0.25}
 
 # task -> (folder under the local data dir, dataset format, {lm-eval split name: file stem})
 LOCAL_LAYOUT = {
@@ -78,17 +87,41 @@ def suite_from_names(names: Sequence[str]) -> List[LmEvalTask]:
     known = {t.task: t for t in POFT_SUITE}
     out = []
     for raw in names:
-        name, _, shots = str(raw).partition("@")
+        name, _, shots = str(raw).strip().partition("@")
         name, _, subs = name.partition(":")
         if name not in known:
-            raise EvalError(f"unknown lm-eval task {name!r}; this runner knows {', '.join(known)}")
+            raise EvalError(f"unknown lm-eval task {name!r}; this runner knows {', '.join(known)} "
+                            "(name[@shots], mmlu:subject,subject[@shots])")
+        if shots and not shots.strip().isdigit():
+            raise EvalError(f"lm-eval task {raw!r}: the shots after @ must be a whole number >= 0, got {shots!r}")
         base = known[name]
         task = LmEvalTask(base.task, int(shots) if shots else base.num_fewshot, base.metric, base.filter)
         if subs:
             if name != "mmlu":
                 raise EvalError(f"only mmlu takes sub-tasks (mmlu:anatomy,virology), not {name}")
             task.subtasks = [f"mmlu_{s}" for s in subs.split(",") if s]
+        if task.column in {t.column for t in out}:
+            raise EvalError(f"lm-eval task {name} is listed twice")
         out.append(task)
+    return out
+
+
+def parse_task_list(value) -> List[str]:
+    """``"arc_challenge,hellaswag@10,mmlu:anatomy,virology@5"`` (or a list of such strings) -> one entry per
+    task: after ``mmlu:``, names that are not tasks are its subjects."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    known = {t.task for t in POFT_SUITE}
+    out: List[str] = []
+    for item in items:
+        for token in str(item).split(","):
+            token = token.strip()
+            if not token:
+                continue
+            head = token.partition("@")[0].partition(":")[0]
+            if head not in known and out and out[-1].startswith("mmlu:") and "@" not in out[-1]:
+                out[-1] += "," + token
+            else:
+                out.append(token)
     return out
 
 
@@ -131,13 +164,35 @@ def _task_specs(task: LmEvalTask, data_dir: Optional[str]) -> List[Dict[str, obj
 # ----------------------------------------------------------------------------------------------------
 
 
-def _fingerprint(ckpt, task: LmEvalTask, backend: str, data_dir: Optional[str], limit: Optional[int]) -> dict:
+def _fingerprint(ckpt, task: LmEvalTask, backend: str, data_dir: Optional[str], limit: Optional[int],
+                 dtype: str = "float32", gen_kwargs: Optional[dict] = None) -> dict:
     import lm_eval
 
-    return {"checkpoint": ckpt.identity(), "lmeval_task": task.task, "subtasks": task.subtasks,
-            "num_fewshot": task.num_fewshot, "metric": task.metric, "filter": task.filter, "backend": backend,
-            "data": str(Path(data_dir).resolve()) if data_dir else "hub", "limit": limit,
-            "lm_eval": lm_eval.__version__}
+    fp = {"checkpoint": ckpt.identity(), "lmeval_task": task.task, "subtasks": task.subtasks,
+          "num_fewshot": task.num_fewshot, "metric": task.metric, "filter": task.filter, "backend": backend,
+          "data": str(Path(os.path.expanduser(data_dir)).resolve()) if data_dir else "hub", "limit": limit,
+          "dtype": dtype, "lm_eval": lm_eval.__version__}
+    if task.overrides:
+        fp["overrides"] = json.loads(json.dumps(task.overrides, sort_keys=True, default=str))
+    if gen_kwargs and task.task == "gsm8k":  # only generation tasks take them
+        fp["gen_kwargs"] = dict(sorted(gen_kwargs.items()))
+    return fp
+
+
+def _interval(values: List[float]) -> Optional[List[float]]:
+    """95% interval of a mean score: Wilson for 0/1 scores (acc, acc_norm, exact_match), else the normal
+    approximation mean +- 1.96 sd / sqrt(n), clipped to [0, 1] (TruthfulQA mc2's per-question scores)."""
+    from .metrics import Z95, wilson_interval
+
+    n = len(values)
+    if not n:
+        return None
+    if all(v in (0.0, 1.0) for v in values):
+        return list(wilson_interval(int(sum(values)), n))
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    half = Z95 * sd / n ** 0.5
+    return [max(0.0, mean - half), min(1.0, mean + half)]
 
 
 def _lm(ckpt, backend: str, batch_size: int, dtype: str):
@@ -179,7 +234,7 @@ def _metrics_from(result: dict, task: LmEvalTask, ckpt_name: str, backend: str, 
     size, like lm-eval's groups), per sub-task as "subjects"."""
     key = f"{task.metric},{task.filter}"
     names = task.subtasks or [task.task]
-    subjects, records = {}, []
+    subjects, records, all_values, split = {}, [], [], None
     for name in names:
         res = result["results"].get(name)
         if res is None or key not in res:
@@ -187,7 +242,10 @@ def _metrics_from(result: dict, task: LmEvalTask, ckpt_name: str, backend: str, 
         docs = [s for s in result["samples"].get(name, []) if s.get("filter") == task.filter]
         n = len(docs)
         values = [float(s[task.metric]) for s in docs]
+        all_values.extend(values)
         subjects[name] = {"n": n, "correct": sum(values), "accuracy": float(res[key]), "unparsed": 0}
+        config = (result.get("configs") or {}).get(name) or {}
+        split = config.get("test_split") or config.get("validation_split") or split  # lm-eval's order
         for s in docs:
             records.append({"key": f"{name}/{s['doc_id']}", "benchmark": task.column, "subject": name,
                             "id": str(s["doc_id"]), "gold": json.loads(json.dumps(s.get("target"), default=str)),
@@ -195,63 +253,102 @@ def _metrics_from(result: dict, task: LmEvalTask, ckpt_name: str, backend: str, 
                             "correct": float(s[task.metric]), "mode": f"lm-eval {task.metric}"})
     n = sum(s["n"] for s in subjects.values())
     correct = sum(s["correct"] for s in subjects.values())
+    macro_ci = None
+    if len(subjects) > 1 and all(v in (0.0, 1.0) for v in all_values):
+        from .metrics import bootstrap_macro_interval
+
+        macro_ci = list(bootstrap_macro_interval([(int(s["correct"]), s["n"]) for s in subjects.values()]))
     metrics = {
-        "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+        "source": "lm-eval", "lmeval_task": task.task, "metric": task.metric, "filter": task.filter,
+        "chance": task.chance,
+        "n": n, "correct": int(correct) if float(correct).is_integer() else round(correct, 6), "accuracy": correct / n if n else 0.0, "ci95": _interval(all_values),
         "macro_accuracy": sum(s["accuracy"] for s in subjects.values()) / len(subjects) if subjects else 0.0,
+        "macro_ci95": macro_ci if len(subjects) > 1 else _interval(all_values),
         "unparsed": 0, "n_subjects": len(subjects), "subjects": subjects, "categories": {},
         "checkpoint": ckpt_name, "benchmark": task.column, "title": task.title, "mode": f"lm-eval {task.metric}",
         "parser": f"lm-eval {task.filter}" if task.filter != "none" else f"lm-eval {task.metric}",
-        "few_shot": task.num_fewshot, "backend": {"backend": f"lm-eval {backend}"}, "elapsed_s": round(elapsed, 2),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "lmeval_results": {k: result["results"][k] for k in names},
+        "split": split or "", "few_shot": task.num_fewshot, "backend": {"backend": f"lm-eval {backend}"},
+        "elapsed_s": round(elapsed, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "lmeval_results": {k: result["results"][k] for k in names},
     }
     return metrics, records
 
 
+def plan_pairs(ckpt, tasks: List[LmEvalTask], output_dir: str, backend: str = "transformers",
+               data_dir: Optional[str] = None, dtype: str = "float32", limit: Optional[int] = None,
+               gen_kwargs: Optional[dict] = None, overwrite: bool = False) -> tuple:
+    """(done {column: metrics}, pending [(task, specs, pair folder, fingerprint)]) of one checkpoint.
+    Results in the folder made with other settings are an error naming the differing keys (unless
+    ``overwrite``); missing local data files too. Loads no model."""
+    from .models import safe_name
+
+    folder = Path(os.path.expanduser(output_dir)) / safe_name(ckpt.name)
+    done: Dict[str, dict] = {}
+    pending = []
+    for task in tasks:
+        specs = _task_specs(task, data_dir)  # resolves mmlu's sub-tasks before the fingerprint
+        pair = folder / task.column
+        fp = _fingerprint(ckpt, task, backend, data_dir, limit, dtype, gen_kwargs)
+        old = read_json(pair / "fingerprint.json") if (pair / "fingerprint.json").is_file() else None
+        if old is not None and old != fp and not overwrite:
+            diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
+            raise EvalError(f"{pair} holds lm-eval results made with other settings (different: {', '.join(diff)}); "
+                            "use --overwrite to redo them, or another --output-dir")
+        if old == fp and (pair / "metrics.json").is_file() and (pair / "samples.jsonl").is_file():
+            done[task.column] = read_json(pair / "metrics.json")
+            continue
+        pending.append((task, specs, pair, fp))
+    return done, pending
+
+
+def new_task_manager(tasks: List[LmEvalTask]):
+    """lm-eval's TaskManager over the task folders of ``tasks`` only (shared by every checkpoint)."""
+    from .lmeval_bridge import task_manager
+
+    return task_manager(sorted({TASK_FOLDERS[t.task] for t in tasks}))
+
+
 def run_suite(checkpoints, tasks: List[LmEvalTask], output_dir: str, backend: str = "transformers",
               data_dir: Optional[str] = None, batch_size: int = 8, dtype: str = "float32", limit: Optional[int] = None,
-              overwrite: bool = False, log: Callable[[str], None] = print) -> Dict[str, Dict[str, dict]]:
-    """Every (checkpoint, task) pair not done yet; returns {checkpoint name: {column: metrics}}."""
+              overwrite: bool = False, log: Callable[[str], None] = print, gen_kwargs: Optional[dict] = None,
+              tm=None) -> Dict[str, Dict[str, dict]]:
+    """Every (checkpoint, task) pair not done yet; returns {checkpoint name: {column: metrics}}.
+
+    ``limit``: lm-eval's own (the first N documents of each task / MMLU subject); ``gen_kwargs``: lm-eval's
+    override of generation tasks' settings (e.g. ``{"max_gen_toks": 64}``); ``tm``: a TaskManager to reuse."""
     from .lmeval_bridge import _lm_eval, group_spec
-    from .models import safe_name
 
     _lm_eval()
     from lm_eval import simple_evaluate
 
-    from .lmeval_bridge import task_manager
-
-    out = Path(os.path.expanduser(output_dir))
     done: Dict[str, Dict[str, dict]] = {}
-    tm = None
     for ckpt in checkpoints:
-        folder = out / safe_name(ckpt.name)
-        pending = []
+        finished, pending = plan_pairs(ckpt, tasks, output_dir, backend, data_dir, dtype, limit, gen_kwargs, overwrite)
         for task in tasks:
-            specs = _task_specs(task, data_dir)  # resolves mmlu's sub-tasks before the fingerprint
-            pair = folder / task.column
-            fp = _fingerprint(ckpt, task, backend, data_dir, limit)
-            old = read_json(pair / "fingerprint.json") if (pair / "fingerprint.json").is_file() else None
-            if old is not None and old != fp and not overwrite:
-                diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
-                raise EvalError(f"{pair} holds lm-eval results made with other settings (different: {', '.join(diff)}); "
-                                "use --overwrite to redo them, or another --output-dir")
-            if old == fp and (pair / "metrics.json").is_file() and (pair / "samples.jsonl").is_file():
-                done.setdefault(ckpt.name, {})[task.column] = read_json(pair / "metrics.json")
+            if task.column in finished:
+                done.setdefault(ckpt.name, {})[task.column] = finished[task.column]
                 log(f"[skip] {ckpt.name} | {task.title}: done")
-                continue
-            pending.append((task, specs, pair, fp))
         if not pending:
             continue
         if tm is None:
-            tm = task_manager(sorted({TASK_FOLDERS[t.task] for t in tasks}))
+            tm = new_task_manager(tasks)
         log(f"[load] {ckpt.name}: lm-eval {backend} for {', '.join(t.task for t, *_ in pending)}")
         lm = _lm(ckpt, backend, batch_size, dtype)
         try:
             for task, specs, pair, fp in pending:
                 t0 = time.time()
-                result = simple_evaluate(model=lm, tasks=[group_spec(f"lfm_{task.task}", specs)], task_manager=tm,
-                                         num_fewshot=None, limit=limit, log_samples=True, bootstrap_iters=0)
+                try:
+                    result = simple_evaluate(model=lm, tasks=[group_spec(f"lfm_{task.task}", specs)], task_manager=tm,
+                                             num_fewshot=None, limit=limit, log_samples=True, bootstrap_iters=0,
+                                             gen_kwargs=dict(gen_kwargs) if gen_kwargs else None)
+                except (KeyboardInterrupt, EvalError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - lm-eval's errors (missing data, hub offline) in one line
+                    raise EvalError(f"lm-eval failed on {ckpt.name} | {task.title}: {type(exc).__name__}: "
+                                    f"{str(exc).strip()[:400]}") from None
                 metrics, records = _metrics_from(result, task, ckpt.name, backend, time.time() - t0)
                 pair.mkdir(parents=True, exist_ok=True)
+                (pair / "metrics.json").unlink(missing_ok=True)  # never old metrics beside a new fingerprint
                 atomic_write_json(pair / "fingerprint.json", fp)
                 atomic_write_text(pair / "samples.jsonl", jsonl_text(records))
                 atomic_write_json(pair / "metrics.json", metrics)

@@ -29,9 +29,33 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+LMEVAL_PREFIX = "lm-"  # lm-eval-harness task columns (lmeval_suite.py): lm-arc_challenge, lm-gsm8k ...
+
+
 def _kind(name: str) -> str:
+    if is_lmeval(name):
+        return "lmeval"
     info = BENCHMARKS.get(name)
     return info.kind if info else "mc"
+
+
+def is_lmeval(name: str) -> bool:
+    return str(name).startswith(LMEVAL_PREFIX)
+
+
+def _lmeval_order() -> Dict[str, int]:
+    from .lmeval_suite import POFT_SUITE
+
+    return {t.column: 100 + i for i, t in enumerate(POFT_SUITE)}
+
+
+def _result_folders(folder: Path) -> List[str]:
+    """The finished result columns of a checkpoint folder: our benchmarks, then lm-eval tasks."""
+    ours = [b for b in BENCHMARKS if (folder / b / "metrics.json").is_file()]
+    order = _lmeval_order()
+    lm = sorted((p.name for p in folder.iterdir() if p.is_dir() and is_lmeval(p.name) and (p / "metrics.json").is_file()),
+                key=lambda b: (order.get(b, 999), b)) if folder.is_dir() else []
+    return ours + lm
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -54,6 +78,8 @@ def _ci(m: dict, key: str) -> Optional[Tuple[float, float]]:
     ci = m.get("ci95" if key == "accuracy" else "macro_ci95")
     if ci:
         return ci[0], ci[1]
+    if m.get("source") == "lm-eval":  # scores need not be 0/1 (TruthfulQA mc2): only the stored interval
+        return None
     # results of the first version carry no interval: computed here from their counts
     if key == "accuracy" and m.get("n"):
         from .metrics import wilson_interval
@@ -68,7 +94,7 @@ def _ci(m: dict, key: str) -> Optional[Tuple[float, float]]:
 
 def _value(m: dict, column: str) -> Tuple[Optional[float], Optional[Tuple[float, float]]]:
     """(accuracy, interval) of one column: micro, macro, strict or flexible."""
-    if column in ("micro", "strict"):
+    if column in ("micro", "strict", "lmeval"):
         return m["accuracy"], _ci(m, "accuracy")
     if column == "macro":
         return m.get("macro_accuracy"), _ci(m, "macro_accuracy")
@@ -93,6 +119,8 @@ def _cell(m: Optional[dict], column: str, with_n: bool = False) -> str:
 
 
 def columns_for(name: str, table_metric: str) -> List[str]:
+    if _kind(name) == "lmeval":
+        return ["lmeval"]  # one score: lm-eval's own metric (the title names it)
     if _kind(name) == "math":
         return ["strict", "flexible"]
     return {"micro": ["micro"], "macro": ["macro"], "both": ["micro", "macro"]}[table_metric]
@@ -103,6 +131,11 @@ def selection_of(m: dict) -> str:
     fp = m.get("_fingerprint") or {}
     pool = m.get("pool")
     n = m["n"]
+    if m.get("source") == "lm-eval":
+        limit = fp.get("limit")
+        subs = m.get("n_subjects") or 1
+        return (f"{n} (--lmeval-limit {limit}: the first {limit} of each {'subject' if subs > 1 else 'task'})"
+                if limit else f"all {n}")
     limit, per = fp.get("limit"), fp.get("limit_per_subject")
     if not limit and not per:
         return f"all {n}"
@@ -136,7 +169,7 @@ def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str]
     extra: List[Tuple[str, Path]] = []
     if out.is_dir():
         for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-            done = [b for b in BENCHMARKS if (folder / b / "metrics.json").is_file()]
+            done = _result_folders(folder)
             if not done:
                 continue
             if folder.name not in known:
@@ -148,7 +181,7 @@ def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str]
     for ckpt in ckpts:
         folder = out / safe_name(ckpt.name)
         cells = {}
-        for name in BENCHMARKS:
+        for name in _result_folders(folder) if folder.is_dir() else []:
             path = folder / name / "metrics.json"
             if path.is_file() and (folder / name / "samples.jsonl").is_file():
                 m = read_json(path)
@@ -163,6 +196,7 @@ def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str]
             dev = dict(previous[ckpt.name]["m_theta"], from_previous_summary=True)
         rows.append({"checkpoint": ckpt, "metrics": cells, "deviation": dev})
     order = {b: i for i, b in enumerate(BENCHMARKS)}
+    order.update(_lmeval_order())
     given = [b for b in benchmarks]
     names = given + sorted((b for b in names if b not in given), key=lambda b: order.get(b, 99))
     return rows, names
@@ -170,7 +204,7 @@ def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str]
 
 def _checkpoint_from_folder(folder: Path, previous: Dict[str, dict]) -> Checkpoint:
     name, ident = folder.name, {}
-    for bench in BENCHMARKS:
+    for bench in _result_folders(folder):
         if (folder / bench / "metrics.json").is_file():
             name = read_json(folder / bench / "metrics.json").get("checkpoint", name)
             if (folder / bench / "fingerprint.json").is_file():
@@ -199,7 +233,7 @@ def write_reports(
 ) -> Dict[str, object]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    titles = {b: titles.get(b) or (BENCHMARKS[b].title if b in BENCHMARKS else b) for b in benchmarks}
+    titles = {b: titles.get(b) or (BENCHMARKS[b].title if b in BENCHMARKS else _stored_title(rows, b)) for b in benchmarks}
     has_dev = deviation_data is not None or any(r.get("deviation") for r in rows)
     meta_keys: List[str] = []
     for row in rows:
@@ -247,6 +281,8 @@ def write_reports(
                                                                "flexible", "categories")}
             entry["benchmarks"][name]["parser"] = parser_of(m)
             entry["benchmarks"][name]["selection"] = selection_of(m)
+            entry["benchmarks"][name].update({k: m[k] for k in ("source", "title", "metric", "filter", "few_shot")
+                                              if k in m and is_lmeval(name)})
         dev = row.get("deviation")
         if has_dev:
             line += [f"{dev['m_theta']:.6f}" if dev else "", dev["reference"] if dev else "", dev["n"] if dev else ""]
@@ -292,7 +328,15 @@ def write_reports(
     return {"rows": summary_rows, "output_dir": str(out), "benchmarks": benchmarks}
 
 
+def _stored_title(rows: List[dict], name: str) -> str:
+    """The title a result carries (lm-eval columns: "arc_challenge 25-shot acc_norm [lm-eval]")."""
+    found = sorted({r["metrics"][name].get("title") for r in rows if name in r["metrics"]} - {None})
+    return " / ".join(found) if found else name
+
+
 def _mode_tag(rows: List[dict], name: str) -> str:
+    if is_lmeval(name):
+        return ""  # the title names lm-eval's metric
     modes = {r["metrics"][name]["mode"] for r in rows if name in r["metrics"]}
     if len(modes) != 1:
         return ""
@@ -307,7 +351,7 @@ def _uniform_n(rows: List[dict], name: str) -> Optional[int]:
 def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], table_metric: str = "both",
                      deviation_data: Optional[str] = None) -> str:
     has_dev = deviation_data is not None or any(r.get("deviation") for r in rows)
-    label = {"micro": "micro", "macro": "macro", "strict": "strict", "flexible": "flexible"}
+    label = {"micro": " micro", "macro": " macro", "strict": " strict", "flexible": " flexible", "lmeval": ""}
     cols, heads = [], []
     mixed_n = []
     for name in benchmarks:
@@ -316,7 +360,7 @@ def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, 
             mixed_n.append(name)
         for column in columns_for(name, table_metric):
             cols.append((name, column))
-            heads.append(f"{titles[name]} {label[column]}{_mode_tag(rows, name)}" + (f", n={n}" if n else ""))
+            heads.append(f"{titles[name]}{label[column]}{_mode_tag(rows, name)}" + (f", n={n}" if n else ""))
     lines = ["| checkpoint | " + " | ".join(_md_escape(h) for h in heads) + (" | m_theta |" if has_dev else " |")]
     lines.append("|---|" + "---:|" * len(cols) + ("---:|" if has_dev else ""))
     for row in rows:
@@ -340,6 +384,15 @@ def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, 
         notes.append("GSM8K **strict** = the number of the final-answer line ('So the answer is: N', as the "
                      "paper's prompt asks); **flexible** = the last number of the output (lm-eval-harness's "
                      "flexible-extract).")
+    if any(_kind(b) == "lmeval" for b in benchmarks):
+        notes.append("[lm-eval] columns: scores of lm-eval-harness's own tasks (their prompts, few-shot examples and "
+                     "metrics; no chat template) on the same checkpoints, through lm-eval's HF or vLLM model class: the "
+                     "header names the task, shots and lm-eval's metric (acc = accuracy of the most likely choice; "
+                     "acc_norm = the same with log-likelihoods divided by the choice's length in bytes; TruthfulQA's "
+                     "acc is mc2, the probability mass on the true answers; exact_match (flexible-extract) = GSM8K's "
+                     "last number in the output) and n the documents scored. Interval: Wilson for 0/1 scores, "
+                     "normal approximation of the mean for mc2. The chart's chance line: 25% (4 options), "
+                     "Winogrande 50%.")
     if mixed_n:
         notes.append("The number of questions differs between rows for " + ", ".join(titles[b] for b in mixed_n)
                      + " (pairs run with different limits, see the run details): those cells say n.")
@@ -407,6 +460,16 @@ def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, 
 # ----------------------------------------------------------------------------------------------------
 
 
+def _chance(rows: List[dict], name: str) -> Optional[float]:
+    """Chance level of a column: 25% for our four-option benchmarks, the stored one of an lm-eval task."""
+    if _kind(name) == "mc":
+        return 0.25
+    if _kind(name) == "lmeval":
+        found = {r["metrics"][name].get("chance") for r in rows if name in r["metrics"]}
+        return found.pop() if len(found) == 1 else None
+    return None
+
+
 def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], table_metric: str = "both",
               has_dev: bool = False) -> Optional[bytes]:
     """Grouped bars: one group per benchmark, per checkpoint a solid bar (micro; GSM8K strict) and a
@@ -454,9 +517,11 @@ def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], t
                 if n_bars * len(cols) <= 8:
                     ax.bar_label(bar, fmt="%.1f", fontsize=6, padding=1)
                 top = max(top, 100 * (ci[1] if ci else value))
-        if _kind(name) == "mc":
-            ax.hlines(25, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=0.9,
-                      label="chance (25%)" if i == next(ii for ii, b in enumerate(benchmarks) if _kind(b) == "mc")
+        chance = _chance(rows, name)
+        if chance is not None:
+            levels = sorted({c for c in (_chance(rows, b) for b in benchmarks) if c is not None})
+            ax.hlines(100 * chance, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=0.9,
+                      label="chance (" + ", ".join(f"{100 * c:.0f}%" for c in levels) + ")" if i == next(ii for ii, b in enumerate(benchmarks) if _chance(rows, b) is not None)
                       else None)
     labels = []
     for i, name in enumerate(benchmarks):
@@ -464,13 +529,22 @@ def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], t
         n_text = "" if not ns else (f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}")
         modes = sorted({r["metrics"][name]["mode"] for r in rows if name in r["metrics"]})
         mode = "/".join({"generation": "gen", "likelihood": "lik"}.get(x, x) for x in modes)
+        if is_lmeval(name):
+            mode = "lm-eval"
         what = " | ".join(columns_for(name, table_metric)) if len(per_group[i]) > 1 else per_group[i][0]
+        if is_lmeval(name):  # "arc_challenge 25-shot" / "acc_norm" / "lm-eval n=..."
+            title = titles.get(name, name).replace(" [lm-eval]", "")
+            head, _, what = title.partition("-shot ")
+            what = what.replace(" (flexible", "\n(flexible")
+            labels.append(f"{head}-shot\n{what}\n{mode} {n_text}".strip() if what else f"{title}\n{mode} {n_text}")
+            continue
         labels.append(f"{titles.get(name, name)}\n{what}\n{mode} {n_text}".strip())
     ax.set_xticks(range(len(benchmarks)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("accuracy (%) with 95% interval")
     ax.set_ylim(0, min(100, top * 1.12 + 3))
-    ax.set_title("Accuracy by benchmark: solid = micro (GSM8K strict), hatched = macro (GSM8K flexible)", fontsize=9)
+    ax.set_title("Accuracy by benchmark: solid = micro (GSM8K strict), hatched = macro (GSM8K flexible)"
+                 + ("; lm-eval tasks: their metric" if any(is_lmeval(b) for b in benchmarks) else ""), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=min(4, n_bars + 1), frameon=False)
     if show_dev:

@@ -6,6 +6,7 @@ Output layout under ``output_dir``::
     <checkpoint>/<benchmark>/samples.jsonl   one line per question: prompt, output, parsed, gold, correct
     <checkpoint>/<benchmark>/metrics.json    accuracy (micro, macro), per subject (and C-Eval category)
     <checkpoint>/<benchmark>/fingerprint.json the settings the pair was run with
+    <checkpoint>/lm-<task>/...          the same three files for an lm-eval-harness task (lmeval_suite.py)
     <checkpoint>/deviation.json         per-sample answer log-probs on the deviation dataset
     _reference/<name>/deviation.json    the same for a reference model that is not itself a checkpoint
     summary.csv, summary.md, summary.json, summary.png, subjects.csv
@@ -77,6 +78,8 @@ class Runner:
         self._engines: Dict[str, object] = {}
         self._deferred: List[Unit] = []  # deviation passes to run with transformers afterwards
         self.errors: List[str] = []
+        self.lmeval_tasks = cfg.lmeval_suite() if cfg.lmeval_tasks else []  # lmeval_suite.LmEvalTask
+        self._lmeval_pending: Dict[str, list] = {}  # checkpoint name -> pending (task, specs, folder, fingerprint)
 
     # ------------------------------------------------------------------------------------------ plan
     def prepare(self) -> None:
@@ -113,6 +116,59 @@ class Runner:
             self.dev_samples = load_deviation_data(cfg.deviation_data, cfg.deviation_limit, cfg.seed)
             self.log(f"[data] deviation: {len(self.dev_samples)} pairs from {cfg.deviation_data}")
         self._plan_units()
+        self._plan_lmeval()
+
+    # ------------------------------------------------------------------------------- lm-eval tasks
+    def _lmeval_dtype(self) -> str:
+        if self.cfg.dtype != "auto":
+            return self.cfg.dtype
+        from .lmeval_suite import _cuda
+
+        return "auto" if _cuda() else "float32"
+
+    def _plan_lmeval(self) -> None:
+        """Pending (checkpoint, lm-eval task) pairs; other settings in the folder and missing local files fail
+        here, before any model is loaded."""
+        if not self.lmeval_tasks:
+            return
+        from .lmeval_bridge import _lm_eval
+        from .lmeval_suite import plan_pairs
+
+        _lm_eval()  # installed? (one clear line if not)
+        cfg = self.cfg
+        for ckpt in cfg.checkpoints:
+            _, pending = plan_pairs(ckpt, self.lmeval_tasks, str(self.out), cfg.backend, cfg.lmeval_data_dir,
+                                    self._lmeval_dtype(), cfg.lmeval_limit, cfg.lmeval_gen_kwargs(), cfg.overwrite)
+            if pending:
+                self._lmeval_pending[ckpt.name] = pending
+        where = cfg.lmeval_data_dir or "lm-eval's hub datasets"
+        self.log(f"[lm-eval] {', '.join(t.title.replace(' [lm-eval]', '') for t in self.lmeval_tasks)}: lm-eval-harness's "
+                 f"own tasks with its {cfg.backend} backend, data from {where}"
+                 + (f", the first {cfg.lmeval_limit} documents of each" if cfg.lmeval_limit else "")
+                 + f"; {sum(len(p) for p in self._lmeval_pending.values())} of "
+                 f"{len(cfg.checkpoints) * len(self.lmeval_tasks)} (checkpoint, task) pairs to run")
+
+    def _run_lmeval(self) -> None:
+        if not self.lmeval_tasks:
+            return
+        from .lmeval_suite import new_task_manager, run_suite
+
+        cfg, tm = self.cfg, None
+        for ckpt in cfg.checkpoints:
+            if ckpt.name not in self._lmeval_pending:
+                self.log(f"[skip] {ckpt.name}: all lm-eval tasks already done")
+                continue
+            try:
+                if tm is None:
+                    tm = new_task_manager(self.lmeval_tasks)
+                run_suite([ckpt], self.lmeval_tasks, str(self.out), backend=cfg.backend, data_dir=cfg.lmeval_data_dir,
+                          batch_size=cfg.batch_size, dtype=self._lmeval_dtype(), limit=cfg.lmeval_limit,
+                          overwrite=cfg.overwrite, log=self.log, gen_kwargs=cfg.lmeval_gen_kwargs(), tm=tm)
+            except EvalError as exc:
+                if not cfg.keep_going:
+                    raise
+                self.errors.append(f"{ckpt.name} (lm-eval): {exc}")
+                self.log(f"[error] {ckpt.name} (lm-eval): {exc} (going on: --keep-going)")
 
     def _ckpt_folder(self, ckpt: Checkpoint) -> Path:
         return self.out / safe_name(ckpt.name)
@@ -247,7 +303,7 @@ class Runner:
         try:
             for unit in self.units:
                 if not unit.benchmarks and not unit.needs_deviation:
-                    if unit.is_checkpoint:
+                    if unit.is_checkpoint and (self.cfg.benchmarks or self.dev_samples):
                         self.log(f"[skip] {unit.ckpt.name}: all pairs already done")
                     continue
                 try:
@@ -265,6 +321,7 @@ class Runner:
                     if not self.cfg.keep_going:
                         raise
                     self.errors.append(f"{unit.ckpt.name} (deviation): {exc}")
+            self._run_lmeval()  # after our engines are closed: lm-eval loads its own model per checkpoint
         finally:
             self._close_engines()
             summary = self.summarize()
@@ -538,7 +595,8 @@ class Runner:
     def summarize(self) -> Dict[str, object]:
         deviation = self.deviation_values() if self.dev_samples else {}
         # every (checkpoint, benchmark) result in the folder: this run's checkpoints first (report.py)
-        rows, benchmarks = collect_rows(self.out, self.cfg.checkpoints, self.cfg.benchmarks, deviation)
+        columns = list(self.cfg.benchmarks) + [t.column for t in self.lmeval_tasks]
+        rows, benchmarks = collect_rows(self.out, self.cfg.checkpoints, columns, deviation)
         titles = {name: self.data[name].info.title if name in self.data else None for name in benchmarks}
         return write_reports(
             self.out,
