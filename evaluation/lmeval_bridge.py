@@ -344,7 +344,7 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
         samples = theirs["ceval"]["samples"]
         agree = correct_o = correct_t = same_prompt = 0
         diffs = []
-        for (task, i, prompt, s), mine in zip(ceval_items, results["ceval"]):
+        for (task, i, prompt, _s), mine in zip(ceval_items, results["ceval"]):
             doc = _docs_by_filter(samples[task])[i]
             lls = [float(r[0]) for r in doc["filtered_resps"]]
             pred = "ABCD"[max(range(4), key=lambda k: (lls[k], -k))]
@@ -364,7 +364,7 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
         raw = _docs_by_filter(theirs["gsm8k"]["samples"]["gsm8k"], "strict-match")
         agree = same_text = correct_o = correct_t = same_prompt = 0
         diffs = []
-        for (_, i, prompt, s), mine in zip(gsm_items, results["gsm8k"]):
+        for (_, i, prompt, _s), mine in zip(gsm_items, results["gsm8k"]):
             doc = docs[i]
             pred = doc["filtered_resps"][0]
             pred = clean_answer(pred) if pred not in (None, "[invalid]") else None

@@ -175,7 +175,7 @@ def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str]
             if folder.name not in known:
                 extra.append((folder.name, folder))
     ckpts = list(checkpoints)
-    for folder_name, folder in extra:
+    for _name, folder in extra:
         ckpts.append(_checkpoint_from_folder(folder, previous))
     rows = []
     for ckpt in ckpts:
