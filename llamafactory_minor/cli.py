@@ -107,7 +107,7 @@ Run a paper's experiment as one pipeline: data -> llamafactory-cli train (each r
 (held-out accuracy, drift on general data) -> m_theta plot, table, results.json and a verdict on the paper's
 claims, as measured. Finished runs are reused (--overwrite trains again).
 
-  llamafactory-minor reproduce minorsft --out saves/repro/minorsft            # SmolLM2-135M, LoRA, 120 steps
+  llamafactory-minor reproduce minorsft --out saves/repro/minorsft            # SmolLM2-135M, LoRA, 60 steps
   llamafactory-minor reproduce minorsft --out ... --grid --eval-file my_test.jsonl
   llamafactory-minor reproduce minordpo --out saves/repro/minordpo --lrs 5e-5,5e-4
 """
@@ -207,11 +207,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct as prepared by `make models`)")
     rp.add_argument("--template", default="smollm2")
     rp.add_argument("--finetuning-type", default="lora", choices=["lora", "full"])
-    rp.add_argument("--steps", type=int, default=120)
-    rp.add_argument("--batch", type=int, default=8)
+    rp.add_argument("--steps", type=int, default=60)
+    rp.add_argument("--batch", type=int, default=4)
     rp.add_argument("--cutoff", type=int, default=128)
     rp.add_argument("--lr", type=float, default=None,
-                    help="minorsft: SFT's lr a (default 1e-4; SFT using DPO and MinorSFT use 2a); minordpo: the lr "
+                    help="minorsft: SFT's lr a (default 2e-4; SFT using DPO and MinorSFT use 2a); minordpo: the lr "
                          "(default 5e-4, high for LoRA)")
     rp.add_argument("--lrs", default=None, help="minordpo: several lrs, comma-separated (e.g. 5e-5,5e-4)")
     rp.add_argument("--dpop-lambda", type=float, default=50.0)
@@ -223,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs", default=None,
                     help="only these runs, comma-separated (e.g. sft,minorsft: what `make demo` trains)")
     rp.add_argument("--train", type=int, default=2000, help="training problems")
-    rp.add_argument("--test", type=int, default=200, help="held-out problems")
+    rp.add_argument("--test", type=int, default=100, help="held-out problems")
     rp.add_argument("--eval-file", default=None, help="GSM8K-format JSONL to evaluate on instead")
     rp.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N held-out items only")
     rp.add_argument("--max-new-tokens", type=int, default=64)
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
                 args.model = _prepared_demo_model()
             args.deviation_data = args.deviation_data or DEFAULT_DEVIATION
             if args.experiment == "minorsft":
-                args.lr = 1e-4 if args.lr is None else args.lr
+                args.lr = 2e-4 if args.lr is None else args.lr
                 reproduce_minorsft(args)
             elif args.experiment == "minordpo":
                 args.lr = 5e-4 if args.lr is None else args.lr

@@ -23,8 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30, help="training steps per run (default 30)")
-    parser.add_argument("--test", type=int, default=60, help="held-out problems evaluated (default 60)")
+    parser.add_argument("--steps", type=int, default=24, help="training steps per run (default 24)")
+    parser.add_argument("--test", type=int, default=50, help="held-out problems evaluated (default 50)")
     parser.add_argument("--out", default=os.path.join(REPO, "saves", "demo"))
     parser.add_argument("--overwrite", action="store_true", help="train again even if a run is finished")
     args = parser.parse_args()
