@@ -65,11 +65,15 @@ if editable_wheel is not None:
 
 
 def _version() -> str:
-    with open(os.path.join(os.path.dirname(__file__), "llamafactory_minor", "__init__.py")) as f:
-        for line in f:
-            if line.startswith("__version__"):
-                return line.split("=")[1].strip().strip("\"'")
-    raise RuntimeError("no __version__")
+    for name in ("version.py", "__init__.py"):  # the base layer's version.py, or the package's __init__.py
+        path = os.path.join(os.path.dirname(__file__), "llamafactory_minor", name)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                if line.startswith("__version__"):
+                    return line.split("=")[1].strip().strip("\"'")
+    raise RuntimeError("no __version__ in llamafactory_minor/version.py or llamafactory_minor/__init__.py")
 
 
 setup(
@@ -80,7 +84,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["llamafactory_minor", "llamafactory_minor.*"]) + ["llamafactory_minor_eval"],
+    # llamafactory_minor_core: what the plugin and the evaluation suite share (imports neither of them, nor LF)
+    packages=find_packages(include=["llamafactory_minor", "llamafactory_minor.*", "llamafactory_minor_core"])
+    + ["llamafactory_minor_eval", "llamafactory_minor_eval.backends"],
     package_dir={"llamafactory_minor_eval": "evaluation"},
     package_data={"llamafactory_minor": ["webui/*.json"]},
     install_requires=[

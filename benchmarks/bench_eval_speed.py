@@ -189,6 +189,7 @@ def paper_prompt_sections(args) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             link = os.path.join(tmp, "llamafactory_minor_eval")
             os.symlink(os.path.join(REPO, "evaluation"), link)
+            os.symlink(os.path.join(REPO, "llamafactory_minor_core"), os.path.join(tmp, "llamafactory_minor_core"))
             env = dict(os.environ, PYTHONPATH=tmp + os.pathsep + os.environ.get("PYTHONPATH", ""),
                        VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", VLLM_CPU_NUM_OF_RESERVED_CPU="0",
                        VLLM_CACHE_ROOT=os.path.join(tmp, "vllm"), TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "ind"))

@@ -101,7 +101,8 @@ def load_deviation_data(path: str, limit: Optional[int] = None, seed: int = 42) 
 
 
 def m_theta(policy: List[float], reference: List[float], lengths: List[int]) -> float:
-    """Eq. 8: mean over samples of (log pi_theta(y|x) - log pi_ref(y|x)) / m."""
-    if not (len(policy) == len(reference) == len(lengths)) or not lengths:
-        raise ValueError("policy, reference and lengths must be non-empty and of the same length")
-    return sum((p - r) / m for p, r, m in zip(policy, reference, lengths)) / len(lengths)
+    """Eq. 8: mean over samples of (log pi_theta(y|x) - log pi_ref(y|x)) / m -- the training metric's own
+    implementation (``llamafactory_minor_core.metrics``; imported here, so that loading data needs no torch)."""
+    from llamafactory_minor_core.metrics import m_theta as core_m_theta
+
+    return core_m_theta(policy, reference, lengths)

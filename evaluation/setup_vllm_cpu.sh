@@ -30,9 +30,10 @@ PIP="$VENV/bin/pip"
 # PyPI only has CUDA builds of these; beside a CPU torch they fail to import and transformers imports
 # torchvision whenever it is installed, which breaks `from vllm import LLM`. Text models need none.
 "$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-# The evaluation package itself, without the plugin (no llamafactory, no start-up hook): a link
-# <venv>/eval-src/llamafactory_minor_eval -> <repo>/evaluation on sys.path (edits show at once), plus the
-# console script. Only what the package needs is installed (peft for LoRA with the transformers backend,
+# The evaluation package itself, without the plugin (no llamafactory, no start-up hook): links
+# <venv>/eval-src/llamafactory_minor_eval -> <repo>/evaluation and <venv>/eval-src/llamafactory_minor_core ->
+# <repo>/llamafactory_minor_core (what the evaluation shares with the plugin; imports neither) on sys.path (edits
+# show at once), plus the console script. Only what the package needs is installed (peft for LoRA with the transformers backend,
 # gguf to read GGUF checkpoints).
 "$PIP" install -q pyyaml pandas matplotlib tqdm peft gguf
 if [ -n "$LMEVAL_SPEC" ]; then
@@ -74,6 +75,7 @@ else:
 PY
 mkdir -p "$VENV/eval-src"
 ln -sfn "$REPO/evaluation" "$VENV/eval-src/llamafactory_minor_eval"
+ln -sfn "$REPO/llamafactory_minor_core" "$VENV/eval-src/llamafactory_minor_core"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "$VENV/eval-src" > "$SITE/llamafactory_minor_eval_src.pth"
 cat > "$VENV/bin/llamafactory-minor-eval" <<SH
@@ -87,7 +89,7 @@ chmod +x "$VENV/bin/llamafactory-minor-eval"
 "$VENV/bin/python" - <<'PY'
 import importlib.util
 import vllm, transformers, torch
-import llamafactory_minor_eval
+import llamafactory_minor_eval, llamafactory_minor_core.vllm_scoring
 lm = "not installed"
 if importlib.util.find_spec("lm_eval"):
     import lm_eval

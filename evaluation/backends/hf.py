@@ -7,6 +7,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import EvalError
 from .base import Backend, cut_at_stop, logsumexp
 
+IGNORE_INDEX = -100
+
 
 def _pick_device(device: str) -> str:
     import torch
@@ -184,6 +186,8 @@ class TransformersBackend(Backend):
     def sequence_logprobs(self, pairs: List[Tuple[List[int], List[int]]], progress=None) -> List[float]:
         import torch
 
+        from llamafactory_minor_core.logprobs import sequence_log_probs  # training's own implementation
+
         result: List[Optional[float]] = [None] * len(pairs)
         for batch in self._batches([len(x) + len(y) for x, y in pairs]):
             seqs = [pairs[i][0] + pairs[i][1] for i in batch]
@@ -191,14 +195,15 @@ class TransformersBackend(Backend):
             keep = max(len(pairs[i][1]) for i in batch) + 1
             with torch.inference_mode():
                 logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)  # positions width-keep .. width-1
+            # the kept logits are positions width-keep .. width-1 (left padding: every answer ends at width-1);
+            # labels over the same window score only each answer (LF's shift and -100 mask, training's code)
+            labels = torch.full((len(batch), keep), IGNORE_INDEX, dtype=torch.long, device=logits.device)
             for row, i in enumerate(batch):
                 y = pairs[i][1]
-                m = len(y)
-                # token at absolute position t (last m positions) is predicted by logits at t-1
-                pred = logp[row, keep - 1 - m : keep - 1, :]
-                target = torch.tensor(y, dtype=torch.long, device=pred.device)
-                result[i] = float(pred.gather(-1, target[:, None]).sum())
+                labels[row, keep - len(y) :] = torch.tensor(y, dtype=torch.long)
+            sums, _ = sequence_log_probs(logits, labels, ignore_index=IGNORE_INDEX)
+            for row, i in enumerate(batch):
+                result[i] = float(sums[row])
             if progress is not None:
                 progress(len(batch))
         return result  # type: ignore[return-value]

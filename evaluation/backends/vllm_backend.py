@@ -14,6 +14,8 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from llamafactory_minor_core import vllm_scoring
+
 from ..errors import EvalError
 from .base import Backend, cut_at_stop, logsumexp
 from .hf import load_tokenizer
@@ -53,37 +55,25 @@ class VLLMEngine:
         **extra,
     ):
         LLM, _ = _vllm()
-        import torch
-
-        on_cpu = not torch.cuda.is_available()
-        if dtype == "auto":
-            dtype = "float32" if on_cpu else "auto"  # float32 on CPU: log-probs match transformers
-        kwargs = dict(
-            model=os.path.expanduser(model_path),
-            tokenizer=os.path.expanduser(model_path),
-            dtype=dtype,
-            tensor_parallel_size=int(tensor_parallel_size),
-            seed=seed,
-            enforce_eager=enforce_eager,
-            trust_remote_code=trust_remote_code,
-        )
         if enable_lora:
             rank = next((r for r in _SUPPORTED_RANKS if r >= max_lora_rank), max_lora_rank)
-            kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=max(1, int(max_loras)))
-        kwargs.update(extra)  # any other vllm.LLM argument (e.g. enable_prefix_caching=False)
-        if max_model_len:
-            kwargs["max_model_len"] = int(max_model_len)
+            extra = dict(extra, enable_lora=True, max_lora_rank=rank, max_loras=max(1, int(max_loras)))
+        # the plugin's scoring worker starts its engine with the same settings (float32 on CPU: log-probs match
+        # transformers); extra: any other vllm.LLM argument (e.g. enable_prefix_caching=False)
+        kwargs = vllm_scoring.engine_kwargs(
+            os.path.expanduser(model_path), dtype=dtype, enforce_eager=enforce_eager, seed=seed,
+            trust_remote_code=trust_remote_code, max_model_len=max_model_len,
+            tensor_parallel_size=int(tensor_parallel_size), **extra)
         if gpu_memory_utilization:
             kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
         if kv_cache_gb:
             params = inspect.signature(LLM.__init__).parameters
             if "kv_cache_memory_bytes" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
                 kwargs["kv_cache_memory_bytes"] = int(float(kv_cache_gb) * (1 << 30))
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(math.ceil(float(kv_cache_gb))))))
-        elif on_cpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if kv_cache_gb or vllm_scoring.on_cpu():
+            vllm_scoring.set_cpu_env(kv_cache_gb=kv_cache_gb)  # vLLM's default core binding (see evaluation/README)
         self.model_path = model_path
-        self.dtype = dtype
+        self.dtype = kwargs["dtype"]
         self.enable_lora = enable_lora
         try:
             self.llm = LLM(**kwargs)
@@ -167,18 +157,11 @@ class VLLMBackend(Backend):
         return result
 
     def sequence_logprobs(self, pairs: List[Tuple[List[int], List[int]]], progress=None) -> List[float]:
-        params = self.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
+        params = vllm_scoring.prompt_logprob_params(self.SamplingParams)
         outs = self._run([x + y for x, y in pairs], params, progress)
-        result = []
-        for (x, y), out in zip(pairs, outs):
-            entries = out.prompt_logprobs  # aligned with prompt_token_ids; entry 0 is None
-            total = 0.0
-            for pos in range(len(x), len(x) + len(y)):
-                entry = entries[pos]
-                token = out.prompt_token_ids[pos]
-                total += float(getattr(entry[token], "logprob", entry[token]))
-            result.append(total)
-        return result
+        return [vllm_scoring.sequence_from_prompt_logprobs(out.prompt_token_ids, out.prompt_logprobs,
+                                                           vllm_scoring.answer_labels(len(x), y))[0]
+                for (x, y), out in zip(pairs, outs)]
 
 
 def shutdown_llm(llm) -> None:

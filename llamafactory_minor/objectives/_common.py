@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from llamafactory_minor_core.metrics import safe_length as safe_length  # one definition, shared with m_theta
+
 
 def check_beta(beta: float, name: str = "beta") -> float:
     beta = float(beta)
@@ -17,8 +19,3 @@ def as_like(x, ref: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(x, device=ref.device).to(ref.dtype)
 
 
-def safe_length(num_tokens, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(valid, m_safe)``: ``valid = m > 0`` and ``m`` with zeros replaced by 1 (no 0-division)."""
-    m = as_like(num_tokens, ref)
-    valid = m > 0
-    return valid, torch.where(valid, m, torch.ones_like(m))

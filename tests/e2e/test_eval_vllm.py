@@ -48,6 +48,7 @@ def test_vllm_backend_agrees_with_transformers(smollm2, tmp_path):
     link_dir = tmp_path / "pkg"
     link_dir.mkdir()
     os.symlink(os.path.join(REPO, "evaluation"), link_dir / "llamafactory_minor_eval")
+    os.symlink(os.path.join(REPO, "llamafactory_minor_core"), link_dir / "llamafactory_minor_core")  # shared core
     env = vllm_env(tmp_path)
     env["PYTHONPATH"] = str(link_dir) + os.pathsep + env.get("PYTHONPATH", "")
     common = ["--model", f"smol={smollm2}", "--model", f"lora={lora}", "-b", "ceval,gsm8k", "--data-dir", FIX,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from llamafactory.train.trainer_utils import get_batch_logps
 
-from llamafactory_minor.objectives import logprobs as logprobs_mod
+from llamafactory_minor_core import logprobs as logprobs_mod  # the one implementation (objectives re-exports it)
 from llamafactory_minor.objectives import sequence_log_probs, token_log_probs
 
 IGNORE = -100

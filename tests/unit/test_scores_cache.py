@@ -338,7 +338,7 @@ def test_cache_finish_interrupted_leaves_previous_complete_scores(tmp_path, monk
         cache2.finish({"a": {"key": "a", "sum_logp": -5.0, "num_tokens": 2}})
     monkeypatch.undo()
     assert ScoreCache(str(tmp_path), "k1", meta).load_complete() == old
-    assert not [n for n in os.listdir(cache.dir) if n.startswith(".tmp-")]
+    assert not [n for n in os.listdir(cache.dir) if n.startswith(".")]  # no temporary file left behind
 
 
 # --------------------------------------------------------------------------------------------------

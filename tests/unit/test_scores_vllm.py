@@ -20,8 +20,9 @@ from llamafactory_minor.scores.vllm_backend import (
     VLLMScoringError,
     run_worker,
     score_rows_vllm,
-    sequence_from_prompt_logprobs,
 )
+from llamafactory_minor_core.io import JsonlTail
+from llamafactory_minor_core.vllm_scoring import sequence_from_prompt_logprobs
 
 FAKE_VLLM = textwrap.dedent('''
     # A stand-in for vllm (standard library only, so the subprocess starts fast): prompt log-probs come
@@ -225,12 +226,14 @@ def test_worker_reads_only_complete_lines(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text(json.dumps({"id": "a"}) + "\n" + '{"id": "b", "sum')
     with open(path) as f:
-        rows, rest = vllm_backend._read_new_lines(f, "")
-        assert [r["id"] for r in rows] == ["a"] and rest == '{"id": "b", "sum'
+        follow = JsonlTail(f)
+        rows = follow.read()
+        assert [r["id"] for r in rows] == ["a"] and follow.buffer == '{"id": "b", "sum'
         with open(path, "a") as w:
             w.write('_logp": 1}\n')
-        rows, rest = vllm_backend._read_new_lines(f, rest)
-        assert rows == [{"id": "b", "sum_logp": 1}] and rest == ""
+        rows = follow.read()
+        assert rows == [{"id": "b", "sum_logp": 1}] and follow.buffer == ""
+        assert follow.read() == []
 
 
 def test_vllm_backend_refuses_adapters(tmp_path):
