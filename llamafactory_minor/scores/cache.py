@@ -20,6 +20,8 @@ import os
 import tempfile
 import threading
 
+from llamafactory_minor_core.io import append_jsonl, atomic_write_text, iter_jsonl_lines
+
 from ..integration import PluginError
 
 
@@ -134,24 +136,6 @@ def make_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache must be readable like any file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _check_row(row: dict) -> bool:
     if not isinstance(row, dict) or not isinstance(row.get("key"), str):
         return False
@@ -241,32 +225,23 @@ class ScoreCache:
     def load_partial(self) -> dict:
         return self._read(self.partial_path, strict=False) or {}
 
-    def _read(self, path, strict: bool) -> dict | None:
+    def _read(self, path: str, strict: bool) -> dict | None:
+        """The valid rows of ``path``; a garbled, non-UTF-8 or invalid line (e.g. the torn last line of an
+        interrupted pass) is skipped, or with ``strict`` makes the whole file unusable (None)."""
         rows = {}
         if not os.path.exists(path):
             return rows
-        with open(path, "rb") as f:
-            for raw in f:
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                except ValueError:  # garbled, non-UTF-8 or a torn last line of an interrupted pass
-                    if strict:
-                        return None
-                    continue
-                if not _check_row(row):
-                    if strict:
-                        return None
-                    continue
-                rows[row["key"]] = row
+        for _, row in iter_jsonl_lines(path):
+            if row is None or not _check_row(row):
+                if strict:
+                    return None
+                continue
+            rows[row["key"]] = row
         return rows
 
     def append(self, rows: list[dict]) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        with open(self.partial_path, "a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append finished rows to the partial file (whole lines, fsync'ed: a crash loses at most one line)."""
+        append_jsonl(self.partial_path, rows)
 
     def finish(self, rows: dict) -> None:
         os.makedirs(self.dir, exist_ok=True)

@@ -105,9 +105,9 @@ class RowAssembler:
                 self.done[r["key"]] = r
 
 
-def score_dataset_rows(model, rows, cache, pad_token_id, batch_size=8, desc="Scoring", show_progress=True):
-    """Score every distinct ``token_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
-    done = cache.load_partial()
+def pending_sequences(rows: list[dict], done: dict) -> list[tuple[tuple[str, str], list, list]]:
+    """``[((token_key, part), input_ids, labels)]`` of every distinct ``token_key`` of ``rows`` not in ``done``
+    (``part``: "chosen" / "rejected" for pairs, else "chosen"): what a pass still has to score."""
     items, seen = [], set(done)
     for row in rows:
         key = row["token_key"]
@@ -115,8 +115,20 @@ def score_dataset_rows(model, rows, cache, pad_token_id, batch_size=8, desc="Sco
             continue
         seen.add(key)
         for part, ids, labs in sequences_of(row):
-            items.append(((key, part), ids, labs))
-    rows_out = RowAssembler(cache, done, pairwise=bool(rows) and "chosen_input_ids" in rows[0])
+            items.append(((key, part), list(ids), list(labs)))
+    return items
+
+
+def is_pairwise(rows: list[dict]) -> bool:
+    return bool(rows) and "chosen_input_ids" in rows[0]
+
+
+def score_dataset_rows(model, rows: list[dict], cache, pad_token_id: int | None, batch_size: int = 8,
+                       desc: str = "Scoring", show_progress: bool = True) -> dict:
+    """Score every distinct ``token_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
+    done = cache.load_partial()
+    items = pending_sequences(rows, done)
+    rows_out = RowAssembler(cache, done, pairwise=is_pairwise(rows))
 
     def on_batch(batch_results):
         rows_out.add((key, part, score) for (key, part), score in batch_results.items())
