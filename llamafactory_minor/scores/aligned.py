@@ -7,6 +7,7 @@ get_template_and_fix_tokenizer}``, ``llamafactory.hparams.ModelArguments``, ``ll
 """
 
 import dataclasses
+from typing import Any, Callable
 
 from ..integration import PluginError
 from ..integration.data import plugin_dataset
@@ -48,7 +49,7 @@ def _noise_keys(model_args, data_args, training_args, finetuning_args, template,
     return set(module["train_dataset"]["sample_key"])
 
 
-def aligned_meta(model_args, data_args, path, template_name) -> dict:
+def aligned_meta(model_args: Any, data_args: Any, path: str, template_name: str) -> dict:
     """What an aligned model's scores depend on (besides the rows): the cache key's components."""
     return {
         "kind": "aligned",
@@ -72,7 +73,8 @@ def _by_content(rows, scores: dict, path: str) -> list[dict]:
     return [scores[k] for k in keys]
 
 
-def aligned_score_attacher(model_args, data_args, training_args, finetuning_args):
+def aligned_score_attacher(model_args: Any, data_args: Any, training_args: Any,
+                           finetuning_args: Any) -> Callable[[dict, Any, dict], dict]:
     fa = finetuning_args
 
     def attach(dataset_module, template, tokenizer_module):

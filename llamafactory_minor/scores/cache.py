@@ -123,7 +123,7 @@ def weights_digest(path: str, revision: str | None = None) -> str:
     return h.hexdigest()[:32]
 
 
-def adapters_digest(adapters) -> list | None:
+def adapters_digest(adapters: str | list[str] | None) -> list | None:
     """``weights_digest`` of each adapter folder (``adapter_name_or_path`` / ``ref_model_adapters``)."""
     if not adapters:
         return None
@@ -182,15 +182,15 @@ class ScoreCache:
             ) from None
 
     @property
-    def final_path(self):
+    def final_path(self) -> str:
         return os.path.join(self.dir, "scores.jsonl")
 
     @property
-    def partial_path(self):
+    def partial_path(self) -> str:
         return os.path.join(self.dir, "scores.partial.jsonl")
 
     @property
-    def meta_path(self):
+    def meta_path(self) -> str:
         return os.path.join(self.dir, "meta.json")
 
     def _warn(self, msg):

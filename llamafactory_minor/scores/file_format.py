@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 
 from .cache import atomic_write_text, make_key, rows_digest
 
@@ -51,7 +52,7 @@ class ScoreFileError(ValueError):
     """A score file that is not usable (wrong format, corrupt, incomplete, non-finite scores, mismatched)."""
 
 
-def keys_fingerprint(keys) -> str:
+def keys_fingerprint(keys: Iterable[str]) -> str:
     """Same value as ``scores.passes.dataset_fingerprint`` for rows holding these token keys."""
     return hashlib.sha256("\n".join(sorted(set(keys))).encode()).hexdigest()[:16]
 
@@ -60,7 +61,7 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def section_id(model, template, split) -> tuple:
+def section_id(model: str, template: str, split: str) -> tuple:
     return (model, template, split)
 
 
@@ -77,7 +78,7 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def check_row(row, pairwise: bool) -> str | None:
+def check_row(row: object, pairwise: bool) -> str | None:
     """Why ``row`` is not a valid score row, or None."""
     if not isinstance(row, dict):
         return "not a JSON object"

@@ -8,12 +8,16 @@ import gc
 import hashlib
 import os
 import time
+from typing import TYPE_CHECKING, Any, Callable
 
 
 from .. import __version__
 from ..integration import PluginError, get_logger
 from .cache import ScoreCache, make_key
 from .scoring import no_zero3_init, score_dataset_rows
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 logger = get_logger(__name__)
 
@@ -22,18 +26,19 @@ CACHE_ENV = "LLAMAFACTORY_MINOR_SCORE_CACHE"
 KEY_SCHEME = 2
 
 
-def cache_root(finetuning_args) -> str:
+def cache_root(finetuning_args: Any) -> str:
     return (finetuning_args.minor_cache_dir or os.environ.get(CACHE_ENV)
             or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores"))
 
 
-def dataset_fingerprint(rows) -> str:
+def dataset_fingerprint(rows: "Dataset") -> str:
     """Digest of the set of rows a pass scores: of their ``token_key``s, i.e. of every token and label."""
     keys = sorted(set(rows["token_key"]))
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def load_scoring_model(model_args, name_or_path: str, adapters=None, quantization_bit=None):
+def load_scoring_model(model_args: Any, name_or_path: str, adapters: str | list[str] | None = None,
+                       quantization_bit: int | None = None) -> tuple[Any, Any]:
     """A frozen copy of ``name_or_path`` loaded the way LF loads a reference model (``create_ref_model``)."""
     from llamafactory.hparams import FinetuningArguments, ModelArguments
     from llamafactory.model import load_model, load_tokenizer
@@ -50,13 +55,14 @@ def load_scoring_model(model_args, name_or_path: str, adapters=None, quantizatio
     return model, tokenizer
 
 
-def pass_key(rows, meta: dict) -> tuple[dict, str]:
+def pass_key(rows: "Dataset", meta: dict) -> tuple[dict, str]:
     """The cache meta of a pass over ``rows`` (``meta`` + dataset fingerprint + plugin version) and its key."""
     meta = dict(meta, dataset=dataset_fingerprint(rows), plugin=__version__, key_scheme=KEY_SCHEME)
     return meta, make_key(meta)
 
 
-def run_pass(rows, meta: dict, load_fn, training_args, finetuning_args, desc: str) -> dict:
+def run_pass(rows: "Dataset", meta: dict, load_fn: Callable[[], tuple[Any, Any]], training_args: Any,
+             finetuning_args: Any, desc: str) -> dict:
     """Scores for every ``sample_key`` in ``rows``: from the cache, or computed once by the main process."""
     meta, key = pass_key(rows, meta)
     cache = ScoreCache(cache_root(finetuning_args), key, meta, logger=logger)
@@ -71,7 +77,7 @@ def run_pass(rows, meta: dict, load_fn, training_args, finetuning_args, desc: st
         return cached_or_scored(cache, desc, score)
 
 
-def cached_or_scored(cache, desc: str, score_fn) -> dict:
+def cached_or_scored(cache: ScoreCache, desc: str, score_fn: Callable[[], dict]) -> dict:
     """The cache's complete scores, or ``score_fn()`` (which resumes from the cache's partial rows), finished
     (atomically) and logged. The log lines are what tests and users look for: "reusing cached scores" / "scored"."""
     scores = cache.load_complete()
@@ -93,7 +99,8 @@ def cached_or_scored(cache, desc: str, score_fn) -> dict:
     return scores
 
 
-def score_with_model(load_fn, rows, cache, batch_size: int, desc: str) -> dict:
+def score_with_model(load_fn: Callable[[], tuple[Any, Any]], rows: "Dataset", cache: ScoreCache, batch_size: int,
+                     desc: str) -> dict:
     """Load the scoring model (``load_fn() -> (model, tokenizer)``), score ``rows`` through the cache, free it."""
     model, tokenizer = load_fn()
     try:
@@ -103,7 +110,8 @@ def score_with_model(load_fn, rows, cache, batch_size: int, desc: str) -> dict:
         gc.collect()
 
 
-def join(rows, scores: dict, what: str, keys=None, counts=None) -> list[dict]:
+def join(rows: "Dataset", scores: dict, what: str, keys: list[str] | None = None,
+         counts: list[int] | None = None) -> list[dict]:
     """The score of each row, by ``token_key`` (or the given ``keys``), checking each score's token count
     against the row's (``answer_tokens``, or the given ``counts``). A row without a score, or with a score
     of another length, is an error naming how many and which."""
@@ -126,7 +134,7 @@ def join(rows, scores: dict, what: str, keys=None, counts=None) -> list[dict]:
     return out
 
 
-def datasets_of(dataset_module):
+def datasets_of(dataset_module: dict) -> list[tuple[str, "Dataset"]]:
     """(name, dataset) for the train split and every eval split present."""
     out = []
     if dataset_module.get("train_dataset") is not None:
@@ -139,7 +147,7 @@ def datasets_of(dataset_module):
     return out
 
 
-def replace_dataset(dataset_module, name, dataset):
+def replace_dataset(dataset_module: dict, name: str, dataset: "Dataset") -> None:
     if name.startswith("eval_dataset/"):
         dataset_module["eval_dataset"][name.split("/", 1)[1]] = dataset
     else:

@@ -7,6 +7,8 @@ wrapped during the plugin's runs of LF's workflows.
 """
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any, Callable
 from unittest import mock
 
 from ..train.common import ScoredCollator
@@ -53,7 +55,8 @@ def _attach(dataset_module, model_args, data_args, training_args, finetuning_arg
     return dataset_module
 
 
-def reference_score_attacher(model_args, data_args, training_args, finetuning_args):
+def reference_score_attacher(model_args: Any, data_args: Any, training_args: Any,
+                             finetuning_args: Any) -> Callable[[dict, Any, dict], dict]:
     def attach(dataset_module, template, tokenizer_module):
         return _attach(dataset_module, model_args, data_args, training_args, finetuning_args)
 
@@ -61,7 +64,8 @@ def reference_score_attacher(model_args, data_args, training_args, finetuning_ar
 
 
 @contextlib.contextmanager
-def patch_workflow_with_reference(lf_workflow, collator_name, model_args, data_args, training_args, finetuning_args):
+def patch_workflow_with_reference(lf_workflow: Any, collator_name: str, model_args: Any, data_args: Any,
+                                  training_args: Any, finetuning_args: Any) -> Iterator[None]:
     """Inside LF's ``run_dpo`` / ``run_sft``: join the reference scores to its dataset (``get_dataset``) and let
     its collator (``collator_name``) carry them to the trainer."""
     original_get_dataset = lf_workflow.get_dataset

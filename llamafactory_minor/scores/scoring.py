@@ -6,6 +6,8 @@ Rows are LF's own tokenized rows (same template, cutoff and masking as training)
 
 import contextlib
 import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -13,6 +15,11 @@ from tqdm.auto import tqdm
 from ..integration import PluginError
 from ..integration.data import sequences_of
 from ..objectives import sequence_log_probs
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .cache import ScoreCache
 
 IGNORE_INDEX = -100
 
@@ -34,8 +41,9 @@ def no_zero3_init():
 
 
 @torch.no_grad()
-def score_sequences(model, items, pad_token_id: int, batch_size: int = 8, desc: str = "Scoring",
-                    on_batch=None, show_progress: bool = True):
+def score_sequences(model: Any, items: list[tuple[Any, list[int], list[int]]], pad_token_id: int | None,
+                    batch_size: int = 8, desc: str = "Scoring", on_batch: Callable[[dict], None] | None = None,
+                    show_progress: bool = True) -> dict:
     """Score ``items`` = [(item_id, input_ids, labels)]; returns {item_id: (sum_logp, num_tokens)}.
 
     ``on_batch(results_of_batch)`` is called after each batch (the cache appends there).
@@ -87,7 +95,7 @@ class RowAssembler:
         self.cache, self.done, self.pairwise = cache, done, pairwise
         self.pending = {}
 
-    def add(self, parts) -> None:
+    def add(self, parts: Iterable[tuple[str, str, tuple[float, int]]]) -> None:
         """``parts``: iterable of (token_key, "chosen" | "rejected", (sum_logp, num_tokens))."""
         out = []
         for key, part, score in parts:
@@ -105,7 +113,7 @@ class RowAssembler:
                 self.done[r["key"]] = r
 
 
-def pending_sequences(rows: list[dict], done: dict) -> list[tuple[tuple[str, str], list, list]]:
+def pending_sequences(rows: "Dataset | list[dict]", done: dict) -> list[tuple[tuple[str, str], list, list]]:
     """``[((token_key, part), input_ids, labels)]`` of every distinct ``token_key`` of ``rows`` not in ``done``
     (``part``: "chosen" / "rejected" for pairs, else "chosen"): what a pass still has to score."""
     items, seen = [], set(done)
@@ -119,11 +127,12 @@ def pending_sequences(rows: list[dict], done: dict) -> list[tuple[tuple[str, str
     return items
 
 
-def is_pairwise(rows: list[dict]) -> bool:
+def is_pairwise(rows: "Dataset | list[dict]") -> bool:
     return bool(rows) and "chosen_input_ids" in rows[0]
 
 
-def score_dataset_rows(model, rows: list[dict], cache, pad_token_id: int | None, batch_size: int = 8,
+def score_dataset_rows(model: Any, rows: "Dataset | list[dict]", cache: "ScoreCache", pad_token_id: int | None,
+                       batch_size: int = 8,
                        desc: str = "Scoring", show_progress: bool = True) -> dict:
     """Score every distinct ``token_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
     done = cache.load_partial()

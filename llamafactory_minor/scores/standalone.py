@@ -35,7 +35,9 @@ used (the model path must then be the same on the training machine).
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from importlib import metadata
+from typing import Any
 
 from .. import __version__
 from ..integration import PluginError
@@ -75,7 +77,7 @@ def _logger():
 # --------------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------------
-def load_config(config, overrides=()) -> dict:
+def load_config(config: dict | str, overrides: Sequence[str] = ()) -> dict:
     """A config dict from a dict or a YAML/JSON path, with LF-style ``key=value`` overrides (OmegaConf)."""
     from omegaconf import OmegaConf
 
@@ -131,7 +133,7 @@ def split_score_options(cfg: dict) -> tuple[dict, dict]:
     return lf_cfg, opts
 
 
-def parse_training_args(lf_cfg: dict):
+def parse_training_args(lf_cfg: dict) -> tuple[Any, Any, Any, Any]:
     """LF's own parsing (``get_train_args``, plugin keys included) of a training config, minus what only a
     training run needs: returns (model_args, data_args, training_args, finetuning_args)."""
     from ..integration import activate
@@ -153,7 +155,7 @@ def parse_training_args(lf_cfg: dict):
     return model_args, data_args, training_args, finetuning_args
 
 
-def data_stage(lf_cfg: dict, finetuning_args, data_args) -> str:
+def data_stage(lf_cfg: dict, finetuning_args: Any, data_args: Any) -> str:
     """``rm`` for pairwise data, ``sft`` for single answers (as training tokenizes them)."""
     if "stage" in lf_cfg:
         stage = finetuning_args.stage
@@ -218,8 +220,9 @@ def _model_rows(model_args, data_args, training_args, path, template_name, stage
     return _keyed_rows(args, data, training_args, stage, f"score_models: {path}")
 
 
-def plan_sections(model_args, data_args, training_args, finetuning_args, stage, score_models=None,
-                  score_templates=None) -> list[dict]:
+def plan_sections(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any, stage: str,
+                  score_models: str | list[str] | None = None,
+                  score_templates: str | list[str] | None = None) -> list[dict]:
     """What to score: one section per (model, template, split) with its rows, cache meta and key."""
     from .aligned import aligned_meta
     from .passes import datasets_of, load_scoring_model, pass_key
@@ -345,7 +348,7 @@ def _lf_version() -> str | None:
         return None
 
 
-def score(args, overrides=()) -> str:
+def score(args: dict | str, overrides: Sequence[str] = ()) -> str:
     """Score a dataset as training would and write the score file; returns its path.
 
     ``args``: a dict of LF training keys plus the ``score_*`` keys (or a YAML path); ``overrides``:
@@ -399,7 +402,7 @@ def score(args, overrides=()) -> str:
 # --------------------------------------------------------------------------------------------------
 # import into the score cache
 # --------------------------------------------------------------------------------------------------
-def expected_sections(config, overrides=()) -> tuple[list[dict], object]:
+def expected_sections(config: dict | str, overrides: Sequence[str] = ()) -> tuple[list[dict], Any]:
     """The score sections a training run with ``config`` will look up in its cache, and its finetuning args."""
     cfg = load_config(config, overrides)
     lf_cfg, _ = split_score_options(cfg)
@@ -465,13 +468,14 @@ def _place(cache_dir: str, key: str, meta: dict, rows: dict, extra: dict) -> str
     return cache.dir
 
 
-def default_cache_root(minor_cache_dir=None) -> str:
+def default_cache_root(minor_cache_dir: str | None = None) -> str:
     """``scores.passes.cache_root`` without importing LF (a config-less import stays light)."""
     return (minor_cache_dir or os.environ.get("LLAMAFACTORY_MINOR_SCORE_CACHE")
             or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores"))
 
 
-def import_score_file(path: str, cache_dir: str | None = None, config=None, overrides=()) -> list[str]:
+def import_score_file(path: str, cache_dir: str | None = None, config: dict | str | None = None,
+                      overrides: Sequence[str] = ()) -> list[str]:
     """Place a score file into the score cache so that training finds it; returns the cache folders written.
 
     Everything is validated before anything is written: a corrupt file, NaN/inf scores, missing rows, a

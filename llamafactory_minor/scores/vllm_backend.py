@@ -15,9 +15,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llamafactory_minor_core import vllm_scoring
 from llamafactory_minor_core.io import JsonlTail
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .cache import ScoreCache
 
 # --------------------------------------------------------------------------------------------------
 # driver (runs beside LLaMA-Factory)
@@ -65,9 +72,10 @@ def _stop(proc, grace: float = 10.0) -> None:
     proc.wait()
 
 
-def run_worker(items, model: str, python: str | None = None, dtype: str = "auto", tokenizer: str | None = None,
+def run_worker(items: list[tuple[str, list[int], list[int]]], model: str, python: str | None = None, dtype: str = "auto", tokenizer: str | None = None,
                engine_args: dict | None = None, trust_remote_code: bool = False, per_token: bool = False,
-               on_results=None, desc: str = "vLLM scoring", show_progress: bool = True, workdir: str | None = None):
+               on_results: Callable[[dict], None] | None = None, desc: str = "vLLM scoring", show_progress: bool = True,
+               workdir: str | None = None) -> dict:
     """Score ``items`` = [(item_id:str, input_ids, labels)] with vLLM in a subprocess.
 
     Returns {item_id: row} (row: ``sum_logp``, ``num_tokens``[, ``token_logps``]); ``on_results(rows)`` is
@@ -150,7 +158,7 @@ def run_worker(items, model: str, python: str | None = None, dtype: str = "auto"
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def score_rows_vllm(rows, cache, model: str, python: str | None = None, dtype: str = "auto",
+def score_rows_vllm(rows: "Dataset | list[dict]", cache: "ScoreCache", model: str, python: str | None = None, dtype: str = "auto",
                     engine_args: dict | None = None, trust_remote_code: bool = False, desc: str = "vLLM scoring",
                     show_progress: bool = True, per_token: dict | None = None) -> dict:
     """Like :func:`~.scoring.score_dataset_rows`: scores every ``token_key`` the cache does not hold (in its
