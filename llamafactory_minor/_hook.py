@@ -12,10 +12,9 @@ activation); LF then runs unpatched, and only a guard (``DISABLED_GUARD``) refus
 
 import importlib
 import importlib.abc
-import os
 import sys
 
-DISABLE_ENV = "LLAMAFACTORY_MINOR_DISABLE"
+from .env import DISABLE_ENV, disabled  # noqa: F401  (DISABLE_ENV re-exported)
 
 # LF module -> "module:function" applied right after the LF module has been executed.
 PATCHES = {
@@ -40,10 +39,6 @@ DISABLED_GUARD = {
 }
 
 _applied = set()
-
-
-def disabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _targets() -> dict:

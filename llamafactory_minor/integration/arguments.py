@@ -1,12 +1,13 @@
-"""New YAML keys and widened choices for ``stage`` and ``pref_loss``.
+"""New YAML keys and widened choices for ``stage`` and ``pref_loss``, all from ``llamafactory_minor.registry``.
 
-LF symbols: ``llamafactory.hparams.finetuning_args.FinetuningArguments`` (subclassed) and the lists
-``_TRAIN_ARGS``, ``_INFER_ARGS``, ``_EVAL_ARGS`` of ``llamafactory.hparams.parser`` (their
-FinetuningArguments entry is replaced in place, so ``get_train_args`` parses the new keys).
+LF symbols (``lf``): ``FinetuningArguments`` (subclassed) and the lists ``_TRAIN_ARGS``, ``_INFER_ARGS``,
+``_EVAL_ARGS`` of ``llamafactory.hparams.parser`` (their FinetuningArguments entry is replaced in place, so
+``get_train_args`` parses the new keys). External objectives (``$LLAMAFACTORY_MINOR_OBJECTIVES``) are
+registered before the class is built: the registry loads them on first read.
 """
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import field, make_dataclass
+from typing import Literal, Optional
 
 _PENDING = []
 
@@ -27,20 +28,10 @@ def patch_parser(parser_module) -> None:
         _replace_in_lists(parser_module)
 
 
-from llamafactory.hparams.finetuning_args import FinetuningArguments  # noqa: E402
+from .. import lf, registry  # noqa: E402
+from . import PluginError, check_lf_version  # noqa: E402
 
-from . import (  # noqa: E402
-    FIXED_PREF_LOSSES,
-    NEW_PREF_LOSSES,
-    NEW_STAGES,
-    STOCK_PREF_LOSSES,
-    STOCK_STAGES,
-    PluginError,
-    check_lf_version,
-)
-
-ALL_STAGES = STOCK_STAGES + NEW_STAGES
-ALL_PREF_LOSSES = STOCK_PREF_LOSSES + NEW_PREF_LOSSES
+FinetuningArguments = lf.FinetuningArguments
 
 
 def _split(value):
@@ -49,70 +40,31 @@ def _split(value):
     return [item.strip() for item in str(value).split(",") if item.strip()]
 
 
-@dataclass
-class MinorFinetuningArguments(FinetuningArguments):
-    r"""LF's FinetuningArguments plus the llamafactory-minor keys (defaults = the papers' values)."""
+_ANNOTATIONS = {"float": float, "bool": bool, "list": Optional[str], "text": Optional[str]}
 
-    stage: Literal["pt", "sft", "rm", "ppo", "dpo", "kto", "minorsft", "sftdpo", "poft"] = field(
-        default="sft",
-        metadata={"help": "Which stage will be performed in training (llamafactory-minor adds minorsft, sftdpo, poft)."},
-    )
-    pref_loss: Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo", "minordpo", "dpop"] = field(
-        default="sigmoid",
-        metadata={"help": "The type of DPO loss to use (llamafactory-minor adds minordpo, dpop)."},
-    )
-    pref_ftx: float = field(
-        default=0.0,
-        metadata={"help": "The supervised fine-tuning loss coefficient in DPO training (LF's). llamafactory-minor: also "
-                  "for minorsft, sftdpo and poft, adding pref_ftx * (-log pi_theta(y|x) / m) per sample "
-                  "(LF's SFT term: the answer's mean token NLL)."},
-    )
-    dpop_lambda: float = field(
-        default=50.0,
-        metadata={"help": "DPOP (Smaug) lambda: weight of beta*lambda*max(0, log(pi_ref/pi)(y_w|x))."},
-    )
-    poft_beta: float = field(default=1.0, metadata={"help": "PoFT beta: scale of r_theta - r_aligned."})
-    poft_gamma: float = field(default=0.0, metadata={"help": "PoFT gamma: margin added inside the sigmoid."})
-    poft_aggregation: Literal["mean", "max", "min"] = field(
-        default="mean", metadata={"help": "How the aligned LLMs' rewards are combined (paper: mean)."}
-    )
-    poft_aligned_models: str | None = field(
-        default=None, metadata={"help": "Comma-separated aligned LLMs (paths or hub ids) that score the data."}
-    )
-    poft_aligned_templates: str | None = field(
-        default=None, metadata={"help": "Comma-separated LF templates, one per aligned LLM."}
-    )
-    poft_noise_dataset: str | None = field(
-        default=None,
-        metadata={"help": "bi-PoFT (Eq. 12): dataset name(s), also listed in `dataset`, whose rows are noise."},
-    )
-    track_m_theta: bool = field(
-        default=False,
-        metadata={"help": "stage sft / dpo: also log m_theta (MinorSFT Eq. 8) and the beta-free normalised rewards; "
-                  "loss unchanged."},
-    )
-    precompute_ref_log_probs: bool = field(
-        default=False,
-        metadata={"help": "Score the reference once before training (cached) and train without a reference model."},
-    )
-    minor_cache_dir: str | None = field(
-        default=None,
-        metadata={"help": "Where precomputed reference and aligned-LLM scores are cached."},
-    )
+
+def _param_field(param):
+    """A dataclass field for a registry parameter (``list`` keys: comma text, split after parsing)."""
+    kind = Literal[param.choices] if param.kind == "choice" else _ANNOTATIONS[param.kind]
+    return (param.name, kind, field(default=param.default, metadata={"help": param.arg_help}))
+
+
+class _MinorChecks:
+    """The plugin's checks and properties of :class:`MinorFinetuningArguments` (its fields come from the registry)."""
 
     def __post_init__(self):
         check_lf_version()
-        if self.stage not in ALL_STAGES:
+        if self.stage not in registry.all_stages():
             raise PluginError(
-                f"Unknown `stage: {self.stage}`. Valid stages: stock {', '.join(STOCK_STAGES)}; "
-                f"llamafactory-minor {', '.join(NEW_STAGES)}."
+                f"Unknown `stage: {self.stage}`. Valid stages: stock {', '.join(registry.STOCK_STAGES)}; "
+                f"llamafactory-minor {', '.join(registry.new_stages())}."
             )
-        if self.pref_loss not in ALL_PREF_LOSSES:
+        if self.pref_loss not in registry.all_pref_losses():
             raise PluginError(
-                f"Unknown `pref_loss: {self.pref_loss}`. Valid losses: stock {', '.join(STOCK_PREF_LOSSES)}; "
-                f"llamafactory-minor {', '.join(NEW_PREF_LOSSES)}."
+                f"Unknown `pref_loss: {self.pref_loss}`. Valid losses: stock {', '.join(registry.STOCK_PREF_LOSSES)}; "
+                f"llamafactory-minor {', '.join(registry.new_pref_losses())}."
             )
-        if self.pref_loss in NEW_PREF_LOSSES and self.stage != "dpo":
+        if self.pref_loss in registry.new_pref_losses() and self.stage != "dpo":
             raise PluginError(f"`pref_loss: {self.pref_loss}` needs `stage: dpo` (got `stage: {self.stage}`).")
 
         if self.pissa_init and self.finetuning_type == "lora" and self.plugin_trains and self.stage != "poft":
@@ -123,10 +75,11 @@ class MinorFinetuningArguments(FinetuningArguments):
             )
 
         super().__post_init__()
-        self.poft_aligned_models = _split(self.poft_aligned_models)
-        self.poft_aligned_templates = _split(self.poft_aligned_templates)
-        self.poft_noise_dataset = _split(self.poft_noise_dataset)
+        for param in registry.params():
+            if param.kind == "list":
+                setattr(self, param.name, _split(getattr(self, param.name)))
 
+        objective = self.objective
         if self.uses_new_objective and self.pref_beta <= 0:
             raise PluginError(
                 f"`pref_beta` must be > 0 for {self.objective_name} (got {self.pref_beta}); "
@@ -134,35 +87,24 @@ class MinorFinetuningArguments(FinetuningArguments):
             )
         if self.stage == "dpo" and self.plugin_trains:
             what = f"`pref_loss: {self.pref_loss}`" + (
-                "" if self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES
-                else " with track_m_theta / precompute_ref_log_probs")
+                "" if objective is not None else " with track_m_theta / precompute_ref_log_probs")
             if self.ld_alpha is not None:
                 raise PluginError(f"`ld_alpha` (LD-DPO) is not supported with {what}; remove it.")
             if self.pref_bco_weight > 1e-6:
                 raise PluginError(f"`pref_bco_weight` is not supported with {what}; set it to 0.")
-        if self.pref_loss == "dpop" and self.dpop_lambda < 0:
-            raise PluginError(f"`dpop_lambda` must be >= 0 (got {self.dpop_lambda}); the Smaug paper uses 50.")
-        if self.stage == "poft":
-            if not self.poft_aligned_models:
-                raise PluginError(
-                    "`stage: poft` needs aligned-LLM scores: set `poft_aligned_models: a,b,c` and "
-                    "`poft_aligned_templates: t1,t2,t3` (one LF template per aligned model)."
-                )
-            if not self.poft_aligned_templates or len(self.poft_aligned_templates) != len(self.poft_aligned_models):
-                raise PluginError(
-                    f"`poft_aligned_templates` must list one template per aligned model: "
-                    f"{len(self.poft_aligned_models)} models ({', '.join(self.poft_aligned_models)}), "
-                    f"got {len(self.poft_aligned_templates or [])} templates."
-                )
-            if self.poft_beta <= 0:
-                raise PluginError(f"`poft_beta` must be > 0 (got {self.poft_beta}).")
-        if self.track_m_theta and self.stage not in ("sft", "dpo"):
+        if objective is not None:  # the parameters of the objective that trains: bounds, then its own checks
+            for param in objective.params:
+                error = param.check(getattr(self, param.name))
+                if error:
+                    raise PluginError(error)
+            if objective.check:
+                registry.resolve(objective.check)(self)
+        if self.track_m_theta and self.stage not in registry.CARRIERS:
             raise PluginError("`track_m_theta` is for `stage: sft` and `stage: dpo`; the plugin's stages log m_theta anyway.")
-        if self.poft_aggregation not in ("mean", "max", "min"):
-            raise PluginError(f"Unknown `poft_aggregation: {self.poft_aggregation}`; use mean (the paper's), max or min.")
 
-        # the reference model: the new SFT-side stages use one as LF's DPO does; PoFT compares to aligned LLMs.
-        if self.stage in ("minorsft", "sftdpo") or (self.stage == "sft" and self.track_m_theta):
+        # the reference model: the new single-answer stages that need one use it as LF's DPO does
+        if (objective is not None and objective.kind == "stage" and objective.needs_reference) or (
+                self.stage == "sft" and self.track_m_theta):
             self.use_ref_model = True
         if self.precompute_ref_log_probs and not self.use_ref_model:
             raise PluginError(
@@ -171,8 +113,15 @@ class MinorFinetuningArguments(FinetuningArguments):
             )
 
     @property
+    def objective(self):
+        """The registry entry this configuration trains (None: LF's own objective)."""
+        # while LF dispatches, a registered stage is on its carrier (``minor_stage`` keeps its name: dispatch)
+        return registry.of_config(getattr(self, "minor_stage", None) or self.stage, self.pref_loss)
+
+    @property
     def uses_new_objective(self) -> bool:
-        return self.stage in NEW_STAGES or (self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES)
+        obj = self.objective
+        return obj is not None and not obj.fixes_stock
 
     @property
     def objective_name(self) -> str:
@@ -182,11 +131,31 @@ class MinorFinetuningArguments(FinetuningArguments):
     def plugin_trains(self) -> bool:
         """True when a plugin workflow (not LF's own) runs this job."""
         return (
-            self.stage in NEW_STAGES
-            or (self.stage == "dpo" and self.pref_loss in NEW_PREF_LOSSES + FIXED_PREF_LOSSES)
+            self.objective is not None
             or (self.stage == "sft" and self.track_m_theta)
             or (self.stage == "dpo" and (self.precompute_ref_log_probs or self.track_m_theta))
         )
+
+
+def _build_class():
+    stages, losses = registry.all_stages(), registry.all_pref_losses()
+    fields_ = [
+        ("stage", Literal[stages], field(default="sft", metadata={
+            "help": f"Which stage will be performed in training (llamafactory-minor adds {', '.join(registry.new_stages())})."})),
+        ("pref_loss", Literal[losses], field(default="sigmoid", metadata={
+            "help": f"The type of DPO loss to use (llamafactory-minor adds {', '.join(registry.new_pref_losses())})."})),
+        ("pref_ftx", float, field(default=0.0, metadata={
+            "help": "The supervised fine-tuning loss coefficient in DPO training (LF's). llamafactory-minor: also for "
+                    f"{', '.join(registry.single_answer_stages())}, adding pref_ftx * (-log pi_theta(y|x) / m) per "
+                    "sample (LF's SFT term: the answer's mean token NLL)."})),
+    ] + [_param_field(p) for p in registry.params()]
+    cls = make_dataclass("MinorFinetuningArguments", fields_, bases=(_MinorChecks, FinetuningArguments))
+    cls.__module__ = __name__
+    cls.__doc__ = "LF's FinetuningArguments plus the llamafactory-minor keys (from ``llamafactory_minor.registry``)."
+    return cls
+
+
+MinorFinetuningArguments = _build_class()
 
 
 def _replace_in_lists(parser_module) -> None:

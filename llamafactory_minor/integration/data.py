@@ -1,136 +1,42 @@
-"""Dataset glue: clearer errors, and two keys per tokenized row for joining and caching scores.
+"""Dataset glue: clearer errors, and the key columns per tokenized row (``scores.keys``) for score joins.
 
 LF symbols: ``llamafactory.data.loader._get_merged_dataset`` (wrapped: LF's "The dataset is not
-applicable in the current training stage." becomes an error naming the stage and the dataset kind) and
-``llamafactory.data.loader._get_dataset_processor`` (wrapped while ``keyed_rows()`` is active).
-
-While keyed, each row LF keeps also gets:
-
-- ``sample_key``: a hash of its converted *content* (messages, system, tools). It joins rows tokenized by
-  different tokenizers and templates (PoFT's aligned LLMs score the same examples in their own format).
-- ``token_key``: a digest of what the model actually sees -- the token ids and the labels of every
-  sequence of the row (chosen and rejected for pairs). Scores are cached and looked up by it, so any
-  change that changes a single token or label (template, ``default_system``, tokenizer options, cutoff,
-  masking) can never be served another row's score.
-- ``answer_tokens``: the number of scored positions of each sequence (``labels[1:] != -100``, the count
-  :func:`~llamafactory_minor.objectives.sequence_log_probs` uses): ``[n]`` or ``[n_chosen, n_rejected]``;
-  a joined score must carry the same count.
+applicable in the current training stage." -- ``lf.error_text("not_applicable")`` -- becomes an error
+naming the stage and the dataset kind) and ``llamafactory.data.loader._get_dataset_processor`` (wrapped:
+rows carry the key columns while ``scores.keys.plugin_dataset(..., keyed=True)`` is active).
 """
 
-import contextlib
-import hashlib
-import json
-import threading
-from array import array
+import functools
 
+from ..scores.keys import (  # noqa: F401  (re-exported: the keys live with the scores that use them)
+    IGNORE_INDEX,
+    KEY_COLUMNS,
+    _KeyedProcessor,
+    answer_token_counts,
+    current_stage_for_errors,
+    keyed,
+    plugin_dataset,
+    sample_key,
+    sequences_of,
+    token_key,
+)
 from . import PluginError
-
-_state = threading.local()
-IGNORE_INDEX = -100
-KEY_COLUMNS = ("sample_key", "token_key", "answer_tokens")
-
-
-def current_stage_for_errors():
-    return getattr(_state, "stage", None)
-
-
-@contextlib.contextmanager
-def plugin_dataset(stage: str, keyed: bool = False):
-    """While active, dataset errors name the plugin ``stage`` and rows carry the key columns if ``keyed``."""
-    prev = (getattr(_state, "stage", None), getattr(_state, "keyed", False))
-    _state.stage, _state.keyed = stage, keyed
-    try:
-        yield
-    finally:
-        _state.stage, _state.keyed = prev
-
-
-def sample_key(prompt, response, system, tools) -> str:
-    """Content key of one converted LF example (messages, system, tools): 16 hex chars of sha256."""
-    payload = json.dumps([prompt, response, system or "", tools or ""], ensure_ascii=False, sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-def sequences_of(row: dict) -> list[tuple[str, list[int], list[int]]]:
-    """(part, input_ids, labels) for a supervised row or the chosen/rejected halves of a pairwise row."""
-    if "chosen_input_ids" in row:
-        return [("chosen", row["chosen_input_ids"], row["chosen_labels"]),
-                ("rejected", row["rejected_input_ids"], row["rejected_labels"])]
-    return [("chosen", row["input_ids"], row["labels"])]
-
-
-def token_key(sequences) -> str:
-    """Digest (32 hex, blake2b) of the token ids and labels of ``sequences`` = [(part, ids, labels)]."""
-    h = hashlib.blake2b(digest_size=16)
-    for part, ids, labels in sequences:
-        h.update(f"{part}:{len(ids)}:{len(labels)};".encode())
-        h.update(array("q", ids).tobytes())
-        h.update(array("q", labels).tobytes())
-    return h.hexdigest()
-
-
-def answer_token_counts(sequences) -> list[int]:
-    """Scored positions per sequence: labels after the first that are not IGNORE_INDEX (list.count runs in C)."""
-    return [max(0, len(labels) - 1 - labels[1:].count(IGNORE_INDEX)) for _, _, labels in sequences]
-
-
-def _sequences_at(columns: dict, i: int):
-    if "chosen_input_ids" in columns:
-        return [("chosen", columns["chosen_input_ids"][i], columns["chosen_labels"][i]),
-                ("rejected", columns["rejected_input_ids"][i], columns["rejected_labels"][i])]
-    return [("chosen", columns["input_ids"][i], columns["labels"][i])]
-
-
-class _KeyedProcessor:
-    """Wraps an LF dataset processor: same rows, plus the key columns for each row LF keeps.
-
-    Plain attributes only (no ``__getattr__`` forwarding): ``datasets.map`` pickles the bound method into
-    its worker processes (``preprocessing_num_workers > 1``), and forwarding would recurse while unpickling.
-    """
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def print_data_example(self, example):
-        return self.processor.print_data_example(example)
-
-    def preprocess_dataset(self, examples):
-        n_in = len(examples["_prompt"])
-        keys = [sample_key(examples["_prompt"][i], examples["_response"][i], examples["_system"][i],
-                           examples["_tools"][i]) for i in range(n_in)]
-        out = self.processor.preprocess_dataset(examples)
-        n_out = len(next(iter(out.values()))) if out else 0
-        if n_out != n_in:
-            # LF dropped (or split) rows of this batch: find out which row gave which, one row at a time
-            out, keys = self._row_by_row(examples, keys)
-        out = dict(out) if out else {}
-        sequences = [_sequences_at(out, i) for i in range(len(keys))]
-        out["sample_key"] = keys
-        out["token_key"] = [token_key(seqs) for seqs in sequences]
-        out["answer_tokens"] = [answer_token_counts(seqs) for seqs in sequences]
-        return out
-
-    def _row_by_row(self, examples, keys):
-        out, kept = {}, []
-        columns = list(examples.keys())
-        for i, key in enumerate(keys):
-            rows = self.processor.preprocess_dataset({k: [examples[k][i]] for k in columns})
-            n = len(next(iter(rows.values()))) if rows else 0
-            for k, values in rows.items():
-                out.setdefault(k, []).extend(values)
-            kept.extend([key] * n)
-        return out, kept
 
 
 def patch_loader(loader_module) -> None:
     original_merged = loader_module._get_merged_dataset
     original_processor = loader_module._get_dataset_processor
 
+    from .. import lf
+
+    not_applicable = lf.error_text("not_applicable").rstrip(".").split("The dataset is ", 1)[-1]
+
+    @functools.wraps(original_merged)
     def _get_merged_dataset(dataset_names, model_args, data_args, training_args, stage, *args, **kwargs):
         try:
             return original_merged(dataset_names, model_args, data_args, training_args, stage, *args, **kwargs)
         except ValueError as e:
-            if "not applicable in the current training stage" not in str(e):
+            if not_applicable not in str(e):
                 raise
             shown = current_stage_for_errors() or stage
             if stage == "rm":
@@ -144,9 +50,10 @@ def patch_loader(loader_module) -> None:
                 "(ranking) dataset: choose an SFT dataset (instruction/output), or use `stage: dpo` for pairs."
             ) from None
 
+    @functools.wraps(original_processor)
     def _get_dataset_processor(*args, **kwargs):
         processor = original_processor(*args, **kwargs)
-        return _KeyedProcessor(processor) if getattr(_state, "keyed", False) else processor
+        return _KeyedProcessor(processor) if keyed() else processor
 
     loader_module._get_merged_dataset = _get_merged_dataset
     loader_module._get_dataset_processor = _get_dataset_processor

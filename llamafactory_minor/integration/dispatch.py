@@ -1,38 +1,54 @@
-"""Route plugin stages and losses; leave LF's own stages exactly as they are.
+"""Route plugin objectives through LF's own dispatch: each runs on its carrier stage (``sft`` / ``dpo``).
 
-LF symbols (module ``llamafactory.train.tuner``): ``get_train_args`` (wrapped to remember the parsed
-arguments), ``_training_function`` (wrapped: LF's dispatch raises ``ValueError("Unknown task: ...")``
-for a stage it does not know, after it has set up its callbacks; for the plugin stages the wrapper then
-runs the plugin workflow with those same callbacks and tears down the process group as LF does),
-``run_sft`` and ``run_dpo`` (wrapped: ``stage: sft`` with ``track_m_theta`` and ``stage: dpo`` with
-``pref_loss`` minordpo / dpop / hinge / ipo go to the plugin; every other configuration calls LF's
-function unchanged).
+One path for every plugin configuration, independent of LF's error texts:
+
+1. ``get_train_args`` (of ``llamafactory.train.tuner``, wrapped): LF parses and checks the configuration as
+   given (``stage: minorsft`` included); then, for a registered stage, ``finetuning_args.stage`` is set to the
+   objective's carrier (``registry``: ``sft`` for single-answer stages) and the objective's name is kept in
+   ``finetuning_args.minor_stage``. LF's ``_training_function`` then sets up its callbacks, calls its own
+   ``run_sft`` / ``run_dpo`` and tears down (process group, Ray) itself.
+2. ``run_sft`` / ``run_dpo`` (wrapped): a configuration the plugin trains (``plugin_trains``) restores its
+   stage and goes to the plugin workflow (``train.workflows``); every other one calls LF's function unchanged.
+3. Every plugin workflow runs under ``train.witness``: if the plugin's trainer never computed the loss (LF's
+   stock trainer ran in its place), the run stops with ``ObjectiveNotApplied``.
+
+``_training_function`` is wrapped only to turn a ``PluginError`` into one line and exit code 2 under the CLI.
+LF symbols: ``lf.PATCH_POINTS["llamafactory.train.tuner"]``.
 """
 
+import functools
 import os
 import sys
 import threading
 from contextlib import contextmanager
 
-from . import NEW_STAGES, PluginError, check_lf_version
+from .. import registry
+from . import PluginError, check_lf_version
 
 _state = threading.local()
 
 
-def _plugin_workflow(stage: str, finetuning_args):
-    if stage == "minorsft":
-        from ..train.minorsft.workflow import run_minorsft as run
-    elif stage == "sftdpo":
-        from ..train.sftdpo.workflow import run_sftdpo as run
-    elif stage == "poft":
-        from ..train.poft.workflow import run_poft as run
-    elif stage == "dpo":
-        from ..train.dpo.workflow import run_dpo as run
-    elif stage == "sft":
-        from ..train.sft.workflow import run_sft as run
-    else:  # pragma: no cover
-        raise PluginError(f"no plugin workflow for stage {stage}")
-    return run
+def _carry(finetuning_args) -> None:
+    """A registered stage runs on its carrier stage: LF's dispatch calls ``run_sft`` / ``run_dpo`` for it."""
+    objective = registry.get(finetuning_args.stage, "stage")
+    if objective is not None:
+        finetuning_args.minor_stage = objective.name
+        finetuning_args.stage = objective.carrier
+
+
+@contextmanager
+def _own_stage(finetuning_args):
+    """Within the plugin workflow the stage is the objective's again (the plugin's and LF's code read it)."""
+    carried = getattr(finetuning_args, "minor_stage", None)
+    if carried is None:
+        yield
+        return
+    carrier = finetuning_args.stage
+    finetuning_args.stage = carried
+    try:
+        yield
+    finally:
+        finetuning_args.stage = carrier
 
 
 def _fail(error: Exception):
@@ -113,10 +129,10 @@ def patch_v1_launcher(v1_launcher) -> None:
 
 
 def _will_torchrun() -> bool:
-    from llamafactory.extras.misc import get_device_count, is_env_enabled, use_kt, use_ray
+    from .. import lf
 
-    return is_env_enabled("FORCE_TORCHRUN") or is_env_enabled("USE_MCA") or (
-        get_device_count() > 1 and not use_ray() and not use_kt())
+    return lf.is_env_enabled("FORCE_TORCHRUN") or lf.is_env_enabled("USE_MCA") or (
+        lf.get_device_count() > 1 and not lf.use_ray() and not lf.use_kt())
 
 
 def _prevalidate(argv) -> None:
@@ -125,9 +141,9 @@ def _prevalidate(argv) -> None:
     saved = sys.argv
     try:
         sys.argv = [saved[0]] + list(argv)
-        from llamafactory.hparams.parser import read_args
+        from .. import lf
 
-        args = read_args()
+        args = lf.read_args()
     except Exception:  # LF reports an unreadable config itself
         return
     finally:
@@ -143,12 +159,12 @@ def patch_tuner(tuner) -> None:
     original_run_sft = tuner.run_sft
     original_run_dpo = tuner.run_dpo
 
+    @functools.wraps(original_get_train_args)
     def get_train_args(args=None):
-        from llamafactory.hparams.parser import read_args
-
+        from .. import lf
         from .validate import check_data, is_plugin_config
 
-        raw = read_args(args)
+        raw = lf.read_args(args)
         try:
             parsed = original_get_train_args(raw)  # LF's, with the plugin-wrapped parse (validate.parse_checked)
         except PluginError:
@@ -159,54 +175,38 @@ def patch_tuner(tuner) -> None:
             raise PluginError(str(e)) from None
         check_data(*parsed[:4])  # the same cheap data checks validate_train_args runs
         _state.parsed = parsed
+        _carry(parsed[3])
         return parsed
 
+    @functools.wraps(original_run_sft)
     def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None):
         if getattr(finetuning_args, "plugin_trains", False):
-            return _plugin_workflow("sft", finetuning_args)(
-                model_args, data_args, training_args, finetuning_args, generating_args, callbacks
-            )
+            from ..train.workflows import run_plugin
+
+            with _own_stage(finetuning_args):
+                return run_plugin(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
         return original_run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
 
+    @functools.wraps(original_run_dpo)
     def run_dpo(model_args, data_args, training_args, finetuning_args, callbacks=None):
         if getattr(finetuning_args, "plugin_trains", False):
-            return _plugin_workflow("dpo", finetuning_args)(
-                model_args, data_args, training_args, finetuning_args, callbacks
-            )
+            from ..train.workflows import run_plugin
+
+            with _own_stage(finetuning_args):
+                return run_plugin(model_args, data_args, training_args, finetuning_args, None, callbacks)
         return original_run_dpo(model_args, data_args, training_args, finetuning_args, callbacks)
 
+    @functools.wraps(original_training_function)
     def _training_function(config):
         _state.parsed = None
         try:
-            try:
-                return original_training_function(config)
-            except ValueError as e:
-                parsed = getattr(_state, "parsed", None)
-                if isinstance(e, PluginError) or parsed is None or not str(e).startswith("Unknown task"):
-                    raise
-                model_args, data_args, training_args, finetuning_args, generating_args = parsed
-                if finetuning_args.stage not in NEW_STAGES:
-                    raise
-            # LF set up its callbacks in config["callbacks"] before it reached its unknown-stage error.
-            run = _plugin_workflow(finetuning_args.stage, finetuning_args)
-            run(model_args, data_args, training_args, finetuning_args, config.get("callbacks"))
+            return original_training_function(config)
         except PluginError as e:
             if _in_cli():
                 _fail(e)
             raise
-        _teardown_process_group()
 
     tuner.get_train_args = get_train_args
     tuner.run_sft = run_sft
     tuner.run_dpo = run_dpo
     tuner._training_function = _training_function
-
-
-def _teardown_process_group():
-    import torch.distributed as dist
-
-    try:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    except Exception as e:  # same tolerance as LF's own teardown
-        print(f"[llamafactory-minor] warning: failed to destroy process group: {e}", file=sys.stderr)

@@ -26,22 +26,21 @@ from __future__ import annotations
 import difflib
 import os
 
-from . import FIXED_PREF_LOSSES, NEW_PREF_LOSSES, NEW_STAGES, PluginError
+from .. import registry
+from ..errors import PluginError
 
-# the keys llamafactory-minor adds to LF's FinetuningArguments (tests check this against the dataclass)
-PLUGIN_KEYS = (
-    "dpop_lambda",
-    "poft_beta",
-    "poft_gamma",
-    "poft_aggregation",
-    "poft_aligned_models",
-    "poft_aligned_templates",
-    "poft_noise_dataset",
-    "track_m_theta",
-    "precompute_ref_log_probs",
-    "minor_cache_dir",
-)
-SFT_SIDE_STAGES = NEW_STAGES  # minorsft, sftdpo, poft: one answer per row
+
+def plugin_keys() -> tuple:
+    """The keys llamafactory-minor adds to LF's FinetuningArguments (the registry's; tests check the dataclass)."""
+    return registry.plugin_keys()
+
+
+def __getattr__(name):  # PLUGIN_KEYS / SFT_SIDE_STAGES: read from the registry when asked (external objectives)
+    if name == "PLUGIN_KEYS":
+        return plugin_keys()
+    if name == "SFT_SIDE_STAGES":
+        return registry.single_answer_stages()
+    raise AttributeError(name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,11 +75,11 @@ def plugin_names_in(args) -> list[str]:
     """What a raw config names that only the plugin knows: ``stage: minorsft``, ``pref_loss: dpop``, keys."""
     raw = raw_keys(args)
     found = []
-    if str(raw.get("stage", "")) in NEW_STAGES:
+    if str(raw.get("stage", "")) in registry.new_stages():
         found.append(f"`stage: {raw['stage']}`")
-    if str(raw.get("pref_loss", "")) in NEW_PREF_LOSSES:
+    if str(raw.get("pref_loss", "")) in registry.new_pref_losses():
         found.append(f"`pref_loss: {raw['pref_loss']}`")
-    found += [f"`{key}`" for key in PLUGIN_KEYS if key in raw]
+    found += [f"`{key}`" for key in plugin_keys() if key in raw]
     return found
 
 
@@ -89,7 +88,7 @@ def is_plugin_config(args) -> bool:
     raw = raw_keys(args)
     if plugin_names_in(raw):
         return True
-    return str(raw.get("stage", "sft")) == "dpo" and str(raw.get("pref_loss", "")) in FIXED_PREF_LOSSES
+    return str(raw.get("stage", "sft")) == "dpo" and str(raw.get("pref_loss", "")) in registry.fixed_pref_losses()
 
 
 def check_disabled(args) -> None:
@@ -109,8 +108,9 @@ def nearest(name: str, choices, n: int = 3) -> list[str]:
 def _known_train_keys() -> set:
     from dataclasses import fields
 
-    from llamafactory.hparams import parser
+    from .. import lf
 
+    parser = lf.module("llamafactory.hparams.parser")
     arg_lists = parser._TRAIN_MCA_ARGS if (_env_on("USE_MCA") and parser._TRAIN_MCA_ARGS) else parser._TRAIN_ARGS
     return {f.name for cls in arg_lists for f in fields(cls) if f.init}
 
@@ -125,7 +125,7 @@ def check_unknown_keys(args) -> None:
     if not unknown:
         return
     suggestions = {k: nearest(k, known, n=1) for k in unknown}
-    plugin_typo = any(s and s[0] in PLUGIN_KEYS for s in suggestions.values())
+    plugin_typo = any(s and s[0] in plugin_keys() for s in suggestions.values())
     if not (plugin_typo or is_plugin_config(raw)):
         return  # a stock config with a stock typo: LF's own error, unchanged
     parts = []
@@ -174,7 +174,7 @@ def check_parsed(model_args, data_args, training_args, finetuning_args) -> None:
         raise PluginError(f"{what} does not run under USE_V1=1 (LF's v1 trainers are not patched); unset USE_V1.")
 
     # options the plugin's trainers would silently ignore
-    if stage in SFT_SIDE_STAGES:
+    if stage in registry.single_answer_stages():
         if data_args.train_on_prompt or data_args.mask_history:
             key = "train_on_prompt" if data_args.train_on_prompt else "mask_history"
             why = ("PoFT compares the target's log-likelihood of the answer with the aligned LLMs' scores of the "
@@ -228,8 +228,9 @@ def check_data(model_args, data_args, training_args, finetuning_args) -> None:
     fa = finetuning_args
     if not getattr(fa, "plugin_trains", False):
         return
-    from llamafactory.data.template import TEMPLATES
+    from .. import lf
 
+    TEMPLATES = lf.TEMPLATES
     if data_args.template is not None and data_args.template not in TEMPLATES:
         raise _template_error("template", data_args.template, TEMPLATES)
     for name in getattr(fa, "poft_aligned_templates", None) or []:
@@ -241,8 +242,9 @@ def check_data(model_args, data_args, training_args, finetuning_args) -> None:
                               f"(got `dataset: {','.join(data_args.dataset or [])}`).")
 
     pairwise_needed = None
-    if fa.stage in SFT_SIDE_STAGES:
-        pairwise_needed = False
+    objective = registry.get(fa.stage, "stage")
+    if objective is not None:
+        pairwise_needed = objective.pairwise
     elif fa.stage == "dpo":
         pairwise_needed = True
     dataset_dir = data_args.dataset_dir
@@ -251,10 +253,8 @@ def check_data(model_args, data_args, training_args, finetuning_args) -> None:
         return
     if dataset_dir == "ONLINE" or dataset_dir.startswith("REMOTE:"):
         return  # the kind is known only after download; LF's own check (with the plugin's message) runs then
-    from llamafactory.data.parser import get_dataset_list
-
     try:
-        attrs = get_dataset_list(names, dataset_dir)
+        attrs = lf.get_dataset_list(names, dataset_dir)
     except ValueError as e:
         raise PluginError(f"{e} (`dataset` / `eval_dataset` with `dataset_dir: {dataset_dir}`)") from None
     for shown, attr in zip(names, attrs):
@@ -278,9 +278,9 @@ def parse_checked(parse, args=None):
     so ``llamafactory-cli train`` (via LF's ``get_train_args``) and ``validate_train_args`` run it alike.
     For plugin configurations LF's own ``ValueError``s become one-line ``PluginError``s.
     """
-    from llamafactory.hparams.parser import read_args
+    from .. import lf
 
-    raw = read_args(args)
+    raw = lf.read_args(args)
     check_unknown_keys(raw)
     try:
         parsed = parse(raw)
@@ -299,16 +299,15 @@ def validate_train_args(args: dict) -> None:
 
     See the module docstring for the full contract.
     """
-    from .. import _hook
+    from .. import lf
+    from ..env import disabled
 
-    if _hook.disabled():
+    if disabled():
         check_disabled(args)
         return
-    from . import activate
+    lf.activate()
 
-    activate()
-    from llamafactory.hparams import parser
-
+    parser = lf.module("llamafactory.hparams.parser")
     environ = dict(os.environ)  # building TrainingArguments may set ACCELERATE_* / FSDP_* variables: keep none
     try:
         parsed = parser._parse_train_args(dict(args))  # the plugin-wrapped parse (parse_checked)

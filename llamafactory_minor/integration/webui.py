@@ -1,9 +1,11 @@
 """LlamaBoard (``llamafactory-cli webui``) additions: the new stages, losses and keys in the Train tab.
 
 Nothing of LF's web UI is copied; its functions are wrapped when their modules are imported (see
-``llamafactory_minor._hook.PATCHES``). What applies to which stage / loss is ONE table, ``APPLIES`` (with
-``STAGE_DEFAULTS`` and ``PLOT_DEFAULTS`` beside it): the fields shown, the keys passed and the metrics
-preselected for the plot all derive from it. LF symbols:
+``llamafactory_minor._hook.PATCHES``). Stages, losses, inputs and their texts come from
+``llamafactory_minor.registry``: one input per registry parameter (slider / dropdown / checkbox / text box by its
+kind), its label and help from the registry's en/zh texts, and what applies to which stage / loss is ONE table,
+``APPLIES``, built from the registry (with ``STAGE_DEFAULTS`` and ``PLOT_DEFAULTS`` beside it): the fields shown,
+the keys passed and the metrics preselected for the plot all derive from it. LF symbols (``llamafactory_minor.lf``):
 
 - ``llamafactory.extras.constants.TRAINING_STAGES`` (dict, updated in place: "MinorSFT", "SFT using DPO",
   "PoFT" are appended). ``STAGES_USE_PAIR_DATA`` is left alone, so ``webui.control.list_datasets`` lists
@@ -43,20 +45,17 @@ import json
 import os
 import re
 
-NEW_STAGE_LABELS = {"MinorSFT": "minorsft", "SFT using DPO": "sftdpo", "PoFT": "poft"}
-NEW_PREF_LOSS_CHOICES = ("minordpo", "dpop")
-# element names (ids "train.<name>") of the inputs this module adds, in layout order
-INPUT_NAMES = (
-    "dpop_lambda",
-    "poft_beta",
-    "poft_gamma",
-    "poft_aggregation",
-    "precompute_ref_log_probs",
-    "track_m_theta",
-    "poft_aligned_models",
-    "poft_aligned_templates",
-    "poft_noise_dataset",
-)
+from .. import registry
+
+NEW_STAGE_LABELS = {o.label["en"]: o.name for o in registry.objectives("stage")}  # LF's stage labels are English
+NEW_PREF_LOSS_CHOICES = registry.new_pref_losses()
+_UI_PARAMS = [p for p in registry.params() if p.ui]
+# element names (ids "train.<name>") of the inputs this module adds, in layout order: sliders and dropdowns,
+# then the checkboxes (one column), then the text boxes (second row)
+_ROW1 = [p for p in _UI_PARAMS if p.kind in ("float", "choice")]
+_CHECKS = [p for p in _UI_PARAMS if p.kind == "bool"]
+_ROW2 = [p for p in _UI_PARAMS if p.kind in ("list", "text")]
+INPUT_NAMES = tuple(p.name for p in _ROW1 + _CHECKS + _ROW2)
 # log-history keys LF already shows (or that are bookkeeping): everything else is a plugin metric
 _STOCK_LOG_KEYS = {
     "loss", "learning_rate", "epoch", "grad_norm", "step", "num_input_tokens_seen", "total_flos",
@@ -71,52 +70,56 @@ _LOCALES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 
 # --------------------------------------------------------------------------------------------------
-# What applies where: THE table (the web UI's visibility, the keys it passes and the plot defaults all derive
-# from it; kept in one place so that a stage / loss registry can take it over)
+# What applies where: THE table, derived from the registry (the web UI's visibility, the keys it passes and
+# the plot defaults all follow from it)
 # --------------------------------------------------------------------------------------------------
 ANY = None  # any pref_loss
-REF_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "minordpo", "dpop")  # LF's DPO has a reference for these
+REF_DPO_LOSSES = registry.ref_pref_losses()  # LF's DPO has a reference for these
+
+
+def _applies_table() -> dict:
+    stages = registry.objectives("stage")
+    table = {
+        # LF's RLHF accordion (LF passes these keys itself for dpo / kto / ppo)
+        "pref_beta": (("dpo", ANY), ("kto", ANY)) + tuple((o.name, ANY) for o in stages if o.uses_beta),
+        "pref_ftx": (("dpo", ANY), ("kto", ANY)) + tuple((o.name, ANY) for o in stages),  # LF's SFT term
+        "pref_loss": (("dpo", ANY), ("kto", ANY)),
+        "reward_model": (("ppo", ANY),),
+        "ppo_score_norm": (("ppo", ANY),),
+        "ppo_whiten_rewards": (("ppo", ANY),),
+    }
+    # the plugin's accordion: each objective's parameters where that objective trains
+    for o in registry.objectives():
+        where = (o.name, ANY) if o.kind == "stage" else ("dpo", (o.name,))
+        for p in o.params:
+            if p.ui:
+                table[p.name] = (where,)
+    table["precompute_ref_log_probs"] = tuple((o.name, ANY) for o in stages if o.needs_reference) + (
+        ("dpo", REF_DPO_LOSSES), ("sft", ANY, "track_m_theta"))
+    # the plugin's stages log m_theta anyway; a stage without a reference has none to track
+    table["track_m_theta"] = (("sft", ANY), ("dpo", REF_DPO_LOSSES))
+    return table
+
+
 # input name -> the configurations it applies to: (stage, pref_losses or ANY[, a checkbox that must be ticked])
-APPLIES = {
-    # LF's RLHF accordion (LF passes these keys itself for dpo / kto / ppo)
-    "pref_beta": (("dpo", ANY), ("kto", ANY), ("minorsft", ANY), ("sftdpo", ANY)),
-    "pref_ftx": (("dpo", ANY), ("kto", ANY), ("minorsft", ANY), ("sftdpo", ANY), ("poft", ANY)),  # LF's SFT term
-    "pref_loss": (("dpo", ANY), ("kto", ANY)),
-    "reward_model": (("ppo", ANY),),
-    "ppo_score_norm": (("ppo", ANY),),
-    "ppo_whiten_rewards": (("ppo", ANY),),
-    # the plugin's accordion
-    "dpop_lambda": (("dpo", ("dpop",)),),
-    "poft_beta": (("poft", ANY),),
-    "poft_gamma": (("poft", ANY),),
-    "poft_aggregation": (("poft", ANY),),
-    "precompute_ref_log_probs": (("minorsft", ANY), ("sftdpo", ANY), ("dpo", REF_DPO_LOSSES),
-                                 ("sft", ANY, "track_m_theta")),
-    "track_m_theta": (("sft", ANY), ("dpo", REF_DPO_LOSSES)),  # the plugin's stages log m_theta anyway; PoFT has no reference
-    "poft_aligned_models": (("poft", ANY),),
-    "poft_aligned_templates": (("poft", ANY),),
-    "poft_noise_dataset": (("poft", ANY),),
-}
+APPLIES = _applies_table()
 RLHF_INPUTS = ("pref_beta", "pref_ftx", "pref_loss", "reward_model", "ppo_score_norm", "ppo_whiten_rewards")
 # the papers' defaults the UI offers when a stage is chosen (unless the user set the value)
-STAGE_DEFAULTS = {"minorsft": {"pref_beta": 0.04}, "sftdpo": {"pref_beta": 0.04}}
+STAGE_DEFAULTS = {o.name: dict(o.ui_defaults) for o in registry.objectives("stage") if o.ui_defaults}
 # metrics plotted by default per stage (the curves the papers show): MinorSFT Fig. 1 (m_theta), MinorDPO
 # Fig. 2-5 (beta-free rewards, margins), PoFT (the target's and the aligned LLMs' rewards)
-PLOT_DEFAULTS = {
-    "minorsft": ("m_theta", "minorsft/coef"),
-    "sftdpo": ("m_theta", "normalized_rewards/chosen"),
-    "sft": ("m_theta",),
-    "dpo": ("normalized_rewards/chosen", "normalized_rewards/rejected", "rewards/margins"),
-    "poft": ("poft/r_theta", "poft/r_aligned"),
-}
-PLOT_METRICS = (
-    "m_theta", "minorsft/coef", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-    "normalized_rewards/chosen", "normalized_rewards/rejected", "poft/r_theta", "poft/r_aligned",
-    "logps/chosen", "logps/rejected", "loss",
-)
+PLOT_DEFAULTS = dict(registry.CARRIER_UI_PLOT, **{o.name: o.ui_plot for o in registry.objectives("stage")})
+PLOT_METRICS = tuple(dict.fromkeys(
+    [k for o in registry.objectives("stage") for k in o.ui_plot + o.metrics]
+    + ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "normalized_rewards/chosen",
+       "normalized_rewards/rejected", "logps/chosen", "logps/rejected", "loss"]))
 # YAML key -> the LOCALES entry whose label names it in the UI (where the names differ)
 FIELD_OF_KEY = {"stage": "training_stage", "model_name_or_path": "model_path", "per_device_train_batch_size": "batch_size",
                 "neftune_noise_alpha": "neftune_alpha", "pissa_init": "use_pissa"}
+
+
+# choosing one of these stages opens LF's RLHF accordion (its Beta applies)
+_RLHF_OPEN_STAGES = ("dpo",) + tuple(o.name for o in registry.objectives("stage") if o.uses_beta)
 
 
 def applies(name: str, stage: str, pref_loss: str = "sigmoid", ticked=()) -> bool:
@@ -148,8 +151,12 @@ def patch_constants(module) -> None:
 # webui.locales
 # --------------------------------------------------------------------------------------------------
 def load_locales() -> dict:
+    """The plugin's LOCALES / ALERTS: ``webui/locales.json`` (the accordion, the plot, the alerts) plus one row per
+    registry parameter (its label and help in en / zh, from ``registry.locale_rows``)."""
     with open(_LOCALES_FILE, encoding="utf-8") as f:
-        return json.load(f)
+        data = json.load(f)
+    data["LOCALES"].update(registry.locale_rows())
+    return data
 
 
 def patch_locales(module) -> None:
@@ -165,9 +172,9 @@ def patch_locales(module) -> None:
 
 
 def _alert(name: str, lang: str) -> str:
-    from llamafactory.webui.locales import ALERTS
+    from .. import lf
 
-    entry = ALERTS.get(name, {})
+    entry = lf.ALERTS.get(name, {})
     return entry.get(lang) or entry.get("en", "")
 
 
@@ -177,26 +184,25 @@ def _alert(name: str, lang: str) -> str:
 _DEFAULT_STAGE, _DEFAULT_LOSS = "sft", "sigmoid"  # LF's initial choices (first stage, first loss)
 
 
-def _new_inputs():
-    """The plugin's inputs, created unrendered (labels come from LOCALES through ``change_lang``); visible as
-    ``APPLIES`` says for LF's initial stage."""
+def _new_input(param, visible: bool):
+    """The gradio input of a registry parameter, unrendered (labels come from LOCALES through ``change_lang``)."""
     import gradio as gr
 
-    def vis(name):
-        return applies(name, _DEFAULT_STAGE, _DEFAULT_LOSS)
+    if param.kind == "float":
+        lo, hi, step = param.ui_range or (0, 10, 0.01)
+        return gr.Slider(minimum=lo, maximum=hi, value=param.default, step=step, render=False, visible=visible)
+    if param.kind == "choice":
+        return gr.Dropdown(choices=list(param.choices), value=param.default, render=False, visible=visible)
+    if param.kind == "bool":
+        return gr.Checkbox(value=bool(param.default), render=False, visible=visible)
+    return gr.Textbox(value="", scale=2 if param.kind == "list" and param in _ROW2[:2] else 1, render=False,
+                      visible=visible)
 
-    return dict(
-        dpop_lambda=gr.Slider(minimum=0, maximum=200, value=50, step=0.5, render=False, visible=vis("dpop_lambda")),
-        poft_beta=gr.Slider(minimum=0.01, maximum=10, value=1, step=0.01, render=False, visible=vis("poft_beta")),
-        poft_gamma=gr.Slider(minimum=-10, maximum=10, value=0, step=0.01, render=False, visible=vis("poft_gamma")),
-        poft_aggregation=gr.Dropdown(choices=["mean", "max", "min"], value="mean", render=False,
-                                     visible=vis("poft_aggregation")),
-        precompute_ref_log_probs=gr.Checkbox(value=False, render=False, visible=vis("precompute_ref_log_probs")),
-        track_m_theta=gr.Checkbox(value=False, render=False, visible=vis("track_m_theta")),
-        poft_aligned_models=gr.Textbox(value="", scale=2, render=False, visible=vis("poft_aligned_models")),
-        poft_aligned_templates=gr.Textbox(value="", scale=2, render=False, visible=vis("poft_aligned_templates")),
-        poft_noise_dataset=gr.Textbox(value="", scale=1, render=False, visible=vis("poft_noise_dataset")),
-    )
+
+def _new_inputs():
+    """The plugin's inputs (one per registry parameter shown in the UI), visible as ``APPLIES`` says for LF's
+    initial stage."""
+    return {p.name: _new_input(p, applies(p.name, _DEFAULT_STAGE, _DEFAULT_LOSS)) for p in _ROW1 + _CHECKS + _ROW2}
 
 
 def _move_after(block, anchor) -> None:
@@ -231,9 +237,9 @@ def _add_pref_loss_choices(dropdown) -> None:
 
 
 def _stage_of(stage_label) -> str:
-    from llamafactory.extras.constants import TRAINING_STAGES
+    from .. import lf
 
-    return TRAINING_STAGES.get(stage_label, stage_label)
+    return lf.TRAINING_STAGES.get(stage_label, stage_label)
 
 
 def visibility(stage: str, pref_loss: str, ticked=()) -> dict:
@@ -287,17 +293,14 @@ def _wrap_create_train_tab(original):
         with gr.Accordion(open=False, visible=initial["minor_tab"]) as minor_tab:
             minor_help = gr.Markdown()
             with gr.Row():
-                new["dpop_lambda"].render()
-                new["poft_beta"].render()
-                new["poft_gamma"].render()
-                new["poft_aggregation"].render()
+                for p in _ROW1:
+                    new[p.name].render()
                 with gr.Column():
-                    new["precompute_ref_log_probs"].render()
-                    new["track_m_theta"].render()
+                    for p in _CHECKS:
+                        new[p.name].render()
             with gr.Row():
-                new["poft_aligned_models"].render()
-                new["poft_aligned_templates"].render()
-                new["poft_noise_dataset"].render()
+                for p in _ROW2:
+                    new[p.name].render()
         # the metrics plot, under LF's loss plot
         with gr.Column() as plot_column:
             plot_metrics = gr.Dropdown(choices=list(PLOT_METRICS), value=plot_defaults(_DEFAULT_STAGE),
@@ -329,7 +332,7 @@ def _wrap_create_train_tab(original):
             out = []
             for name in shown_names:
                 kwargs = {"visible": shown[name]}
-                if name == "rlhf_tab" and open_for == "stage" and stage in ("minorsft", "sftdpo", "dpo"):
+                if name == "rlhf_tab" and open_for == "stage" and stage in _RLHF_OPEN_STAGES:
                     kwargs["open"] = True
                 if name == "minor_tab" and ((open_for == "stage" and stage in NEW_STAGE_LABELS.values())
                                             or (open_for == "loss" and loss in NEW_PREF_LOSS_CHOICES)):
@@ -442,10 +445,10 @@ def draw_metrics(lang, model_name, finetuning_type, output_dir, keys):
     keys = [k for k in (keys or []) if isinstance(k, str) and k]
     if not (model_name and output_dir and keys):
         return gr.Plot(value=None)
-    from llamafactory.webui.common import get_save_dir
+    from .. import lf
 
     try:
-        output_path = get_save_dir(model_name, finetuning_type, output_dir)
+        output_path = lf.get_save_dir(model_name, finetuning_type, output_dir)
     except Exception:
         return gr.Plot(value=None)
     return gr.Plot(value=metrics_figure(metric_series(output_path, keys)))
@@ -468,7 +471,7 @@ def plugin_train_args(stage: str, get, args: dict) -> dict:
     """The plugin keys for a web UI training run (``get("train.x")`` reads an input): the inputs that apply
     (``APPLIES``) and that LF does not pass itself."""
     loss = args.get("pref_loss") or get("train.pref_loss") or _DEFAULT_LOSS
-    ticked = tuple(n for n in ("track_m_theta",) if get(f"train.{n}"))
+    ticked = tuple(p.name for p in _CHECKS if get(f"train.{p.name}"))
 
     def ok(name):
         return applies(name, stage, loss, ticked)
@@ -477,56 +480,39 @@ def plugin_train_args(stage: str, get, args: dict) -> dict:
     for name in ("pref_beta", "pref_ftx"):  # LF passes them for dpo / kto itself
         if stage in NEW_STAGE_LABELS.values() and ok(name):
             extra[name] = get(f"train.{name}")
-    for name in ("dpop_lambda", "poft_beta", "poft_gamma", "poft_aggregation"):
-        if ok(name):
-            extra[name] = get(f"train.{name}")
-    for key in ("poft_aligned_models", "poft_aligned_templates", "poft_noise_dataset"):
-        value = ",".join(p.strip() for p in (get(f"train.{key}") or "").split(",") if p.strip())
-        if value and ok(key):
-            extra[key] = value
-    for name in ("precompute_ref_log_probs", "track_m_theta"):  # a ticked box that does not apply is not passed
-        if get(f"train.{name}") and ok(name):
-            extra[name] = True
+    for p in _ROW1:
+        if ok(p.name):
+            extra[p.name] = get(f"train.{p.name}")
+    for p in _ROW2:
+        raw = get(f"train.{p.name}") or ""
+        value = ",".join(x.strip() for x in raw.split(",") if x.strip()) if p.kind == "list" else raw.strip()
+        if value and ok(p.name):
+            extra[p.name] = value
+    for p in _CHECKS:  # a ticked box that does not apply is not passed
+        if get(f"train.{p.name}") and ok(p.name):
+            extra[p.name] = True
     return {k: v for k, v in extra.items() if v is not None}
 
 
 def validate_train_args(args: dict) -> None:
     """The plugin's checks on a web UI launch dict, raising ``PluginError``: ``integration.validate`` (the same
-    code ``llamafactory-cli train`` runs) when present, else the plugin's argument checks alone."""
-    try:
-        from .validate import validate_train_args as validate
-    except ImportError:
-        validate = None
-    if validate is not None:
-        validate(args)
-        return
-    import dataclasses
+    code ``llamafactory-cli train`` runs)."""
+    from .validate import validate_train_args as validate
 
-    import llamafactory.hparams.parser  # noqa: F401  (LF first: its import runs our patch_parser, which needs .arguments)
-
-    from .arguments import MinorFinetuningArguments
-
-    names = {f.name for f in dataclasses.fields(MinorFinetuningArguments) if f.init}
-    MinorFinetuningArguments(**{k: v for k, v in args.items() if k in names})
+    validate(args)
 
 
 def is_plugin_config(args: dict) -> bool:
-    try:
-        from .validate import is_plugin_config as check
-    except ImportError:
-        check = None
-    if check is not None:
-        return bool(check(args))
-    stage, loss = args.get("stage"), args.get("pref_loss")
-    return (stage in NEW_STAGE_LABELS.values() or loss in NEW_PREF_LOSS_CHOICES
-            or any(k in args for k in INPUT_NAMES))
+    from .validate import is_plugin_config as check
+
+    return bool(check(args))
 
 
 def field_label(key: str, lang: str = "en"):
     """The UI's label (in ``lang``) of the input that sets YAML key ``key``, or None."""
-    from llamafactory.webui.locales import LOCALES
+    from .. import lf
 
-    entry = LOCALES.get(FIELD_OF_KEY.get(key, key)) or {}
+    entry = lf.LOCALES.get(FIELD_OF_KEY.get(key, key)) or {}
     text = (entry.get(lang) or entry.get("en") or {}).get("label")
     return text or None
 
@@ -720,8 +706,9 @@ def _wrap_monitor(original):
     def monitor(self):
         import time
 
-        from llamafactory.webui.common import get_save_dir
+        from .. import lf
 
+        get_save_dir = lf.get_save_dir
         data, do_train = self.running_data, self.do_train
         output_box = output_path = lang = None
         if data is not None and do_train:

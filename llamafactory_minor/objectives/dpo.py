@@ -82,3 +82,15 @@ def dpo_loss(
     chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps).detach()
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps).detach()
     return losses, chosen_rewards, rejected_rewards
+
+
+def hinge_objective(x):
+    """Registry entry ``hinge`` (LF's name, computed with an explicit loss type)."""
+    return dpo_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
+                    x.beta, loss_type="hinge")
+
+
+def ipo_objective(x):
+    """Registry entry ``ipo`` (on length-averaged log-probs: the registry entry sets ``averaged_log_probs``)."""
+    return dpo_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
+                    x.beta, loss_type="ipo")

@@ -46,3 +46,9 @@ def dpop_loss(
     )
     losses = -F.logsigmoid(logits)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def objective(x):
+    """Registry entry ``dpop`` (:class:`~.interface.PairInputs` -> losses, chosen / rejected rewards)."""
+    return dpop_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
+                     x.beta, lam=x.params["dpop_lambda"])

@@ -41,3 +41,9 @@ def minordpo_loss(
         beta * chosen_logratios - beta * torch.relu(rejected_logratios)
     )
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def objective(x):
+    """Registry entry ``minordpo`` (:class:`~.interface.PairInputs` -> losses, chosen / rejected rewards)."""
+    return minordpo_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
+                         x.beta)

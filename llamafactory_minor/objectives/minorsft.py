@@ -63,3 +63,10 @@ def minorsft_coef(
     beta = check_beta(beta)
     logratio = policy_logps.detach() - ref_logps.detach().to(policy_logps.dtype)
     return 2.0 * torch.sigmoid(-beta * logratio)
+
+
+def objective(x):
+    """Registry entry ``minorsft`` (:class:`~.interface.SingleAnswerInputs` -> losses, metrics)."""
+    losses = minorsft_loss(x.policy_logps, x.ref_logps, x.num_tokens, x.beta)
+    coef = minorsft_coef(x.policy_logps, x.ref_logps, x.beta)
+    return losses, {"minorsft/coef": coef.mean().item()}

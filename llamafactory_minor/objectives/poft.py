@@ -125,3 +125,38 @@ def poft_loss(
 
     r_theta_out = torch.where(valid, r_theta.detach(), torch.zeros_like(r_aligned))
     return losses, r_theta_out, r_aligned
+
+
+def objective(x):
+    """Registry entry ``poft``: the aligned scores arrive as columns ``aligned_logps`` / ``aligned_num_tokens``
+    [B, M] (and ``poft_noise`` [B] for bi-PoFT rows)."""
+    device = x.policy_logps.device
+    noise = x.columns.get("poft_noise")
+    losses, r_theta, r_aligned = poft_loss(
+        x.policy_logps,
+        x.num_tokens,
+        x.columns["aligned_logps"].to(device),
+        x.columns["aligned_num_tokens"].to(device),
+        beta=x.params["poft_beta"],
+        gamma=x.params["poft_gamma"],
+        aggregation=x.params["poft_aggregation"],
+        noise_mask=noise.to(device) if noise is not None else None,
+    )
+    return losses, {"poft/r_theta": r_theta.mean().item(), "poft/r_aligned": r_aligned.mean().item()}
+
+
+def check_config(fa) -> None:
+    """Registry ``check`` of ``stage: poft``: the aligned LLMs and one template each."""
+    from ..errors import PluginError
+
+    if not fa.poft_aligned_models:
+        raise PluginError(
+            "`stage: poft` needs aligned-LLM scores: set `poft_aligned_models: a,b,c` and "
+            "`poft_aligned_templates: t1,t2,t3` (one LF template per aligned model)."
+        )
+    if not fa.poft_aligned_templates or len(fa.poft_aligned_templates) != len(fa.poft_aligned_models):
+        raise PluginError(
+            f"`poft_aligned_templates` must list one template per aligned model: "
+            f"{len(fa.poft_aligned_models)} models ({', '.join(fa.poft_aligned_models)}), "
+            f"got {len(fa.poft_aligned_templates or [])} templates."
+        )

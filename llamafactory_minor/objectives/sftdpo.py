@@ -39,3 +39,8 @@ def sftdpo_loss(
     beta = check_beta(beta)
     logratio = policy_logps - ref_logps.to(policy_logps.dtype)
     return -F.logsigmoid(beta * logratio)
+
+
+def objective(x):
+    """Registry entry ``sftdpo`` (:class:`~.interface.SingleAnswerInputs` -> losses, metrics)."""
+    return sftdpo_loss(x.policy_logps, x.ref_logps, x.beta), {}

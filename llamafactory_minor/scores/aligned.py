@@ -2,27 +2,25 @@
 memory at a time; scores are cached and joined to the training rows by content (``sample_key``).
 
 r_j = log p_j(y|x) / T_j(y) needs each model's own tokenization, so every aligned model gets LF's
-dataset built with its tokenizer and template (LF symbols: ``llamafactory.data.{get_dataset,
-get_template_and_fix_tokenizer}``, ``llamafactory.hparams.ModelArguments``, ``llamafactory.model.load_tokenizer``).
+dataset built with its tokenizer and template (LF symbols, from ``lf``: ``get_dataset``,
+``get_template_and_fix_tokenizer``, ``ModelArguments.copyfrom``, ``load_tokenizer``).
 """
 
 import dataclasses
 from typing import Any, Callable
 
-from ..integration import PluginError
-from ..integration.data import plugin_dataset
+from .. import lf
+from ..errors import PluginError
+from .keys import plugin_dataset
 from .cache import weights_digest
 from .passes import datasets_of, join, load_scoring_model, replace_dataset, run_pass
 
 
 def _aligned_rows(model_args, data_args, training_args, name_or_path, template_name):
-    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
-    from llamafactory.hparams import ModelArguments
-    from llamafactory.model import load_tokenizer
-
-    args = ModelArguments.copyfrom(model_args, model_name_or_path=name_or_path, adapter_name_or_path=None)
+    get_dataset, get_template_and_fix_tokenizer = lf.get_dataset, lf.get_template_and_fix_tokenizer
+    args = lf.ModelArguments.copyfrom(model_args, model_name_or_path=name_or_path, adapter_name_or_path=None)
     try:
-        tokenizer_module = load_tokenizer(args)
+        tokenizer_module = lf.load_tokenizer(args)
     except Exception as e:
         raise PluginError(f"`poft_aligned_models`: cannot load the tokenizer of `{name_or_path}` "
                           f"({type(e).__name__}: {e}); check the path or hub id.") from None
@@ -30,7 +28,7 @@ def _aligned_rows(model_args, data_args, training_args, name_or_path, template_n
     try:
         template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], aligned_data_args)
     except ValueError as e:
-        if "does not exist" in str(e):
+        if lf.error_text("template_missing") in str(e):
             raise PluginError(f"`poft_aligned_templates`: unknown LF template `{template_name}` for "
                               f"`{name_or_path}`.") from None
         raise
@@ -40,8 +38,7 @@ def _aligned_rows(model_args, data_args, training_args, name_or_path, template_n
 
 
 def _noise_keys(model_args, data_args, training_args, finetuning_args, template, tokenizer_module):
-    from llamafactory.data import get_dataset
-
+    get_dataset = lf.get_dataset
     names = finetuning_args.poft_noise_dataset
     noise_args = dataclasses.replace(data_args, dataset=names, eval_dataset=None, val_size=0.0, tokenized_path=None)
     with plugin_dataset("stage: poft", keyed=True):

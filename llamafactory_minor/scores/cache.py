@@ -22,7 +22,7 @@ import threading
 
 from llamafactory_minor_core.io import append_jsonl, atomic_write_text, iter_jsonl_lines
 
-from ..integration import PluginError
+from ..errors import PluginError
 
 
 DIGEST_MEMO_ENV = "LLAMAFACTORY_MINOR_DIGEST_MEMO"

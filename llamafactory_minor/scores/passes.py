@@ -1,7 +1,6 @@
 """Run a scoring pass once, on the main process, through the cache; every rank gets the same scores.
 
-LF symbols: ``llamafactory.hparams.{ModelArguments, FinetuningArguments}``,
-``llamafactory.model.{load_model, load_tokenizer}``, ``llamafactory.extras.logging``.
+LF symbols (``lf``): ``ModelArguments``, ``FinetuningArguments``, ``load_model``, ``load_tokenizer``, LF's logging.
 """
 
 import gc
@@ -11,8 +10,10 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 
-from .. import __version__
-from ..integration import PluginError, get_logger
+from .. import lf
+from ..errors import PluginError
+from ..log import get_logger
+from ..version import __version__
 from .cache import ScoreCache, make_key
 from .scoring import no_zero3_init, score_dataset_rows
 
@@ -40,9 +41,8 @@ def dataset_fingerprint(rows: "Dataset") -> str:
 def load_scoring_model(model_args: Any, name_or_path: str, adapters: str | list[str] | None = None,
                        quantization_bit: int | None = None) -> tuple[Any, Any]:
     """A frozen copy of ``name_or_path`` loaded the way LF loads a reference model (``create_ref_model``)."""
-    from llamafactory.hparams import FinetuningArguments, ModelArguments
-    from llamafactory.model import load_model, load_tokenizer
-
+    FinetuningArguments, ModelArguments, load_model, load_tokenizer = (
+        lf.FinetuningArguments, lf.ModelArguments, lf.load_model, lf.load_tokenizer)
     args = ModelArguments.copyfrom(model_args, model_name_or_path=name_or_path, adapter_name_or_path=adapters,
                                    quantization_bit=quantization_bit)
     try:

@@ -9,9 +9,9 @@ wrapped during the plugin's runs of LF's workflows.
 import contextlib
 from collections.abc import Iterator
 from typing import Any, Callable
-from unittest import mock
 
-from ..train.common import ScoredCollator
+from .. import lf
+from .collator import ScoredCollator
 from .cache import adapters_digest, weights_digest
 from .passes import datasets_of, join, load_scoring_model, replace_dataset, run_pass
 
@@ -78,6 +78,5 @@ def patch_workflow_with_reference(lf_workflow: Any, collator_name: str, model_ar
     def collator(*args, **kwargs):
         return ScoredCollator(original_collator(*args, **kwargs), pairwise=pairwise)
 
-    with mock.patch.object(lf_workflow, "get_dataset", get_dataset), \
-            mock.patch.object(lf_workflow, collator_name, collator):
+    with lf.swapped(lf_workflow, "get_dataset", get_dataset), lf.swapped(lf_workflow, collator_name, collator):
         yield

@@ -4,7 +4,6 @@ Rows are LF's own tokenized rows (same template, cutoff and masking as training)
 ``token_key`` (digest of the row's token ids and labels). Batched, sorted by length, resumable through ``ScoreCache``.
 """
 
-import contextlib
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -12,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from ..integration import PluginError
-from ..integration.data import sequences_of
+from ..errors import PluginError
+from ..lf import no_zero3_init  # noqa: F401  (re-exported: transformers' ZeRO-3 switch is an LF-boundary internal)
+from .keys import sequences_of
 from ..objectives import sequence_log_probs
 
 if TYPE_CHECKING:
@@ -22,22 +22,6 @@ if TYPE_CHECKING:
     from .cache import ScoreCache
 
 IGNORE_INDEX = -100
-
-
-@contextlib.contextmanager
-def no_zero3_init():
-    """Load a scoring model whole on this process even when DeepSpeed ZeRO-3 is configured for training."""
-    try:
-        import transformers.integrations.deepspeed as hf_ds
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    saved = hf_ds._hf_deepspeed_config_weak_ref
-    hf_ds._hf_deepspeed_config_weak_ref = None
-    try:
-        yield
-    finally:
-        hf_ds._hf_deepspeed_config_weak_ref = saved
 
 
 @torch.no_grad()
@@ -53,8 +37,8 @@ def score_sequences(model: Any, items: list[tuple[Any, list[int], list[int]]], p
     results = {}
     pad = pad_token_id if pad_token_id is not None else 0
     bar = tqdm(total=len(order), desc=desc, disable=not show_progress)
-    from ..integration.progress import ScoringProgress  # the log at LF's cadence and LlamaBoard's progress bar
-    from ..integration import get_logger
+    from ..log import get_logger
+    from .progress import ScoringProgress  # the log at LF's cadence and LlamaBoard's progress bar
 
     progress = ScoringProgress(len(order), batch_size, desc, logger=get_logger(__name__),
                                pairwise=any(isinstance(i, tuple) and "rejected" in i for i, _, _ in items))

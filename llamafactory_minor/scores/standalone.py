@@ -39,8 +39,9 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from .. import __version__
-from ..integration import PluginError
+from .. import lf, registry
+from ..errors import PluginError
+from ..version import __version__
 from .cache import ScoreCache, make_key, rows_digest, weights_digest
 from .file_format import (
     FORMAT,
@@ -63,13 +64,14 @@ SCORE_DEFAULTS = {
     "score_vllm_args": None,
 }
 PAIRWISE_STAGES = ("dpo", "rm")
-SINGLE_STAGES = ("sft", "minorsft", "sftdpo", "poft")
+# single-answer stages: LF's sft and the registry's single-answer stages (external objectives included)
+SINGLE_STAGES = ("sft",) + registry.single_answer_stages()
 # LF keys that only concern training and would get in the way of a single scoring process
 _DROPPED_KEYS = ("deepspeed", "output_dir", "report_to", "tokenized_path", "resume_from_checkpoint")
 
 
 def _logger():
-    from ..integration import get_logger
+    from ..log import get_logger
 
     return get_logger(__name__)
 
@@ -136,10 +138,8 @@ def split_score_options(cfg: dict) -> tuple[dict, dict]:
 def parse_training_args(lf_cfg: dict) -> tuple[Any, Any, Any, Any]:
     """LF's own parsing (``get_train_args``, plugin keys included) of a training config, minus what only a
     training run needs: returns (model_args, data_args, training_args, finetuning_args)."""
-    from ..integration import activate
-
-    activate()
-    from llamafactory.hparams import get_train_args
+    lf.activate()
+    get_train_args = lf.get_train_args
 
     if not lf_cfg.get("dataset"):
         raise PluginError("`dataset` is required: the rows to score are LF's tokenized rows of that dataset")
@@ -165,8 +165,7 @@ def data_stage(lf_cfg: dict, finetuning_args: Any, data_args: Any) -> str:
             return "sft"
         raise PluginError(f"`stage: {stage}` has no per-sample answer log-prob to score; scoring supports single "
                           f"answers ({', '.join(SINGLE_STAGES)}) and pairs ({', '.join(PAIRWISE_STAGES)})")
-    from llamafactory.data.parser import get_dataset_list
-
+    get_dataset_list = lf.get_dataset_list
     names = list(data_args.dataset or []) + list(data_args.eval_dataset or [])
     ranking = {attr.ranking for attr in get_dataset_list(names, data_args.dataset_dir)}
     if len(ranking) > 1:
@@ -185,10 +184,10 @@ def _split_name(name: str) -> str:
 
 
 def _keyed_rows(model_args, data_args, training_args, stage, label):
-    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
-    from llamafactory.model import load_tokenizer
+    from .keys import plugin_dataset
 
-    from ..integration.data import plugin_dataset
+    get_dataset, get_template_and_fix_tokenizer, load_tokenizer = (
+        lf.get_dataset, lf.get_template_and_fix_tokenizer, lf.load_tokenizer)
 
     try:
         tokenizer_module = load_tokenizer(model_args)
@@ -198,7 +197,7 @@ def _keyed_rows(model_args, data_args, training_args, stage, label):
     try:
         template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     except ValueError as e:
-        if "does not exist" in str(e):
+        if lf.error_text("template_missing") in str(e):
             raise PluginError(f"unknown LF template `{data_args.template}`") from None
         raise
     with plugin_dataset(label, keyed=True):
@@ -213,9 +212,7 @@ def _model_rows(model_args, data_args, training_args, path, template_name, stage
 
     if stage == "sft":  # exactly what `stage: poft` does in training
         return _aligned_rows(model_args, data_args, training_args, path, template_name)
-    from llamafactory.hparams import ModelArguments
-
-    args = ModelArguments.copyfrom(model_args, model_name_or_path=path, adapter_name_or_path=None)
+    args = lf.ModelArguments.copyfrom(model_args, model_name_or_path=path, adapter_name_or_path=None)
     data = dataclasses.replace(data_args, template=template_name, tokenized_path=None)
     return _keyed_rows(args, data, training_args, stage, f"score_models: {path}")
 

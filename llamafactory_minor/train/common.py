@@ -1,82 +1,61 @@
-"""Shared pieces of the plugin's workflows and trainers (LF's own shape: workflow.py + trainer.py).
+"""Shared pieces of the plugin's workflows and trainers (LF's own shape: a workflow and a trainer).
 
-LF symbols used: ``llamafactory.train.dpo.trainer.CustomDPOTrainer`` (base class: it already owns the
-reference model, DeepSpeed/FSDP preparation of it, LoRA adapter disabling, the stored-metrics logging
-with all-reduce and LF's optimizer/scheduler/sampler choices), ``llamafactory.train.trainer_utils.
-create_ref_model``, ``llamafactory.data.{get_dataset, get_template_and_fix_tokenizer,
-SFTDataCollatorWith4DAttentionMask}``, ``llamafactory.model.{load_model, load_tokenizer}``,
-``llamafactory.extras.ploting.plot_loss``, ``llamafactory.train.trainer_utils.create_modelcard_and_push``.
+The single-answer stages of the registry train with :class:`SingleAnswerTrainer` (one class for all of them:
+``trainer_class(objective)`` binds a registry entry, whose function computes the per-sample losses); their
+workflow is :func:`run_single_answer`. LF symbols (``lf``): ``CustomDPOTrainer`` (base class: it already owns
+the reference model, DeepSpeed/FSDP preparation of it, LoRA adapter disabling, the stored-metrics logging
+with all-reduce and LF's optimizer/scheduler/sampler choices), ``create_ref_model``, ``get_dataset``,
+``get_template_and_fix_tokenizer``, ``SFTDataCollatorWith4DAttentionMask``, ``load_model``, ``load_tokenizer``,
+``plot_loss``, ``create_modelcard_and_push``.
 """
 
+from __future__ import annotations
+
 from contextlib import nullcontext
-from typing import Any
 
 import torch
-from llamafactory.extras.constants import IGNORE_INDEX
-from llamafactory.train.dpo.trainer import CustomDPOTrainer
 
-from ..integration import PluginError
-from ..integration.data import KEY_COLUMNS
-from ..objectives import deviation_metric, normalized_rewards, sequence_log_probs
-
-
-# per-row columns the workflows attach to the dataset; the collator stacks them as float tensors
-SCORE_COLUMNS = ("ref_logps", "aligned_logps", "aligned_num_tokens", "poft_noise")
-DROP_COLUMNS = KEY_COLUMNS  # the key columns of integration.data: never model inputs
-
-
-class ScoredCollator:
-    """Wraps an LF collator: pops the score columns from each row, stacks them, pads the rest as LF does."""
-
-    def __init__(self, collator, pairwise: bool = False):
-        self.collator = collator
-        self.pairwise = pairwise  # LF's pairwise batches are [chosen rows..., rejected rows...]
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        extras = {}
-        cleaned = []
-        for feature in features:
-            feature = dict(feature)
-            for key in DROP_COLUMNS:
-                feature.pop(key, None)
-            for key in SCORE_COLUMNS:
-                if key in feature:
-                    extras.setdefault(key, []).append(feature.pop(key))
-            cleaned.append(feature)
-        batch = self.collator(cleaned)
-        for key, values in extras.items():
-            dtype = torch.bool if key == "poft_noise" else torch.float32
-            tensor = torch.tensor(values, dtype=dtype)
-            if self.pairwise and key == "ref_logps":
-                tensor = tensor.t().reshape(-1)  # [B, 2] -> [2B] in LF's concatenated order
-            batch[key] = tensor
-        return batch
+from .. import lf, registry
+from ..errors import PluginError
+from ..objectives import deviation_metric, normalized_rewards, sequence_log_probs, with_sft_term
+from ..objectives.interface import SingleAnswerInputs
+from ..scores.collator import SCORE_COLUMNS, ScoredCollator
+from ..scores.keys import plugin_dataset
+from . import witness
 
 
 def load_reference(model_args, finetuning_args):
     """The reference as LF's DPO makes it: ``ref_model`` path; LoRA: None (adapters disabled); else a copy."""
-    from llamafactory.train.trainer_utils import create_ref_model
-
     try:
-        return create_ref_model(model_args, finetuning_args)
+        return lf.create_ref_model(model_args, finetuning_args)
     except Exception as e:  # one clear message, naming the key
         where = f"`ref_model: {finetuning_args.ref_model}`" if finetuning_args.ref_model else "the base model"
         raise PluginError(f"Cannot load the reference model from {where}: {type(e).__name__}: {e}") from None
 
 
-class SingleAnswerTrainer(CustomDPOTrainer):
-    """Base of the SFT-side objectives (minorsft, sftdpo, poft): one answer per row, per-sequence log-probs.
+class SingleAnswerTrainer(lf.CustomDPOTrainer):
+    """The trainer of the registry's single-answer stages: one answer per row, per-sequence log-probs.
 
-    Subclasses implement ``compute_objective(policy_logps, num_tokens, ref_logps, batch)`` returning
-    per-sample losses and a dict of metrics (python floats).
+    ``objective`` (a class attribute, set by :func:`trainer_class`) is the registry entry; its function gets
+    :class:`~llamafactory_minor.objectives.interface.SingleAnswerInputs` and returns per-sample losses and a
+    dict of metrics (python floats). ``pref_ftx = gamma > 0`` adds LF's SFT term gamma * (-log pi(y|x) / m)
+    per sample (``objectives.ftx``) to every stage.
     """
 
-    needs_reference = True
+    objective: registry.Objective | None = None
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.objective.needs_reference
+
+    @property
+    def plot_keys(self) -> tuple:
+        return self.objective.plot_keys
 
     def concatenated_forward(self, model, batch, is_ref_model: bool = False) -> dict[str, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k != "labels" and k not in SCORE_COLUMNS}
         logits = model(**inputs, return_dict=True, use_cache=False).logits
-        logps, num_tokens = sequence_log_probs(logits, batch["labels"], ignore_index=IGNORE_INDEX)
+        logps, num_tokens = sequence_log_probs(logits, batch["labels"], ignore_index=lf.IGNORE_INDEX)
         return {"logps": logps, "num_tokens": num_tokens}
 
     def compute_reference_log_probs(self, model, batch):
@@ -91,14 +70,25 @@ class SingleAnswerTrainer(CustomDPOTrainer):
         with torch.no_grad(), ref_context:
             return self.concatenated_forward(ref_model, batch, is_ref_model=True)["logps"]
 
-    def compute_objective(self, policy_logps, num_tokens, ref_logps, batch):  # pragma: no cover
-        raise NotImplementedError
+    def compute_objective(self, policy_logps, num_tokens, ref_logps, batch):
+        """The registry objective's per-sample losses (plus LF's SFT term) and its metrics."""
+        obj = self.objective
+        params = {p.name: getattr(self.finetuning_args, p.name, p.default) for p in obj.params}
+        columns = {k: v for k, v in batch.items() if k in SCORE_COLUMNS}
+        losses, metrics = obj.function()(SingleAnswerInputs(policy_logps, num_tokens, ref_logps, self.beta, params,
+                                                            columns))
+        metrics = dict(metrics)
+        losses, sft = with_sft_term(losses, policy_logps, num_tokens, self.ftx_gamma)
+        if sft is not None:
+            metrics["sft_loss"] = sft.mean().item()
+        return losses, metrics
 
     def get_batch_loss_metrics(self, model, batch, train_eval="train"):
         out = self.concatenated_forward(model, batch)
         policy_logps, num_tokens = out["logps"], out["num_tokens"]
         ref_logps = self.compute_reference_log_probs(model, batch)
         losses, metrics = self.compute_objective(policy_logps, num_tokens, ref_logps, batch)
+        witness.loss_computed()
         if ref_logps is not None:
             ratio = (policy_logps - ref_logps).detach()
             metrics["rewards/chosen"] = (self.beta * ratio).mean().item()
@@ -117,6 +107,12 @@ class SingleAnswerTrainer(CustomDPOTrainer):
         return loss.detach(), None, None
 
 
+def trainer_class(objective: registry.Objective) -> type:
+    """The trainer of a registry single-answer stage (``SingleAnswerTrainer`` bound to its entry)."""
+    name = "".join(part.capitalize() for part in objective.name.replace("-", "_").split("_")) + "Trainer"
+    return type(name, (SingleAnswerTrainer,), {"objective": objective, "__module__": __name__})
+
+
 def run_single_answer(trainer_cls, model_args, data_args, training_args, finetuning_args, callbacks,
                       attach_scores=None):
     """LF's SFT-shaped workflow for the plugin's single-answer stages.
@@ -124,12 +120,8 @@ def run_single_answer(trainer_cls, model_args, data_args, training_args, finetun
     ``attach_scores(dataset_module, template, tokenizer_module)`` may add score columns (PoFT's aligned
     scores, precomputed reference log-probs) joined by ``sample_key``.
     """
-    from llamafactory.data import SFTDataCollatorWith4DAttentionMask, get_dataset, get_template_and_fix_tokenizer
-    from llamafactory.extras.ploting import plot_loss
-    from llamafactory.model import load_model, load_tokenizer
-    from llamafactory.train.trainer_utils import create_modelcard_and_push
-
-    from ..integration.data import plugin_dataset
+    SFTDataCollatorWith4DAttentionMask, get_dataset = lf.SFTDataCollatorWith4DAttentionMask, lf.get_dataset
+    load_model, load_tokenizer = lf.load_model, lf.load_tokenizer
 
     stage = finetuning_args.stage
     if data_args.packing or data_args.neat_packing:
@@ -137,7 +129,7 @@ def run_single_answer(trainer_cls, model_args, data_args, training_args, finetun
 
     tokenizer_module = load_tokenizer(model_args)
     tokenizer = tokenizer_module["tokenizer"]
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    template = lf.get_template_and_fix_tokenizer(tokenizer, data_args)
     with plugin_dataset(f"stage: {stage}", keyed=attach_scores is not None):
         dataset_module = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
     if attach_scores is not None:
@@ -149,7 +141,7 @@ def run_single_answer(trainer_cls, model_args, data_args, training_args, finetun
             template=template,
             model=model,
             pad_to_multiple_of=8 if training_args.do_train else None,
-            label_pad_token_id=IGNORE_INDEX if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id,
+            label_pad_token_id=lf.IGNORE_INDEX if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id,
             block_diag_attn=model_args.block_diag_attn,
             attn_implementation=getattr(model.config, "_attn_implementation", None),
             compute_dtype=model_args.compute_dtype,
@@ -158,7 +150,7 @@ def run_single_answer(trainer_cls, model_args, data_args, training_args, finetun
     )
 
     ref_model = None
-    if trainer_cls.needs_reference and not finetuning_args.precompute_ref_log_probs:
+    if trainer_cls.objective.needs_reference and not finetuning_args.precompute_ref_log_probs:
         ref_model = load_reference(model_args, finetuning_args)
 
     trainer = trainer_cls(
@@ -171,8 +163,8 @@ def run_single_answer(trainer_cls, model_args, data_args, training_args, finetun
         **dataset_module,
         **tokenizer_module,
     )
-    finish_training(trainer, trainer_cls.plot_keys, model_args, data_args, training_args, finetuning_args,
-                    dataset_module, plot_loss, create_modelcard_and_push)
+    finish_training(trainer, trainer_cls.objective.plot_keys, model_args, data_args, training_args,
+                    finetuning_args, dataset_module, lf.plot_loss, lf.create_modelcard_and_push)
 
 
 def finish_training(trainer, plot_keys, model_args, data_args, training_args, finetuning_args, dataset_module,

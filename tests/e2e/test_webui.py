@@ -834,7 +834,7 @@ def test_scoring_progress_for_the_log_and_the_bar(tmp_path, monkeypatch):
     the file the web UI turns into its progress bar until LF logs a training step."""
     from types import SimpleNamespace
 
-    from llamafactory_minor.integration import progress as progress_module
+    from llamafactory_minor.scores import progress as progress_module
     from llamafactory_minor.integration import webui
 
     monkeypatch.setenv("LLAMABOARD_ENABLED", "1")

@@ -27,6 +27,14 @@ def grad(losses, x):
     return torch.autograd.grad(losses.sum(), x)[0]
 
 
+def _trainer(stage):
+    """The trainer class of a registry stage (``train.common.trainer_class``)."""
+    from llamafactory_minor import registry
+    from llamafactory_minor.train.common import trainer_class
+
+    return trainer_class(registry.get(stage, "stage"))
+
+
 def bare(trainer_cls, beta=0.04, gamma=0.0, **fa):
     """A trainer instance with only what ``compute_objective`` reads (no model, no Trainer.__init__)."""
     trainer = object.__new__(trainer_cls)
@@ -49,7 +57,7 @@ def test_sft_term_is_lfs_mean_token_nll_and_its_gradient():
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
 @pytest.mark.parametrize("beta", [0.04, 0.5])
 def test_minorsft_trainer_with_pref_ftx_gradient(beta, gamma):
-    from llamafactory_minor.train.minorsft.trainer import MinorSFTTrainer
+    MinorSFTTrainer = _trainer("minorsft")
 
     pol, ref, m = inputs(2)
     losses, metrics = bare(MinorSFTTrainer, beta, gamma).compute_objective(pol, m, ref, {})
@@ -63,7 +71,7 @@ def test_minorsft_trainer_with_pref_ftx_gradient(beta, gamma):
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
 def test_sftdpo_trainer_with_pref_ftx_gradient(gamma):
-    from llamafactory_minor.train.sftdpo.trainer import SFTDPOTrainer
+    SFTDPOTrainer = _trainer("sftdpo")
 
     beta = 0.1
     pol, ref, m = inputs(3)
@@ -77,7 +85,7 @@ def test_sftdpo_trainer_with_pref_ftx_gradient(gamma):
 @pytest.mark.parametrize("gamma", [0.0, 1.5])
 def test_poft_trainer_with_pref_ftx_gradient(gamma):
     from llamafactory_minor.objectives import poft_loss
-    from llamafactory_minor.train.poft.trainer import PoFTTrainer
+    PoFTTrainer = _trainer("poft")
 
     pol, _, m = inputs(4)
     g = torch.Generator().manual_seed(5)

@@ -1,13 +1,14 @@
 import torch
-from llamafactory.extras.constants import IGNORE_INDEX
-from llamafactory.train.dpo.trainer import CustomDPOTrainer
 
-from ...objectives import deviation_metric, dpo_loss, dpop_loss, minordpo_loss, normalized_rewards, sequence_log_probs
-from ..common import SCORE_COLUMNS
+from ... import lf, registry
+from ...objectives import deviation_metric, normalized_rewards, sequence_log_probs
+from ...objectives.interface import PairInputs
+from ...scores.collator import SCORE_COLUMNS
+from .. import witness
 
 
-class MinorDPOFamilyTrainer(CustomDPOTrainer):
-    r"""LF's DPO trainer with the plugin's losses, computed in ``llamafactory_minor.objectives``:
+class MinorDPOFamilyTrainer(lf.CustomDPOTrainer):
+    r"""LF's DPO trainer with the registry's pair losses (``pref_loss`` -> ``registry.get(name).fn``):
 
     - ``minordpo``: MinorDPO (Xie et al., 2024, arXiv:2408.09834) Eq. 6,
       -log sigmoid(beta*log(pi/pi_ref)(y_w|x) - beta*max(0, log(pi/pi_ref)(y_l|x)));
@@ -15,14 +16,24 @@ class MinorDPOFamilyTrainer(CustomDPOTrainer):
       -log sigmoid(beta*(ratio_w - ratio_l) - beta*lambda*max(0, log(pi_ref/pi)(y_w|x)));
     - ``hinge`` and ``ipo``: computed for real (LF 0.9.5 passes no loss type to TRL's dpo_loss, so
       under TRL >= 0.20 they silently train as sigmoid).
+    Other stock losses (``track_m_theta`` / ``precompute_ref_log_probs`` with sigmoid, ...) are LF's.
     Log-probs come from the lean chunked ``sequence_log_probs`` (no float32 copy of the logits).
     """
+
+    @property
+    def objective(self):
+        return registry.get(self.loss_type, "pref_loss")
+
+    @property
+    def averaged_log_probs(self) -> bool:
+        obj = self.objective
+        return obj is not None and obj.averaged_log_probs
 
     def concatenated_forward(self, model, batch, is_ref_model: bool = False):
         inputs = {k: v for k, v in batch.items() if k != "labels" and k not in SCORE_COLUMNS}
         logits = model(**inputs, return_dict=True, use_cache=False).logits
-        all_logps, lengths = sequence_log_probs(logits, batch["labels"], ignore_index=IGNORE_INDEX)
-        if self.loss_type == "ipo":  # IPO works on length-averaged log-probs, as in LF and TRL
+        all_logps, lengths = sequence_log_probs(logits, batch["labels"], ignore_index=lf.IGNORE_INDEX)
+        if self.averaged_log_probs:  # IPO works on length-averaged log-probs, as in LF and TRL
             all_logps = all_logps / lengths.clamp(min=1)
         n = batch["input_ids"].size(0) // 2
         chosen_logps, rejected_logps = all_logps.split(n, dim=0)
@@ -35,7 +46,7 @@ class MinorDPOFamilyTrainer(CustomDPOTrainer):
             "rejected_length": rejected_len,
             "chosen_logits_mean": chosen_logits.mean(dtype=torch.float32),
             "rejected_logits_mean": rejected_logits.mean(dtype=torch.float32),
-            "chosen_logps_avg": chosen_logps if self.loss_type == "ipo" else chosen_logps / chosen_len.clamp(min=1),
+            "chosen_logps_avg": chosen_logps if self.averaged_log_probs else chosen_logps / chosen_len.clamp(min=1),
         }
 
     def compute_reference_log_probs(self, model, batch):
@@ -46,26 +57,25 @@ class MinorDPOFamilyTrainer(CustomDPOTrainer):
         return super().compute_reference_log_probs(model, batch)
 
     def compute_preference_loss(self, pc, pr, rc, rr):
-        if self.loss_type == "minordpo":
-            return minordpo_loss(pc, pr, rc, rr, self.beta)
-        if self.loss_type == "dpop":
-            return dpop_loss(pc, pr, rc, rr, self.beta, lam=self.finetuning_args.dpop_lambda)
-        if self.loss_type in ("hinge", "ipo"):
-            return dpo_loss(pc, pr, rc, rr, self.beta, loss_type=self.loss_type)
-        return super().compute_preference_loss(pc, pr, rc, rr)
+        obj = self.objective
+        if obj is None:
+            return super().compute_preference_loss(pc, pr, rc, rr)
+        params = {p.name: getattr(self.finetuning_args, p.name, p.default) for p in obj.params}
+        return obj.function()(PairInputs(pc, pr, rc, rr, self.beta, params))
 
     def get_batch_loss_metrics(self, model, batch, train_eval="train"):
         out = self.concatenated_forward(model, batch)
         pc, pr = out["chosen_logps"], out["rejected_logps"]
         rc, rr = self.compute_reference_log_probs(model, batch)
         losses, chosen_rewards, rejected_rewards = self.compute_preference_loss(pc, pr, rc, rr)
+        witness.loss_computed()
         sft_loss = -out["chosen_logps_avg"]
         if self.ftx_gamma > 1e-6:
             losses = losses + self.ftx_gamma * sft_loss
 
         # beta-free rewards use summed log-probs and answer lengths (IPO's averaged ones are already normalised)
         lc, lr = out["chosen_length"], out["rejected_length"]
-        if self.loss_type == "ipo":
+        if self.averaged_log_probs:
             norm_c, norm_r = (pc - rc).detach(), (pr - rr).detach()
             m_theta = norm_c.mean()
         else:

@@ -1,27 +1,24 @@
-"""``stage: dpo`` with ``pref_loss`` minordpo / dpop / hinge / ipo: LF's DPO workflow, the plugin's trainer.
+"""``stage: dpo`` with a registry pair loss (minordpo / dpop / hinge / ipo), or with ``track_m_theta`` /
+``precompute_ref_log_probs``: LF's DPO workflow, the plugin's trainer.
 
-Runs LF's own ``run_dpo`` (dataset, collator, reference, training, eval, plots) with its trainer class
-swapped for ``MinorDPOFamilyTrainer`` for the duration of the call; with
+Runs LF's own ``run_dpo`` (dataset, collator, reference, training, eval, plots) with its trainer class swapped
+for ``MinorDPOFamilyTrainer`` for the duration of the call (``lf.trainer_swapped``); with
 ``precompute_ref_log_probs: true`` the reference is scored once (cached) and not loaded for training.
-LF symbols: ``llamafactory.train.dpo.workflow.{run_dpo, create_ref_model, get_dataset, plot_loss}`` and
-``llamafactory.train.dpo.trainer.CustomDPOTrainer``.
+LF symbols: ``lf.PATCH_POINTS["llamafactory.train.dpo.workflow"]``, ``lf.TRAINER_SLOTS["dpo"]``.
 """
 
 from contextlib import ExitStack
-from unittest import mock
 
-from ...integration.data import plugin_dataset
+from ... import lf, registry
+from ...scores.keys import plugin_dataset
 from ..common import load_reference
 from .trainer import MinorDPOFamilyTrainer
 
-PLOT_KEYS = ["loss", "rewards/accuracies", "rewards/margins", "normalized_rewards/chosen",
-             "normalized_rewards/rejected", "m_theta"]
+PLOT_KEYS = list(registry.DPO_PLOT_KEYS)
 
 
 def run_dpo(model_args, data_args, training_args, finetuning_args, callbacks=None):
-    import llamafactory.train.dpo.trainer as lf_dpo_trainer
-    import llamafactory.train.dpo.workflow as lf_dpo
-
+    lf_dpo = lf.workflow("dpo")
     original_plot = lf_dpo.plot_loss
 
     def plot_loss(save_dictionary, keys=("loss",)):
@@ -35,9 +32,9 @@ def run_dpo(model_args, data_args, training_args, finetuning_args, callbacks=Non
     with ExitStack() as stack:
         stack.enter_context(plugin_dataset(f"pref_loss: {finetuning_args.pref_loss}",
                                            keyed=finetuning_args.precompute_ref_log_probs))
-        stack.enter_context(mock.patch.object(lf_dpo_trainer, "CustomDPOTrainer", MinorDPOFamilyTrainer))
-        stack.enter_context(mock.patch.object(lf_dpo, "create_ref_model", create_ref_model))
-        stack.enter_context(mock.patch.object(lf_dpo, "plot_loss", plot_loss))
+        stack.enter_context(lf.trainer_swapped("dpo", MinorDPOFamilyTrainer))
+        stack.enter_context(lf.swapped(lf_dpo, "create_ref_model", create_ref_model))
+        stack.enter_context(lf.swapped(lf_dpo, "plot_loss", plot_loss))
         if finetuning_args.precompute_ref_log_probs:
             from ...scores.reference import patch_workflow_with_reference
 

@@ -2,14 +2,14 @@ from collections import defaultdict
 from contextlib import nullcontext
 
 import torch
-from llamafactory.extras.constants import IGNORE_INDEX
-from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 
+from ... import lf
 from ...objectives import deviation_metric, sequence_log_probs
-from ..common import SCORE_COLUMNS
+from ...scores.collator import SCORE_COLUMNS
+from .. import witness
 
 
-class DeviationTrackingTrainer(CustomSeq2SeqTrainer):
+class DeviationTrackingTrainer(lf.CustomSeq2SeqTrainer):
     r"""LF's SFT trainer, loss untouched, that also logs m_theta (MinorSFT Eq. 8) against a reference:
     m_theta = (1/N) sum_i (1/m_i) log(pi_theta(y_i|x_i) / pi_ref(y_i|x_i)); needed to compare SFT with
     MinorSFT as in the paper's Fig. 1. The policy's log-probs are read from the logits of the training
@@ -20,10 +20,8 @@ class DeviationTrackingTrainer(CustomSeq2SeqTrainer):
         self._m_theta = defaultdict(list)
         self._m_theta_ref = m_theta_ref_model
         if m_theta_ref_model is not None:
-            from trl.models.utils import prepare_deepspeed
-
             if getattr(self.accelerator.state, "deepspeed_plugin", None) is not None:
-                self._m_theta_ref = prepare_deepspeed(m_theta_ref_model, self.accelerator)
+                self._m_theta_ref = lf.prepare_deepspeed(m_theta_ref_model, self.accelerator)
             else:
                 self._m_theta_ref = self.accelerator.prepare_model(m_theta_ref_model, evaluation_mode=True)
                 self._m_theta_ref.eval()
@@ -38,14 +36,15 @@ class DeviationTrackingTrainer(CustomSeq2SeqTrainer):
         forward_inputs = {k: v for k, v in inputs.items() if k != "labels" and k not in SCORE_COLUMNS}
         with torch.no_grad(), ctx:
             logits = ref_model(**forward_inputs, return_dict=True, use_cache=False).logits
-            return sequence_log_probs(logits, inputs["labels"], ignore_index=IGNORE_INDEX)[0]
+            return sequence_log_probs(logits, inputs["labels"], ignore_index=lf.IGNORE_INDEX)[0]
 
     def compute_loss(self, model, inputs, return_outputs=False, *args, **kwargs):
         ref_logps_given = inputs.pop("ref_logps", None)
         loss, outputs = super().compute_loss(model, inputs, True, *args, **kwargs)
+        witness.loss_computed()
         with torch.no_grad():
             policy_logps, num_tokens = sequence_log_probs(outputs.logits.detach(), inputs["labels"],
-                                                          ignore_index=IGNORE_INDEX)
+                                                          ignore_index=lf.IGNORE_INDEX)
             if ref_logps_given is not None:
                 inputs = dict(inputs, ref_logps=ref_logps_given)
             ref_logps = self._reference_logps(model, inputs)

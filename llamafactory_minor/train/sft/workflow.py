@@ -1,20 +1,20 @@
 """``stage: sft`` with ``track_m_theta: true``: LF's own SFT workflow and loss, plus m_theta logging.
 
-Runs LF's ``run_sft`` with its trainer class (``llamafactory.train.sft.workflow.CustomSeq2SeqTrainer``)
-swapped for ``DeviationTrackingTrainer`` during the call, and adds ``m_theta`` to the plotted keys.
+Runs LF's ``run_sft`` with its trainer class (``lf.TRAINER_SLOTS["sft"]``) swapped for
+``DeviationTrackingTrainer`` during the call, and adds ``m_theta`` to the plotted keys.
 """
 
 from contextlib import ExitStack
 from functools import partial
-from unittest import mock
 
-from ...integration.data import plugin_dataset
+from ... import lf
+from ...scores.keys import plugin_dataset
 from ..common import load_reference
 from .trainer import DeviationTrackingTrainer
 
 
 def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None):
-    import llamafactory.train.sft.workflow as lf_sft
+    lf_sft = lf.workflow("sft")
 
     ref_model = None
     if not finetuning_args.precompute_ref_log_probs:
@@ -27,8 +27,8 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
     trainer_cls = partial(DeviationTrackingTrainer, m_theta_ref_model=ref_model)
     with ExitStack() as stack:
         stack.enter_context(plugin_dataset("stage: sft", keyed=finetuning_args.precompute_ref_log_probs))
-        stack.enter_context(mock.patch.object(lf_sft, "CustomSeq2SeqTrainer", trainer_cls))
-        stack.enter_context(mock.patch.object(lf_sft, "plot_loss", plot_loss))
+        stack.enter_context(lf.trainer_swapped("sft", trainer_cls))
+        stack.enter_context(lf.swapped(lf_sft, "plot_loss", plot_loss))
         if finetuning_args.precompute_ref_log_probs:
             from ...scores.reference import patch_workflow_with_reference
 

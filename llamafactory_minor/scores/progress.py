@@ -2,7 +2,7 @@
 
 - Log: LF's logger (``llamafactory.extras.logging``, so LlamaBoard's running log shows the lines too) says
   which model is scoring ("model j/M") and how far it is, every ``logging_steps`` batches (LF's cadence for
-  training logs; the parsed ``training_args`` come from ``dispatch``), plus the start and the last batch.
+  training logs; the parsed ``training_args`` are handed over by ``integration.dispatch`` via ``set_run_args``), plus the start and the last batch.
 - LlamaBoard: LF's runner starts the training process with ``LLAMABOARD_ENABLED=1`` and
   ``LLAMABOARD_WORKDIR=<output_dir>``. There each batch also rewrites ``<output_dir>/minor_scoring_progress.json``
   (atomically); the web UI (``webui.scoring_progress_bar``) turns it into LF's progress bar while no training
@@ -16,19 +16,21 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 
 PROGRESS_FILE = "minor_scoring_progress.json"
+_run = threading.local()
+
+
+def set_run_args(parsed) -> None:
+    """The parsed arguments of this training process (``integration.dispatch`` calls it; None between runs)."""
+    _run.parsed = parsed
 
 
 def _parsed_args():
     """``(model_args, data_args, training_args, finetuning_args, generating_args)`` of this training process, or None."""
-    try:
-        from . import dispatch
-
-        return getattr(dispatch._state, "parsed", None)
-    except Exception:  # pragma: no cover
-        return None
+    return getattr(_run, "parsed", None)
 
 
 def which_model(desc: str, parsed=None):

@@ -1,7 +1,0 @@
-from ..common import run_single_answer, score_attacher
-from .trainer import MinorSFTTrainer
-
-
-def run_minorsft(model_args, data_args, training_args, finetuning_args, callbacks=None):
-    run_single_answer(MinorSFTTrainer, model_args, data_args, training_args, finetuning_args, callbacks,
-                      attach_scores=score_attacher(model_args, data_args, training_args, finetuning_args))

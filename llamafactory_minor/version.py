@@ -1,0 +1,3 @@
+"""The plugin's version (base layer)."""
+
+__version__ = "0.1.0"
