@@ -69,7 +69,7 @@ test-recipes: install
 models: install
 	$(PY) -m tools.cpu_models
 
-demo: install
+demo: models  # reproduce's default --model is the SmolLM2 folder `make models` prepares
 	$(PY) examples/cpu/demo.py
 
 clean-models:
