@@ -23,6 +23,7 @@ import threading
 from contextlib import contextmanager
 
 from .. import registry
+from ..scores.progress import set_run_args
 from . import PluginError, check_lf_version
 
 _state = threading.local()
@@ -175,6 +176,7 @@ def patch_tuner(tuner) -> None:
             raise PluginError(str(e)) from None
         check_data(*parsed[:4])  # the same cheap data checks validate_train_args runs
         _state.parsed = parsed
+        set_run_args(parsed)  # the scoring pass's log cadence and model names (scores.progress)
         _carry(parsed[3])
         return parsed
 
@@ -199,6 +201,7 @@ def patch_tuner(tuner) -> None:
     @functools.wraps(original_training_function)
     def _training_function(config):
         _state.parsed = None
+        set_run_args(None)
         try:
             return original_training_function(config)
         except PluginError as e:

@@ -30,7 +30,7 @@ the keys passed and the metrics preselected for the plot all derive from it. LF 
   language, and nothing starts), ``Runner.monitor`` and the runner module's ``get_trainer_info``
   (wrapped: the output box also shows a table of the latest plugin metrics, from ``trainer_log.jsonl``
   while the run goes, else ``trainer_state.json``; LF's progress bar shows the scoring pass -- model j/M,
-  rows done / total -- from ``integration.progress``'s file until LF logs the first training step).
+  rows done / total -- from ``scores.progress``'s file until LF logs the first training step).
 - ``llamafactory.train.callbacks.LogCallback.on_log`` (wrapped, in the training process): the records
   LF writes to ``trainer_log.jsonl`` also carry the plugin metrics (m_theta, minorsft/coef,
   rewards/margins, normalized_rewards/*, ...), and under LlamaBoard one more running-log line lists them
@@ -652,8 +652,8 @@ _RUN_STARTS = {}  # output path -> when LF's monitor started watching it (older 
 
 
 def scoring_progress(output_path: str):
-    """The newest record of this run's scoring pass (``integration.progress``), while no training step is logged."""
-    from .progress import PROGRESS_FILE
+    """The newest record of this run's scoring pass (``scores.progress``), while no training step is logged."""
+    from ..scores.progress import PROGRESS_FILE
 
     if not output_path:
         return None

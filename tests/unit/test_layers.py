@@ -116,3 +116,9 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = [d for _, d in imports_of(probe, name)]
     assert found[0] == "llamafactory_minor.integration.dispatch"
     assert ORDER.index(layer_of(found[0])) > ORDER.index(layer_of(name))
+
+
+def test_every_plugin_import_resolves():
+    """Function-level imports too: a module moved between layers leaves no stale import behind."""
+    missing = [f"{where}: {dst}" for _, where, dst in edges() if not _exists(dst)]
+    assert not missing, missing

@@ -38,6 +38,7 @@ def objective(x):
 
 def write_toy(directory) -> dict:
     """The toy objective's module in ``directory``; the environment that registers it."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
     (Path(directory) / "toy_objective.py").write_text(TOY, encoding="utf-8")
     path = os.pathsep.join([str(directory), os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
     return {registry.OBJECTIVES_ENV: "toy_objective", "PYTHONPATH": path}
@@ -171,6 +172,7 @@ from llamafactory_minor.integration.validate import validate_train_args, is_plug
 from llamafactory_minor.errors import PluginError
 from llamafactory_minor.scores.standalone import SINGLE_STAGES
 import llamafactory.hparams.parser as p
+import sys
 import typing
 from dataclasses import fields
 f = {x.name: x for x in fields(MinorFinetuningArguments)}
@@ -178,8 +180,8 @@ print("stage", "toysft" in typing.get_args(f["stage"].type), f["toy_scale"].defa
 print("argclass", p._TRAIN_ARGS[3] is MinorFinetuningArguments)
 print("ui", webui.NEW_STAGE_LABELS.get("Toy SFT"), "toy_scale" in webui.INPUT_NAMES, webui.APPLIES["toy_scale"])
 print("score", "toysft" in SINGLE_STAGES, is_plugin_config({"stage": "toysft"}))
-base = dict(model_name_or_path="m", stage="toysft", do_train=True, dataset="alpaca_en_tiny", dataset_dir=%r,
-            template="smollm2", output_dir=%r, report_to="none")
+base = dict(model_name_or_path="m", stage="toysft", do_train=True, dataset="alpaca_en_tiny", dataset_dir=sys.argv[1],
+            template="smollm2", output_dir=sys.argv[2], report_to="none")
 try:
     validate_train_args(dict(base, toy_scale=0.0))
 except PluginError as e:
@@ -188,8 +190,9 @@ try:
     validate_train_args(dict(base, dataset="dpo_en_tiny"))
 except PluginError as e:
     print("kind", e)
-""" % (str(ROOT / "tests" / "fixtures" / "data"), str(tmp_path / "out"))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+"""
+    args = [str(ROOT / "tests" / "fixtures" / "data"), str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=dict(os.environ, **write_toy(tmp_path)))
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -197,3 +200,19 @@ except PluginError as e:
     assert "ui toysft True (('toysft', None),)" in out and "score True True" in out
     assert "bounds `toy_scale` must be > 0 (got 0.0)." in out
     assert "kind `stage: toysft` trains on single answers, but dataset `dpo_en_tiny`" in out
+
+
+def test_poft_aggregations_agree_with_the_math():
+    from llamafactory_minor.objectives import POFT_AGGREGATIONS
+
+    param = next(p for p in registry.get("poft").params if p.name == "poft_aggregation")
+    assert param.choices == POFT_AGGREGATIONS
+
+
+def test_locales_file_holds_no_parameter_rows():
+    """A parameter's label and help live in its registry entry only (one source for the web UI's texts)."""
+    import json
+
+    with open(ROOT / "llamafactory_minor" / "webui" / "locales.json", encoding="utf-8") as f:
+        rows = json.load(f)["LOCALES"]
+    assert not set(rows) & set(registry.plugin_keys())
