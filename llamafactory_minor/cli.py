@@ -90,7 +90,7 @@ NOISE_HELP = """\
 PoFT's hand-crafted noise (Fan et al., Sec. 4.3) for any local alpaca or sharegpt LF dataset: rate x N noise
 rows, each a prompt with another row's output, its characters inserted, deleted or modified with probability
 --char-rate. Writes <out>.json (original + noise rows, flag column is_noise), <out>_noise.json (noise only) and
-their dataset_info.json entries. bi-PoFT: dataset: <name>,<out>_noise with poft_noise_dataset: <out>_noise.
+their dataset_info.json entries. bi-PoFT reads the flag per row: dataset: <out> with poft_noise_column: is_noise.
 """
 
 TASK_HELP = """\

@@ -168,6 +168,14 @@ _POFT_PARAMS = (
           _t("bi-PoFT noise datasets", "bi-PoFT 噪声数据集"),
           _t("Optional (bi-PoFT): dataset name(s), also selected above, whose rows are treated as noise.",
              "可选（bi-PoFT）：被视为噪声的数据集名称（也需在上方数据集中选中）。")),
+    Param("poft_noise_column", "text", None,
+          "bi-PoFT (Eq. 12): a boolean column of the (local) training datasets marking noise rows per row, "
+          "e.g. is_noise as `llamafactory-minor noise` writes it.",
+          _t("bi-PoFT noise column", "bi-PoFT 噪声标记列"),
+          _t("Optional (bi-PoFT): a true/false column of the selected local datasets marking the noise rows, "
+             "e.g. is_noise (written by `llamafactory-minor noise`).",
+             "可选（bi-PoFT）：所选本地数据集中标记噪声行的布尔列，例如 is_noise（由 `llamafactory-minor noise` 生成）。"),
+          placeholder=_t("is_noise", "is_noise")),
 )
 
 BUILTIN = (

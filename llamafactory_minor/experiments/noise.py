@@ -14,8 +14,8 @@ Written into the dataset folder (nothing is overwritten half-way; temp file + re
   marking the noise rows -- the per-row flag for bi-PoFT (PoFT Eq. 12) and for score histograms;
 - ``<out>_noise.json``: the noise rows alone;
 - ``dataset_info.json`` entries ``<out>`` and ``<out>_noise`` with the source entry's format and columns, so
-  ``dataset: <out>`` trains on the blend and bi-PoFT runs today as ``dataset: <name>,<out>_noise`` with
-  ``poft_noise_dataset: <out>_noise``.
+  ``dataset: <out>`` trains on the blend; bi-PoFT reads the flag per row with ``poft_noise_column: is_noise``
+  (or, equivalently, ``dataset: <name>,<out>_noise`` with ``poft_noise_dataset: <out>_noise``).
 
 Supported: LF ``alpaca`` (the response column) and ``sharegpt`` (the last assistant turn) datasets from local
 json / jsonl files.

@@ -355,9 +355,8 @@ def poft_runs(lr: float, model: str, template: str, beta: float) -> list[dict]:
     return [
         {"name": "sft", "method": "sft", "stage": "sft", "lr": lr, "dataset": "arith_sft_noisy"},
         {"name": "poft", "method": "poft", "stage": "poft", "lr": lr, "dataset": "arith_sft_noisy", "extra": aligned},
-        {"name": "bipoft", "method": "bi-poft", "stage": "poft", "lr": lr,
-         "dataset": "arith_sft,arith_sft_noisy_noise",
-         "extra": dict(aligned, poft_noise_dataset="arith_sft_noisy_noise")},
+        {"name": "bipoft", "method": "bi-poft", "stage": "poft", "lr": lr, "dataset": "arith_sft_noisy",
+         "extra": dict(aligned, poft_noise_column="is_noise")},  # the noise tool's per-row flag
     ]
 
 

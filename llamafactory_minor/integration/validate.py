@@ -240,6 +240,14 @@ def check_data(model_args, data_args, training_args, finetuning_args) -> None:
         if name not in (data_args.dataset or []):
             raise PluginError(f"`poft_noise_dataset: {name}` must also be listed in `dataset` "
                               f"(got `dataset: {','.join(data_args.dataset or [])}`).")
+    column = getattr(fa, "poft_noise_column", None)
+    if column:  # before LF loads the files (a flag column of mixed types would stop its json loader)
+        import tempfile
+
+        from ..scores.aligned import write_flagged_rows
+
+        with tempfile.TemporaryDirectory(prefix="lfm-noise-check-") as folder:
+            write_flagged_rows(data_args.dataset_dir, data_args.dataset or [], column, folder)
 
     pairwise_needed = None
     objective = registry.get(fa.stage, "stage")

@@ -7,6 +7,9 @@ dataset built with its tokenizer and template (LF symbols, from ``lf``: ``get_da
 """
 
 import dataclasses
+import json
+import os
+import tempfile
 from typing import Any, Callable
 
 from .. import lf
@@ -38,12 +41,76 @@ def _aligned_rows(model_args, data_args, training_args, name_or_path, template_n
 
 
 def _noise_keys(model_args, data_args, training_args, finetuning_args, template, tokenizer_module):
-    get_dataset = lf.get_dataset
+    """The content keys of the bi-PoFT noise rows: every row of ``poft_noise_dataset`` and every row flagged true
+    in ``poft_noise_column``, each built by LF exactly as the training rows are (so the keys match)."""
+    keys = set()
     names = finetuning_args.poft_noise_dataset
-    noise_args = dataclasses.replace(data_args, dataset=names, eval_dataset=None, val_size=0.0, tokenized_path=None)
+    if names:
+        keys |= _keys_of(names, data_args, data_args.dataset_dir, model_args, training_args, template, tokenizer_module)
+    column = getattr(finetuning_args, "poft_noise_column", None)
+    if column:
+        with tempfile.TemporaryDirectory(prefix="lfm-noise-rows-") as folder:
+            flagged = write_flagged_rows(data_args.dataset_dir, data_args.dataset or [], column, folder)
+            if flagged:
+                keys |= _keys_of(flagged, data_args, folder, model_args, training_args, template, tokenizer_module)
+    return keys
+
+
+def _keys_of(names, data_args, dataset_dir, model_args, training_args, template, tokenizer_module) -> set:
+    noise_args = dataclasses.replace(data_args, dataset=list(names), dataset_dir=dataset_dir, eval_dataset=None,
+                                     val_size=0.0, tokenized_path=None, max_samples=None)
     with plugin_dataset("stage: poft", keyed=True):
-        module = get_dataset(template, model_args, noise_args, training_args, stage="sft", **tokenizer_module)
+        module = lf.get_dataset(template, model_args, noise_args, training_args, stage="sft", **tokenizer_module)
     return set(module["train_dataset"]["sample_key"])
+
+
+def _read_rows(path: str) -> list:
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f)
+
+
+def write_flagged_rows(dataset_dir: str, datasets: list[str], column: str, folder: str) -> list[str]:
+    """bi-PoFT's per-row flag: the rows of each local training dataset whose ``column`` is true, written with a
+    copy of their ``dataset_info.json`` entry into ``folder``; returns the names written (datasets with no flagged
+    row are left out). Refused, with the reason: a dataset that is not a local json/jsonl file, a flag that is not
+    true/false, and a column that no dataset has."""
+    info_path = os.path.join(dataset_dir or ".", "dataset_info.json")
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PluginError(f"`poft_noise_column: {column}` reads the datasets' files, but {info_path} cannot be "
+                          f"read ({e}).") from None
+    written, has_column, out_info = [], [], {}
+    for name in datasets:
+        entry = info.get(name) or {}
+        path = os.path.join(dataset_dir, entry.get("file_name", ""))
+        if "file_name" not in entry or not os.path.isfile(path) or not path.endswith((".json", ".jsonl")):
+            raise PluginError(f"`poft_noise_column: {column}` needs local json/jsonl datasets; `{name}` is not one "
+                              f"(in {info_path}). Use `poft_noise_dataset` for it, or download it to a file.")
+        rows = _read_rows(path)
+        flagged = []
+        for i, row in enumerate(rows):
+            if isinstance(row, dict) and column in row:
+                if not isinstance(row[column], bool):
+                    raise PluginError(f"`poft_noise_column: {column}` must be true or false in every row; row {i} "
+                                      f"of {path} has {row[column]!r}.")
+                has_column.append(name)
+                if row[column]:
+                    flagged.append(row)
+        if flagged:
+            with open(os.path.join(folder, f"{name}.json"), "w", encoding="utf-8") as f:
+                json.dump(flagged, f, ensure_ascii=False)
+            out_info[name] = {k: v for k, v in entry.items() if k != "file_sha1"} | {"file_name": f"{name}.json"}
+            written.append(name)
+    if not has_column:
+        raise PluginError(f"`poft_noise_column: {column}`: none of the training datasets ({', '.join(datasets)}) "
+                          f"has a `{column}` column; `llamafactory-minor noise` writes `is_noise`.")
+    with open(os.path.join(folder, "dataset_info.json"), "w", encoding="utf-8") as f:
+        json.dump(out_info, f, ensure_ascii=False)
+    return written
 
 
 def aligned_meta(model_args: Any, data_args: Any, path: str, template_name: str) -> dict:
@@ -88,7 +155,7 @@ def aligned_score_attacher(model_args: Any, data_args: Any, training_args: Any,
             per_model.append((path, by_content))
 
         noise = _noise_keys(model_args, data_args, training_args, fa, template, tokenizer_module) \
-            if fa.poft_noise_dataset else None
+            if fa.poft_noise_dataset or getattr(fa, "poft_noise_column", None) else None
         for name, rows in datasets_of(dataset_module):
             logps, counts = [], []
             columns = [_by_content(rows, scores, path) for path, scores in per_model]

@@ -706,7 +706,7 @@ def _getter(values: dict):
 UI_DEFAULTS = {
     "train.pref_beta": 0.04, "train.pref_ftx": 0, "train.dpop_lambda": 50, "train.poft_beta": 1, "train.poft_gamma": 0,
     "train.poft_aggregation": "mean", "train.poft_aligned_models": "", "train.poft_aligned_templates": "",
-    "train.poft_noise_dataset": "", "train.precompute_ref_log_probs": False, "train.track_m_theta": False,
+    "train.poft_noise_dataset": "", "train.poft_noise_column": "", "train.precompute_ref_log_probs": False, "train.track_m_theta": False,
 }
 
 
@@ -780,7 +780,8 @@ def test_fields_shown_per_stage_and_loss():
     assert on("minorsft") == on("sftdpo") == {"pref_beta", "pref_ftx", "precompute_ref_log_probs", "rlhf_tab",
                                               "minor_tab"}
     assert on("poft") == {"pref_ftx", "poft_beta", "poft_gamma", "poft_aggregation", "poft_aligned_models",
-                          "poft_aligned_templates", "poft_noise_dataset", "rlhf_tab", "minor_tab"}
+                          "poft_aligned_templates", "poft_noise_dataset", "poft_noise_column", "rlhf_tab",
+                          "minor_tab"}
     assert on("dpo", "dpop") == {"pref_beta", "pref_ftx", "pref_loss", "dpop_lambda", "precompute_ref_log_probs",
                                  "track_m_theta", "rlhf_tab", "minor_tab"}
     assert on("dpo", "simpo") == {"pref_beta", "pref_ftx", "pref_loss", "rlhf_tab"}
