@@ -43,13 +43,17 @@ def _callback_class():
         """Checks, at the end of the first optimizer step, that the plugin's loss ran."""
 
         def __init__(self, what: str, start: int):
-            self.what, self.start, self.checked = what, start, False
+            self.what, self.start, self.checked, self.worked = what, start, False, False
 
         def on_step_end(self, args, state, control, **kwargs):
+            self.worked = True
             if not self.checked:
                 self.checked = True
                 if calls() <= self.start:
                     raise _error(self.what)
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.worked = True
 
     return WitnessCallback
 
@@ -59,8 +63,8 @@ def expect_plugin_loss(what: str, callbacks: list | None, training_args):
     """Run a plugin workflow; fail loudly if the plugin's trainer never computed the loss.
 
     ``what`` names the configuration (`` `pref_loss: minordpo` ``). ``callbacks`` (LF's list, handed to the
-    trainer) gets the first-step check; after the workflow, a run that trained or evaluated must have
-    called :func:`loss_computed` at least once.
+    trainer) gets the first-step check; after the workflow, a run that took a training step or evaluated (a run
+    resumed at its last step takes none) must have called :func:`loss_computed` at least once.
     """
     start = calls()
     callback = _callback_class()(what, start)
@@ -71,6 +75,9 @@ def expect_plugin_loss(what: str, callbacks: list | None, training_args):
     finally:
         if callbacks is not None and callback in callbacks:
             callbacks.remove(callback)
-    ran = getattr(training_args, "do_train", False) or getattr(training_args, "do_eval", False)
+    if callbacks is not None:
+        ran = callback.worked
+    else:  # no callback list to watch the trainer with: any run that trains or evaluates
+        ran = getattr(training_args, "do_train", False) or getattr(training_args, "do_eval", False)
     if ran and calls() <= start:
         raise _error(what)
