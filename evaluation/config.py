@@ -6,14 +6,14 @@ plus ``checkpoints`` (a list) and ``grid`` (method x lr x beta sweeps), see eval
 
 import itertools
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Union
 
 from .data import LIMIT_MODES, benchmark_info
 from .errors import EvalError
 from .models import Checkpoint, safe_name
-
-MC_MODES = ("generation", "likelihood")
+from .options import MC_MODES, int_settings  # noqa: F401  (MC_MODES: kept importable from here)
 
 
 @dataclass
@@ -311,14 +311,11 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
     cfg.subjects = _per_benchmark(cfg.subjects, "subjects", listy=True)
     cfg.limit = {k: _int(v, "limit" if k == "*" else f"limit of {k}")
                  for k, v in _per_benchmark(cfg.limit, "limit").items()}
-    for name in ("limit_per_subject", "deviation_limit", "vllm_max_model_len", "max_lora_rank", "lmeval_limit",
-                 "lmeval_max_gen_toks"):
+    optional = {f.name for f in fields(RunConfig) if type(None) in typing.get_args(f.type)}
+    for name in int_settings():  # whole-number settings (options.py); Optional[int] ones may stay unset
         value = getattr(cfg, name)
-        if value is not None:
+        if value is not None or name not in optional:
             setattr(cfg, name, _int(value, name))
-    for name in ("seed", "few_shot", "mc_max_new_tokens", "gsm8k_max_new_tokens", "batch_size",
-                 "tensor_parallel_size", "deviation_max_length"):
-        setattr(cfg, name, _int(getattr(cfg, name), name))
     cfg.validate(report_only)
     return cfg
 
