@@ -143,3 +143,56 @@ def test_lmeval_bad_input_is_one_line_before_loading(tiny_model, tmp_path, capsy
     assert main(base + ["--lmeval-tasks", "winogrande", "--lmeval-limit", "0"]) == 2
     assert "lmeval_limit must be a positive number" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("metrics.json"))
+
+
+def run_group(cmd, env, cwd, timeout):
+    """subprocess.run in its own process group, the whole group killed on a timeout: a killed vLLM command
+    otherwise leaves its EngineCore and worker processes running (seen here: 2.8 GB for half an hour)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _doc_scores(out, column):
+    lines = (out / "smol" / column / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["correct"] for line in lines]
+
+
+def test_lmeval_tasks_on_the_vllm_backend_match_transformers(smollm2, tmp_path, run_cli):
+    """The same command with --backend vllm (lm-eval's vLLM wrapper, in the vLLM venv): the same lm-* columns,
+    the same per-document scores as lm-eval's HF backend, and a re-run loads nothing."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_eval_vllm import require_vllm
+    from eval_helpers import REPO, vllm_env
+
+    vpy = require_vllm()
+    link = tmp_path / "pkg"
+    link.mkdir()
+    os.symlink(os.path.join(REPO, "evaluation"), link / "llamafactory_minor_eval")
+    env = vllm_env(tmp_path)
+    env["PYTHONPATH"] = str(link) + os.pathsep + env.get("PYTHONPATH", "")
+    common = ["--model", f"smol={smollm2}", "--lmeval-tasks", "winogrande@1,arc_challenge@1", "--lmeval-data-dir",
+              LOCAL, "--no-progress", "--no-chart"]
+    v_out, t_out = tmp_path / "vllm", tmp_path / "hf"
+    cmd = [vpy, "-m", "llamafactory_minor_eval", "--backend", "vllm", *common, "-o", str(v_out)]
+    proc = run_group(cmd, env, str(tmp_path), timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[load] smol: lm-eval vllm for winogrande, arc_challenge" in proc.stderr
+    assert "| checkpoint | winogrande 1-shot acc [lm-eval], n=4 | arc_challenge 1-shot acc_norm [lm-eval], n=4 |" in proc.stdout
+    run_cli(["--backend", "transformers", *common, "-o", str(t_out)], exe="llamafactory-minor-eval")
+    for column in ("lm-winogrande", "lm-arc_challenge"):
+        v = json.loads((v_out / "smol" / column / "metrics.json").read_text(encoding="utf-8"))
+        t = json.loads((t_out / "smol" / column / "metrics.json").read_text(encoding="utf-8"))
+        assert v["backend"] == {"backend": "lm-eval vllm"} and t["backend"] == {"backend": "lm-eval transformers"}
+        assert _doc_scores(v_out, column) == _doc_scores(t_out, column) and v["accuracy"] == t["accuracy"], column
+    proc = run_group(cmd, env, str(tmp_path), timeout=600)
+    assert proc.returncode == 0 and "[load]" not in proc.stderr and "0 of 2 (checkpoint, task) pairs" in proc.stderr
