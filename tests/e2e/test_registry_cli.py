@@ -55,7 +55,8 @@ print(json.dumps({"choices": choices, "input": type(elems.get("toy_scale")).__na
 
 def test_toy_objective_in_the_web_uis_choices(tmp_path):
     env = dict(os.environ, **write_toy(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", UI], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", UI], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=tmp_path)  # LF writes llamaboard_cache/ into the working directory
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "Toy SFT" in out["choices"] and "MinorSFT" in out["choices"], out
