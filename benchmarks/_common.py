@@ -34,8 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_DATA_DIR = os.path.join(REPO_ROOT, "tests", "fixtures", "data")
@@ -88,9 +89,9 @@ def train_config(
     cutoff: int,
     finetuning_type: str = "lora",
     **overrides: Any,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """A complete LF training config (the test suite's ``tiny_train_config`` shape) for one variant."""
-    cfg: Dict[str, Any] = {
+    cfg: dict[str, Any] = {
         "model_name_or_path": model,
         "trust_remote_code": False,
         "stage": stage,
@@ -135,7 +136,7 @@ def _proc_status_kb(field_name: str) -> int:
     return -1
 
 
-def _time_scoring_passes(sink: List[Dict[str, Any]]) -> None:
+def _time_scoring_passes(sink: list[dict[str, Any]]) -> None:
     """Time every scoring pass (``run_pass``: cache check, model load, scoring, cache write) in wall-clock
     and process-CPU seconds. Instrumentation only: wraps the name the plugin's callers look up."""
     import llamafactory_minor.scores.aligned as aligned
@@ -149,8 +150,13 @@ def _time_scoring_passes(sink: List[Dict[str, Any]]) -> None:
             try:
                 return _original(*args, **kwargs)
             finally:
-                sink.append({"desc": kwargs.get("desc", ""), "wall": time.perf_counter() - wall,
-                             "cpu": time.process_time() - cpu})
+                sink.append(
+                    {
+                        "desc": kwargs.get("desc", ""),
+                        "wall": time.perf_counter() - wall,
+                        "cpu": time.process_time() - cpu,
+                    }
+                )
 
         module.run_pass = timed
 
@@ -161,7 +167,7 @@ def _worker(cfg_path: str, result_path: str, plugin: bool) -> None:
 
     from transformers import TrainerCallback
 
-    record: Dict[str, Any] = {"step_end": [], "cpu_step_end": [], "plugin": plugin, "passes": []}
+    record: dict[str, Any] = {"step_end": [], "cpu_step_end": [], "plugin": plugin, "passes": []}
 
     class Recorder(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -213,20 +219,20 @@ def _worker(cfg_path: str, result_path: str, plugin: bool) -> None:
 @dataclass
 class RunResult:
     name: str
-    step_times: List[float]  # wall-clock seconds of every step, warm-up included
-    cpu_step_times: List[float]  # process CPU seconds (user + system, all threads) of every step
-    steps_per_epoch: Optional[int]
+    step_times: list[float]  # wall-clock seconds of every step, warm-up included
+    cpu_step_times: list[float]  # process CPU seconds (user + system, all threads) of every step
+    steps_per_epoch: int | None
     peak_rss_kb: int  # whole child lifetime (os.wait4 ru_maxrss)
     hwm_train_end_kb: int  # VmHWM at the end of training
     hwm_train_begin_kb: int
-    scored: List[Dict[str, Any]]  # scoring-pass log lines
-    reused: List[str]
+    scored: list[dict[str, Any]]  # scoring-pass log lines
+    reused: list[str]
     wall_s: float
-    losses: List[float] = field(default_factory=list)
-    passes: List[Dict[str, Any]] = field(default_factory=list)  # timed scoring passes (wall, cpu)
+    losses: list[float] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)  # timed scoring passes (wall, cpu)
     log_path: str = ""
 
-    def times(self, clock: str) -> List[float]:
+    def times(self, clock: str) -> list[float]:
         return self.cpu_step_times if clock == "cpu" else self.step_times
 
 
@@ -245,11 +251,11 @@ def _tail(path: str, n: int = 60) -> str:
 
 def run_variant(
     name: str,
-    cfg: Dict[str, Any],
+    cfg: dict[str, Any],
     plugin: bool,
     workdir: str,
     timeout: float = 1800,
-    threads: Optional[int] = None,
+    threads: int | None = None,
 ) -> RunResult:
     """Run one training variant in a fresh subprocess; per-step times and peak RSS."""
     os.makedirs(workdir, exist_ok=True)
@@ -272,8 +278,9 @@ def run_variant(
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", cfg_path, result_path, "1" if plugin else "0"]
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = start + timeout
         while True:  # os.wait4: this child's own rusage (ru_maxrss in KB on Linux)
             pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
@@ -321,13 +328,13 @@ def run_variant(
 @dataclass
 class Variant:
     name: str
-    make_cfg: Callable[[str], Dict[str, Any]]  # output_dir -> config
+    make_cfg: Callable[[str], dict[str, Any]]  # output_dir -> config
     plugin: bool
-    results: List[RunResult] = field(default_factory=list)
+    results: list[RunResult] = field(default_factory=list)
 
-    def step_times(self, warmup: int, clock: str = "wall") -> List[float]:
+    def step_times(self, warmup: int, clock: str = "wall") -> list[float]:
         """Pooled per-step times of every run, the first ``warmup`` steps of each run excluded."""
-        out: List[float] = []
+        out: list[float] = []
         for r in self.results:
             out += r.times(clock)[warmup:]
         return out
@@ -348,8 +355,8 @@ def run_interleaved(
     rounds: int,
     workdir: str,
     timeout: float = 1800,
-    threads: Optional[int] = None,
-    log: Optional[Callable[[str], None]] = None,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> None:
     """Run every variant ``rounds`` times, interleaved: A B C, then C B A, then A B C ... (drift cancels)."""
     log = log or (lambda message: print(message, flush=True))
@@ -362,12 +369,14 @@ def run_interleaved(
             shutil.rmtree(out, ignore_errors=True)  # checkpoints are not needed (and may be large)
             med = statistics.median(res.step_times[2:]) if len(res.step_times) > 2 else float("nan")
             cpu = statistics.median(res.cpu_step_times[2:]) if len(res.cpu_step_times) > 2 else float("nan")
-            log(f"  round {r + 1}/{rounds} {v.name:20s} {len(res.step_times)} steps, median after warm-up "
+            log(
+                f"  round {r + 1}/{rounds} {v.name:20s} {len(res.step_times)} steps, median after warm-up "
                 f"{med:.3f} s/step wall, {cpu:.3f} s/step CPU; peak RSS {res.hwm_train_end_kb / 1024:.0f} MB; "
-                f"run {res.wall_s:.0f}s")
+                f"run {res.wall_s:.0f}s"
+            )
 
 
-def make_workdir(prefix: str, keep: Optional[str] = None) -> str:
+def make_workdir(prefix: str, keep: str | None = None) -> str:
     if keep:
         os.makedirs(keep, exist_ok=True)
         return keep

@@ -47,9 +47,16 @@ def vllm_env(tmp: str) -> dict:
         os.symlink(os.path.join(REPO, "evaluation"), os.path.join(link, "llamafactory_minor_eval"))
     if not os.path.exists(os.path.join(link, "llamafactory_minor_core")):  # what evaluation shares with the plugin
         os.symlink(os.path.join(REPO, "llamafactory_minor_core"), os.path.join(link, "llamafactory_minor_core"))
-    return dict(os.environ, PYTHONPATH=link + os.pathsep + os.environ.get("PYTHONPATH", ""), VLLM_NO_USAGE_STATS="1",
-                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", VLLM_CACHE_ROOT=os.path.join(tmp, "vllm"),
-                TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"), TOKENIZERS_PARALLELISM="false")
+    return dict(
+        os.environ,
+        PYTHONPATH=link + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        VLLM_NO_USAGE_STATS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        VLLM_CACHE_ROOT=os.path.join(tmp, "vllm"),
+        TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"),
+        TOKENIZERS_PARALLELISM="false",
+    )
 
 
 def data_folder(args, tmp: str) -> str:
@@ -68,20 +75,42 @@ def run_backend(backend: str, args) -> dict:
     if backend == "transformers":
         from llamafactory_minor_eval.lmeval_bridge import crosscheck
 
-        return crosscheck(args.model, args.data, "transformers", args.ceval_per_subject or None, None, args.gsm8k,
-                          "train", args.gsm8k_max_new_tokens, args.batch_size)
+        return crosscheck(
+            args.model,
+            args.data,
+            "transformers",
+            args.ceval_per_subject or None,
+            None,
+            args.gsm8k,
+            "train",
+            args.gsm8k_max_new_tokens,
+            args.batch_size,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "report.json")
-        cmd = [args.vllm_python, "-m", "llamafactory_minor_eval.lmeval_bridge", "--backend", "vllm", "--model", args.model,
-               "--data-dir", args.data, "--gsm8k", str(args.gsm8k), "--gsm8k-max-new-tokens",
-               str(args.gsm8k_max_new_tokens), "--json", out]
+        cmd = [
+            args.vllm_python,
+            "-m",
+            "llamafactory_minor_eval.lmeval_bridge",
+            "--backend",
+            "vllm",
+            "--model",
+            args.model,
+            "--data-dir",
+            args.data,
+            "--gsm8k",
+            str(args.gsm8k),
+            "--gsm8k-max-new-tokens",
+            str(args.gsm8k_max_new_tokens),
+            "--json",
+            out,
+        ]
         if args.ceval_per_subject:
             cmd += ["--ceval-per-subject", str(args.ceval_per_subject)]
         env = vllm_env(tmp)
         if args.vllm_reserved_cpu is not None:
             env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(args.vllm_reserved_cpu)
-        proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0 or not os.path.isfile(out):
             raise RuntimeError(f"vLLM cross-check failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
         with open(out) as f:
@@ -93,39 +122,55 @@ def rate(b: dict, side: str) -> float:
 
 
 def print_table(reports: dict) -> None:
-    print("\n| benchmark | backend | rows | agree | acc ours | acc lm-eval | ours rows/s | lm-eval rows/s | ours/theirs |")
+    print(
+        "\n| benchmark | backend | rows | agree | acc ours | acc lm-eval | ours rows/s | lm-eval rows/s | ours/theirs |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for backend, rep in reports.items():
         for name, b in rep["benchmarks"].items():
-            print(f"| {name} | {backend} | {b['n']} | {b['agree']}/{b['n']} ({100 * b['agreement']:.1f}%) | "
-                  f"{100 * b['ours_acc']:.2f}% | {100 * b['lmeval_acc']:.2f}% | {rate(b, 'ours'):.2f} | "
-                  f"{rate(b, 'lmeval'):.2f} | {rate(b, 'ours') / rate(b, 'lmeval'):.2f}x |")
+            print(
+                f"| {name} | {backend} | {b['n']} | {b['agree']}/{b['n']} ({100 * b['agreement']:.1f}%) | "
+                f"{100 * b['ours_acc']:.2f}% | {100 * b['lmeval_acc']:.2f}% | {rate(b, 'ours'):.2f} | "
+                f"{rate(b, 'lmeval'):.2f} | {rate(b, 'ours') / rate(b, 'lmeval'):.2f}x |"
+            )
     if "transformers" in reports and "vllm" in reports:
         for name in reports["vllm"]["benchmarks"]:
             h, v = reports["transformers"]["benchmarks"].get(name), reports["vllm"]["benchmarks"][name]
             if h:
-                print(f"{name}: vLLM / transformers throughput: ours {rate(v, 'ours') / rate(h, 'ours'):.2f}x, "
-                      f"lm-eval {rate(v, 'lmeval') / rate(h, 'lmeval'):.2f}x")
+                print(
+                    f"{name}: vLLM / transformers throughput: ours {rate(v, 'ours') / rate(h, 'ours'):.2f}x, "
+                    f"lm-eval {rate(v, 'lmeval') / rate(h, 'lmeval'):.2f}x"
+                )
     for backend, rep in reports.items():
-        print(f"{backend}: load ours {rep['ours_load_s']}s, lm-eval {rep['lmeval_load_s']}s, "
-              f"lm-eval task index {rep['lmeval_index_s']}s")
+        print(
+            f"{backend}: load ours {rep['ours_load_s']}s, lm-eval {rep['lmeval_load_s']}s, "
+            f"lm-eval task index {rep['lmeval_index_s']}s"
+        )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from tools/cpu_models.py)")
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"), help="folder with ceval/ and gsm8k/")
-    p.add_argument("--ceval-data", help="C-Eval folder with val/ and dev/ (default: <data>/ceval); the full val split "
-                   "has 1346 questions")
+    p.add_argument(
+        "--ceval-data",
+        help="C-Eval folder with val/ and dev/ (default: <data>/ceval); the full val split has 1346 questions",
+    )
     p.add_argument("--gsm8k-data", help="GSM8K folder with train.jsonl (default: <data>/gsm8k)")
     p.add_argument("--ceval-per-subject", type=int, default=0, help="first N val rows per subject (0 = all)")
     p.add_argument("--gsm8k", type=int, default=200, help="GSM8K questions (first N of train.jsonl)")
     p.add_argument("--gsm8k-max-new-tokens", type=int, default=256, help="lm-eval's default max_gen_toks is 256")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--vllm-python", default=os.environ.get("LLAMAFACTORY_MINOR_VLLM_PYTHON",
-                                                           os.path.join(REPO, ".venv-vllm", "bin", "python")))
-    p.add_argument("--vllm-reserved-cpu", type=int, help="VLLM_CPU_NUM_OF_RESERVED_CPU for both vLLM engines "
-                   "(default: vLLM's, one core reserved: on 2 cores the worker computes with one thread)")
+    p.add_argument(
+        "--vllm-python",
+        default=os.environ.get("LLAMAFACTORY_MINOR_VLLM_PYTHON", os.path.join(REPO, ".venv-vllm", "bin", "python")),
+    )
+    p.add_argument(
+        "--vllm-reserved-cpu",
+        type=int,
+        help="VLLM_CPU_NUM_OF_RESERVED_CPU for both vLLM engines "
+        "(default: vLLM's, one core reserved: on 2 cores the worker computes with one thread)",
+    )
     p.add_argument("--no-vllm", action="store_true")
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--json", help="also write the reports here")
@@ -154,13 +199,17 @@ def main(argv=None) -> int:
     for rep in reports.values():
         n = (rep["benchmarks"].get("ceval") or {}).get("n")
         if n and n != 1346 and not args.ceval_per_subject:
-            print(f"note: C-Eval val had {n} rows here, not the full split's 1346 (give --ceval-data with all 52 subjects)")
+            print(
+                f"note: C-Eval val had {n} rows here, not the full split's 1346 (give --ceval-data with all 52 subjects)"
+            )
             break
     after = load_line()
     print(f"end: {after}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"load_before": before, "load_after": after, "reports": reports}, f, indent=2, ensure_ascii=False)
+            json.dump(
+                {"load_before": before, "load_after": after, "reports": reports}, f, indent=2, ensure_ascii=False
+            )
     return 0
 
 

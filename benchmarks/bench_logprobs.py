@@ -108,9 +108,7 @@ def _worker(args) -> dict:
     if not reset_ok:
         base_kb = max(base_kb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     logps = step()
-    peak_kb = (
-        _hwm_kb() if reset_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    )
+    peak_kb = _hwm_kb() if reset_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     checksum = float(logps.detach().sum())
     grad_checksum = float(logits.grad.float().abs().sum())
@@ -185,9 +183,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--variant", choices=["lf", "ours"], default="lf", help=argparse.SUPPRESS
-    )
+    p.add_argument("--variant", choices=["lf", "ours"], default="lf", help=argparse.SUPPRESS)
     p.add_argument("--chunk-size", type=int, default=1024, help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -204,9 +200,7 @@ def main() -> None:
     for cs in [int(c) for c in args.chunk_sizes.split(",") if c]:
         rows.append((f"sequence_log_probs chunk={cs}", _run_variant(args, "ours", cs)))
 
-    print(
-        f"{'variant':36s} {'peak RSS growth':>16s} {'ratio':>7s} {'time':>8s} {'ratio':>7s}  checks"
-    )
+    print(f"{'variant':36s} {'peak RSS growth':>16s} {'ratio':>7s} {'time':>8s} {'ratio':>7s}  checks")
     for name, r in rows:
         print(
             f"{name:36s} {r['peak_growth_mb']:13.0f} MB {r['peak_growth_mb'] / lf['peak_growth_mb']:6.2f}x "
@@ -214,9 +208,7 @@ def main() -> None:
             f"logps_sum={r['logps_sum']:.3f} |grad|_sum={r['grad_abs_sum']:.3f}"
         )
     if not all(r["peak_reset"] for _, r in rows):
-        print(
-            "note: /proc/self/clear_refs not writable; peak growth measured with ru_maxrss (lower bound)"
-        )
+        print("note: /proc/self/clear_refs not writable; peak growth measured with ru_maxrss (lower bound)")
 
 
 if __name__ == "__main__":

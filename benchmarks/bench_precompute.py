@@ -99,33 +99,49 @@ def bench_model(model_name: str, args, workdir: str) -> dict:
             extra["minor_cache_dir"] = cache_dir
 
         def make(out):
-            return C.train_config(model, out, stage, DATASETS[kind], n_steps, args.batch, args.cutoff,
-                                  args.finetuning_type, **extra)
+            return C.train_config(
+                model, out, stage, DATASETS[kind], n_steps, args.batch, args.cutoff, args.finetuning_type, **extra
+            )
 
         return make
 
-    print(f"\n=== {model_name} ({model}), {args.finetuning_type}, batch {args.batch}, cutoff {args.cutoff}, "
-          f"{steps} steps/run (first {args.warmup} dropped), {args.rounds} interleaved rounds, torch threads "
-          f"{args.threads}; poft aligned model: {aligned} ({args.aligned_template})")
+    print(
+        f"\n=== {model_name} ({model}), {args.finetuning_type}, batch {args.batch}, cutoff {args.cutoff}, "
+        f"{steps} steps/run (first {args.warmup} dropped), {args.rounds} interleaved rounds, torch threads "
+        f"{args.threads}; poft aligned model: {aligned} ({args.aligned_template})"
+    )
 
     # 1. priming: fill the cache (and time the scoring passes)
     scoring = {}
     for name, (what, _) in PRIMING.items():
-        res = C.run_variant(f"prime-{name}", cfg_for(name, 1)(os.path.join(workdir, "out", f"prime-{name}")),
-                            VARIANTS[name][2], workdir, timeout=args.timeout, threads=args.threads)
+        res = C.run_variant(
+            f"prime-{name}",
+            cfg_for(name, 1)(os.path.join(workdir, "out", f"prime-{name}")),
+            VARIANTS[name][2],
+            workdir,
+            timeout=args.timeout,
+            threads=args.threads,
+        )
         shutil.rmtree(os.path.join(workdir, "out", f"prime-{name}"), ignore_errors=True)
         logged = [s for s in res.scored if "train_dataset" in s["split"]]
         timed = [t for t in res.passes if "train_dataset" in t["desc"]]
         if not logged or not timed:
             raise C.VariantFailed(f"priming run {name} logged no scoring pass (see {res.log_path})")
-        scoring[name] = {"what": what, "rows": sum(s["rows"] for s in logged),
-                         "logged_s": sum(s["seconds"] for s in logged),
-                         "wall": sum(t["wall"] for t in timed), "cpu": sum(t["cpu"] for t in timed),
-                         "cold_peak_rss_kb": res.hwm_train_end_kb}
+        scoring[name] = {
+            "what": what,
+            "rows": sum(s["rows"] for s in logged),
+            "logged_s": sum(s["seconds"] for s in logged),
+            "wall": sum(t["wall"] for t in timed),
+            "cpu": sum(t["cpu"] for t in timed),
+            "cold_peak_rss_kb": res.hwm_train_end_kb,
+        }
         sc = scoring[name]
-        print(f"  scoring pass ({what}): {sc['rows']} rows; logged {sc['logged_s']:.1f}s, timed {sc['wall']:.1f}s "
-              f"wall / {sc['cpu']:.1f}s CPU (model load included); priming run peak RSS "
-              f"{res.hwm_train_end_kb / 1024:.0f} MB", flush=True)
+        print(
+            f"  scoring pass ({what}): {sc['rows']} rows; logged {sc['logged_s']:.1f}s, timed {sc['wall']:.1f}s "
+            f"wall / {sc['cpu']:.1f}s CPU (model load included); priming run peak RSS "
+            f"{res.hwm_train_end_kb / 1024:.0f} MB",
+            flush=True,
+        )
 
     # 2. timed, interleaved runs on the warm cache
     variants = [C.Variant(n, cfg_for(n, steps), VARIANTS[n][2]) for n in VARIANTS]
@@ -134,7 +150,9 @@ def bench_model(model_name: str, args, workdir: str) -> dict:
     for v in variants:
         for r in v.results:
             if r.scored:
-                raise C.VariantFailed(f"timed run {v.name} scored instead of reusing the cache: {r.scored} ({r.log_path})")
+                raise C.VariantFailed(
+                    f"timed run {v.name} scored instead of reusing the cache: {r.scored} ({r.log_path})"
+                )
             if v.plugin and v.name != "sft" and VARIANTS[v.name][0] != "sft" and not r.reused:
                 raise C.VariantFailed(f"timed run {v.name} did not report reusing cached scores ({r.log_path})")
 
@@ -152,47 +170,146 @@ def bench_model(model_name: str, args, workdir: str) -> dict:
             out.append(b / a if invert else a / b)
         return f"{min(out):.2f}-{max(out):.2f}"
 
-    result = {"model": model_name, "steps": steps, "clock": clock, f"median_{clock}_s_per_step": med,
-              f"median_{other}_s_per_step": med_o, "peak_rss_kb": hwm, "lifetime_peak_rss_kb": life,
-              "scoring": scoring, "checks": []}
+    result = {
+        "model": model_name,
+        "steps": steps,
+        "clock": clock,
+        f"median_{clock}_s_per_step": med,
+        f"median_{other}_s_per_step": med_o,
+        "peak_rss_kb": hwm,
+        "lifetime_peak_rss_kb": life,
+        "scoring": scoring,
+        "checks": [],
+    }
 
-    print(f"\n(a) {model_name}: with precomputed / cached scores vs LF sft "
-          f"(step time <= {TARGET_STEP}x, peak RSS <= {TARGET_RSS}x; result on the {clock} clock)")
+    print(
+        f"\n(a) {model_name}: with precomputed / cached scores vs LF sft "
+        f"(step time <= {TARGET_STEP}x, peak RSS <= {TARGET_RSS}x; result on the {clock} clock)"
+    )
     rows = []
     for n in ("sft", "minorsft+pre", "sftdpo+pre", "poft"):
         if n == "sft":
-            rows.append([n, f"{med[n]:.3f}", f"{med_o[n]:.3f}", kept[n], "base", "-", "base",
-                         f"{hwm[n] / 1024:.0f}", f"{life[n] / 1024:.0f}", "base", "-"])
+            rows.append(
+                [
+                    n,
+                    f"{med[n]:.3f}",
+                    f"{med_o[n]:.3f}",
+                    kept[n],
+                    "base",
+                    "-",
+                    "base",
+                    f"{hwm[n] / 1024:.0f}",
+                    f"{life[n] / 1024:.0f}",
+                    "base",
+                    "-",
+                ]
+            )
             continue
         sr, so, rr = med[n] / med["sft"], med_o[n] / med_o["sft"], hwm[n] / hwm["sft"]
         vs, vr = C.verdict(sr, TARGET_STEP), C.verdict(rr, TARGET_RSS)
-        rows.append([n, f"{med[n]:.3f}", f"{med_o[n]:.3f}", kept[n], f"{sr:.3f}", per_round(n, "sft"), f"{so:.3f}",
-                     f"{hwm[n] / 1024:.0f}", f"{life[n] / 1024:.0f}", f"{rr:.3f}", f"{vs}/{vr}"])
+        rows.append(
+            [
+                n,
+                f"{med[n]:.3f}",
+                f"{med_o[n]:.3f}",
+                kept[n],
+                f"{sr:.3f}",
+                per_round(n, "sft"),
+                f"{so:.3f}",
+                f"{hwm[n] / 1024:.0f}",
+                f"{life[n] / 1024:.0f}",
+                f"{rr:.3f}",
+                f"{vs}/{vr}",
+            ]
+        )
         result["checks"] += [
             {"check": f"a:{n}:step", "ratio": sr, f"ratio_{other}": so, "target": f"<= {TARGET_STEP}", "verdict": vs},
-            {"check": f"a:{n}:rss", "ratio": rr, "target": f"<= {TARGET_RSS}", "verdict": vr}]
-    C.print_table(["variant", f"{clock} s/step", f"{other} s/step", "steps", f"step ratio ({clock})", "per-round",
-                   f"({other})", "peak RSS MB", "lifetime MB", "RSS ratio", "step/RSS"], rows)
+            {"check": f"a:{n}:rss", "ratio": rr, "target": f"<= {TARGET_RSS}", "verdict": vr},
+        ]
+    C.print_table(
+        [
+            "variant",
+            f"{clock} s/step",
+            f"{other} s/step",
+            "steps",
+            f"step ratio ({clock})",
+            "per-round",
+            f"({other})",
+            "peak RSS MB",
+            "lifetime MB",
+            "RSS ratio",
+            "step/RSS",
+        ],
+        rows,
+    )
 
-    print(f"\n(b) {model_name}: precomputed reference vs LF dpo with its reference "
-          f"(speed-up >= {TARGET_SPEEDUP}x; result on the {clock} clock)")
+    print(
+        f"\n(b) {model_name}: precomputed reference vs LF dpo with its reference "
+        f"(speed-up >= {TARGET_SPEEDUP}x; result on the {clock} clock)"
+    )
     rows = []
     for n in ("dpo", "dpo+pre", "minordpo+pre"):
         if n == "dpo":
-            rows.append([n, f"{med[n]:.3f}", f"{med_o[n]:.3f}", kept[n], "base", "-", "base", f"{hwm[n] / 1024:.0f}",
-                         "base", "-"])
+            rows.append(
+                [
+                    n,
+                    f"{med[n]:.3f}",
+                    f"{med_o[n]:.3f}",
+                    kept[n],
+                    "base",
+                    "-",
+                    "base",
+                    f"{hwm[n] / 1024:.0f}",
+                    "base",
+                    "-",
+                ]
+            )
             continue
         sp, so = med["dpo"] / med[n], med_o["dpo"] / med_o[n]
         v = C.verdict(sp, TARGET_SPEEDUP, higher_is_better=True)
-        rows.append([n, f"{med[n]:.3f}", f"{med_o[n]:.3f}", kept[n], f"{sp:.3f}x", per_round(n, "dpo", invert=True),
-                     f"{so:.3f}x", f"{hwm[n] / 1024:.0f}", f"{hwm[n] / hwm['dpo']:.3f}", v])
-        result["checks"].append({"check": f"b:{n}:speedup", "ratio": sp, f"ratio_{other}": so,
-                                 "target": f">= {TARGET_SPEEDUP}", "verdict": v})
-    C.print_table(["variant", f"{clock} s/step", f"{other} s/step", "steps", f"speed-up ({clock})", "per-round",
-                   f"({other})", "peak RSS MB", "RSS ratio", "result"], rows)
+        rows.append(
+            [
+                n,
+                f"{med[n]:.3f}",
+                f"{med_o[n]:.3f}",
+                kept[n],
+                f"{sp:.3f}x",
+                per_round(n, "dpo", invert=True),
+                f"{so:.3f}x",
+                f"{hwm[n] / 1024:.0f}",
+                f"{hwm[n] / hwm['dpo']:.3f}",
+                v,
+            ]
+        )
+        result["checks"].append(
+            {
+                "check": f"b:{n}:speedup",
+                "ratio": sp,
+                f"ratio_{other}": so,
+                "target": f">= {TARGET_SPEEDUP}",
+                "verdict": v,
+            }
+        )
+    C.print_table(
+        [
+            "variant",
+            f"{clock} s/step",
+            f"{other} s/step",
+            "steps",
+            f"speed-up ({clock})",
+            "per-round",
+            f"({other})",
+            "peak RSS MB",
+            "RSS ratio",
+            "result",
+        ],
+        rows,
+    )
 
-    print(f"\n(c) {model_name}: scoring pass vs one training epoch on the same data "
-          f"(<= {TARGET_SCORING}x; result on the {clock} clock)")
+    print(
+        f"\n(c) {model_name}: scoring pass vs one training epoch on the same data "
+        f"(<= {TARGET_SCORING}x; result on the {clock} clock)"
+    )
     rows = []
     for name, (what, consumer) in PRIMING.items():
         sc = scoring[name]
@@ -200,13 +317,46 @@ def bench_model(model_name: str, args, workdir: str) -> dict:
         epoch, epoch_o = spe * med[consumer], spe * med_o[consumer]
         ratio, ratio_o = sc[clock] / epoch, sc[other] / epoch_o
         v = C.verdict(ratio, TARGET_SCORING)
-        rows.append([what, sc["rows"], f"{sc[clock]:.1f}", f"{sc['logged_s']:.1f}", consumer, spe, f"{epoch:.1f}",
-                     f"{ratio:.3f}", f"{ratio_o:.3f}", v])
-        result["checks"].append({"check": f"c:{name}:scoring", "ratio": ratio, f"ratio_{other}": ratio_o,
-                                 "target": f"<= {TARGET_SCORING}", "verdict": v, "scoring_s": sc[clock],
-                                 "epoch_s": epoch})
-    C.print_table(["scores", "rows", f"pass {clock} s", "logged s", "epoch of", "steps/ep", f"epoch {clock} s",
-                   f"ratio ({clock})", f"({other})", "result"], rows)
+        rows.append(
+            [
+                what,
+                sc["rows"],
+                f"{sc[clock]:.1f}",
+                f"{sc['logged_s']:.1f}",
+                consumer,
+                spe,
+                f"{epoch:.1f}",
+                f"{ratio:.3f}",
+                f"{ratio_o:.3f}",
+                v,
+            ]
+        )
+        result["checks"].append(
+            {
+                "check": f"c:{name}:scoring",
+                "ratio": ratio,
+                f"ratio_{other}": ratio_o,
+                "target": f"<= {TARGET_SCORING}",
+                "verdict": v,
+                "scoring_s": sc[clock],
+                "epoch_s": epoch,
+            }
+        )
+    C.print_table(
+        [
+            "scores",
+            "rows",
+            f"pass {clock} s",
+            "logged s",
+            "epoch of",
+            "steps/ep",
+            f"epoch {clock} s",
+            f"ratio ({clock})",
+            f"({other})",
+            "result",
+        ],
+        rows,
+    )
     return result
 
 
@@ -216,7 +366,9 @@ def run_logprobs(args) -> str:
         return "(d) benchmarks/bench_logprobs.py does not exist: lean log-probs not measured."
     print("\n(d) lean log-probs at vocab 152k: benchmarks/bench_logprobs.py (target: peak <= 0.5x LF)", flush=True)
     env = dict(os.environ, **C.OFFLINE_ENV)
-    cmd = [sys.executable, script, "--threads", str(args.threads)] + (args.logprobs_args.split() if args.logprobs_args else [])
+    cmd = [sys.executable, script, "--threads", str(args.threads)] + (
+        args.logprobs_args.split() if args.logprobs_args else []
+    )
     proc = subprocess.run(cmd, env=env, cwd=C.REPO_ROOT, capture_output=True, text=True, timeout=args.timeout)
     text = proc.stdout + (f"\n[exit {proc.returncode}] {proc.stderr[-2000:]}" if proc.returncode else "")
     print(text)
@@ -224,22 +376,37 @@ def run_logprobs(args) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", default="smollm2,tiny-large", help=f"comma list out of {','.join(C.MODEL_CHOICES)}")
-    p.add_argument("--steps", type=int, default=None, help="training steps per timed run (default 8 for smollm2, 24 for the tiny models)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per timed run (default 8 for smollm2, 24 for the tiny models)",
+    )
     p.add_argument("--batch", type=int, default=4, help="per-device batch (pairs for dpo)")
     p.add_argument("--cutoff", type=int, default=128, help="cutoff_len for both datasets")
     p.add_argument("--finetuning-type", choices=("full", "lora"), default="full")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (every variant runs once per round)")
     p.add_argument("--warmup", type=int, default=2, help="steps dropped at the start of every run")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                   help="which time decides pass/fail (both are printed); see bench_train_speed.py")
+    p.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="which time decides pass/fail (both are printed); see bench_train_speed.py",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads in the training processes (OMP_NUM_THREADS)")
     p.add_argument("--aligned", default=None, help="PoFT aligned model path (default: the target model itself)")
     p.add_argument("--aligned-template", default=C.LF_TEMPLATE)
     p.add_argument("--skip-logprobs", action="store_true", help="do not run benchmarks/bench_logprobs.py")
     p.add_argument("--logprobs-args", default="", help="extra arguments for bench_logprobs.py")
-    p.add_argument("--workdir", default=None, help="keep configs, logs, caches and per-run results here (default: a temp dir, removed)")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="keep configs, logs, caches and per-run results here (default: a temp dir, removed)",
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per training run")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = p.parse_args()
@@ -275,12 +442,23 @@ def main() -> int:
         all_pass &= v == "PASS"
         rows.append(["vocab 152k", f"d:logprobs chunk={m.group(1)}:peak", f"{ratio:.3f}", "<= 0.5", v])
     C.print_table(["model", "check", "ratio", "target", "result"], rows)
-    print(f"\nfinished {datetime.datetime.now():%H:%M} ({(datetime.datetime.now() - started).seconds / 60:.1f} min); "
-          f"{C.machine_note()}")
+    print(
+        f"\nfinished {datetime.datetime.now():%H:%M} ({(datetime.datetime.now() - started).seconds / 60:.1f} min); "
+        f"{C.machine_note()}"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"date": started.isoformat(timespec="minutes"), "args": vars(args), "results": results,
-                       "logprobs_output": logprobs, "machine": C.machine_note()}, f, indent=2)
+            json.dump(
+                {
+                    "date": started.isoformat(timespec="minutes"),
+                    "args": vars(args),
+                    "results": results,
+                    "logprobs_output": logprobs,
+                    "machine": C.machine_note(),
+                },
+                f,
+                indent=2,
+            )
     return 0 if all_pass else 1
 
 

@@ -36,8 +36,9 @@ DEFAULT_ALPACA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "lla
 def _dataset_dir(tmp: str, alpaca: str, rows: int) -> str:
     with open(alpaca, encoding="utf-8") as f:
         base = json.load(f)
-    data = [dict(base[i % len(base)], instruction=f"{base[i % len(base)]['instruction']} (#{i})")
-            for i in range(rows)]  # distinct rows: every content key and token key is new
+    data = [
+        dict(base[i % len(base)], instruction=f"{base[i % len(base)]['instruction']} (#{i})") for i in range(rows)
+    ]  # distinct rows: every content key and token key is new
     with open(os.path.join(tmp, "alpaca_rep.json"), "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False)
     with open(os.path.join(tmp, "dataset_info.json"), "w") as f:
@@ -55,17 +56,22 @@ def main() -> int:
     if not os.path.isfile(args.alpaca):
         print(f"no alpaca demo data at {args.alpaca}: pass --alpaca PATH (LF's data/alpaca_en_demo.json)")
         return 2
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("LLAMAFACTORY_VERBOSITY", "WARN"),
-                       ("TRANSFORMERS_VERBOSITY", "error"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")):
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_DATASETS_OFFLINE", "1"),
+        ("LLAMAFACTORY_VERBOSITY", "WARN"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+    ):
         os.environ.setdefault(key, value)
 
-    import llamafactory_minor  # noqa: F401  (activates the plugin's LF patches)
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    from tools import cpu_models  # the repository's tools/ (REPO_ROOT is on sys.path)
+    import llamafactory_minor  # noqa: F401  (activates the plugin's LF patches)
     from llamafactory_minor.integration.data import plugin_dataset
+    from tools import cpu_models  # the repository's tools/ (REPO_ROOT is on sys.path)
 
     model = cpu_models.tiny_model_path()  # SmolLM2's tokenizer
     workers = [int(w) for w in args.workers.split(",")]
@@ -77,10 +83,20 @@ def main() -> int:
             order = ["lf", "keyed"] if r % 2 == 0 else ["keyed", "lf"]
             for w in workers:
                 for variant in order:
-                    cfg = dict(model_name_or_path=model, stage="sft", do_train=True, finetuning_type="full",
-                               dataset="alpaca_rep", dataset_dir=dataset_dir, template="smollm2", cutoff_len=1024,
-                               overwrite_cache=True, preprocessing_num_workers=w, output_dir=os.path.join(tmp, "o"),
-                               report_to="none")
+                    cfg = dict(
+                        model_name_or_path=model,
+                        stage="sft",
+                        do_train=True,
+                        finetuning_type="full",
+                        dataset="alpaca_rep",
+                        dataset_dir=dataset_dir,
+                        template="smollm2",
+                        cutoff_len=1024,
+                        overwrite_cache=True,
+                        preprocessing_num_workers=w,
+                        output_dir=os.path.join(tmp, "o"),
+                        report_to="none",
+                    )
                     model_args, data_args, training_args, _, _ = get_train_args(cfg)
                     tm = load_tokenizer(model_args)
                     template = get_template_and_fix_tokenizer(tm["tokenizer"], data_args)
@@ -91,11 +107,15 @@ def main() -> int:
                     ds = module["train_dataset"]
                     if r == 0:
                         rows_of[(w, variant)] = (ds["input_ids"][:50], ds["labels"][:50], len(ds))
-                    print(f"[round {r + 1}] workers {w} {variant}: {times[(w, variant)][-1]:.1f}s ({len(ds)} rows)",
-                          flush=True)
+                    print(
+                        f"[round {r + 1}] workers {w} {variant}: {times[(w, variant)][-1]:.1f}s ({len(ds)} rows)",
+                        flush=True,
+                    )
         load = os.getloadavg()
-        print(f"\nLF 0.9.5 get_dataset on {args.rows} alpaca rows, cutoff 1024; load average "
-              f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores; above ~2 the machine is loaded)")
+        print(
+            f"\nLF 0.9.5 get_dataset on {args.rows} alpaca rows, cutoff 1024; load average "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores; above ~2 the machine is loaded)"
+        )
         print("| workers | LF (s) | keyed (s) | keyed / LF | target |")
         print("|---|---|---|---|---|")
         ok = True

@@ -62,19 +62,32 @@ DATASETS = {"single": "alpaca_en_tiny", "pair": "dpo_en_tiny"}
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", choices=C.MODEL_CHOICES, default="smollm2")
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 8 for smollm2, 24 for the tiny models)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per run (default 8 for smollm2, 24 for the tiny models)",
+    )
     p.add_argument("--batch", type=int, default=4, help="per-device batch (pairs for the DPO family)")
     p.add_argument("--cutoff", type=int, default=128, help="cutoff_len for both datasets")
     p.add_argument("--finetuning-type", choices=("full", "lora"), default="lora")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (every variant runs once per round)")
     p.add_argument("--warmup", type=int, default=2, help="steps dropped at the start of every run")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                   help="which per-step time decides pass/fail (both are printed); see the module doc")
+    p.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="which per-step time decides pass/fail (both are printed); see the module doc",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads in the training processes (OMP_NUM_THREADS)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list out of {','.join(VARIANTS)}")
-    p.add_argument("--workdir", default=None, help="keep configs, logs and per-run results here (default: a temp dir, removed)")
+    p.add_argument(
+        "--workdir", default=None, help="keep configs, logs and per-run results here (default: a temp dir, removed)"
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per training run")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = p.parse_args()
@@ -99,8 +112,9 @@ def main() -> int:
         stage, kind, plugin, extra, _, _ = VARIANTS[name]
 
         def make(out):
-            return C.train_config(model, out, stage, DATASETS[kind], steps, args.batch, args.cutoff,
-                                  args.finetuning_type, **extra)
+            return C.train_config(
+                model, out, stage, DATASETS[kind], steps, args.batch, args.cutoff, args.finetuning_type, **extra
+            )
 
         return C.Variant(name, make, plugin)
 
@@ -108,10 +122,12 @@ def main() -> int:
     by_name = {v.name: v for v in variants}
     started = datetime.datetime.now()
     print(f"bench_train_speed: {started:%Y-%m-%d %H:%M}, {C.machine_note()}")
-    print(f"model {args.model} ({model}), {args.finetuning_type}, batch {args.batch}, cutoff {args.cutoff}, "
-          f"{steps} steps/run (first {args.warmup} dropped), {args.rounds} interleaved rounds, "
-          f"torch threads {args.threads}; reference online "
-          f"({'base with adapters disabled' if args.finetuning_type == 'lora' else 'frozen copy'})")
+    print(
+        f"model {args.model} ({model}), {args.finetuning_type}, batch {args.batch}, cutoff {args.cutoff}, "
+        f"{steps} steps/run (first {args.warmup} dropped), {args.rounds} interleaved rounds, "
+        f"torch threads {args.threads}; reference online "
+        f"({'base with adapters disabled' if args.finetuning_type == 'lora' else 'frozen copy'})"
+    )
     try:
         C.run_interleaved(variants, args.rounds, workdir, timeout=args.timeout, threads=args.threads)
     finally:
@@ -125,8 +141,12 @@ def main() -> int:
         _, _, _, _, base, target = VARIANTS[v.name]
         med, med_o = v.median_step(args.warmup, clock), v.median_step(args.warmup, other)
         n = len(v.step_times(args.warmup, clock))
-        entry = {"variant": v.name, f"median_{clock}_s_per_step": med, f"median_{other}_s_per_step": med_o,
-                 "steps_kept": n}
+        entry = {
+            "variant": v.name,
+            f"median_{clock}_s_per_step": med,
+            f"median_{other}_s_per_step": med_o,
+            "steps_kept": n,
+        }
         if base is None:
             rows.append([v.name, "-", f"{med:.3f}", f"{med_o:.3f}", n, "base", "-", "base", "-", "-"])
             out.append(entry)
@@ -134,26 +154,74 @@ def main() -> int:
         b = by_name[base]
         ratio = med / b.median_step(args.warmup, clock)
         ratio_o = med_o / b.median_step(args.warmup, other)
-        per_round = [v.median_round_step(i, args.warmup, clock) / b.median_round_step(i, args.warmup, clock)
-                     for i in range(args.rounds)]
+        per_round = [
+            v.median_round_step(i, args.warmup, clock) / b.median_round_step(i, args.warmup, clock)
+            for i in range(args.rounds)
+        ]
         verdict = C.verdict(ratio, target)
         all_pass &= verdict == "PASS"
-        rows.append([v.name, base, f"{med:.3f}", f"{med_o:.3f}", n, f"{ratio:.3f}",
-                     f"{min(per_round):.2f}-{max(per_round):.2f}", f"{ratio_o:.3f}", f"<= {target:.2f}", verdict])
-        entry.update({"baseline": base, f"ratio_{clock}": ratio, f"ratio_{other}": ratio_o,
-                      f"per_round_ratios_{clock}": per_round, "target": target, "verdict": verdict})
+        rows.append(
+            [
+                v.name,
+                base,
+                f"{med:.3f}",
+                f"{med_o:.3f}",
+                n,
+                f"{ratio:.3f}",
+                f"{min(per_round):.2f}-{max(per_round):.2f}",
+                f"{ratio_o:.3f}",
+                f"<= {target:.2f}",
+                verdict,
+            ]
+        )
+        entry.update(
+            {
+                "baseline": base,
+                f"ratio_{clock}": ratio,
+                f"ratio_{other}": ratio_o,
+                f"per_round_ratios_{clock}": per_round,
+                "target": target,
+                "verdict": verdict,
+            }
+        )
         out.append(entry)
     print()
-    C.print_table(["variant", "vs", f"{clock} s/step", f"{other} s/step", "steps", f"ratio ({clock})", "per-round",
-                   f"ratio ({other})", "target", "result"], rows)
-    print(f"(result on the {clock} clock; medians over the kept steps of all rounds; per-round = range of the "
-          f"per-round ratios)")
-    print(f"\nfinished {datetime.datetime.now():%H:%M} ({(datetime.datetime.now() - started).seconds / 60:.1f} min); "
-          f"{C.machine_note()}")
+    C.print_table(
+        [
+            "variant",
+            "vs",
+            f"{clock} s/step",
+            f"{other} s/step",
+            "steps",
+            f"ratio ({clock})",
+            "per-round",
+            f"ratio ({other})",
+            "target",
+            "result",
+        ],
+        rows,
+    )
+    print(
+        f"(result on the {clock} clock; medians over the kept steps of all rounds; per-round = range of the "
+        f"per-round ratios)"
+    )
+    print(
+        f"\nfinished {datetime.datetime.now():%H:%M} ({(datetime.datetime.now() - started).seconds / 60:.1f} min); "
+        f"{C.machine_note()}"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"date": started.isoformat(timespec="minutes"), "args": vars(args), "steps": steps,
-                       "results": out, "machine": C.machine_note()}, f, indent=2)
+            json.dump(
+                {
+                    "date": started.isoformat(timespec="minutes"),
+                    "args": vars(args),
+                    "steps": steps,
+                    "results": out,
+                    "machine": C.machine_note(),
+                },
+                f,
+                indent=2,
+            )
     return 0 if all_pass else 1
 
 

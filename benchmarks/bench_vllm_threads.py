@@ -37,9 +37,15 @@ def _load() -> str:
 
 
 def _run(variant: str, args, out: str, tmp: str) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               VLLM_NO_USAGE_STATS="1", VLLM_CACHE_ROOT=os.path.join(tmp, "vllm"),
-               TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        VLLM_NO_USAGE_STATS="1",
+        VLLM_CACHE_ROOT=os.path.join(tmp, "vllm"),
+        TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"),
+    )
     env.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
     env.pop("OMP_NUM_THREADS", None)
     if variant == "hf1":
@@ -51,14 +57,34 @@ def _run(variant: str, args, out: str, tmp: str) -> dict:
     else:
         env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
     exe = args.vllm_cli if variant.startswith("vllm") else args.cli
-    cmd = [exe, "--model", f"m={args.model}", "-b", "ceval", "--data", f"ceval={args.data}", "--split", "val",
-           "--limit", str(args.limit), "--mc-mode", "likelihood", "--batch-size", str(args.batch_size),
-           "--backend", "vllm" if variant.startswith("vllm") else "transformers", "-o", out, "--no-progress",
-           "--no-chart"]
+    cmd = [
+        exe,
+        "--model",
+        f"m={args.model}",
+        "-b",
+        "ceval",
+        "--data",
+        f"ceval={args.data}",
+        "--split",
+        "val",
+        "--limit",
+        str(args.limit),
+        "--mc-mode",
+        "likelihood",
+        "--batch-size",
+        str(args.batch_size),
+        "--backend",
+        "vllm" if variant.startswith("vllm") else "transformers",
+        "-o",
+        out,
+        "--no-progress",
+        "--no-chart",
+    ]
     before = os.getloadavg()
     t0 = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, cwd=REPO)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, cwd=REPO
+    )
     found = {}
     watcher = threading.Thread(target=lambda: found.update(t=_worker_threads(proc)), daemon=True)
     if variant.startswith("vllm"):
@@ -75,12 +101,22 @@ def _run(variant: str, args, out: str, tmp: str) -> dict:
     metrics = json.load(open(os.path.join(out, "m", "ceval", "metrics.json"), encoding="utf-8"))
     with open(os.path.join(out, "m", "ceval", "samples.jsonl"), encoding="utf-8") as f:
         parsed = [json.loads(line)["parsed"] for line in f if line.strip()]
-    binding = [line.strip()[-160:] for line in (proc.stderr + proc.stdout).splitlines()
-               if "OMP" in line or "OpenMP" in line or "Torch threads" in line or "reserved" in line.lower()]
-    return {"variant": variant, "seconds": metrics["elapsed_s"], "wall": round(wall, 1),
-            "n": metrics["n"],
-            "accuracy": metrics["accuracy"], "parsed": parsed, "load_before": before[0], "load_after": after[0],
-            "binding": binding[:6] + ([threads] if threads else [])}
+    binding = [
+        line.strip()[-160:]
+        for line in (proc.stderr + proc.stdout).splitlines()
+        if "OMP" in line or "OpenMP" in line or "Torch threads" in line or "reserved" in line.lower()
+    ]
+    return {
+        "variant": variant,
+        "seconds": metrics["elapsed_s"],
+        "wall": round(wall, 1),
+        "n": metrics["n"],
+        "accuracy": metrics["accuracy"],
+        "parsed": parsed,
+        "load_before": before[0],
+        "load_after": after[0],
+        "binding": binding[:6] + ([threads] if threads else []),
+    }
 
 
 def _worker_threads(run: subprocess.Popen) -> str:
@@ -97,7 +133,9 @@ def _worker_threads(run: subprocess.Popen) -> str:
                 continue
             try:  # only a worker below our run
                 tree = subprocess.run(["ps", "-o", "ppid=", "-p", wpid], capture_output=True, text=True).stdout.strip()
-                parent = subprocess.run(["ps", "-o", "ppid=", "-p", tree], capture_output=True, text=True).stdout.strip()
+                parent = subprocess.run(
+                    ["ps", "-o", "ppid=", "-p", tree], capture_output=True, text=True
+                ).stdout.strip()
                 if str(pid) not in (tree, parent):
                     continue
                 env = open(f"/proc/{wpid}/environ", "rb").read().decode(errors="replace").split("\0")
@@ -105,8 +143,12 @@ def _worker_threads(run: subprocess.Popen) -> str:
             except (OSError, ValueError):
                 continue
             keep = [e for e in env if e.startswith(("OMP_NUM_THREADS=", "GOMP_CPU_AFFINITY="))]
-            allowed = next((x.split(":", 1)[1].strip() for x in status.splitlines() if x.startswith("Cpus_allowed_list")), "?")
-            return f"worker {wpid}: {' '.join(keep) or 'no OMP_NUM_THREADS / GOMP_CPU_AFFINITY'}; allowed CPUs {allowed}"
+            allowed = next(
+                (x.split(":", 1)[1].strip() for x in status.splitlines() if x.startswith("Cpus_allowed_list")), "?"
+            )
+            return (
+                f"worker {wpid}: {' '.join(keep) or 'no OMP_NUM_THREADS / GOMP_CPU_AFFINITY'}; allowed CPUs {allowed}"
+            )
         time.sleep(2)
     return ""
 
@@ -123,8 +165,11 @@ def main(argv=None) -> int:
     p.add_argument("--vllm-cli", default=os.path.join(REPO, ".venv-vllm", "bin", "llamafactory-minor-eval"))
     p.add_argument("--json", help="also write the runs here")
     args = p.parse_args(argv)
-    print(f"{os.cpu_count()} CPUs; load average at start {_load()}; {args.limit} C-Eval val questions, likelihood, "
-          f"{args.rounds} rounds of {' '.join(args.variants)}", flush=True)
+    print(
+        f"{os.cpu_count()} CPUs; load average at start {_load()}; {args.limit} C-Eval val questions, likelihood, "
+        f"{args.rounds} rounds of {' '.join(args.variants)}",
+        flush=True,
+    )
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -133,17 +178,22 @@ def main(argv=None) -> int:
                 res = _run(variant, args, os.path.join(tmp, f"{variant}-{r}"), tmp)
                 res["round"] = r + 1
                 runs.append(res)
-                print(f"round {r + 1} {variant:6s} {res['seconds']:7.1f}s answering ({res['n'] / res['seconds']:.2f} q/s), "
-                      f"{res['wall']:.0f}s with start-up; load {res['load_before']:.2f} -> {res['load_after']:.2f}",
-                      flush=True)
+                print(
+                    f"round {r + 1} {variant:6s} {res['seconds']:7.1f}s answering ({res['n'] / res['seconds']:.2f} q/s), "
+                    f"{res['wall']:.0f}s with start-up; load {res['load_before']:.2f} -> {res['load_after']:.2f}",
+                    flush=True,
+                )
                 for line in res["binding"]:
                     print(f"    {line}", flush=True)
     print(f"\nload average at the end {_load()}")
     ref = next((r["parsed"] for r in runs if r["variant"] == args.variants[0]), None)
     hf2 = [r["seconds"] for r in runs if r["variant"] == "hf2"]
     base = statistics.median(hf2) if hf2 else None
-    print("| variant | answering (s) | median s | q/s | vs hf2 | same predictions as " + args.variants[0]
-          + " | load (1 min) |")
+    print(
+        "| variant | answering (s) | median s | q/s | vs hf2 | same predictions as "
+        + args.variants[0]
+        + " | load (1 min) |"
+    )
     print("|---|---|---:|---:|---:|---:|---|")
     for v in args.variants:
         mine = [r for r in runs if r["variant"] == v]
@@ -151,9 +201,11 @@ def main(argv=None) -> int:
         agree = sum(a == b for a, b in zip(mine[0]["parsed"], ref)) if ref else 0
         loads = ", ".join(f"{r['load_before']:.1f}-{r['load_after']:.1f}" for r in mine)
         times = " / ".join(f"{r['seconds']:.1f}" for r in mine)
-        print(f"| {v} | {times} | {med:.1f} | {mine[0]['n'] / med:.2f} | "
-              f"{(med / base) if base else float('nan'):.2f}x time | "
-              f"{agree}/{len(ref or [])} | {loads} |")
+        print(
+            f"| {v} | {times} | {med:.1f} | {mine[0]['n'] / med:.2f} | "
+            f"{(med / base) if base else float('nan'):.2f}x time | "
+            f"{agree}/{len(ref or [])} | {loads} |"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(runs, f, indent=1)

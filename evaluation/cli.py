@@ -7,7 +7,6 @@ are kept), 1 an unexpected error (``--debug`` shows its traceback), 130 interrup
 import argparse
 import os
 import sys
-from typing import List, Optional
 
 from . import __version__
 from .config import build_config, load_yaml
@@ -34,7 +33,7 @@ A rerun with the same --output-dir skips finished (checkpoint, benchmark) pairs.
 
 
 def _split_pair(text: str, what: str = ""):
-    """"name=value" -> (name, value); "value" -> (None, value). A left side with a slash is a path."""
+    """ "name=value" -> (name, value); "value" -> (None, value). A left side with a slash is a path."""
     return split_pair(text)
 
 
@@ -60,13 +59,17 @@ def list_benchmarks() -> str:
     lines = []
     example = {"A": "<A>", "B": "<B>", "C": "<C>", "D": "<D>"}
     for b in BENCHMARKS.values():
-        lines.append(f"{b.name} ({b.title}): hub {b.hub}; default split {b.default_split}; few-shot from {b.shots_split}; "
-                     f"{'four-option multiple choice' if b.kind == 'mc' else 'math word problems'}")
-        lines.append("  prompt: " + build_prompt(b.name, "<question>", example if b.kind == "mc" else None).replace("\n", "\\n"))
+        lines.append(
+            f"{b.name} ({b.title}): hub {b.hub}; default split {b.default_split}; few-shot from {b.shots_split}; "
+            f"{'four-option multiple choice' if b.kind == 'mc' else 'math word problems'}"
+        )
+        lines.append(
+            "  prompt: " + build_prompt(b.name, "<question>", example if b.kind == "mc" else None).replace("\n", "\\n")
+        )
     return "\n".join(lines)
 
 
-def run(argv: Optional[List[str]] = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_benchmarks:
         print(list_benchmarks())
@@ -86,8 +89,9 @@ def run(argv: Optional[List[str]] = None) -> int:
             raise EvalError(f"--report-only: output folder {cfg.output_dir} does not exist")
         result = runner.summarize()
         if not any(r["benchmarks"] for r in result["rows"]):
-            raise EvalError(f"--report-only: no finished results in {cfg.output_dir} (no <checkpoint>/<benchmark>/"
-                            "metrics.json)")
+            raise EvalError(
+                f"--report-only: no finished results in {cfg.output_dir} (no <checkpoint>/<benchmark>/metrics.json)"
+            )
         summary_md = os.path.join(cfg.output_dir, "summary.md")
         with open(summary_md, encoding="utf-8") as f:
             print(f.read(), end="")
@@ -99,7 +103,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         return run(argv)

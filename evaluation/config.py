@@ -8,7 +8,7 @@ import itertools
 import os
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 from .data import LIMIT_MODES, benchmark_info
 from .errors import EvalError
@@ -18,17 +18,17 @@ from .options import MC_MODES, int_settings  # noqa: F401  (MC_MODES: kept impor
 
 @dataclass
 class RunConfig:
-    checkpoints: List[Checkpoint] = field(default_factory=list)
-    benchmarks: List[str] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    benchmarks: list[str] = field(default_factory=list)
     output_dir: str = "outputs/eval"
-    base: Optional[str] = None  # base model of LoRA adapters that do not name one (overrides adapter_config)
+    base: str | None = None  # base model of LoRA adapters that do not name one (overrides adapter_config)
     # data
-    data_dir: Optional[str] = None
-    data: Dict[str, str] = field(default_factory=dict)  # benchmark -> folder or hub dataset id
-    split: Dict[str, str] = field(default_factory=dict)  # benchmark -> split ("*" = all)
-    subjects: Dict[str, List[str]] = field(default_factory=dict)  # benchmark -> subjects ("*" = all)
-    limit: Dict[str, int] = field(default_factory=dict)  # benchmark -> N ("*" = all)
-    limit_per_subject: Optional[int] = None
+    data_dir: str | None = None
+    data: dict[str, str] = field(default_factory=dict)  # benchmark -> folder or hub dataset id
+    split: dict[str, str] = field(default_factory=dict)  # benchmark -> split ("*" = all)
+    subjects: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> subjects ("*" = all)
+    limit: dict[str, int] = field(default_factory=dict)  # benchmark -> N ("*" = all)
+    limit_per_subject: int | None = None
     limit_mode: str = "random"  # "random" (seeded uniform sample) or "first" (first N in file order)
     seed: int = 42
     few_shot: int = 0
@@ -37,7 +37,7 @@ class RunConfig:
     mc_max_new_tokens: int = 16
     gsm8k_max_new_tokens: int = 512
     chat_template: str = "auto"
-    system_prompt: Optional[str] = None
+    system_prompt: str | None = None
     # backend
     backend: str = "transformers"
     batch_size: int = 8
@@ -45,21 +45,25 @@ class RunConfig:
     device: str = "auto"
     trust_remote_code: bool = False
     tensor_parallel_size: int = 1
-    vllm_max_model_len: Optional[int] = None
-    vllm_gpu_memory_utilization: Optional[float] = None
-    vllm_kv_cache_gb: Optional[float] = None
+    vllm_max_model_len: int | None = None
+    vllm_gpu_memory_utilization: float | None = None
+    vllm_kv_cache_gb: float | None = None
     vllm_enforce_eager: bool = True
-    max_lora_rank: Optional[int] = None
+    max_lora_rank: int | None = None
     # lm-eval-harness tasks beside our benchmarks (lmeval_suite.py)
-    lmeval_tasks: List[str] = field(default_factory=list)  # e.g. ["arc_challenge", "hellaswag@10", "mmlu:anatomy,virology"]
-    lmeval_data_dir: Optional[str] = None  # local files <dir>/<task folder>/<split>.jsonl (default: lm-eval's hub datasets)
-    lmeval_limit: Optional[int] = None  # lm-eval's --limit: the first N documents of each task / MMLU subject
-    lmeval_max_gen_toks: Optional[int] = None  # generation tasks (gsm8k): token budget (default the task's, 256)
+    lmeval_tasks: list[str] = field(
+        default_factory=list
+    )  # e.g. ["arc_challenge", "hellaswag@10", "mmlu:anatomy,virology"]
+    lmeval_data_dir: str | None = (
+        None  # local files <dir>/<task folder>/<split>.jsonl (default: lm-eval's hub datasets)
+    )
+    lmeval_limit: int | None = None  # lm-eval's --limit: the first N documents of each task / MMLU subject
+    lmeval_max_gen_toks: int | None = None  # generation tasks (gsm8k): token budget (default the task's, 256)
     # deviation metric m_theta
-    deviation_data: Optional[str] = None
-    deviation_limit: Optional[int] = 200
+    deviation_data: str | None = None
+    deviation_limit: int | None = 200
     deviation_max_length: int = 1024
-    reference: Optional[str] = None
+    reference: str | None = None
     # run control
     overwrite: bool = False
     keep_going: bool = False
@@ -67,13 +71,13 @@ class RunConfig:
     table_metric: str = "both"
     progress: bool = True
 
-    def split_for(self, benchmark: str) -> Optional[str]:
+    def split_for(self, benchmark: str) -> str | None:
         return self.split.get(benchmark) or self.split.get("*")
 
-    def subjects_for(self, benchmark: str) -> Optional[List[str]]:
+    def subjects_for(self, benchmark: str) -> list[str] | None:
         return self.subjects.get(benchmark) or self.subjects.get("*")
 
-    def limit_for(self, benchmark: str) -> Optional[int]:
+    def limit_for(self, benchmark: str) -> int | None:
         value = self.limit.get(benchmark, self.limit.get("*"))
         return None if value is None else int(value)
 
@@ -83,15 +87,16 @@ class RunConfig:
 
         return suite_from_names(parse_task_list(self.lmeval_tasks or []))
 
-    def lmeval_gen_kwargs(self) -> Optional[Dict[str, int]]:
+    def lmeval_gen_kwargs(self) -> dict[str, int] | None:
         return {"max_gen_toks": int(self.lmeval_max_gen_toks)} if self.lmeval_max_gen_toks else None
 
     def validate(self, report_only: bool = False) -> None:
         if not self.checkpoints and not report_only:
             raise EvalError("no checkpoints to evaluate: give --model PATH (or checkpoints: in the YAML)")
         if not self.benchmarks and not self.deviation_data and not self.lmeval_tasks and not report_only:
-            raise EvalError("no benchmarks: give --benchmarks ceval,financeiq,fineval,gsm8k (or --lmeval-tasks, "
-                            "--deviation-data)")
+            raise EvalError(
+                "no benchmarks: give --benchmarks ceval,financeiq,fineval,gsm8k (or --lmeval-tasks, --deviation-data)"
+            )
         self.benchmarks = _unique([benchmark_info(b).name for b in self.benchmarks])
         self.lmeval_suite()  # unknown lm-eval task names fail here, before any model is loaded
         if self.lmeval_data_dir and not os.path.isdir(os.path.expanduser(self.lmeval_data_dir)) and not report_only:
@@ -119,8 +124,13 @@ class RunConfig:
                 raise EvalError(f"limit{'' if key == '*' else ' of ' + key} must be a positive number, got {value}")
         if self.limit_mode not in LIMIT_MODES:
             raise EvalError(f"limit_mode must be one of {', '.join(LIMIT_MODES)}, got {self.limit_mode!r}")
-        for name in ("batch_size", "mc_max_new_tokens", "gsm8k_max_new_tokens", "tensor_parallel_size",
-                     "deviation_max_length"):
+        for name in (
+            "batch_size",
+            "mc_max_new_tokens",
+            "gsm8k_max_new_tokens",
+            "tensor_parallel_size",
+            "deviation_max_length",
+        ):
             if int(getattr(self, name)) <= 0:
                 raise EvalError(f"{name} must be a positive number, got {getattr(self, name)}")
         if self.few_shot < 0:
@@ -134,29 +144,38 @@ class RunConfig:
         if dup:
             raise EvalError(f"checkpoint names map to the same output folder: {', '.join(dup)}; rename them")
 
-    def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "checkpoints":
                 value = [
-                    {k: v for k, v in (("name", c.name), ("path", c.path), ("base", c.base), ("ref", c.ref),
-                                       ("meta", c.meta or None)) if v}
+                    {
+                        k: v
+                        for k, v in (
+                            ("name", c.name),
+                            ("path", c.path),
+                            ("base", c.base),
+                            ("ref", c.ref),
+                            ("meta", c.meta or None),
+                        )
+                        if v
+                    }
                     for c in value
                 ]
             out[f.name] = value
         return out
 
 
-def _unique(items: List[str]) -> List[str]:
-    seen: List[str] = []
+def _unique(items: list[str]) -> list[str]:
+    seen: list[str] = []
     for item in items:
         if item not in seen:
             seen.append(item)
     return seen
 
 
-def _as_list(value: Union[None, str, List[str]]) -> List[str]:
+def _as_list(value: None | str | list[str]) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -164,7 +183,7 @@ def _as_list(value: Union[None, str, List[str]]) -> List[str]:
     return [str(v).strip() for v in value]
 
 
-def _per_benchmark(value: Any, what: str, listy: bool = False) -> Dict[str, Any]:
+def _per_benchmark(value: Any, what: str, listy: bool = False) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, dict):
@@ -197,7 +216,7 @@ def default_name(path: str) -> str:
     return base or path
 
 
-def expand_grid(grid: Dict[str, Any], where: str, skipped: Optional[List[str]] = None) -> List[Checkpoint]:
+def expand_grid(grid: dict[str, Any], where: str, skipped: list[str] | None = None) -> list[Checkpoint]:
     """``grid: {path: "saves/{method}_lr{lr}_b{beta}", name: "...", method: [...], lr: [...], beta: [...],
     base: ..., skip_missing: false}`` -> one checkpoint per combination (in the order given). With
     ``skip_missing`` a combination whose folder does not exist is left out and described in ``skipped``.
@@ -228,7 +247,7 @@ def expand_grid(grid: Dict[str, Any], where: str, skipped: Optional[List[str]] =
     return out
 
 
-def _grid_file_checkpoints(grid: Dict[str, Any], where: str, skipped: Optional[List[str]]) -> List[Checkpoint]:
+def _grid_file_checkpoints(grid: dict[str, Any], where: str, skipped: list[str] | None) -> list[Checkpoint]:
     from . import grid as grid_file
 
     extra = sorted(set(grid) - {"file", "skip_missing", "base", "ref"})
@@ -243,12 +262,13 @@ def _grid_file_checkpoints(grid: Dict[str, Any], where: str, skipped: Optional[L
     out = []
     for run in found:
         meta = {k: v for k, v in run.items() if k not in ("name", "path")}
-        out.append(Checkpoint(name=run["name"], path=run["path"], base=grid.get("base"), ref=grid.get("ref"),
-                              meta=meta))
+        out.append(
+            Checkpoint(name=run["name"], path=run["path"], base=grid.get("base"), ref=grid.get("ref"), meta=meta)
+        )
     return out
 
 
-def load_yaml(path: str) -> Dict[str, Any]:
+def load_yaml(path: str) -> dict[str, Any]:
     try:
         import yaml
     except ImportError:  # pragma: no cover
@@ -265,8 +285,9 @@ def load_yaml(path: str) -> Dict[str, Any]:
     return data
 
 
-def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any], where: str = "config",
-                 report_only: bool = False) -> RunConfig:
+def build_config(
+    yaml_data: dict[str, Any] | None, overrides: dict[str, Any], where: str = "config", report_only: bool = False
+) -> RunConfig:
     """Merge YAML values and command-line overrides (None = not given) into a RunConfig."""
     data = dict(yaml_data or {})
     cfg = RunConfig()
@@ -275,14 +296,14 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
     if unknown:
         raise EvalError(f"{where}: unknown key(s) {', '.join(unknown)}; see llamafactory-minor-eval --help")
 
-    checkpoints: List[Checkpoint] = []
+    checkpoints: list[Checkpoint] = []
     entries = data.get("checkpoints") or data.get("models") or []
     if not isinstance(entries, list):
         raise EvalError(f"{where}: checkpoints must be a list")
     for i, entry in enumerate(entries):
         checkpoints.append(parse_checkpoint_entry(entry, i, where))
     grids = data.get("grid") or []
-    skipped: List[str] = []
+    skipped: list[str] = []
     if not overrides.get("models"):  # --model replaces the YAML's checkpoints: its grid is not expanded
         for grid in grids if isinstance(grids, list) else [grids]:
             checkpoints.extend(expand_grid(grid, where, skipped))
@@ -299,8 +320,10 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
             setattr(cfg, key, value)
     cfg.checkpoints = checkpoints
     if not checkpoints and skipped and not cli_models and not report_only:
-        raise EvalError(f"{where}: skip_missing left out every grid run ({len(skipped)}; the first: {skipped[0]}); "
-                        "check the grid's path template")
+        raise EvalError(
+            f"{where}: skip_missing left out every grid run ({len(skipped)}; the first: {skipped[0]}); "
+            "check the grid's path template"
+        )
     cfg.skipped_runs = skipped if not cli_models else []  # grid runs left out by skip_missing (logged by the CLI)
     cfg.benchmarks = _as_list(cfg.benchmarks)
     from .lmeval_suite import parse_task_list
@@ -309,8 +332,9 @@ def build_config(yaml_data: Optional[Dict[str, Any]], overrides: Dict[str, Any],
     cfg.data = _per_benchmark(cfg.data, "data")
     cfg.split = _per_benchmark(cfg.split, "split")
     cfg.subjects = _per_benchmark(cfg.subjects, "subjects", listy=True)
-    cfg.limit = {k: _int(v, "limit" if k == "*" else f"limit of {k}")
-                 for k, v in _per_benchmark(cfg.limit, "limit").items()}
+    cfg.limit = {
+        k: _int(v, "limit" if k == "*" else f"limit of {k}") for k, v in _per_benchmark(cfg.limit, "limit").items()
+    }
     optional = {f.name for f in fields(RunConfig) if type(None) in typing.get_args(f.type)}
     for name in int_settings():  # whole-number settings (options.py); Optional[int] ones may stay unset
         value = getattr(cfg, name)

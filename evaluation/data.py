@@ -19,9 +19,9 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .ceval_subjects import CEVAL_SUBJECTS
 from .errors import EvalError
@@ -39,7 +39,7 @@ class BenchmarkInfo:
     shots_split: str  # where few-shot examples come from
 
 
-BENCHMARKS: Dict[str, BenchmarkInfo] = {
+BENCHMARKS: dict[str, BenchmarkInfo] = {
     "ceval": BenchmarkInfo("ceval", "C-Eval", "mc", "ceval/ceval-exam", "ceval", "val", "dev"),
     "financeiq": BenchmarkInfo("financeiq", "FinanceIQ", "mc", "Duxiaoman-DI/FinanceIQ", "financeiq", "test", "dev"),
     "fineval": BenchmarkInfo("fineval", "FinEval", "mc", "djdropthebit/fineval", "fineval", "val", "dev"),
@@ -82,9 +82,9 @@ class Sample:
     id: str
     question: str
     gold: str  # "A".."D" for multiple choice, the number (as text) for GSM8K
-    options: Optional[Dict[str, str]] = None
-    solution: Optional[str] = None  # GSM8K worked solution (used for few-shot answers)
-    category: Optional[str] = None  # C-Eval category (STEM, Social Sciences, Humanities, Other)
+    options: dict[str, str] | None = None
+    solution: str | None = None  # GSM8K worked solution (used for few-shot answers)
+    category: str | None = None  # C-Eval category (STEM, Social Sciences, Humanities, Other)
     source: str = ""  # file:row, for error messages
 
     @property
@@ -96,7 +96,7 @@ class Sample:
 # locating files
 
 
-def _split_names(split: str) -> Tuple[str, ...]:
+def _split_names(split: str) -> tuple[str, ...]:
     return SPLIT_ALIASES.get(split.lower(), (split.lower(),))
 
 
@@ -109,24 +109,27 @@ def _subject_of(stem: str, names: Sequence[str]) -> str:
     return stem
 
 
-def _files_in(folder: Path) -> List[Path]:
+def _files_in(folder: Path) -> list[Path]:
     """Data files directly in ``folder`` (no sub-folders), sorted by name."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.name.lower().endswith(DATA_EXTS) and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.lower().endswith(DATA_EXTS) and not p.name.startswith(".")
+    )
 
 
-def _child_dirs(folder: Path, names: Sequence[str]) -> List[Path]:
+def _child_dirs(folder: Path, names: Sequence[str]) -> list[Path]:
     """Sub-folders of ``folder`` whose name is one of ``names`` (any case), sorted."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower() in names)
 
 
-def _split_layouts(root: Path, names: Sequence[str], benchmark: str) -> List[Tuple[str, List[Tuple[str, Path]]]]:
+def _split_layouts(root: Path, names: Sequence[str], benchmark: str) -> list[tuple[str, list[tuple[str, Path]]]]:
     """Every documented place of one split under ``root``, in priority order: (where, [(subject, file)])."""
-    found: List[Tuple[str, List[Tuple[str, Path]]]] = []
+    found: list[tuple[str, list[tuple[str, Path]]]] = []
     if benchmark == "gsm8k":
         # <root>/<split>.jsonl ; <root>/data/<split>.jsonl ; hub parquet <root>/main/<split>-*.parquet
         for folder in [root] + _child_dirs(root, ("data",)):
@@ -134,34 +137,45 @@ def _split_layouts(root: Path, names: Sequence[str], benchmark: str) -> List[Tup
             if files:
                 found.append((str(folder), [("gsm8k", p) for p in files]))
         for main in _child_dirs(root, ("main",)):
-            files = [p for p in _files_in(main)
-                     if p.suffix.lower() == ".parquet" and re.fullmatch(r"(%s)(-\d+(-of-\d+)?)?" % "|".join(
-                         re.escape(n) for n in names), p.stem.lower())]
+            files = [
+                p
+                for p in _files_in(main)
+                if p.suffix.lower() == ".parquet"
+                and re.fullmatch(
+                    r"({})(-\d+(-of-\d+)?)?".format("|".join(re.escape(n) for n in names)), p.stem.lower()
+                )
+            ]
             if files:
                 found.append((str(main), [("gsm8k", p) for p in files]))
         return found
     # <root>/<split>/ ; <root>/data/<split>/ (FinanceIQ's repository) ; <root>/*_unzipped/<split>/ (a hub zip)
-    parents = [root] + _child_dirs(root, ("data",)) + sorted(
-        p for p in (root.iterdir() if root.is_dir() else []) if p.is_dir() and p.name.endswith("_unzipped"))
+    parents = (
+        [root]
+        + _child_dirs(root, ("data",))
+        + sorted(p for p in (root.iterdir() if root.is_dir() else []) if p.is_dir() and p.name.endswith("_unzipped"))
+    )
     for parent in parents:
         for folder in _child_dirs(parent, names):
             files = _files_in(folder)
             if files:
                 found.append((str(folder), [(_subject_of(p.stem, names), p) for p in files]))
     # hub parquet shards: <root>/<subject>/<split>-00000-of-00001.parquet
-    pattern = re.compile(r"(%s)-\d+(-of-\d+)?" % "|".join(re.escape(n) for n in names))
+    pattern = re.compile(r"({})-\d+(-of-\d+)?".format("|".join(re.escape(n) for n in names)))
     shards = []
     for folder in sorted(p for p in (root.iterdir() if root.is_dir() else []) if p.is_dir()):
         if folder.name.lower() in names:
             continue
-        shards += [(folder.name, p) for p in _files_in(folder)
-                   if p.suffix.lower() == ".parquet" and pattern.fullmatch(p.stem.lower())]
+        shards += [
+            (folder.name, p)
+            for p in _files_in(folder)
+            if p.suffix.lower() == ".parquet" and pattern.fullmatch(p.stem.lower())
+        ]
     if shards:
         found.append((f"{root}/<subject>/<split>-*.parquet", shards))
     return found
 
 
-def _split_dirs_anywhere(root: Path, names: Sequence[str]) -> List[Path]:
+def _split_dirs_anywhere(root: Path, names: Sequence[str]) -> list[Path]:
     """Folders named like the split at any depth (for the 'not read' note and the error message)."""
     out = []
     for dirpath, dirnames, _ in os.walk(root):
@@ -172,11 +186,11 @@ def _split_dirs_anywhere(root: Path, names: Sequence[str]) -> List[Path]:
     return out
 
 
-def _all_splits(root: Path, benchmark: str) -> List[str]:
+def _all_splits(root: Path, benchmark: str) -> list[str]:
     return [s for s in ("dev", "val", "test", "train") if _split_layouts(root, _split_names(s), benchmark)]
 
 
-def locate_split(root: Path, split: str, benchmark: str) -> Tuple[List[Tuple[str, Path]], List[str]]:
+def locate_split(root: Path, split: str, benchmark: str) -> tuple[list[tuple[str, Path]], list[str]]:
     """(subject, file) pairs of one split under ``root`` and notes on what was not read.
 
     Only the documented places are searched (see the module doc); the first that holds files is read.
@@ -189,27 +203,40 @@ def locate_split(root: Path, split: str, benchmark: str) -> Tuple[List[Tuple[str
     if not layouts:
         available = _all_splits(root, benchmark)
         elsewhere = [str(p.relative_to(root)) for p in _split_dirs_anywhere(root, names)]
-        hint = (f"; folders named '{split}' deeper down: {', '.join(elsewhere[:5])} "
-                f"(point --data {benchmark}=FOLDER at the folder above one of them)") if elsewhere else ""
-        where = (f"{root}/{split}.jsonl or {root}/main/{split}-*.parquet" if benchmark == "gsm8k"
-                 else f"{root}/{split}/")
+        hint = (
+            (
+                f"; folders named '{split}' deeper down: {', '.join(elsewhere[:5])} "
+                f"(point --data {benchmark}=FOLDER at the folder above one of them)"
+            )
+            if elsewhere
+            else ""
+        )
+        where = (
+            f"{root}/{split}.jsonl or {root}/main/{split}-*.parquet" if benchmark == "gsm8k" else f"{root}/{split}/"
+        )
         raise EvalError(
             f"{benchmark}: no '{split}' split under {root} (looked for {where}; splits found there: "
             f"{', '.join(available) if available else 'none'}){hint}; choose one with --split"
         )
     where, pairs = layouts[0]
-    notes = [f"{benchmark}: split '{split}' is also in {w} ({len(p)} files), not read (only {where} is)"
-             for w, p in layouts[1:]]
+    notes = [
+        f"{benchmark}: split '{split}' is also in {w} ({len(p)} files), not read (only {where} is)"
+        for w, p in layouts[1:]
+    ]
     used = {Path(w) for w, _ in layouts}
     if benchmark != "gsm8k":
         for folder in _split_dirs_anywhere(root, names):
             if folder not in used:
-                notes.append(f"{benchmark}: {folder} ({len(_files_in(folder))} files) is not read: only {where} "
-                             f"is; to evaluate it give --data {benchmark}={folder.parent}")
-    seen: Dict[str, Path] = {}
+                notes.append(
+                    f"{benchmark}: {folder} ({len(_files_in(folder))} files) is not read: only {where} "
+                    f"is; to evaluate it give --data {benchmark}={folder.parent}"
+                )
+    seen: dict[str, Path] = {}
     for subject, path in pairs:
-        if benchmark != "gsm8k" and subject in seen and not (
-            where.endswith(".parquet") and seen[subject].parent == path.parent
+        if (
+            benchmark != "gsm8k"
+            and subject in seen
+            and not (where.endswith(".parquet") and seen[subject].parent == path.parent)
         ):
             raise EvalError(
                 f"{benchmark}: subject {subject!r} of split '{split}' is in two files, {seen[subject]} and {path}; "
@@ -220,7 +247,7 @@ def locate_split(root: Path, split: str, benchmark: str) -> Tuple[List[Tuple[str
     return pairs, notes
 
 
-def find_split_files(root: Path, split: str, benchmark: str) -> List[Tuple[str, Path]]:
+def find_split_files(root: Path, split: str, benchmark: str) -> list[tuple[str, Path]]:
     """(subject, file) pairs of one split under ``root``, sorted by subject then file name."""
     return locate_split(root, split, benchmark)[0]
 
@@ -263,8 +290,9 @@ def _read_table(path: Path):
         raise EvalError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except Exception as exc:  # pandas parser errors, broken parquet
         if "EOF inside string" in str(exc):
-            raise EvalError(f"{path}: the file ends inside a quoted field (cut off mid-row? get the complete "
-                            f"file)") from None
+            raise EvalError(
+                f"{path}: the file ends inside a quoted field (cut off mid-row? get the complete file)"
+            ) from None
         raise EvalError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).strip()})") from None
     columns = {}
     for col in frame.columns:
@@ -285,7 +313,7 @@ def _text(value: object) -> str:
     return str(value).replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
-def _require(path: Path, columns: List[str], required: Iterable[str], benchmark: str, original: List[str]) -> None:
+def _require(path: Path, columns: list[str], required: Iterable[str], benchmark: str, original: list[str]) -> None:
     for col in required:
         if col not in columns:
             shown = original
@@ -296,7 +324,7 @@ def _require(path: Path, columns: List[str], required: Iterable[str], benchmark:
             )
 
 
-def _ceval_mapping(root: Path) -> Dict[str, Tuple[str, str]]:
+def _ceval_mapping(root: Path) -> dict[str, tuple[str, str]]:
     mapping = dict(CEVAL_SUBJECTS)
     candidates = [root / "mapping.json"] + sorted(root.glob("*/mapping.json"))
     for path in candidates:
@@ -311,7 +339,7 @@ def _ceval_mapping(root: Path) -> Dict[str, Tuple[str, str]]:
     return mapping
 
 
-def _check_csv_rows(path: Path) -> List[int]:
+def _check_csv_rows(path: Path) -> list[int]:
     """Every row of a CSV file must have as many fields as its header: a file cut off mid-row (or a
     broken row) is reported as such, not as an empty answer. Returns the first line of each row."""
     import csv
@@ -336,21 +364,25 @@ def _check_csv_rows(path: Path) -> List[int]:
             last = n == len(rows) - 1
             raise EvalError(
                 f"{path}: line {line} has {len(row)} of the header's {len(header)} fields "
-                + ("(the file ends in the middle of this row: cut off while copying or downloading? "
-                   "get the complete file)" if last else "(a broken row: an unquoted line break or a missing comma)")
+                + (
+                    "(the file ends in the middle of this row: cut off while copying or downloading? "
+                    "get the complete file)"
+                    if last
+                    else "(a broken row: an unquoted line break or a missing comma)"
+                )
             )
         starts.append(line)
     return starts
 
 
-def _read_mc(benchmark: str, subject: str, path: Path, category: Optional[str]) -> List[Sample]:
+def _read_mc(benchmark: str, subject: str, path: Path, category: str | None) -> list[Sample]:
     lines = _check_csv_rows(path) if path.suffix.lower() == ".csv" else []
     rows, columns, original = _read_table(path)
     required = ["question", "a", "b", "c", "d", "answer"]
     _require(path, columns, required, benchmark, original)
     samples = []
     answers = [_text(row.get("answer")) for row in rows]
-    seen_ids: Dict[str, str] = {}
+    seen_ids: dict[str, str] = {}
     for i, row in enumerate(rows):
         if path.suffix.lower() == ".csv":
             where = f"{path}:line {lines[i] if i < len(lines) else i + 2}"
@@ -394,7 +426,7 @@ def _read_mc(benchmark: str, subject: str, path: Path, category: Optional[str]) 
     return samples
 
 
-def _read_gsm8k(path: Path) -> List[Sample]:
+def _read_gsm8k(path: Path) -> list[Sample]:
     rows, columns, original = _read_table(path)
     _require(path, columns, ["question", "answer"], "gsm8k", original)
     samples = []
@@ -416,7 +448,7 @@ def _read_gsm8k(path: Path) -> List[Sample]:
     return samples
 
 
-def load_split(benchmark: str, root: Path, split: str, notes: Optional[List[str]] = None) -> List[Sample]:
+def load_split(benchmark: str, root: Path, split: str, notes: list[str] | None = None) -> list[Sample]:
     """Every sample of one split of a benchmark stored under ``root`` (see :func:`locate_split`); what
     was found but not read is appended to ``notes``. Two questions with the same key (subject/id) are
     an error naming both files and lines: nothing is merged or dropped silently."""
@@ -427,7 +459,7 @@ def load_split(benchmark: str, root: Path, split: str, notes: Optional[List[str]
     files, found_notes = locate_split(root, split, info.name)
     if notes is not None:
         notes.extend(found_notes)
-    samples: List[Sample] = []
+    samples: list[Sample] = []
     if info.kind == "math":
         for n, (_, path) in enumerate(files):
             part = _read_gsm8k(path)
@@ -440,7 +472,7 @@ def load_split(benchmark: str, root: Path, split: str, notes: Optional[List[str]
         for subject, path in files:
             category = mapping.get(subject, (None, None))[1] if mapping else None
             samples.extend(_read_mc(info.name, subject, path, category))
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for s in samples:
         if s.key in seen:
             raise EvalError(
@@ -455,7 +487,7 @@ def load_split(benchmark: str, root: Path, split: str, notes: Optional[List[str]
 # where the data comes from
 
 
-def resolve_source(benchmark: str, source: Optional[str] = None, data_dir: Optional[str] = None) -> Path:
+def resolve_source(benchmark: str, source: str | None = None, data_dir: str | None = None) -> Path:
     """Local folder of a benchmark: ``source`` (a folder, or a hub dataset id), else ``data_dir/<name>``,
     else the benchmark's hub dataset (downloaded with huggingface_hub; needs network access)."""
     info = benchmark_info(benchmark)
@@ -530,25 +562,25 @@ class BenchmarkData:
     info: BenchmarkInfo
     split: str
     root: Path
-    samples: List[Sample]
-    shots: Dict[str, List[Sample]] = field(default_factory=dict)  # subject -> candidate few-shot examples
+    samples: list[Sample]
+    shots: dict[str, list[Sample]] = field(default_factory=dict)  # subject -> candidate few-shot examples
     n_before_sampling: int = 0  # questions in the split
     n_pool: int = 0  # questions left after --subjects, before --limit / --limit-per-subject
-    notes: List[str] = field(default_factory=list)  # what was found under the root but not read
+    notes: list[str] = field(default_factory=list)  # what was found under the root but not read
 
 
 LIMIT_MODES = ("random", "first")
 
 
 def select(
-    samples: List[Sample],
+    samples: list[Sample],
     benchmark: str,
-    subjects: Optional[Sequence[str]] = None,
-    limit: Optional[int] = None,
-    limit_per_subject: Optional[int] = None,
+    subjects: Sequence[str] | None = None,
+    limit: int | None = None,
+    limit_per_subject: int | None = None,
     seed: int = 42,
     limit_mode: str = "random",
-) -> List[Sample]:
+) -> list[Sample]:
     """Filter by subject, then keep ``limit_per_subject`` per subject and ``limit`` in all: a seeded
     uniform sample (``limit_mode="random"``) or the first ones in file order (``"first"``). The chosen
     samples keep file order either way."""
@@ -565,7 +597,7 @@ def select(
             wanted.append(subject)
         samples = [s for s in samples if s.subject in set(wanted)]
     if limit_per_subject is not None:
-        by_subject: Dict[str, List[int]] = {}
+        by_subject: dict[str, list[int]] = {}
         for i, s in enumerate(samples):
             by_subject.setdefault(s.subject, []).append(i)
         keep = []
@@ -591,12 +623,12 @@ def select(
 
 def load_benchmark(
     benchmark: str,
-    split: Optional[str] = None,
-    source: Optional[str] = None,
-    data_dir: Optional[str] = None,
-    subjects: Optional[Sequence[str]] = None,
-    limit: Optional[int] = None,
-    limit_per_subject: Optional[int] = None,
+    split: str | None = None,
+    source: str | None = None,
+    data_dir: str | None = None,
+    subjects: Sequence[str] | None = None,
+    limit: int | None = None,
+    limit_per_subject: int | None = None,
     seed: int = 42,
     few_shot: int = 0,
     limit_mode: str = "random",
@@ -604,7 +636,7 @@ def load_benchmark(
     info = benchmark_info(benchmark)
     split = split or info.default_split
     root = resolve_source(info.name, source, data_dir)
-    notes: List[str] = []
+    notes: list[str] = []
     all_samples = load_split(info.name, root, split, notes)
     if not all_samples:
         raise EvalError(f"{info.name}: split '{split}' under {root} has no rows")
@@ -630,7 +662,7 @@ def load_benchmark(
     return data
 
 
-def shots_for(sample: Sample, data: BenchmarkData, k: int) -> List[Sample]:
+def shots_for(sample: Sample, data: BenchmarkData, k: int) -> list[Sample]:
     """Up to ``k`` few-shot examples of the sample's subject, in file order, never the sample itself."""
     if k <= 0:
         return []

@@ -18,7 +18,6 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
 from .errors import EvalError
 
@@ -27,10 +26,10 @@ from .errors import EvalError
 class DeviationSample:
     prompt: str
     answer: str
-    system: Optional[str] = None
+    system: str | None = None
 
 
-def _record_pair(record: dict, where: str) -> Optional[DeviationSample]:
+def _record_pair(record: dict, where: str) -> DeviationSample | None:
     if not isinstance(record, dict):
         raise EvalError(f"{where}: expected an object, got {type(record).__name__}")
     if "instruction" in record and "output" in record:
@@ -70,7 +69,7 @@ def _record_pair(record: dict, where: str) -> Optional[DeviationSample]:
     )
 
 
-def load_deviation_data(path: str, limit: Optional[int] = None, seed: int = 42) -> List[DeviationSample]:
+def load_deviation_data(path: str, limit: int | None = None, seed: int = 42) -> list[DeviationSample]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise EvalError(f"deviation dataset {path} does not exist")
@@ -100,7 +99,7 @@ def load_deviation_data(path: str, limit: Optional[int] = None, seed: int = 42) 
     return samples
 
 
-def m_theta(policy: List[float], reference: List[float], lengths: List[int]) -> float:
+def m_theta(policy: list[float], reference: list[float], lengths: list[int]) -> float:
     """Eq. 8: mean over samples of (log pi_theta(y|x) - log pi_ref(y|x)) / m -- the training metric's own
     implementation (``llamafactory_minor_core.metrics``; imported here, so that loading data needs no torch)."""
     from llamafactory_minor_core.metrics import m_theta as core_m_theta

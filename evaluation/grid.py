@@ -38,8 +38,8 @@ class GridError(ValueError):
 @dataclass
 class Run:
     name: str
-    path: str                      # the output_dir the sweep writes and the evaluation reads
-    values: dict                   # axis -> value
+    path: str  # the output_dir the sweep writes and the evaluation reads
+    values: dict  # axis -> value
     recipe: str | None = None
     overrides: list[str] = field(default_factory=list)
 
@@ -69,8 +69,9 @@ def _format(template: str, values: dict, where: str) -> str:
     try:
         return str(template).format(**values)
     except KeyError as e:
-        raise GridError(f"{where}: the template {template!r} uses {{{e.args[0]}}}, which is not an axis of the grid") \
-            from None
+        raise GridError(
+            f"{where}: the template {template!r} uses {{{e.args[0]}}}, which is not an axis of the grid"
+        ) from None
 
 
 def _axes(grid: dict, where: str) -> dict:
@@ -98,8 +99,10 @@ def runs(path: str, data: dict | None = None) -> list[Run]:
             run_path = _format(grid["path"], values, where)
             name = _format(grid.get("name") or "{path}", dict(values, path=run_path), where)
             if run_path in seen:
-                raise GridError(f"{where}: runs {seen[run_path]!r} and {name!r} would both write {run_path}: add the "
-                                "axis that tells them apart to the path template")
+                raise GridError(
+                    f"{where}: runs {seen[run_path]!r} and {name!r} would both write {run_path}: add the "
+                    "axis that tells them apart to the path template"
+                )
             seen[run_path] = name
             recipe = _format(sweep["recipe"], values, f"{path}, sweep.recipe") if sweep.get("recipe") else None
             args = [f"{keys[k]}={v}" for k, v in values.items() if k in keys]
@@ -128,9 +131,11 @@ def eval_checkpoints(path: str, skip_missing: bool = False) -> tuple[list[dict],
     absent = missing(all_runs)
     if absent and not skip_missing:
         shown = "\n".join(f"  - {r.name}: {r.path}" for r in absent)
-        raise GridError(f"{len(absent)} of {len(all_runs)} runs of {path} have no checkpoint yet:\n{shown}\n"
-                        "train them (`llamafactory-minor sweep " + path + "`) or set `skip_missing: true` to "
-                        "evaluate the others")
+        raise GridError(
+            f"{len(absent)} of {len(all_runs)} runs of {path} have no checkpoint yet:\n{shown}\n"
+            "train them (`llamafactory-minor sweep " + path + "`) or set `skip_missing: true` to "
+            "evaluate the others"
+        )
     skipped = [f"{r.name}: {r.path} does not exist" for r in absent]
     keep = [dict(r.values, name=r.name, path=r.path) for r in all_runs if r not in absent]
     return keep, skipped

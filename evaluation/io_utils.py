@@ -11,5 +11,12 @@ from llamafactory_minor_core.io import (
     read_jsonl,
 )
 
-__all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "jsonl_text",
-           "read_json", "read_jsonl"]
+__all__ = [
+    "append_jsonl",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "jsonl_text",
+    "read_json",
+    "read_jsonl",
+]

@@ -30,8 +30,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from .backends.base import cut_at_stop
 from .errors import EvalError
@@ -49,8 +49,10 @@ def _lm_eval():
         import lm_eval  # noqa: F401
         from lm_eval.tasks import TaskManager
     except ImportError as exc:
-        raise EvalError(f"lm-eval-harness is not installed in this environment: pip install '{LMEVAL_SPEC}' "
-                        f"(or pip install -e '.[lmeval]'); import failed: {exc}") from None
+        raise EvalError(
+            f"lm-eval-harness is not installed in this environment: pip install '{LMEVAL_SPEC}' "
+            f"(or pip install -e '.[lmeval]'); import failed: {exc}"
+        ) from None
     return TaskManager
 
 
@@ -69,7 +71,7 @@ def task_manager(folders: Sequence[str] = ("ceval", "gsm8k")):
 # lm-eval tasks pointed at local files
 
 
-def ceval_subject_files(root: str, split: str = "val") -> List[Tuple[str, Path, Path]]:
+def ceval_subject_files(root: str, split: str = "val") -> list[tuple[str, Path, Path]]:
     """(subject, <root>/<split>/<subject>_<split>.csv, <root>/dev/<subject>_dev.csv) for every subject
     that has the split (and a dev file: lm-eval's few-shot split)."""
     root_p = Path(os.path.expanduser(root))
@@ -88,7 +90,7 @@ def ceval_subject_files(root: str, split: str = "val") -> List[Tuple[str, Path, 
     return found
 
 
-def ceval_task_spec(subject: str, val_file: Path, dev_file: Path) -> Dict[str, object]:
+def ceval_task_spec(subject: str, val_file: Path, dev_file: Path) -> dict[str, object]:
     return {
         "task": f"ceval-valid_{subject}",
         "dataset_path": "csv",
@@ -98,19 +100,23 @@ def ceval_task_spec(subject: str, val_file: Path, dev_file: Path) -> Dict[str, o
     }
 
 
-def gsm8k_task_spec(eval_file: Path, fewshot_file: Path, num_fewshot: int, max_gen_toks: int) -> Dict[str, object]:
+def gsm8k_task_spec(eval_file: Path, fewshot_file: Path, num_fewshot: int, max_gen_toks: int) -> dict[str, object]:
     return {
         "task": "gsm8k",
         "dataset_path": "json",
         "dataset_name": None,
         "dataset_kwargs": {"data_files": {"train": str(fewshot_file), "test": str(eval_file)}},
         "num_fewshot": int(num_fewshot),
-        "generation_kwargs": {"until": list(GSM8K_STOP), "do_sample": False, "temperature": 0.0,
-                              "max_gen_toks": int(max_gen_toks)},
+        "generation_kwargs": {
+            "until": list(GSM8K_STOP),
+            "do_sample": False,
+            "temperature": 0.0,
+            "max_gen_toks": int(max_gen_toks),
+        },
     }
 
 
-def group_spec(name: str, specs: List[Dict[str, object]]) -> Dict[str, object]:
+def group_spec(name: str, specs: list[dict[str, object]]) -> dict[str, object]:
     """lm-eval's group syntax: registered tasks listed with per-task overrides."""
     return {"group": name, "task": specs}
 
@@ -119,7 +125,7 @@ def group_spec(name: str, specs: List[Dict[str, object]]) -> Dict[str, object]:
 # extraction (ours, in lm-eval's definition)
 
 
-def flexible_extract(text: str) -> Optional[str]:
+def flexible_extract(text: str) -> str | None:
     """The last match of lm-eval's flexible-extract regex, cleaned like its exact match; None if none."""
     matches = FLEXIBLE_RE.findall(text or "")
     if not matches:
@@ -135,9 +141,11 @@ def clean_answer(text: str) -> str:
     return text.strip().lower()
 
 
-def ceval_lmeval_prompt(question: str, options: Dict[str, str], subject_zh: str) -> str:
-    return (f"以下是中国关于{subject_zh}的单项选择题，请选出其中的正确答案。\n\n"
-            f"{question.strip()}\nA. {options['A']}\nB. {options['B']}\nC. {options['C']}\nD. {options['D']}\n答案：")
+def ceval_lmeval_prompt(question: str, options: dict[str, str], subject_zh: str) -> str:
+    return (
+        f"以下是中国关于{subject_zh}的单项选择题，请选出其中的正确答案。\n\n"
+        f"{question.strip()}\nA. {options['A']}\nB. {options['B']}\nC. {options['C']}\nD. {options['D']}\n答案："
+    )
 
 
 def gsm8k_lmeval_prompt(question: str) -> str:
@@ -161,25 +169,34 @@ class Ours:
         for letter in "ABCD":
             ids = tok(" " + letter, add_special_tokens=False)["input_ids"]
             if len(ids) != 1:
-                raise EvalError(f"the tokenizer splits ' {letter}' into {len(ids)} tokens; the lm-eval format "
-                                "comparison needs single-token answers")
+                raise EvalError(
+                    f"the tokenizer splits ' {letter}' into {len(ids)} tokens; the lm-eval format "
+                    "comparison needs single-token answers"
+                )
             self.space_letters.append(list(ids))
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return list(self.backend.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def ceval(self, items: List[Tuple[str, object]]) -> List[Dict[str, object]]:
+    def ceval(self, items: list[tuple[str, object]]) -> list[dict[str, object]]:
         """items: (prompt text, sample). The letter with the highest log p(' X' | prompt)."""
         ids = [self.encode(p) for p, _ in items]
         scores = self.backend.choice_logprobs(ids, self.space_letters)
         out = []
         for (prompt, s), sc in zip(items, scores):
             best = max(range(4), key=lambda i: (sc[i], -i))
-            out.append({"prompt": prompt, "pred": "ABCD"[best], "gold": s.gold, "correct": "ABCD"[best] == s.gold,
-                        "scores": [round(v, 6) if math.isfinite(v) else None for v in sc]})
+            out.append(
+                {
+                    "prompt": prompt,
+                    "pred": "ABCD"[best],
+                    "gold": s.gold,
+                    "correct": "ABCD"[best] == s.gold,
+                    "scores": [round(v, 6) if math.isfinite(v) else None for v in sc],
+                }
+            )
         return out
 
-    def gsm8k(self, items: List[Tuple[str, object]], max_new_tokens: int) -> List[Dict[str, object]]:
+    def gsm8k(self, items: list[tuple[str, object]], max_new_tokens: int) -> list[dict[str, object]]:
         ids = [self.encode(p) for p, _ in items]
         texts = self.backend.generate(ids, max_new_tokens, stop=GSM8K_STOP)
         out = []
@@ -208,8 +225,9 @@ def load_ours(backend: str, model: str, batch_size: int = 8, dtype: str = "float
 # lm-eval's side
 
 
-def lmeval_model(backend: str, model: str, ours_backend=None, batch_size: int = 8, dtype: str = "float32",
-                 vllm_kwargs=None):
+def lmeval_model(
+    backend: str, model: str, ours_backend=None, batch_size: int = 8, dtype: str = "float32", vllm_kwargs=None
+):
     """lm-eval's own model class: HFLM around the model object our transformers backend loaded (same
     weights in memory), or lm-eval's vLLM wrapper with the same engine settings as ours."""
     _lm_eval()
@@ -217,33 +235,48 @@ def lmeval_model(backend: str, model: str, ours_backend=None, batch_size: int = 
         from lm_eval.models.huggingface import HFLM
 
         if ours_backend is not None:
-            return HFLM(pretrained=ours_backend.model, tokenizer=ours_backend.tokenizer, batch_size=batch_size,
-                        device="cpu")
+            return HFLM(
+                pretrained=ours_backend.model, tokenizer=ours_backend.tokenizer, batch_size=batch_size, device="cpu"
+            )
         return HFLM(pretrained=model, dtype=dtype, batch_size=batch_size, device="cpu")
     if backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        kwargs = dict(pretrained=model, dtype=dtype, enforce_eager=True, batch_size="auto",
-                      kv_cache_memory_bytes=1 << 30)
+        kwargs = dict(
+            pretrained=model, dtype=dtype, enforce_eager=True, batch_size="auto", kv_cache_memory_bytes=1 << 30
+        )
         kwargs.update(vllm_kwargs or {})
         return VLLM(**kwargs)
     raise EvalError(f"unknown backend {backend!r}; use transformers or vllm")
 
 
-def run_lmeval(lm, task_specs: List[Dict[str, object]], tm=None, samples: Optional[Dict[str, List[int]]] = None,
-               name: str = "lfm_local", **kwargs) -> Dict[str, object]:
+def run_lmeval(
+    lm,
+    task_specs: list[dict[str, object]],
+    tm=None,
+    samples: dict[str, list[int]] | None = None,
+    name: str = "lfm_local",
+    **kwargs,
+) -> dict[str, object]:
     """lm-eval's simple_evaluate on its tasks with local-file overrides; returns its result dict
     (``results`` per task, ``samples`` per task with per-document responses)."""
     _lm_eval()
     from lm_eval import simple_evaluate
 
     tm = tm or task_manager()
-    return simple_evaluate(model=lm, tasks=[group_spec(name, task_specs)], task_manager=tm, samples=samples,
-                           log_samples=True, bootstrap_iters=0, **kwargs)
+    return simple_evaluate(
+        model=lm,
+        tasks=[group_spec(name, task_specs)],
+        task_manager=tm,
+        samples=samples,
+        log_samples=True,
+        bootstrap_iters=0,
+        **kwargs,
+    )
 
 
-def _docs_by_filter(samples: List[dict], flt: Optional[str] = None) -> Dict[int, dict]:
+def _docs_by_filter(samples: list[dict], flt: str | None = None) -> dict[int, dict]:
     return {s["doc_id"]: s for s in samples if flt is None or s.get("filter") == flt}
 
 
@@ -251,17 +284,26 @@ def _docs_by_filter(samples: List[dict], flt: Optional[str] = None) -> Dict[int,
 # the cross-check
 
 
-def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_per_subject: Optional[int] = None,
-               ceval_subjects: Optional[Sequence[str]] = None, gsm8k_n: int = 0, gsm8k_split: str = "train",
-               gsm8k_max_new_tokens: int = 256, batch_size: int = 8, vllm_kwargs=None,
-               log=lambda m: print(m, file=sys.stderr, flush=True)) -> Dict[str, object]:
+def crosscheck(
+    model: str,
+    data_dir: str,
+    backend: str = "transformers",
+    ceval_per_subject: int | None = None,
+    ceval_subjects: Sequence[str] | None = None,
+    gsm8k_n: int = 0,
+    gsm8k_split: str = "train",
+    gsm8k_max_new_tokens: int = 256,
+    batch_size: int = 8,
+    vllm_kwargs=None,
+    log=lambda m: print(m, file=sys.stderr, flush=True),
+) -> dict[str, object]:
     """Run C-Eval val (lm-eval's ceval-valid tasks) and GSM8K (lm-eval's gsm8k, 0-shot) with lm-eval and
     with our evaluation in lm-eval's format on the same model; per-question agreement and timings."""
     from .ceval_subjects import CEVAL_SUBJECTS
     from .data import load_split
 
     data = Path(os.path.expanduser(data_dir))
-    report: Dict[str, object] = {"backend": backend, "model": model, "benchmarks": {}}
+    report: dict[str, object] = {"backend": backend, "model": model, "benchmarks": {}}
 
     # --- the questions (our loaders; lm-eval reads the same files through its tasks)
     ceval_items, ceval_specs, ceval_index = [], [], {}
@@ -273,7 +315,7 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
                 raise EvalError(f"C-Eval: no val file for {', '.join(unknown)} in {data / 'ceval'}")
             files = [f for f in files if f[0] in set(ceval_subjects)]
         samples = load_split("ceval", data / "ceval", "val")
-        by_subject: Dict[str, list] = {}
+        by_subject: dict[str, list] = {}
         for s in samples:
             by_subject.setdefault(s.subject, []).append(s)
         for subject, val_file, dev_file in files:
@@ -292,8 +334,14 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
         if not eval_file.is_file():
             raise EvalError(f"GSM8K: {eval_file} does not exist")
         rows = load_split("gsm8k", gsm_root, gsm8k_split)[: int(gsm8k_n)]
-        gsm_specs.append(gsm8k_task_spec(eval_file, gsm_root / "train.jsonl" if (gsm_root / "train.jsonl").is_file()
-                                         else eval_file, 0, gsm8k_max_new_tokens))
+        gsm_specs.append(
+            gsm8k_task_spec(
+                eval_file,
+                gsm_root / "train.jsonl" if (gsm_root / "train.jsonl").is_file() else eval_file,
+                0,
+                gsm8k_max_new_tokens,
+            )
+        )
         gsm_items = [("gsm8k", i, gsm8k_lmeval_prompt(s.question), s) for i, s in enumerate(rows)]
 
     if not ceval_items and not gsm_items:
@@ -323,12 +371,15 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
     if backend == "vllm":
         ours_backend.engine.close()
     t = time.time()
-    lm = lmeval_model(backend, model, ours_backend if backend == "transformers" else None, batch_size,
-                      vllm_kwargs=vllm_kwargs)
+    lm = lmeval_model(
+        backend, model, ours_backend if backend == "transformers" else None, batch_size, vllm_kwargs=vllm_kwargs
+    )
     report["lmeval_load_s"] = round(time.time() - t, 1)
     theirs = {}
-    for bench, specs, index in (("ceval", ceval_specs, ceval_index),
-                                ("gsm8k", gsm_specs, {"gsm8k": list(range(len(gsm_items)))})):
+    for bench, specs, index in (
+        ("ceval", ceval_specs, ceval_index),
+        ("gsm8k", gsm_specs, {"gsm8k": list(range(len(gsm_items)))}),
+    ):
         if not specs:
             continue
         t = time.time()
@@ -354,11 +405,27 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
             correct_o += mine["correct"]
             correct_t += bool(doc["acc"])
             if pred != mine["pred"] or ctx != prompt:
-                diffs.append({"task": task, "doc": i, "ours": mine["pred"], "lmeval": pred, "same_prompt": ctx == prompt,
-                              "ours_scores": mine["scores"], "lmeval_ll": [round(v, 6) for v in lls]})
+                diffs.append(
+                    {
+                        "task": task,
+                        "doc": i,
+                        "ours": mine["pred"],
+                        "lmeval": pred,
+                        "same_prompt": ctx == prompt,
+                        "ours_scores": mine["scores"],
+                        "lmeval_ll": [round(v, 6) for v in lls],
+                    }
+                )
         n = len(ceval_items)
-        report["benchmarks"]["ceval"].update(n=n, agree=agree, agreement=agree / n, same_prompt=same_prompt,
-                                             ours_acc=correct_o / n, lmeval_acc=correct_t / n, diffs=diffs[:20])
+        report["benchmarks"]["ceval"].update(
+            n=n,
+            agree=agree,
+            agreement=agree / n,
+            same_prompt=same_prompt,
+            ours_acc=correct_o / n,
+            lmeval_acc=correct_t / n,
+            diffs=diffs[:20],
+        )
     if gsm_items:
         docs = _docs_by_filter(theirs["gsm8k"]["samples"]["gsm8k"], "flexible-extract")
         raw = _docs_by_filter(theirs["gsm8k"]["samples"]["gsm8k"], "strict-match")
@@ -375,12 +442,27 @@ def crosscheck(model: str, data_dir: str, backend: str = "transformers", ceval_p
             correct_o += mine["correct"]
             correct_t += bool(doc["exact_match"])
             if pred != mine["pred"]:
-                diffs.append({"doc": i, "ours": mine["pred"], "lmeval": pred, "ours_text": mine["output"][-200:],
-                              "lmeval_text": text[-200:]})
+                diffs.append(
+                    {
+                        "doc": i,
+                        "ours": mine["pred"],
+                        "lmeval": pred,
+                        "ours_text": mine["output"][-200:],
+                        "lmeval_text": text[-200:],
+                    }
+                )
         n = len(gsm_items)
-        report["benchmarks"]["gsm8k"].update(n=n, agree=agree, agreement=agree / n, same_text=same_text,
-                                             same_prompt=same_prompt, ours_acc=correct_o / n, lmeval_acc=correct_t / n,
-                                             max_new_tokens=gsm8k_max_new_tokens, diffs=diffs[:20])
+        report["benchmarks"]["gsm8k"].update(
+            n=n,
+            agree=agree,
+            agreement=agree / n,
+            same_text=same_text,
+            same_prompt=same_prompt,
+            ours_acc=correct_o / n,
+            lmeval_acc=correct_t / n,
+            max_new_tokens=gsm8k_max_new_tokens,
+            diffs=diffs[:20],
+        )
     for b in report["benchmarks"].values():
         if b.get("ours_s") and b.get("lmeval_s"):
             b["speedup"] = round(b["lmeval_s"] / b["ours_s"], 2)
@@ -395,7 +477,7 @@ def _close_lmeval_vllm(lm) -> None:
     shutdown_llm(getattr(lm, "model", None))
 
 
-def format_report(rep: Dict[str, object]) -> str:
+def format_report(rep: dict[str, object]) -> str:
     lines = [f"lm-eval-harness cross-check, backend {rep['backend']}, model {rep['model']}"]
     for name, b in rep["benchmarks"].items():
         if "n" not in b:
@@ -405,13 +487,16 @@ def format_report(rep: Dict[str, object]) -> str:
             f"  {name}: {b['n']} questions, predictions agree {b['agree']}/{b['n']} ({100 * b['agreement']:.1f}%), "
             f"same prompt {b['same_prompt']}/{b['n']}{extra}; accuracy ours {100 * b['ours_acc']:.2f}% vs lm-eval "
             f"{100 * b['lmeval_acc']:.2f}%; time ours {b['ours_s']}s vs lm-eval {b['lmeval_s']}s "
-            f"(ours/theirs throughput {b.get('speedup', float('nan'))}x)")
+            f"(ours/theirs throughput {b.get('speedup', float('nan'))}x)"
+        )
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m llamafactory_minor_eval.lmeval_bridge",
-                                description="Cross-check our evaluation against lm-eval-harness on local data.")
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m llamafactory_minor_eval.lmeval_bridge",
+        description="Cross-check our evaluation against lm-eval-harness on local data.",
+    )
     p.add_argument("--model", required=True, help="HF model folder")
     p.add_argument("--data-dir", required=True, help="folder with ceval/ (val + dev) and gsm8k/")
     p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
@@ -424,9 +509,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--json", default=None, help="write the report here")
     args = p.parse_args(argv)
     try:
-        rep = crosscheck(args.model, args.data_dir, args.backend, args.ceval_per_subject,
-                         args.ceval_subjects.split(",") if args.ceval_subjects else None, args.gsm8k, args.gsm8k_split,
-                         args.gsm8k_max_new_tokens, args.batch_size)
+        rep = crosscheck(
+            args.model,
+            args.data_dir,
+            args.backend,
+            args.ceval_per_subject,
+            args.ceval_subjects.split(",") if args.ceval_subjects else None,
+            args.gsm8k,
+            args.gsm8k_split,
+            args.gsm8k_max_new_tokens,
+            args.batch_size,
+        )
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,9 +19,9 @@ Offline, every task can be pointed at local files in the hub datasets' own row f
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import EvalError
 from .io_utils import atomic_write_json, atomic_write_text, jsonl_text, read_json
@@ -37,8 +37,8 @@ class LmEvalTask:
     num_fewshot: int
     metric: str  # e.g. "acc_norm", "acc", "exact_match"
     filter: str = "none"  # lm-eval's filter name, e.g. "flexible-extract"
-    subtasks: Optional[List[str]] = None  # e.g. a few mmlu_<subject> instead of the whole mmlu group
-    overrides: Dict[str, object] = field(default_factory=dict)  # per-task config overrides (local data)
+    subtasks: list[str] | None = None  # e.g. a few mmlu_<subject> instead of the whole mmlu group
+    overrides: dict[str, object] = field(default_factory=dict)  # per-task config overrides (local data)
 
     @property
     def column(self) -> str:
@@ -50,7 +50,7 @@ class LmEvalTask:
         return f"{self.task} {self.num_fewshot}-shot {self.metric}{extra} [lm-eval]"
 
     @property
-    def chance(self) -> Optional[float]:
+    def chance(self) -> float | None:
         """Score of a uniform guess (the chart's chance line), when the task has a fixed number of options."""
         return CHANCE.get(self.task)
 
@@ -77,11 +77,17 @@ LOCAL_LAYOUT = {
     "gsm8k": ("gsm8k", "json", {"train": "train", "test": "test"}),
     "mmlu": ("mmlu", "json", {"test": "test", "validation": "validation", "dev": "dev"}),
 }
-TASK_FOLDERS = {"arc_challenge": "arc", "hellaswag": "hellaswag", "truthfulqa_mc2": "truthfulqa",
-                "winogrande": "winogrande", "gsm8k": "gsm8k", "mmlu": "mmlu"}
+TASK_FOLDERS = {
+    "arc_challenge": "arc",
+    "hellaswag": "hellaswag",
+    "truthfulqa_mc2": "truthfulqa",
+    "winogrande": "winogrande",
+    "gsm8k": "gsm8k",
+    "mmlu": "mmlu",
+}
 
 
-def suite_from_names(names: Sequence[str]) -> List[LmEvalTask]:
+def suite_from_names(names: Sequence[str]) -> list[LmEvalTask]:
     """``arc_challenge`` (PoFT's shots and metric), ``arc_challenge@2`` (other shots), ``mmlu:anatomy,virology``
     (only these MMLU subjects)."""
     known = {t.task: t for t in POFT_SUITE}
@@ -90,8 +96,10 @@ def suite_from_names(names: Sequence[str]) -> List[LmEvalTask]:
         name, _, shots = str(raw).strip().partition("@")
         name, _, subs = name.partition(":")
         if name not in known:
-            raise EvalError(f"unknown lm-eval task {name!r}; this runner knows {', '.join(known)} "
-                            "(name[@shots], mmlu:subject,subject[@shots])")
+            raise EvalError(
+                f"unknown lm-eval task {name!r}; this runner knows {', '.join(known)} "
+                "(name[@shots], mmlu:subject,subject[@shots])"
+            )
         if shots and not shots.strip().isdigit():
             raise EvalError(f"lm-eval task {raw!r}: the shots after @ must be a whole number >= 0, got {shots!r}")
         base = known[name]
@@ -106,12 +114,12 @@ def suite_from_names(names: Sequence[str]) -> List[LmEvalTask]:
     return out
 
 
-def parse_task_list(value) -> List[str]:
+def parse_task_list(value) -> list[str]:
     """``"arc_challenge,hellaswag@10,mmlu:anatomy,virology@5"`` (or a list of such strings) -> one entry per
     task: after ``mmlu:``, names that are not tasks are its subjects."""
     items = value if isinstance(value, (list, tuple)) else [value]
     known = {t.task for t in POFT_SUITE}
-    out: List[str] = []
+    out: list[str] = []
     for item in items:
         for token in str(item).split(","):
             token = token.strip()
@@ -125,7 +133,7 @@ def parse_task_list(value) -> List[str]:
     return out
 
 
-def local_data_overrides(task: LmEvalTask, data_dir: str) -> Dict[str, Dict[str, object]]:
+def local_data_overrides(task: LmEvalTask, data_dir: str) -> dict[str, dict[str, object]]:
     """Per lm-eval task name: overrides pointing it at ``<data_dir>/<folder>/<split>.jsonl`` (MMLU:
     ``<data_dir>/mmlu/<subject>/<split>.jsonl``). Missing files are an error naming them."""
     folder, fmt, splits = LOCAL_LAYOUT[task.task]
@@ -141,20 +149,22 @@ def local_data_overrides(task: LmEvalTask, data_dir: str) -> Dict[str, Dict[str,
         task.subtasks = targets
     out = {}
     for name in targets:
-        base = root / name[len("mmlu_"):] if task.task == "mmlu" else root
-        files = {split: str(base / f"{stem}.jsonl") for split, stem in splits.items() if (base / f"{stem}.jsonl").is_file()}
+        base = root / name[len("mmlu_") :] if task.task == "mmlu" else root
+        files = {
+            split: str(base / f"{stem}.jsonl") for split, stem in splits.items() if (base / f"{stem}.jsonl").is_file()
+        }
         if not files:
             raise EvalError(f"lm-eval task {name}: no {', '.join(s + '.jsonl' for s in splits.values())} in {base}")
         out[name] = {"dataset_path": fmt, "dataset_name": None, "dataset_kwargs": {"data_files": files}}
     return out
 
 
-def _task_specs(task: LmEvalTask, data_dir: Optional[str]) -> List[Dict[str, object]]:
+def _task_specs(task: LmEvalTask, data_dir: str | None) -> list[dict[str, object]]:
     names = task.subtasks or [task.task]
     local = local_data_overrides(task, data_dir) if data_dir else {}
     specs = []
-    for name in (local.keys() if local else names):
-        spec: Dict[str, object] = {"task": name, "num_fewshot": task.num_fewshot}
+    for name in local.keys() if local else names:
+        spec: dict[str, object] = {"task": name, "num_fewshot": task.num_fewshot}
         spec.update(local.get(name, {}))
         spec.update(task.overrides)
         specs.append(spec)
@@ -164,14 +174,30 @@ def _task_specs(task: LmEvalTask, data_dir: Optional[str]) -> List[Dict[str, obj
 # ----------------------------------------------------------------------------------------------------
 
 
-def _fingerprint(ckpt, task: LmEvalTask, backend: str, data_dir: Optional[str], limit: Optional[int],
-                 dtype: str = "float32", gen_kwargs: Optional[dict] = None) -> dict:
+def _fingerprint(
+    ckpt,
+    task: LmEvalTask,
+    backend: str,
+    data_dir: str | None,
+    limit: int | None,
+    dtype: str = "float32",
+    gen_kwargs: dict | None = None,
+) -> dict:
     import lm_eval
 
-    fp = {"checkpoint": ckpt.identity(), "lmeval_task": task.task, "subtasks": task.subtasks,
-          "num_fewshot": task.num_fewshot, "metric": task.metric, "filter": task.filter, "backend": backend,
-          "data": str(Path(os.path.expanduser(data_dir)).resolve()) if data_dir else "hub", "limit": limit,
-          "dtype": dtype, "lm_eval": lm_eval.__version__}
+    fp = {
+        "checkpoint": ckpt.identity(),
+        "lmeval_task": task.task,
+        "subtasks": task.subtasks,
+        "num_fewshot": task.num_fewshot,
+        "metric": task.metric,
+        "filter": task.filter,
+        "backend": backend,
+        "data": str(Path(os.path.expanduser(data_dir)).resolve()) if data_dir else "hub",
+        "limit": limit,
+        "dtype": dtype,
+        "lm_eval": lm_eval.__version__,
+    }
     if task.overrides:
         fp["overrides"] = json.loads(json.dumps(task.overrides, sort_keys=True, default=str))
     if gen_kwargs and task.task == "gsm8k":  # only generation tasks take them
@@ -179,7 +205,7 @@ def _fingerprint(ckpt, task: LmEvalTask, backend: str, data_dir: Optional[str], 
     return fp
 
 
-def _interval(values: List[float]) -> Optional[List[float]]:
+def _interval(values: list[float]) -> list[float] | None:
     """95% interval of a mean score: Wilson for 0/1 scores (acc, acc_norm, exact_match), else the normal
     approximation mean +- 1.96 sd / sqrt(n), clipped to [0, 1] (TruthfulQA mc2's per-question scores)."""
     from .metrics import Z95, wilson_interval
@@ -191,7 +217,7 @@ def _interval(values: List[float]) -> Optional[List[float]]:
         return list(wilson_interval(int(sum(values)), n))
     mean = sum(values) / n
     sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
-    half = Z95 * sd / n ** 0.5
+    half = Z95 * sd / n**0.5
     return [max(0.0, mean - half), min(1.0, mean + half)]
 
 
@@ -199,23 +225,33 @@ def _lm(ckpt, backend: str, batch_size: int, dtype: str):
     if backend == "transformers":
         from lm_eval.models.huggingface import HFLM
 
-        kwargs = dict(pretrained=os.path.expanduser(ckpt.model_path), batch_size=batch_size, dtype=dtype,
-                      device="cpu" if not _cuda() else "cuda")
+        kwargs = dict(
+            pretrained=os.path.expanduser(ckpt.model_path),
+            batch_size=batch_size,
+            dtype=dtype,
+            device="cpu" if not _cuda() else "cuda",
+        )
         if ckpt.adapter:
             kwargs["peft"] = os.path.expanduser(ckpt.adapter)
         return HFLM(**kwargs)
     if backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
-        kwargs = dict(pretrained=os.path.expanduser(ckpt.model_path), dtype="float32" if not _cuda() else "auto",
-                      batch_size="auto", enforce_eager=True)
+        kwargs = dict(
+            pretrained=os.path.expanduser(ckpt.model_path),
+            dtype="float32" if not _cuda() else "auto",
+            batch_size="auto",
+            enforce_eager=True,
+        )
         if not _cuda():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             kwargs["kv_cache_memory_bytes"] = 1 << 30
         if ckpt.adapter:
             from .models import adapter_rank
 
-            kwargs.update(lora_local_path=os.path.expanduser(ckpt.adapter), max_lora_rank=max(8, adapter_rank(ckpt.adapter)))
+            kwargs.update(
+                lora_local_path=os.path.expanduser(ckpt.adapter), max_lora_rank=max(8, adapter_rank(ckpt.adapter))
+            )
         return VLLM(**kwargs)
     raise EvalError(f"unknown backend {backend!r}")
 
@@ -247,10 +283,18 @@ def _metrics_from(result: dict, task: LmEvalTask, ckpt_name: str, backend: str, 
         config = (result.get("configs") or {}).get(name) or {}
         split = config.get("test_split") or config.get("validation_split") or split  # lm-eval's order
         for s in docs:
-            records.append({"key": f"{name}/{s['doc_id']}", "benchmark": task.column, "subject": name,
-                            "id": str(s["doc_id"]), "gold": json.loads(json.dumps(s.get("target"), default=str)),
-                            "output": json.loads(json.dumps(s.get("filtered_resps"), default=str)),
-                            "correct": float(s[task.metric]), "mode": f"lm-eval {task.metric}"})
+            records.append(
+                {
+                    "key": f"{name}/{s['doc_id']}",
+                    "benchmark": task.column,
+                    "subject": name,
+                    "id": str(s["doc_id"]),
+                    "gold": json.loads(json.dumps(s.get("target"), default=str)),
+                    "output": json.loads(json.dumps(s.get("filtered_resps"), default=str)),
+                    "correct": float(s[task.metric]),
+                    "mode": f"lm-eval {task.metric}",
+                }
+            )
     n = sum(s["n"] for s in subjects.values())
     correct = sum(s["correct"] for s in subjects.values())
     macro_ci = None
@@ -259,31 +303,54 @@ def _metrics_from(result: dict, task: LmEvalTask, ckpt_name: str, backend: str, 
 
         macro_ci = list(bootstrap_macro_interval([(int(s["correct"]), s["n"]) for s in subjects.values()]))
     metrics = {
-        "source": "lm-eval", "lmeval_task": task.task, "metric": task.metric, "filter": task.filter,
+        "source": "lm-eval",
+        "lmeval_task": task.task,
+        "metric": task.metric,
+        "filter": task.filter,
         "chance": task.chance,
-        "n": n, "correct": int(correct) if float(correct).is_integer() else round(correct, 6), "accuracy": correct / n if n else 0.0, "ci95": _interval(all_values),
+        "n": n,
+        "correct": int(correct) if float(correct).is_integer() else round(correct, 6),
+        "accuracy": correct / n if n else 0.0,
+        "ci95": _interval(all_values),
         "macro_accuracy": sum(s["accuracy"] for s in subjects.values()) / len(subjects) if subjects else 0.0,
         "macro_ci95": macro_ci if len(subjects) > 1 else _interval(all_values),
-        "unparsed": 0, "n_subjects": len(subjects), "subjects": subjects, "categories": {},
-        "checkpoint": ckpt_name, "benchmark": task.column, "title": task.title, "mode": f"lm-eval {task.metric}",
+        "unparsed": 0,
+        "n_subjects": len(subjects),
+        "subjects": subjects,
+        "categories": {},
+        "checkpoint": ckpt_name,
+        "benchmark": task.column,
+        "title": task.title,
+        "mode": f"lm-eval {task.metric}",
         "parser": f"lm-eval {task.filter}" if task.filter != "none" else f"lm-eval {task.metric}",
-        "split": split or "", "few_shot": task.num_fewshot, "backend": {"backend": f"lm-eval {backend}"},
-        "elapsed_s": round(elapsed, 2), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "split": split or "",
+        "few_shot": task.num_fewshot,
+        "backend": {"backend": f"lm-eval {backend}"},
+        "elapsed_s": round(elapsed, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "lmeval_results": {k: result["results"][k] for k in names},
     }
     return metrics, records
 
 
-def plan_pairs(ckpt, tasks: List[LmEvalTask], output_dir: str, backend: str = "transformers",
-               data_dir: Optional[str] = None, dtype: str = "float32", limit: Optional[int] = None,
-               gen_kwargs: Optional[dict] = None, overwrite: bool = False) -> tuple:
+def plan_pairs(
+    ckpt,
+    tasks: list[LmEvalTask],
+    output_dir: str,
+    backend: str = "transformers",
+    data_dir: str | None = None,
+    dtype: str = "float32",
+    limit: int | None = None,
+    gen_kwargs: dict | None = None,
+    overwrite: bool = False,
+) -> tuple:
     """(done {column: metrics}, pending [(task, specs, pair folder, fingerprint)]) of one checkpoint.
     Results in the folder made with other settings are an error naming the differing keys (unless
     ``overwrite``); missing local data files too. Loads no model."""
     from .models import safe_name
 
     folder = Path(os.path.expanduser(output_dir)) / safe_name(ckpt.name)
-    done: Dict[str, dict] = {}
+    done: dict[str, dict] = {}
     pending = []
     for task in tasks:
         specs = _task_specs(task, data_dir)  # resolves mmlu's sub-tasks before the fingerprint
@@ -292,8 +359,10 @@ def plan_pairs(ckpt, tasks: List[LmEvalTask], output_dir: str, backend: str = "t
         old = read_json(pair / "fingerprint.json") if (pair / "fingerprint.json").is_file() else None
         if old is not None and old != fp and not overwrite:
             diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
-            raise EvalError(f"{pair} holds lm-eval results made with other settings (different: {', '.join(diff)}); "
-                            "use --overwrite to redo them, or another --output-dir")
+            raise EvalError(
+                f"{pair} holds lm-eval results made with other settings (different: {', '.join(diff)}); "
+                "use --overwrite to redo them, or another --output-dir"
+            )
         if old == fp and (pair / "metrics.json").is_file() and (pair / "samples.jsonl").is_file():
             done[task.column] = read_json(pair / "metrics.json")
             continue
@@ -301,17 +370,27 @@ def plan_pairs(ckpt, tasks: List[LmEvalTask], output_dir: str, backend: str = "t
     return done, pending
 
 
-def new_task_manager(tasks: List[LmEvalTask]):
+def new_task_manager(tasks: list[LmEvalTask]):
     """lm-eval's TaskManager over the task folders of ``tasks`` only (shared by every checkpoint)."""
     from .lmeval_bridge import task_manager
 
     return task_manager(sorted({TASK_FOLDERS[t.task] for t in tasks}))
 
 
-def run_suite(checkpoints, tasks: List[LmEvalTask], output_dir: str, backend: str = "transformers",
-              data_dir: Optional[str] = None, batch_size: int = 8, dtype: str = "float32", limit: Optional[int] = None,
-              overwrite: bool = False, log: Callable[[str], None] = print, gen_kwargs: Optional[dict] = None,
-              tm=None) -> Dict[str, Dict[str, dict]]:
+def run_suite(
+    checkpoints,
+    tasks: list[LmEvalTask],
+    output_dir: str,
+    backend: str = "transformers",
+    data_dir: str | None = None,
+    batch_size: int = 8,
+    dtype: str = "float32",
+    limit: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    gen_kwargs: dict | None = None,
+    tm=None,
+) -> dict[str, dict[str, dict]]:
     """Every (checkpoint, task) pair not done yet; returns {checkpoint name: {column: metrics}}.
 
     ``limit``: lm-eval's own (the first N documents of each task / MMLU subject); ``gen_kwargs``: lm-eval's
@@ -321,7 +400,7 @@ def run_suite(checkpoints, tasks: List[LmEvalTask], output_dir: str, backend: st
     _lm_eval()
     from lm_eval import simple_evaluate
 
-    done: Dict[str, Dict[str, dict]] = {}
+    done: dict[str, dict[str, dict]] = {}
     for ckpt in checkpoints:
         finished, pending = plan_pairs(ckpt, tasks, output_dir, backend, data_dir, dtype, limit, gen_kwargs, overwrite)
         for task in tasks:
@@ -338,14 +417,22 @@ def run_suite(checkpoints, tasks: List[LmEvalTask], output_dir: str, backend: st
             for task, specs, pair, fp in pending:
                 t0 = time.time()
                 try:
-                    result = simple_evaluate(model=lm, tasks=[group_spec(f"lfm_{task.task}", specs)], task_manager=tm,
-                                             num_fewshot=None, limit=limit, log_samples=True, bootstrap_iters=0,
-                                             gen_kwargs=dict(gen_kwargs) if gen_kwargs else None)
+                    result = simple_evaluate(
+                        model=lm,
+                        tasks=[group_spec(f"lfm_{task.task}", specs)],
+                        task_manager=tm,
+                        num_fewshot=None,
+                        limit=limit,
+                        log_samples=True,
+                        bootstrap_iters=0,
+                        gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
+                    )
                 except (KeyboardInterrupt, EvalError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - lm-eval's errors (missing data, hub offline) in one line
-                    raise EvalError(f"lm-eval failed on {ckpt.name} | {task.title}: {type(exc).__name__}: "
-                                    f"{str(exc).strip()[:400]}") from None
+                    raise EvalError(
+                        f"lm-eval failed on {ckpt.name} | {task.title}: {type(exc).__name__}: {str(exc).strip()[:400]}"
+                    ) from None
                 metrics, records = _metrics_from(result, task, ckpt.name, backend, time.time() - t0)
                 pair.mkdir(parents=True, exist_ok=True)
                 (pair / "metrics.json").unlink(missing_ok=True)  # never old metrics beside a new fingerprint

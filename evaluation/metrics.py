@@ -12,15 +12,17 @@ unparsed counts, which parser rule answered, and 95% confidence intervals.
 
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 Z95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 2000
-CI_METHODS = {"accuracy": "Wilson score interval, 95%", "macro_accuracy":
-              f"percentile bootstrap within subjects, {BOOTSTRAP_RESAMPLES} resamples, seed 0, 95%"}
+CI_METHODS = {
+    "accuracy": "Wilson score interval, 95%",
+    "macro_accuracy": f"percentile bootstrap within subjects, {BOOTSTRAP_RESAMPLES} resamples, seed 0, 95%",
+}
 
 
-def wilson_interval(correct: int, n: int, z: float = Z95) -> Tuple[float, float]:
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     if n <= 0:
         return 0.0, 0.0
     p = correct / n
@@ -31,8 +33,9 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> Tuple[float, float]
     return (0.0 if correct == 0 else lo), (1.0 if correct == n else hi)  # exact at the ends (no 5e-17)
 
 
-def bootstrap_macro_interval(groups: Sequence[Tuple[int, int]], resamples: int = BOOTSTRAP_RESAMPLES,
-                             seed: int = 0) -> Tuple[float, float]:
+def bootstrap_macro_interval(
+    groups: Sequence[tuple[int, int]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile interval of the mean of per-group accuracies; ``groups`` = [(correct, n)]."""
     groups = [(c, n) for c, n in groups if n > 0]
     if not groups:
@@ -48,9 +51,9 @@ def bootstrap_macro_interval(groups: Sequence[Tuple[int, int]], resamples: int =
     return float(lo), float(hi)
 
 
-def _accumulate(records: List[dict], correct_key: str, parsed_key: str):
-    subjects: "OrderedDict[str, Dict[str, object]]" = OrderedDict()
-    categories: "OrderedDict[str, Dict[str, object]]" = OrderedDict()
+def _accumulate(records: list[dict], correct_key: str, parsed_key: str):
+    subjects: OrderedDict[str, dict[str, object]] = OrderedDict()
+    categories: OrderedDict[str, dict[str, object]] = OrderedDict()
     for rec in records:
         ok = bool(rec.get(correct_key))
         sub = subjects.setdefault(rec["subject"], {"n": 0, "correct": 0, "unparsed": 0})
@@ -88,16 +91,17 @@ def _accumulate(records: List[dict], correct_key: str, parsed_key: str):
     return out, subjects, categories
 
 
-def compute_metrics(records: List[dict]) -> Dict[str, object]:
+def compute_metrics(records: list[dict]) -> dict[str, object]:
     """Micro accuracy (share of all questions), macro accuracy (mean of the per-subject accuracies),
     unparsed count, 95% intervals, per subject and per category; GSM8K also ``flexible``."""
     top, subjects, categories = _accumulate(records, "correct", "parsed")
-    top.update(n_subjects=len(subjects), subjects=dict(subjects), categories=dict(categories),
-               ci_method=dict(CI_METHODS))
+    top.update(
+        n_subjects=len(subjects), subjects=dict(subjects), categories=dict(categories), ci_method=dict(CI_METHODS)
+    )
     parsers = sorted({str(r["parser"]) for r in records if r.get("parser")})
     if parsers:
         top["parser"] = parsers[0] if len(parsers) == 1 else parsers
-    rules: Dict[str, int] = {}
+    rules: dict[str, int] = {}
     for r in records:
         if r.get("parse_rule"):
             rules[r["parse_rule"]] = rules.get(r["parse_rule"], 0) + 1
@@ -110,6 +114,6 @@ def compute_metrics(records: List[dict]) -> Dict[str, object]:
     return top
 
 
-def chance_level(benchmark_kind: str) -> Optional[float]:
+def chance_level(benchmark_kind: str) -> float | None:
     """Accuracy of guessing: 1/4 for four-option multiple choice, none for GSM8K."""
     return 0.25 if benchmark_kind == "mc" else None

@@ -12,7 +12,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from .errors import EvalError
 
@@ -21,10 +20,10 @@ from .errors import EvalError
 class Checkpoint:
     name: str
     path: str  # model folder / hub id, or the adapter folder
-    base: Optional[str] = None  # base model of an adapter
-    adapter: Optional[str] = None  # set when ``path`` is an adapter
-    ref: Optional[str] = None  # reference model for m_theta (checkpoint name or model path)
-    meta: Dict[str, object] = field(default_factory=dict)  # free-form: method, lr, beta ... (shown in the CSV)
+    base: str | None = None  # base model of an adapter
+    adapter: str | None = None  # set when ``path`` is an adapter
+    ref: str | None = None  # reference model for m_theta (checkpoint name or model path)
+    meta: dict[str, object] = field(default_factory=dict)  # free-form: method, lr, beta ... (shown in the CSV)
 
     @property
     def model_path(self) -> str:
@@ -35,11 +34,11 @@ class Checkpoint:
     def kind(self) -> str:
         return "lora" if self.adapter else "full"
 
-    def identity(self) -> Dict[str, Optional[str]]:
+    def identity(self) -> dict[str, str | None]:
         return {"model": _abs(self.model_path), "adapter": _abs(self.adapter) if self.adapter else None}
 
 
-def _abs(path: Optional[str]) -> Optional[str]:
+def _abs(path: str | None) -> str | None:
     if path is None:
         return None
     return str(Path(os.path.expanduser(path)).resolve()) if os.path.exists(os.path.expanduser(path)) else path
@@ -109,10 +108,10 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
-_HUB_STATE: Dict[str, Optional[str]] = {}
+_HUB_STATE: dict[str, str | None] = {}
 
 
-def _hub_offline_reason() -> Optional[str]:
+def _hub_offline_reason() -> str | None:
     """Why the Hugging Face hub cannot be used (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set, or no
     connection to its host within 3 s), or None when it can. Checked once per process."""
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -170,12 +169,12 @@ def resolve_checkpoint(ckpt: Checkpoint) -> Checkpoint:
     return ckpt
 
 
-def _lora_shapes(adapter: str) -> Dict[str, Dict[str, int]]:
+def _lora_shapes(adapter: str) -> dict[str, dict[str, int]]:
     """module name -> {"in": in_features, "out": out_features} read from the adapter's weights header."""
     folder = os.path.expanduser(adapter)
-    shapes: Dict[str, Dict[str, int]] = {}
+    shapes: dict[str, dict[str, int]] = {}
     st = os.path.join(folder, "adapter_model.safetensors")
-    tensors: Dict[str, List[int]] = {}
+    tensors: dict[str, list[int]] = {}
     if os.path.isfile(st):
         with open(st, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
@@ -239,7 +238,7 @@ def check_adapter_fits(adapter: str, base: str) -> None:
             )
 
 
-def _adapter_base_name(adapter: str) -> Optional[str]:
+def _adapter_base_name(adapter: str) -> str | None:
     try:
         with open(os.path.join(os.path.expanduser(adapter), "adapter_config.json"), encoding="utf-8") as f:
             return json.load(f).get("base_model_name_or_path")

@@ -13,22 +13,23 @@ file decides), ``noflag`` (``--no-x`` / ``store_false``); ``list`` (comma-separa
 """
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from .data import BENCHMARKS
 
 
 @dataclass(frozen=True)
 class Option:
-    key: Optional[str]  # RunConfig field / YAML key; None for the command's own options
-    flags: Tuple[str, ...]
+    key: str | None  # RunConfig field / YAML key; None for the command's own options
+    flags: tuple[str, ...]
     group: str
     kind: str
     help: str
-    metavar: Optional[str] = None
-    choices: Optional[Sequence[str]] = None
-    dest: Optional[str] = None  # argparse dest when it differs from key
+    metavar: str | None = None
+    choices: Sequence[str] | None = None
+    dest: str | None = None  # argparse dest when it differs from key
 
     @property
     def argparse_dest(self) -> str:
@@ -36,123 +37,348 @@ class Option:
 
 
 WHAT, DATA, ANSWER, BACKEND, LMEVAL, DEV, RUN = (
-    "what to evaluate", "data", "answering", "backend",
+    "what to evaluate",
+    "data",
+    "answering",
+    "backend",
     "lm-eval-harness tasks beside the benchmarks (PoFT's Open LLM Leaderboard suite)",
-    "deviation metric m_theta (MinorSFT Eq. 8)", "output and run control")
+    "deviation metric m_theta (MinorSFT Eq. 8)",
+    "output and run control",
+)
 
 MC_MODES = ("generation", "likelihood")
 
-OPTIONS: List[Option] = [
-    Option(None, ("--config", "-c"), WHAT, "command", "YAML run file (checkpoints, grid, benchmarks, any option below)",
-           metavar="YAML"),
-    Option("models", ("--model", "-m"), WHAT, "models",
-           "a checkpoint (repeatable): model folder, hub model id, or LoRA adapter folder (has adapter_config.json). "
-           "NAME labels its row (default: the folder name). Replaces the YAML's checkpoints.", metavar="[NAME=]PATH"),
-    Option("base", ("--base",), WHAT, "str",
-           "base model of LoRA adapters (default: base_model_name_or_path of each adapter_config.json)", metavar="PATH"),
-    Option("benchmarks", ("--benchmarks", "-b"), WHAT, "list",
-           f"comma-separated benchmarks (repeatable): {', '.join(BENCHMARKS)}", metavar="LIST"),
-    Option(None, ("--list-benchmarks",), WHAT, "command",
-           "print the benchmarks, their hub datasets, splits and prompts, then exit"),
-
-    Option("data_dir", ("--data-dir",), DATA, "str",
-           "folder with one sub-folder per benchmark (ceval/, financeiq/, fineval/, gsm8k/), e.g. ../shared/data",
-           metavar="DIR"),
-    Option("data", ("--data",), DATA, "keyed",
-           "data of one benchmark (repeatable): a local folder or a hub dataset id. Without --data/--data-dir: the hub "
-           "dataset (" + ", ".join(f"{b.name}: {b.hub}" for b in BENCHMARKS.values()) + ")", metavar="BENCH=SOURCE"),
-    Option("split", ("--split",), DATA, "keyed",
-           "split to evaluate, for all or one benchmark (repeatable). Default: "
-           + ", ".join(f"{b.name} {b.default_split}" for b in BENCHMARKS.values()), metavar="[BENCH=]SPLIT"),
-    Option("subjects", ("--subjects",), DATA, "keyed_list",
-           "only these subjects (file names without _split), for all or one benchmark (repeatable)",
-           metavar="[BENCH=]A,B"),
-    Option("limit", ("--limit",), DATA, "keyed",
-           "at most N questions of each benchmark, or of one (repeatable: --limit 500 --limit gsm8k=200); which ones: "
-           "--limit-mode", metavar="[BENCH=]N"),
+OPTIONS: list[Option] = [
+    Option(
+        None,
+        ("--config", "-c"),
+        WHAT,
+        "command",
+        "YAML run file (checkpoints, grid, benchmarks, any option below)",
+        metavar="YAML",
+    ),
+    Option(
+        "models",
+        ("--model", "-m"),
+        WHAT,
+        "models",
+        "a checkpoint (repeatable): model folder, hub model id, or LoRA adapter folder (has adapter_config.json). "
+        "NAME labels its row (default: the folder name). Replaces the YAML's checkpoints.",
+        metavar="[NAME=]PATH",
+    ),
+    Option(
+        "base",
+        ("--base",),
+        WHAT,
+        "str",
+        "base model of LoRA adapters (default: base_model_name_or_path of each adapter_config.json)",
+        metavar="PATH",
+    ),
+    Option(
+        "benchmarks",
+        ("--benchmarks", "-b"),
+        WHAT,
+        "list",
+        f"comma-separated benchmarks (repeatable): {', '.join(BENCHMARKS)}",
+        metavar="LIST",
+    ),
+    Option(
+        None,
+        ("--list-benchmarks",),
+        WHAT,
+        "command",
+        "print the benchmarks, their hub datasets, splits and prompts, then exit",
+    ),
+    Option(
+        "data_dir",
+        ("--data-dir",),
+        DATA,
+        "str",
+        "folder with one sub-folder per benchmark (ceval/, financeiq/, fineval/, gsm8k/), e.g. ../shared/data",
+        metavar="DIR",
+    ),
+    Option(
+        "data",
+        ("--data",),
+        DATA,
+        "keyed",
+        "data of one benchmark (repeatable): a local folder or a hub dataset id. Without --data/--data-dir: the hub "
+        "dataset (" + ", ".join(f"{b.name}: {b.hub}" for b in BENCHMARKS.values()) + ")",
+        metavar="BENCH=SOURCE",
+    ),
+    Option(
+        "split",
+        ("--split",),
+        DATA,
+        "keyed",
+        "split to evaluate, for all or one benchmark (repeatable). Default: "
+        + ", ".join(f"{b.name} {b.default_split}" for b in BENCHMARKS.values()),
+        metavar="[BENCH=]SPLIT",
+    ),
+    Option(
+        "subjects",
+        ("--subjects",),
+        DATA,
+        "keyed_list",
+        "only these subjects (file names without _split), for all or one benchmark (repeatable)",
+        metavar="[BENCH=]A,B",
+    ),
+    Option(
+        "limit",
+        ("--limit",),
+        DATA,
+        "keyed",
+        "at most N questions of each benchmark, or of one (repeatable: --limit 500 --limit gsm8k=200); which ones: "
+        "--limit-mode",
+        metavar="[BENCH=]N",
+    ),
     Option("limit_per_subject", ("--limit-per-subject",), DATA, "int", "at most N questions per subject", metavar="N"),
-    Option("limit_mode", ("--limit-mode",), DATA, "choice",
-           "how --limit / --limit-per-subject choose: 'random' (default; a uniform sample seeded by --seed) or 'first' "
-           "(the first N in file order); the chosen questions keep file order", choices=("random", "first")),
+    Option(
+        "limit_mode",
+        ("--limit-mode",),
+        DATA,
+        "choice",
+        "how --limit / --limit-per-subject choose: 'random' (default; a uniform sample seeded by --seed) or 'first' "
+        "(the first N in file order); the chosen questions keep file order",
+        choices=("random", "first"),
+    ),
     Option("seed", ("--seed",), DATA, "int", "seed of the down-sampling (default 42)", metavar="S"),
-    Option("few_shot", ("--few-shot",), DATA, "int",
-           "K solved examples before each question as earlier chat turns (default 0 = zero-shot as in the papers): "
-           "from the dev split of the same subject (C-Eval, FinanceIQ, FinEval) or the GSM8K train split", metavar="K"),
-
-    Option("mc_mode", ("--mc-mode",), ANSWER, "choice",
-           "multiple choice by 'generation' (default; as the paper) or 'likelihood' (one forward, most likely letter)",
-           choices=MC_MODES),
-    Option("mc_max_new_tokens", ("--mc-max-new-tokens",), ANSWER, "int",
-           "token budget of multiple-choice generation (default 16)", metavar="N"),
-    Option("gsm8k_max_new_tokens", ("--gsm8k-max-new-tokens",), ANSWER, "int",
-           "token budget of GSM8K generation (default 512)", metavar="N"),
-    Option("chat_template", ("--chat-template",), ANSWER, "choice",
-           "apply the tokenizer's chat template: auto (default: when it has one), on (required), off (plain text)",
-           choices=("auto", "on", "off")),
-    Option("system_prompt", ("--system-prompt",), ANSWER, "str",
-           "system message before the prompt (default none: the template's default applies)", metavar="TEXT"),
-
-    Option("backend", ("--backend",), BACKEND, "choice", "inference backend (default transformers)",
-           choices=("transformers", "vllm")),
-    Option("batch_size", ("--batch-size",), BACKEND, "int",
-           "questions per forward/generate call, transformers backend (default 8)", metavar="N"),
-    Option("dtype", ("--dtype",), BACKEND, "choice",
-           "weights dtype (default auto: float32 on CPU, bfloat16/float16 on GPU)",
-           choices=("auto", "float32", "bfloat16", "float16")),
-    Option("device", ("--device",), BACKEND, "str", "transformers backend: auto (default), cpu, cuda, cuda:1 ...",
-           metavar="DEV"),
-    Option("trust_remote_code", ("--trust-remote-code",), BACKEND, "flag", "allow model code from the checkpoint folder"),
-    Option("tensor_parallel_size", ("--tensor-parallel-size",), BACKEND, "int", "vLLM: GPUs per model (default 1)",
-           metavar="N"),
-    Option("vllm_max_model_len", ("--vllm-max-model-len",), BACKEND, "int", "vLLM: context length (default: the model's)",
-           metavar="N"),
-    Option("vllm_gpu_memory_utilization", ("--vllm-gpu-memory-utilization",), BACKEND, "float",
-           "vLLM: share of GPU memory to use", metavar="F"),
-    Option("vllm_kv_cache_gb", ("--vllm-kv-cache-gb",), BACKEND, "float",
-           "vLLM: KV cache size (on CPU default 1 GiB via VLLM_CPU_KVCACHE_SPACE)", metavar="GB"),
-    Option("vllm_enforce_eager", ("--vllm-no-enforce-eager",), BACKEND, "noflag",
-           "vLLM: allow graph compilation / CUDA graphs (slower start-up; default: eager)"),
-    Option("max_lora_rank", ("--max-lora-rank",), BACKEND, "int", "vLLM: largest LoRA rank (default: read from the adapters)",
-           metavar="R"),
-
-    Option("lmeval_tasks", ("--lmeval-tasks",), LMEVAL, "list",
-           "comma-separated lm-eval tasks (repeatable) run over the same checkpoints with lm-eval's own HF / vLLM backend "
-           "(--backend), in the same tables: arc_challenge (25-shot acc_norm), hellaswag (10, acc_norm), truthfulqa_mc2 "
-           "(0, acc = mc2), winogrande (5, acc), gsm8k (5, exact_match flexible-extract), mmlu (5, acc); NAME@K sets K "
-           "shots, mmlu:anatomy,virology only those subjects", metavar="LIST"),
-    Option("lmeval_data_dir", ("--lmeval-data-dir",), LMEVAL, "str",
-           "local lm-eval data in the hub datasets' row format: DIR/arc_challenge/{train,validation,test}.jsonl, "
-           "hellaswag/, truthfulqa/, winogrande/, gsm8k/, mmlu/<subject>/ (default: lm-eval downloads them)",
-           metavar="DIR"),
-    Option("lmeval_limit", ("--lmeval-limit",), LMEVAL, "int",
-           "the first N documents of each lm-eval task / MMLU subject (lm-eval's --limit; default all)", metavar="N"),
-    Option("lmeval_max_gen_toks", ("--lmeval-max-gen-toks",), LMEVAL, "int",
-           "token budget of lm-eval's generation tasks (gsm8k; default the task's own, 256)", metavar="N"),
-
-    Option("deviation_data", ("--deviation-data",), DEV, "str",
-           "JSON/JSONL of (prompt, answer) pairs (alpaca instruction/input/output, messages, or prompt/response); adds an "
-           "m_theta column: each checkpoint against its reference", metavar="FILE"),
-    Option("deviation_limit", ("--deviation-limit",), DEV, "int", "pairs to use (seeded sample; default 200)", metavar="N"),
-    Option("deviation_max_length", ("--deviation-max-length",), DEV, "int",
-           "truncate prompt+answer to N tokens (default 1024)", metavar="N"),
-    Option("reference", ("--reference", "--ref"), DEV, "str",
-           "reference of m_theta for every checkpoint: a checkpoint name or a model path (default: an adapter's base "
-           "model; for full models the first checkpoint)", metavar="NAME|PATH"),
-
-    Option("output_dir", ("--output-dir", "-o"), RUN, "str",
-           "results folder (default outputs/eval, git-ignored in this repo)", metavar="DIR"),
-    Option("overwrite", ("--overwrite",), RUN, "flag",
-           "redo pairs whose stored results were made with other settings (default: refuse)"),
-    Option("keep_going", ("--keep-going",), RUN, "flag",
-           "go on with the next checkpoint after a failed one (exit 2 at the end)"),
-    Option("table_metric", ("--table-metric",), RUN, "choice",
-           "multiple-choice accuracy shown in summary.md and the chart: micro, macro or both side by side (default both)",
-           choices=("micro", "macro", "both")),
+    Option(
+        "few_shot",
+        ("--few-shot",),
+        DATA,
+        "int",
+        "K solved examples before each question as earlier chat turns (default 0 = zero-shot as in the papers): "
+        "from the dev split of the same subject (C-Eval, FinanceIQ, FinEval) or the GSM8K train split",
+        metavar="K",
+    ),
+    Option(
+        "mc_mode",
+        ("--mc-mode",),
+        ANSWER,
+        "choice",
+        "multiple choice by 'generation' (default; as the paper) or 'likelihood' (one forward, most likely letter)",
+        choices=MC_MODES,
+    ),
+    Option(
+        "mc_max_new_tokens",
+        ("--mc-max-new-tokens",),
+        ANSWER,
+        "int",
+        "token budget of multiple-choice generation (default 16)",
+        metavar="N",
+    ),
+    Option(
+        "gsm8k_max_new_tokens",
+        ("--gsm8k-max-new-tokens",),
+        ANSWER,
+        "int",
+        "token budget of GSM8K generation (default 512)",
+        metavar="N",
+    ),
+    Option(
+        "chat_template",
+        ("--chat-template",),
+        ANSWER,
+        "choice",
+        "apply the tokenizer's chat template: auto (default: when it has one), on (required), off (plain text)",
+        choices=("auto", "on", "off"),
+    ),
+    Option(
+        "system_prompt",
+        ("--system-prompt",),
+        ANSWER,
+        "str",
+        "system message before the prompt (default none: the template's default applies)",
+        metavar="TEXT",
+    ),
+    Option(
+        "backend",
+        ("--backend",),
+        BACKEND,
+        "choice",
+        "inference backend (default transformers)",
+        choices=("transformers", "vllm"),
+    ),
+    Option(
+        "batch_size",
+        ("--batch-size",),
+        BACKEND,
+        "int",
+        "questions per forward/generate call, transformers backend (default 8)",
+        metavar="N",
+    ),
+    Option(
+        "dtype",
+        ("--dtype",),
+        BACKEND,
+        "choice",
+        "weights dtype (default auto: float32 on CPU, bfloat16/float16 on GPU)",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    ),
+    Option(
+        "device",
+        ("--device",),
+        BACKEND,
+        "str",
+        "transformers backend: auto (default), cpu, cuda, cuda:1 ...",
+        metavar="DEV",
+    ),
+    Option(
+        "trust_remote_code", ("--trust-remote-code",), BACKEND, "flag", "allow model code from the checkpoint folder"
+    ),
+    Option(
+        "tensor_parallel_size",
+        ("--tensor-parallel-size",),
+        BACKEND,
+        "int",
+        "vLLM: GPUs per model (default 1)",
+        metavar="N",
+    ),
+    Option(
+        "vllm_max_model_len",
+        ("--vllm-max-model-len",),
+        BACKEND,
+        "int",
+        "vLLM: context length (default: the model's)",
+        metavar="N",
+    ),
+    Option(
+        "vllm_gpu_memory_utilization",
+        ("--vllm-gpu-memory-utilization",),
+        BACKEND,
+        "float",
+        "vLLM: share of GPU memory to use",
+        metavar="F",
+    ),
+    Option(
+        "vllm_kv_cache_gb",
+        ("--vllm-kv-cache-gb",),
+        BACKEND,
+        "float",
+        "vLLM: KV cache size (on CPU default 1 GiB via VLLM_CPU_KVCACHE_SPACE)",
+        metavar="GB",
+    ),
+    Option(
+        "vllm_enforce_eager",
+        ("--vllm-no-enforce-eager",),
+        BACKEND,
+        "noflag",
+        "vLLM: allow graph compilation / CUDA graphs (slower start-up; default: eager)",
+    ),
+    Option(
+        "max_lora_rank",
+        ("--max-lora-rank",),
+        BACKEND,
+        "int",
+        "vLLM: largest LoRA rank (default: read from the adapters)",
+        metavar="R",
+    ),
+    Option(
+        "lmeval_tasks",
+        ("--lmeval-tasks",),
+        LMEVAL,
+        "list",
+        "comma-separated lm-eval tasks (repeatable) run over the same checkpoints with lm-eval's own HF / vLLM backend "
+        "(--backend), in the same tables: arc_challenge (25-shot acc_norm), hellaswag (10, acc_norm), truthfulqa_mc2 "
+        "(0, acc = mc2), winogrande (5, acc), gsm8k (5, exact_match flexible-extract), mmlu (5, acc); NAME@K sets K "
+        "shots, mmlu:anatomy,virology only those subjects",
+        metavar="LIST",
+    ),
+    Option(
+        "lmeval_data_dir",
+        ("--lmeval-data-dir",),
+        LMEVAL,
+        "str",
+        "local lm-eval data in the hub datasets' row format: DIR/arc_challenge/{train,validation,test}.jsonl, "
+        "hellaswag/, truthfulqa/, winogrande/, gsm8k/, mmlu/<subject>/ (default: lm-eval downloads them)",
+        metavar="DIR",
+    ),
+    Option(
+        "lmeval_limit",
+        ("--lmeval-limit",),
+        LMEVAL,
+        "int",
+        "the first N documents of each lm-eval task / MMLU subject (lm-eval's --limit; default all)",
+        metavar="N",
+    ),
+    Option(
+        "lmeval_max_gen_toks",
+        ("--lmeval-max-gen-toks",),
+        LMEVAL,
+        "int",
+        "token budget of lm-eval's generation tasks (gsm8k; default the task's own, 256)",
+        metavar="N",
+    ),
+    Option(
+        "deviation_data",
+        ("--deviation-data",),
+        DEV,
+        "str",
+        "JSON/JSONL of (prompt, answer) pairs (alpaca instruction/input/output, messages, or prompt/response); adds an "
+        "m_theta column: each checkpoint against its reference",
+        metavar="FILE",
+    ),
+    Option(
+        "deviation_limit", ("--deviation-limit",), DEV, "int", "pairs to use (seeded sample; default 200)", metavar="N"
+    ),
+    Option(
+        "deviation_max_length",
+        ("--deviation-max-length",),
+        DEV,
+        "int",
+        "truncate prompt+answer to N tokens (default 1024)",
+        metavar="N",
+    ),
+    Option(
+        "reference",
+        ("--reference", "--ref"),
+        DEV,
+        "str",
+        "reference of m_theta for every checkpoint: a checkpoint name or a model path (default: an adapter's base "
+        "model; for full models the first checkpoint)",
+        metavar="NAME|PATH",
+    ),
+    Option(
+        "output_dir",
+        ("--output-dir", "-o"),
+        RUN,
+        "str",
+        "results folder (default outputs/eval, git-ignored in this repo)",
+        metavar="DIR",
+    ),
+    Option(
+        "overwrite",
+        ("--overwrite",),
+        RUN,
+        "flag",
+        "redo pairs whose stored results were made with other settings (default: refuse)",
+    ),
+    Option(
+        "keep_going",
+        ("--keep-going",),
+        RUN,
+        "flag",
+        "go on with the next checkpoint after a failed one (exit 2 at the end)",
+    ),
+    Option(
+        "table_metric",
+        ("--table-metric",),
+        RUN,
+        "choice",
+        "multiple-choice accuracy shown in summary.md and the chart: micro, macro or both side by side (default both)",
+        choices=("micro", "macro", "both"),
+    ),
     Option("chart", ("--no-chart",), RUN, "noflag", "do not write summary.png"),
     Option("progress", ("--no-progress",), RUN, "noflag", "no progress bars"),
-    Option(None, ("--report-only",), RUN, "command",
-           "only rebuild summary.* from every result already in --output-dir (no model, no data; pairs run with "
-           "different limits or settings go into one table, the run details say which)"),
+    Option(
+        None,
+        ("--report-only",),
+        RUN,
+        "command",
+        "only rebuild summary.* from every result already in --output-dir (no model, no data; pairs run with "
+        "different limits or settings go into one table, the run details say which)",
+    ),
     Option(None, ("--debug",), RUN, "command", "show tracebacks"),
 ]
 
@@ -161,12 +387,12 @@ SETTINGS = {o.key: o for o in OPTIONS if o.key}
 
 def add_arguments(parser) -> None:
     """Every option of the table on an ``argparse`` parser, in groups, in table order."""
-    groups: Dict[str, Any] = {}
+    groups: dict[str, Any] = {}
     for opt in OPTIONS:
         if opt.group not in groups:
             groups[opt.group] = parser.add_argument_group(opt.group)
         g = groups[opt.group]
-        kw: Dict[str, Any] = {"help": opt.help, "dest": opt.argparse_dest}
+        kw: dict[str, Any] = {"help": opt.help, "dest": opt.argparse_dest}
         if opt.kind in ("command",) and opt.metavar is None:
             kw["action"] = "store_true"
         elif opt.kind == "command":
@@ -185,7 +411,7 @@ def add_arguments(parser) -> None:
 
 
 def split_pair(text: str):
-    """"name=value" -> (name, value); "value" -> (None, value). A left side with a slash is a path."""
+    """ "name=value" -> (name, value); "value" -> (None, value). A left side with a slash is a path."""
     if "=" in text:
         left, right = text.split("=", 1)
         if left and "/" not in left and os.sep not in left:
@@ -193,15 +419,15 @@ def split_pair(text: str):
     return None, text.strip()
 
 
-def _keyed(values: List[str], listy: bool) -> Dict[str, object]:
-    out: Dict[str, object] = {}
+def _keyed(values: list[str], listy: bool) -> dict[str, object]:
+    out: dict[str, object] = {}
     for value in values:
         key, rest = split_pair(value)
         out[key or "*"] = [v.strip() for v in rest.split(",") if v.strip()] if listy else rest
     return out
 
 
-def _models(values: List[str]):
+def _models(values: list[str]):
     from .config import default_name
     from .errors import EvalError
     from .models import Checkpoint
@@ -215,9 +441,9 @@ def _models(values: List[str]):
     return out
 
 
-def overrides_from(args) -> Dict[str, Any]:
+def overrides_from(args) -> dict[str, Any]:
     """The settings given on the command line (None = not given), keyed like RunConfig / the YAML."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for opt in OPTIONS:
         if not opt.key:
             continue
@@ -232,5 +458,5 @@ def overrides_from(args) -> Dict[str, Any]:
     return out
 
 
-def int_settings() -> List[str]:
+def int_settings() -> list[str]:
     return [o.key for o in OPTIONS if o.key and o.kind == "int"]

@@ -49,7 +49,6 @@ import json
 import re
 import sys
 from decimal import Decimal, InvalidOperation
-from typing import Dict, List, Optional, Tuple
 
 from .errors import EvalError
 
@@ -59,10 +58,19 @@ MC_PARSER = f"cascade-v{PARSER_VERSION}"
 GSM8K_STRICT_PARSER = f"strict-v{PARSER_VERSION}"
 GSM8K_FLEXIBLE_PARSER = "flexible (lm-eval)"
 
-_FULLWIDTH = str.maketrans({
-    "\uff21": "A", "\uff22": "B", "\uff23": "C", "\uff24": "D", "\uff08": "(", "\uff09": ")", "\uff0e": ".",
-    "\uff1a": ":", "\uff0c": ",",
-})
+_FULLWIDTH = str.maketrans(
+    {
+        "\uff21": "A",
+        "\uff22": "B",
+        "\uff23": "C",
+        "\uff24": "D",
+        "\uff08": "(",
+        "\uff09": ")",
+        "\uff0e": ".",
+        "\uff1a": ":",
+        "\uff0c": ",",
+    }
+)
 _L = r"(?<![A-Za-z])([ABCD])(?![A-Za-z])"  # a standalone letter
 
 # 1. explicit answer statements (earliest match wins)
@@ -80,12 +88,14 @@ _CUE_PATTERNS = [
 ]
 _CUE_RES = [re.compile(p) for p in _CUE_PATTERNS]
 _ECHO_START_RE = re.compile(
-    r"You need to choose one of the four options|The question content is|The four options are", re.IGNORECASE)
+    r"You need to choose one of the four options|The question content is|The four options are", re.IGNORECASE
+)
 _ECHO_END_RE = re.compile(r"Your answer is\s*:?", re.IGNORECASE)
 _OPTION_MARK_RE = re.compile(r"(?<![A-Za-z])([ABCD])\s*[.、:)](?=\s*\S|\s*$)|(?<=\n)([ABCD])\s*$")
 _LEAD_RE = re.compile(
     r"^[\s\"'“”‘’「」【】\[*#>]*(?:(?i:option|choice|answer)\s*:?\s*|选项\s*|答案\s*[:：]?\s*)?[(（\[]?\s*([ABCD])"
-    r"(?![A-Za-z])")
+    r"(?![A-Za-z])"
+)
 _ARTICLE_RE = re.compile(r"(?<![A-Za-z])A\s+(?=[a-z])(?!(?:and|or|nor|is|was|seems|would|should|could|because)\b)")
 
 
@@ -98,7 +108,7 @@ def _strip_echo(text: str) -> str:
         if not m:
             out.append(text[pos:])
             break
-        out.append(text[pos:m.start()])
+        out.append(text[pos : m.start()])
         end = _ECHO_END_RE.search(text, m.end())
         if not end:
             break
@@ -106,7 +116,9 @@ def _strip_echo(text: str) -> str:
     return "".join(out)
 
 
-_ENUM_RE = re.compile(r"(?<![A-Za-z])[ABCD](?:\s*(?:[,、/]\s*(?:and\s+|or\s+)?|and\s+|or\s+|和|或|与)\s*[ABCD])+(?![A-Za-z])")
+_ENUM_RE = re.compile(
+    r"(?<![A-Za-z])[ABCD](?:\s*(?:[,、/]\s*(?:and\s+|or\s+)?|and\s+|or\s+|和|或|与)\s*[ABCD])+(?![A-Za-z])"
+)
 
 
 def _option_listing(text: str) -> bool:
@@ -117,7 +129,7 @@ def _option_listing(text: str) -> bool:
     return any(ord(b) == ord(a) + 1 for a, b in zip(marks, marks[1:]))
 
 
-def explain_choice(text: Optional[str], options: Optional[Dict[str, str]] = None) -> Tuple[Optional[str], str]:
+def explain_choice(text: str | None, options: dict[str, str] | None = None) -> tuple[str | None, str]:
     """(letter or None, the rule that gave it: "cue", "first", "only", "option-text" or "none")."""
     if not text:
         return None, "none"
@@ -157,7 +169,7 @@ def explain_choice(text: Optional[str], options: Optional[Dict[str, str]] = None
 _STATED_RE = re.compile(r"answer(?:\s+to\s+the\s+question)?\s+is\s*:?\s*(.*)", re.IGNORECASE)
 
 
-def _option_text(body: str, options: Dict[str, str]) -> Optional[str]:
+def _option_text(body: str, options: dict[str, str]) -> str | None:
     """The option whose text the output gives: the text after "the answer is:" (a leading "1." dropped)
     equal to one option or the start of exactly one; else the whole output equal to one; else exactly
     one option text (2 characters or more) inside the output. A numbered list ("1. ...", "2. ...")
@@ -181,12 +193,12 @@ def _option_text(body: str, options: Dict[str, str]) -> Optional[str]:
     return hits[0] if len(hits) == 1 else None
 
 
-def parse_choice(text: Optional[str], options: Optional[Dict[str, str]] = None) -> Optional[str]:
+def parse_choice(text: str | None, options: dict[str, str] | None = None) -> str | None:
     """The letter a generated multiple-choice answer gives (see the module doc), or None (unparsed)."""
     return explain_choice(text, options)[0]
 
 
-def normalize_choice(value: object) -> Optional[str]:
+def normalize_choice(value: object) -> str | None:
     """A gold answer cell ("B", " b ", "Ｂ") as one of A-D, or None when it is not one of them."""
     text = str(value).strip().translate(_FULLWIDTH).upper()
     return text if text in LETTERS else None
@@ -205,7 +217,7 @@ _FLEX_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")  # lm-eval-harness gsm8k "
 _OP_RE = re.compile(r"\s*([+\-\u2212*x×/÷=])\s*")
 
 
-def _to_decimal(match: "re.Match") -> Optional[Decimal]:
+def _to_decimal(match: "re.Match") -> Decimal | None:
     num = match.group("num").replace(",", "")
     try:
         value = Decimal(num)
@@ -218,11 +230,11 @@ def _to_decimal(match: "re.Match") -> Optional[Decimal]:
     return value
 
 
-def find_numbers(text: str) -> List[Decimal]:
+def find_numbers(text: str) -> list[Decimal]:
     return [v for v in (_to_decimal(m) for m in _NUMBER_RE.finditer(text)) if v is not None]
 
 
-def parse_number(text: Optional[str]) -> Optional[Decimal]:
+def parse_number(text: str | None) -> Decimal | None:
     """The first number in ``text`` ("$1,234." -> 1234, "-3.5" -> -3.5), or None."""
     if not text:
         return None
@@ -230,14 +242,14 @@ def parse_number(text: Optional[str]) -> Optional[Decimal]:
     return numbers[0] if numbers else None
 
 
-def _chain_result(line: str) -> Optional[Decimal]:
+def _chain_result(line: str) -> Decimal | None:
     """The answer an answer line states: the arithmetic chain from its first number."""
     first = _NUMBER_RE.search(line)
     if not first:
         return None
-    if re.match(r"\s*%\s*of\b", line[first.end():]):
+    if re.match(r"\s*%\s*of\b", line[first.end() :]):
         return None  # "20% of $5": an expression, no stated result
-    items: List[object] = [_to_decimal(first)]
+    items: list[object] = [_to_decimal(first)]
     pos = first.end()
     while True:
         op = _OP_RE.match(line, pos)
@@ -259,12 +271,12 @@ def _chain_result(line: str) -> Optional[Decimal]:
     return None  # "5 * 5": an expression, no stated result
 
 
-def extract_gsm8k_strict(text: Optional[str]) -> Optional[Decimal]:
+def extract_gsm8k_strict(text: str | None) -> Decimal | None:
     """The number of the first final-answer statement ("So the answer is: N", see the module doc)."""
     if not text:
         return None
     for cue in _ANSWER_CUE_RE.finditer(text):
-        lines = text[cue.end():].split("\n")
+        lines = text[cue.end() :].split("\n")
         line = lines[0]
         if not line.strip(" :\uff1a\t*"):  # "So the answer is:" and the number on the next line
             line = next((x for x in lines[1:] if x.strip()), "")
@@ -275,7 +287,7 @@ def extract_gsm8k_strict(text: Optional[str]) -> Optional[Decimal]:
     return None
 
 
-def flexible_match(text: Optional[str]) -> Optional[str]:
+def flexible_match(text: str | None) -> str | None:
     """lm-eval's flexible-extract: the last regex match, commas, "$" and one final "." removed."""
     if not text:
         return None
@@ -286,7 +298,7 @@ def flexible_match(text: Optional[str]) -> Optional[str]:
     return re.sub(r"\.$", "", raw.replace(",", "").replace("$", ""))
 
 
-def extract_gsm8k_flexible(text: Optional[str]) -> Optional[Decimal]:
+def extract_gsm8k_flexible(text: str | None) -> Decimal | None:
     raw = flexible_match(text)
     if raw is None:
         return None
@@ -296,7 +308,7 @@ def extract_gsm8k_flexible(text: Optional[str]) -> Optional[Decimal]:
         return None
 
 
-def extract_gsm8k_answer(text: Optional[str]) -> Optional[Decimal]:
+def extract_gsm8k_answer(text: str | None) -> Decimal | None:
     """Kept for callers of the first version: the strict answer."""
     return extract_gsm8k_strict(text)
 
@@ -311,13 +323,13 @@ def gsm8k_gold(solution: str, where: str = "GSM8K") -> Decimal:
     return value
 
 
-def numbers_equal(a: Optional[Decimal], b: Optional[Decimal]) -> bool:
+def numbers_equal(a: Decimal | None, b: Decimal | None) -> bool:
     if a is None or b is None:
         return False
     return abs(a - b) <= Decimal("1e-6") * max(Decimal(1), abs(b))
 
 
-def format_number(value: Optional[Decimal]) -> Optional[str]:
+def format_number(value: Decimal | None) -> str | None:
     """Decimal -> compact string for the JSONL ("1234", "-3.5", "0.75")."""
     if value is None:
         return None
@@ -330,12 +342,12 @@ def format_number(value: Optional[Decimal]) -> Optional[str]:
 # scoring of one record (used by the runner) and the measured accuracy on a labelled set
 
 
-def score_mc(output: str, gold: str, options: Optional[Dict[str, str]] = None) -> Dict[str, object]:
+def score_mc(output: str, gold: str, options: dict[str, str] | None = None) -> dict[str, object]:
     letter, rule = explain_choice(output, options)
     return {"parsed": letter, "correct": letter == gold, "parse_rule": rule, "parser": MC_PARSER}
 
 
-def score_gsm8k(output: str, gold: str) -> Dict[str, object]:
+def score_gsm8k(output: str, gold: str) -> dict[str, object]:
     strict = extract_gsm8k_strict(output)
     flexible = extract_gsm8k_flexible(output)
     g = Decimal(gold)
@@ -355,11 +367,11 @@ def _label_number(text: str) -> Decimal:
     return Decimal(text)
 
 
-def labelled_accuracy(path: str) -> Dict[str, Dict[str, object]]:
+def labelled_accuracy(path: str) -> dict[str, dict[str, object]]:
     """Agreement of the parsers with the human labels of a labelled set (JSONL: ``kind`` mc|gsm8k,
     ``output``, ``options`` (optional), ``human`` = the letter / number a careful reader extracts, or
     null). Returns {part: {n, agree, accuracy, misses}} for "all", each kind and each ``source``."""
-    parts: Dict[str, Dict[str, object]] = {}
+    parts: dict[str, dict[str, object]] = {}
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     for row in rows:
@@ -382,11 +394,13 @@ def labelled_accuracy(path: str) -> Dict[str, Dict[str, object]]:
     return parts
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m llamafactory_minor_eval.parsing",
-                                description="accuracy of the answer parsers on a labelled set")
+    p = argparse.ArgumentParser(
+        prog="python -m llamafactory_minor_eval.parsing",
+        description="accuracy of the answer parsers on a labelled set",
+    )
     p.add_argument("--labelled", required=True, help="JSONL with kind, output, options, human, source")
     args = p.parse_args(argv)
     parts = labelled_accuracy(args.labelled)

@@ -10,7 +10,7 @@
   ("... to concat the question content").
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 CEVAL_TEMPLATE = (
     "You need to choose one of the four options A, B, C, and D as the most appropriate answer to the "
@@ -39,11 +39,11 @@ FIN_SEPARATOR = "\n"
 PROMPT_VERSION = "1"  # bump when any prompt text changes: finished results with another version re-run
 
 
-def ceval_prompt(question: str, options: Dict[str, str]) -> str:
+def ceval_prompt(question: str, options: dict[str, str]) -> str:
     return CEVAL_TEMPLATE.format(question=question, A=options["A"], B=options["B"], C=options["C"], D=options["D"])
 
 
-def fin_prompt(question: str, options: Dict[str, str]) -> str:
+def fin_prompt(question: str, options: dict[str, str]) -> str:
     return FIN_INSTRUCTION + FIN_SEPARATOR + ceval_prompt(question, options)
 
 
@@ -51,7 +51,7 @@ def gsm8k_prompt(question: str) -> str:
     return GSM8K_PREFIX + " " + question
 
 
-def build_prompt(benchmark: str, question: str, options: Optional[Dict[str, str]] = None) -> str:
+def build_prompt(benchmark: str, question: str, options: dict[str, str] | None = None) -> str:
     if benchmark == "ceval":
         return ceval_prompt(question, options)
     if benchmark in ("financeiq", "fineval"):
@@ -62,10 +62,10 @@ def build_prompt(benchmark: str, question: str, options: Optional[Dict[str, str]
 
 
 def build_messages(
-    prompt: str, shots: Sequence[Tuple[str, str]] = (), system: Optional[str] = None
-) -> List[Dict[str, str]]:
+    prompt: str, shots: Sequence[tuple[str, str]] = (), system: str | None = None
+) -> list[dict[str, str]]:
     """Chat messages: optional system, then each few-shot example as a user/assistant turn, then the prompt."""
-    messages: List[Dict[str, str]] = []
+    messages: list[dict[str, str]] = []
     if system:
         messages.append({"role": "system", "content": system})
     for shot_prompt, shot_answer in shots:
@@ -75,7 +75,7 @@ def build_messages(
     return messages
 
 
-def render_plain(prompt: str, shots: Sequence[Tuple[str, str]] = (), system: Optional[str] = None) -> str:
+def render_plain(prompt: str, shots: Sequence[tuple[str, str]] = (), system: str | None = None) -> str:
     """The same conversation as plain text, for models without a chat template (or --no-chat-template)."""
     parts = []
     if system:

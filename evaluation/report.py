@@ -11,8 +11,8 @@ drawn from), selection, split, answer mode and parser. The results are those of 
 import csv
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
 
 from .data import BENCHMARKS
 from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
@@ -21,7 +21,7 @@ from .models import Checkpoint, safe_name
 CATEGORY_ORDER = ("STEM", "Social Sciences", "Humanities", "Other")
 
 
-def _pct(value: Optional[float]) -> str:
+def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
 
@@ -43,18 +43,24 @@ def is_lmeval(name: str) -> bool:
     return str(name).startswith(LMEVAL_PREFIX)
 
 
-def _lmeval_order() -> Dict[str, int]:
+def _lmeval_order() -> dict[str, int]:
     from .lmeval_suite import POFT_SUITE
 
     return {t.column: 100 + i for i, t in enumerate(POFT_SUITE)}
 
 
-def _result_folders(folder: Path) -> List[str]:
+def _result_folders(folder: Path) -> list[str]:
     """The finished result columns of a checkpoint folder: our benchmarks, then lm-eval tasks."""
     ours = [b for b in BENCHMARKS if (folder / b / "metrics.json").is_file()]
     order = _lmeval_order()
-    lm = sorted((p.name for p in folder.iterdir() if p.is_dir() and is_lmeval(p.name) and (p / "metrics.json").is_file()),
-                key=lambda b: (order.get(b, 999), b)) if folder.is_dir() else []
+    lm = (
+        sorted(
+            (p.name for p in folder.iterdir() if p.is_dir() and is_lmeval(p.name) and (p / "metrics.json").is_file()),
+            key=lambda b: (order.get(b, 999), b),
+        )
+        if folder.is_dir()
+        else []
+    )
     return ours + lm
 
 
@@ -74,7 +80,7 @@ def parser_of(m: dict) -> str:
     return "first-letter-v1" if _kind(m.get("benchmark", "")) == "mc" else "cue-or-last-v1"
 
 
-def _ci(m: dict, key: str) -> Optional[Tuple[float, float]]:
+def _ci(m: dict, key: str) -> tuple[float, float] | None:
     ci = m.get("ci95" if key == "accuracy" else "macro_ci95")
     if ci:
         return ci[0], ci[1]
@@ -92,7 +98,7 @@ def _ci(m: dict, key: str) -> Optional[Tuple[float, float]]:
     return None
 
 
-def _value(m: dict, column: str) -> Tuple[Optional[float], Optional[Tuple[float, float]]]:
+def _value(m: dict, column: str) -> tuple[float | None, tuple[float, float] | None]:
     """(accuracy, interval) of one column: micro, macro, strict or flexible."""
     if column in ("micro", "strict", "lmeval"):
         return m["accuracy"], _ci(m, "accuracy")
@@ -104,7 +110,7 @@ def _value(m: dict, column: str) -> Tuple[Optional[float], Optional[Tuple[float,
     return flex["accuracy"], (tuple(flex["ci95"]) if flex.get("ci95") else None)
 
 
-def _cell(m: Optional[dict], column: str, with_n: bool = False) -> str:
+def _cell(m: dict | None, column: str, with_n: bool = False) -> str:
     if not m:
         return "-"
     value, ci = _value(m, column)
@@ -118,7 +124,7 @@ def _cell(m: Optional[dict], column: str, with_n: bool = False) -> str:
     return text
 
 
-def columns_for(name: str, table_metric: str) -> List[str]:
+def columns_for(name: str, table_metric: str) -> list[str]:
     if _kind(name) == "lmeval":
         return ["lmeval"]  # one score: lm-eval's own metric (the title names it)
     if _kind(name) == "math":
@@ -134,16 +140,20 @@ def selection_of(m: dict) -> str:
     if m.get("source") == "lm-eval":
         limit = fp.get("limit")
         subs = m.get("n_subjects") or 1
-        return (f"{n} (--lmeval-limit {limit}: the first {limit} of each {'subject' if subs > 1 else 'task'})"
-                if limit else f"all {n}")
+        return (
+            f"{n} (--lmeval-limit {limit}: the first {limit} of each {'subject' if subs > 1 else 'task'})"
+            if limit
+            else f"all {n}"
+        )
     limit, per = fp.get("limit"), fp.get("limit_per_subject")
     if not limit and not per:
         return f"all {n}"
     if limit and not per and (n < limit or pool == n):
         return f"all {n} (--limit {limit} is not smaller)"
     how = "first in file order" if fp.get("limit_mode") == "first" else f"seeded sample, seed {fp.get('seed', 42)}"
-    caps = ", ".join(x for x in ((f"--limit {limit}" if limit else ""),
-                                 (f"--limit-per-subject {per}" if per else "")) if x)
+    caps = ", ".join(
+        x for x in ((f"--limit {limit}" if limit else ""), (f"--limit-per-subject {per}" if per else "")) if x
+    )
     return f"{n}{f' of {pool}' if pool else ''} ({caps}; {how})"
 
 
@@ -151,8 +161,9 @@ def selection_of(m: dict) -> str:
 # collecting the results of an output folder
 
 
-def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str],
-                 deviation: Optional[Dict[str, dict]] = None) -> Tuple[List[dict], List[str]]:
+def collect_rows(
+    out: Path, checkpoints: list[Checkpoint], benchmarks: list[str], deviation: dict[str, dict] | None = None
+) -> tuple[list[dict], list[str]]:
     """Rows of the summary: the given checkpoints first, then every other checkpoint folder under
     ``out`` holding finished results; columns: the given benchmarks, then every other benchmark any
     of those folders holds. A cell's metrics.json gets its fingerprint.json as ``_fingerprint``."""
@@ -166,7 +177,7 @@ def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str]
             previous = {}
     names = list(benchmarks)
     known = {safe_name(c.name) for c in checkpoints}
-    extra: List[Tuple[str, Path]] = []
+    extra: list[tuple[str, Path]] = []
     if out.is_dir():
         for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
             done = _result_folders(folder)
@@ -202,7 +213,7 @@ def collect_rows(out: Path, checkpoints: List[Checkpoint], benchmarks: List[str]
     return rows, names
 
 
-def _checkpoint_from_folder(folder: Path, previous: Dict[str, dict]) -> Checkpoint:
+def _checkpoint_from_folder(folder: Path, previous: dict[str, dict]) -> Checkpoint:
     name, ident = folder.name, {}
     for bench in _result_folders(folder):
         if (folder / bench / "metrics.json").is_file():
@@ -213,8 +224,13 @@ def _checkpoint_from_folder(folder: Path, previous: Dict[str, dict]) -> Checkpoi
     prev = previous.get(name, {})
     adapter = ident.get("adapter")
     path = prev.get("path") or adapter or ident.get("model") or ""
-    return Checkpoint(name=name, path=path, base=ident.get("model") if adapter else prev.get("base"),
-                      adapter=adapter, meta=dict(prev.get("meta") or {}))
+    return Checkpoint(
+        name=name,
+        path=path,
+        base=ident.get("model") if adapter else prev.get("base"),
+        adapter=adapter,
+        meta=dict(prev.get("meta") or {}),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,20 +238,22 @@ def _checkpoint_from_folder(folder: Path, previous: Dict[str, dict]) -> Checkpoi
 
 def write_reports(
     out: Path,
-    rows: List[dict],
-    benchmarks: List[str],
-    titles: Dict[str, str],
+    rows: list[dict],
+    benchmarks: list[str],
+    titles: dict[str, str],
     mc_mode: str = "generation",
     table_metric: str = "both",
     chart: bool = True,
-    deviation_data: Optional[str] = None,
-    log: Optional[Callable[[str], None]] = None,
-) -> Dict[str, object]:
+    deviation_data: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, object]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    titles = {b: titles.get(b) or (BENCHMARKS[b].title if b in BENCHMARKS else _stored_title(rows, b)) for b in benchmarks}
+    titles = {
+        b: titles.get(b) or (BENCHMARKS[b].title if b in BENCHMARKS else _stored_title(rows, b)) for b in benchmarks
+    }
     has_dev = deviation_data is not None or any(r.get("deviation") for r in rows)
-    meta_keys: List[str] = []
+    meta_keys: list[str] = []
     for row in rows:
         for key in row["checkpoint"].meta:
             if key not in meta_keys:
@@ -244,12 +262,28 @@ def write_reports(
     # ---- summary.csv (wide) -------------------------------------------------------------------------
     header = ["checkpoint", "path", "kind", "base"] + meta_keys
     for name in benchmarks:
-        header += [name, f"{name}_ci_low", f"{name}_ci_high", f"{name}_macro", f"{name}_macro_ci_low",
-                   f"{name}_macro_ci_high", f"{name}_n", f"{name}_pool", f"{name}_selection", f"{name}_correct",
-                   f"{name}_unparsed", f"{name}_mode", f"{name}_parser"]
+        header += [
+            name,
+            f"{name}_ci_low",
+            f"{name}_ci_high",
+            f"{name}_macro",
+            f"{name}_macro_ci_low",
+            f"{name}_macro_ci_high",
+            f"{name}_n",
+            f"{name}_pool",
+            f"{name}_selection",
+            f"{name}_correct",
+            f"{name}_unparsed",
+            f"{name}_mode",
+            f"{name}_parser",
+        ]
         if _kind(name) == "math":
-            header += [f"{name}_flexible", f"{name}_flexible_ci_low", f"{name}_flexible_ci_high",
-                       f"{name}_flexible_unparsed"]
+            header += [
+                f"{name}_flexible",
+                f"{name}_flexible_ci_low",
+                f"{name}_flexible_ci_high",
+                f"{name}_flexible_unparsed",
+            ]
     if has_dev:
         header += ["m_theta", "m_theta_reference", "m_theta_n"]
     buf = io.StringIO()
@@ -259,8 +293,14 @@ def write_reports(
     for row in rows:
         ckpt = row["checkpoint"]
         line = [ckpt.name, ckpt.path, ckpt.kind, ckpt.base or ""] + [ckpt.meta.get(k, "") for k in meta_keys]
-        entry = {"checkpoint": ckpt.name, "path": ckpt.path, "kind": ckpt.kind, "base": ckpt.base, "meta": ckpt.meta,
-                 "benchmarks": {}}
+        entry = {
+            "checkpoint": ckpt.name,
+            "path": ckpt.path,
+            "kind": ckpt.kind,
+            "base": ckpt.base,
+            "meta": ckpt.meta,
+            "benchmarks": {},
+        }
         for name in benchmarks:
             m = row["metrics"].get(name)
             width = 13 + (4 if _kind(name) == "math" else 0)
@@ -269,20 +309,47 @@ def write_reports(
                 continue
             ci = _ci(m, "accuracy") or ("", "")
             mci = _ci(m, "macro_accuracy") or (None, None)
-            line += [_pct(m["accuracy"]), _pct(ci[0]) if ci[0] != "" else "", _pct(ci[1]) if ci[1] != "" else "",
-                     _pct(m.get("macro_accuracy")), _pct(mci[0]), _pct(mci[1]), m["n"], m.get("pool", ""),
-                     selection_of(m), m["correct"], m["unparsed"], m["mode"], parser_of(m)]
+            line += [
+                _pct(m["accuracy"]),
+                _pct(ci[0]) if ci[0] != "" else "",
+                _pct(ci[1]) if ci[1] != "" else "",
+                _pct(m.get("macro_accuracy")),
+                _pct(mci[0]),
+                _pct(mci[1]),
+                m["n"],
+                m.get("pool", ""),
+                selection_of(m),
+                m["correct"],
+                m["unparsed"],
+                m["mode"],
+                parser_of(m),
+            ]
             flex = m.get("flexible") or {}
             if _kind(name) == "math":
                 fci = flex.get("ci95") or (None, None)
                 line += [_pct(flex.get("accuracy")), _pct(fci[0]), _pct(fci[1]), flex.get("unparsed", "")]
-            entry["benchmarks"][name] = {k: m.get(k) for k in ("accuracy", "macro_accuracy", "ci95", "macro_ci95",
-                                                               "n", "pool", "correct", "unparsed", "mode", "split",
-                                                               "flexible", "categories")}
+            entry["benchmarks"][name] = {
+                k: m.get(k)
+                for k in (
+                    "accuracy",
+                    "macro_accuracy",
+                    "ci95",
+                    "macro_ci95",
+                    "n",
+                    "pool",
+                    "correct",
+                    "unparsed",
+                    "mode",
+                    "split",
+                    "flexible",
+                    "categories",
+                )
+            }
             entry["benchmarks"][name]["parser"] = parser_of(m)
             entry["benchmarks"][name]["selection"] = selection_of(m)
-            entry["benchmarks"][name].update({k: m[k] for k in ("source", "title", "metric", "filter", "few_shot")
-                                              if k in m and is_lmeval(name)})
+            entry["benchmarks"][name].update(
+                {k: m[k] for k in ("source", "title", "metric", "filter", "few_shot") if k in m and is_lmeval(name)}
+            )
         dev = row.get("deviation")
         if has_dev:
             line += [f"{dev['m_theta']:.6f}" if dev else "", dev["reference"] if dev else "", dev["n"] if dev else ""]
@@ -294,19 +361,42 @@ def write_reports(
     # ---- subjects.csv (long) -----------------------------------------------------------------------
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["checkpoint", "benchmark", "level", "subject", "n", "correct", "accuracy", "unparsed",
-                     "macro_accuracy"])
+    writer.writerow(
+        ["checkpoint", "benchmark", "level", "subject", "n", "correct", "accuracy", "unparsed", "macro_accuracy"]
+    )
     for row in rows:
         for name in benchmarks:
             m = row["metrics"].get(name)
             if not m:
                 continue
             for subject, s in m["subjects"].items():
-                writer.writerow([row["checkpoint"].name, name, "subject", subject, s["n"], s["correct"],
-                                 _pct(s["accuracy"]), s.get("unparsed", ""), ""])
+                writer.writerow(
+                    [
+                        row["checkpoint"].name,
+                        name,
+                        "subject",
+                        subject,
+                        s["n"],
+                        s["correct"],
+                        _pct(s["accuracy"]),
+                        s.get("unparsed", ""),
+                        "",
+                    ]
+                )
             for cat, s in (m.get("categories") or {}).items():
-                writer.writerow([row["checkpoint"].name, name, "category", cat, s["n"], s["correct"],
-                                 _pct(s["accuracy"]), "", _pct(s.get("macro_accuracy"))])
+                writer.writerow(
+                    [
+                        row["checkpoint"].name,
+                        name,
+                        "category",
+                        cat,
+                        s["n"],
+                        s["correct"],
+                        _pct(s["accuracy"]),
+                        "",
+                        _pct(s.get("macro_accuracy")),
+                    ]
+                )
     atomic_write_text(out / "subjects.csv", buf.getvalue())
 
     # ---- summary.md --------------------------------------------------------------------------------
@@ -328,13 +418,13 @@ def write_reports(
     return {"rows": summary_rows, "output_dir": str(out), "benchmarks": benchmarks}
 
 
-def _stored_title(rows: List[dict], name: str) -> str:
+def _stored_title(rows: list[dict], name: str) -> str:
     """The title a result carries (lm-eval columns: "arc_challenge 25-shot acc_norm [lm-eval]")."""
     found = sorted({r["metrics"][name].get("title") for r in rows if name in r["metrics"]} - {None})
     return " / ".join(found) if found else name
 
 
-def _mode_tag(rows: List[dict], name: str) -> str:
+def _mode_tag(rows: list[dict], name: str) -> str:
     if is_lmeval(name):
         return ""  # the title names lm-eval's metric
     modes = {r["metrics"][name]["mode"] for r in rows if name in r["metrics"]}
@@ -343,13 +433,18 @@ def _mode_tag(rows: List[dict], name: str) -> str:
     return " (gen)" if "generation" in modes else " (lik)"
 
 
-def _uniform_n(rows: List[dict], name: str) -> Optional[int]:
+def _uniform_n(rows: list[dict], name: str) -> int | None:
     ns = {r["metrics"][name]["n"] for r in rows if name in r["metrics"]}
     return ns.pop() if len(ns) == 1 else None
 
 
-def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], table_metric: str = "both",
-                     deviation_data: Optional[str] = None) -> str:
+def summary_markdown(
+    rows: list[dict],
+    benchmarks: list[str],
+    titles: dict[str, str],
+    table_metric: str = "both",
+    deviation_data: str | None = None,
+) -> str:
     has_dev = deviation_data is not None or any(r.get("deviation") for r in rows)
     label = {"micro": " micro", "macro": " macro", "strict": " strict", "flexible": " flexible", "lmeval": ""}
     cols, heads = [], []
@@ -377,25 +472,34 @@ def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, 
         "bootstrap within subjects (2000 resamples). '-' = not evaluated (yet)."
     ]
     if any(_kind(b) == "mc" for b in benchmarks):
-        notes.append("(gen) = answered by generation, the letter read by the parser named in the run details (an "
-                     "output without an answer is wrong and counted as unparsed); (lik) = option likelihood: the "
-                     "most likely of the letters A-D. Chance level of four options: 25%.")
+        notes.append(
+            "(gen) = answered by generation, the letter read by the parser named in the run details (an "
+            "output without an answer is wrong and counted as unparsed); (lik) = option likelihood: the "
+            "most likely of the letters A-D. Chance level of four options: 25%."
+        )
     if any(_kind(b) == "math" for b in benchmarks):
-        notes.append("GSM8K **strict** = the number of the final-answer line ('So the answer is: N', as the "
-                     "paper's prompt asks); **flexible** = the last number of the output (lm-eval-harness's "
-                     "flexible-extract).")
+        notes.append(
+            "GSM8K **strict** = the number of the final-answer line ('So the answer is: N', as the "
+            "paper's prompt asks); **flexible** = the last number of the output (lm-eval-harness's "
+            "flexible-extract)."
+        )
     if any(_kind(b) == "lmeval" for b in benchmarks):
-        notes.append("[lm-eval] columns: scores of lm-eval-harness's own tasks (their prompts, few-shot examples and "
-                     "metrics; no chat template) on the same checkpoints, through lm-eval's HF or vLLM model class: the "
-                     "header names the task, shots and lm-eval's metric (acc = accuracy of the most likely choice; "
-                     "acc_norm = the same with log-likelihoods divided by the choice's length in bytes; TruthfulQA's "
-                     "acc is mc2, the probability mass on the true answers; exact_match (flexible-extract) = GSM8K's "
-                     "last number in the output) and n the documents scored. Interval: Wilson for 0/1 scores, "
-                     "normal approximation of the mean for mc2. The chart's chance line: 25% (4 options), "
-                     "Winogrande 50%.")
+        notes.append(
+            "[lm-eval] columns: scores of lm-eval-harness's own tasks (their prompts, few-shot examples and "
+            "metrics; no chat template) on the same checkpoints, through lm-eval's HF or vLLM model class: the "
+            "header names the task, shots and lm-eval's metric (acc = accuracy of the most likely choice; "
+            "acc_norm = the same with log-likelihoods divided by the choice's length in bytes; TruthfulQA's "
+            "acc is mc2, the probability mass on the true answers; exact_match (flexible-extract) = GSM8K's "
+            "last number in the output) and n the documents scored. Interval: Wilson for 0/1 scores, "
+            "normal approximation of the mean for mc2. The chart's chance line: 25% (4 options), "
+            "Winogrande 50%."
+        )
     if mixed_n:
-        notes.append("The number of questions differs between rows for " + ", ".join(titles[b] for b in mixed_n)
-                     + " (pairs run with different limits, see the run details): those cells say n.")
+        notes.append(
+            "The number of questions differs between rows for "
+            + ", ".join(titles[b] for b in mixed_n)
+            + " (pairs run with different limits, see the run details): those cells say n."
+        )
     if has_dev:
         refs = sorted({r["deviation"]["reference"] for r in rows if r.get("deviation")})
         data_name = os.path.basename(str(deviation_data)) if deviation_data else "the deviation data"
@@ -418,8 +522,12 @@ def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, 
             continue
         cats.sort(key=lambda c: CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER else 99)
         head = [f"{c} {k}" for c in cats for k in ("micro", "macro")]
-        part = [f"### {titles[name]} by category", "",
-                "| checkpoint | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+        part = [
+            f"### {titles[name]} by category",
+            "",
+            "| checkpoint | " + " | ".join(head) + " |",
+            "|---|" + "---:|" * len(head),
+        ]
         for row in rows:
             m = row["metrics"].get(name)
             cells = []
@@ -429,16 +537,24 @@ def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, 
                     cells += ["-", "-"]
                     continue
                 ci, mci = s.get("ci95"), s.get("macro_ci95")
-                cells.append(_pct(s["accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
-                             + f" n={s['n']}")
-                cells.append(_pct(s["macro_accuracy"]) + (f" [{100 * mci[0]:.1f}, {100 * mci[1]:.1f}]" if mci else "")
-                             if s.get("macro_accuracy") is not None else "n/a")
+                cells.append(
+                    _pct(s["accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "") + f" n={s['n']}"
+                )
+                cells.append(
+                    _pct(s["macro_accuracy"]) + (f" [{100 * mci[0]:.1f}, {100 * mci[1]:.1f}]" if mci else "")
+                    if s.get("macro_accuracy") is not None
+                    else "n/a"
+                )
             part.append(f"| {_md_escape(row['checkpoint'].name)} | " + " | ".join(cells) + " |")
         text += ["", "\n".join(part)]
 
     # run details: n, selection, split, mode, parser of every cell
-    part = ["### Run details", "", "| checkpoint | benchmark | questions | split | mode | parser | unparsed |",
-            "|---|---|---|---|---|---|---:|"]
+    part = [
+        "### Run details",
+        "",
+        "| checkpoint | benchmark | questions | split | mode | parser | unparsed |",
+        "|---|---|---|---|---|---|---:|",
+    ]
     for row in rows:
         for name in benchmarks:
             m = row["metrics"].get(name)
@@ -448,19 +564,24 @@ def summary_markdown(rows: List[dict], benchmarks: List[str], titles: Dict[str, 
             if m.get("flexible"):
                 unparsed += f" (flexible {m['flexible']['unparsed']})"
             parser = parser_of(m) + (" / flexible (lm-eval)" if m.get("flexible") else "")
-            part.append(f"| {_md_escape(row['checkpoint'].name)} | {titles[name]} | {selection_of(m)} | "
-                        f"{m.get('split', '')} | {m['mode']} | {parser} | {unparsed} |")
+            part.append(
+                f"| {_md_escape(row['checkpoint'].name)} | {titles[name]} | {selection_of(m)} | "
+                f"{m.get('split', '')} | {m['mode']} | {parser} | {unparsed} |"
+            )
     text += ["", "\n".join(part)]
     if any((r.get("deviation") or {}).get("from_previous_summary") for r in rows):
-        text += ["", "m_theta of rows marked in summary.json `from_previous_summary` comes from the previous "
-                     "summary (--report-only does not recompute it)."]
+        text += [
+            "",
+            "m_theta of rows marked in summary.json `from_previous_summary` comes from the previous "
+            "summary (--report-only does not recompute it).",
+        ]
     return "\n".join(text) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------
 
 
-def _chance(rows: List[dict], name: str) -> Optional[float]:
+def _chance(rows: list[dict], name: str) -> float | None:
     """Chance level of a column: 25% for our four-option benchmarks, the stored one of an lm-eval task."""
     if _kind(name) == "mc":
         return 0.25
@@ -470,8 +591,9 @@ def _chance(rows: List[dict], name: str) -> Optional[float]:
     return None
 
 
-def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], table_metric: str = "both",
-              has_dev: bool = False) -> Optional[bytes]:
+def bar_chart(
+    rows: list[dict], benchmarks: list[str], titles: dict[str, str], table_metric: str = "both", has_dev: bool = False
+) -> bytes | None:
     """Grouped bars: one group per benchmark, per checkpoint a solid bar (micro; GSM8K strict) and a
     hatched one (macro; GSM8K flexible) with 95% error bars; a dashed chance line at 25% over the
     multiple-choice groups; under each group the answer mode and number of questions; m_theta beside."""
@@ -510,19 +632,37 @@ def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], t
                 # a percentile bootstrap interval need not contain its estimate; rounding can put the
                 # Wilson bound a hair past it: error bars are clipped at 0
                 err = [[max(0.0, 100 * (value - ci[0]))], [max(0.0, 100 * (ci[1] - value))]] if ci else None
-                bar = ax.bar([x], [100 * value], w, color=cmap(j % cmap.N), hatch="//" if k else None,
-                             edgecolor="white" if k else None, yerr=err, capsize=2, error_kw={"elinewidth": 0.7},
-                             label=row["checkpoint"].name if (k == 0 and i == next(
-                                 ii for ii, b in enumerate(benchmarks) if b in row["metrics"])) else None)
+                bar = ax.bar(
+                    [x],
+                    [100 * value],
+                    w,
+                    color=cmap(j % cmap.N),
+                    hatch="//" if k else None,
+                    edgecolor="white" if k else None,
+                    yerr=err,
+                    capsize=2,
+                    error_kw={"elinewidth": 0.7},
+                    label=row["checkpoint"].name
+                    if (k == 0 and i == next(ii for ii, b in enumerate(benchmarks) if b in row["metrics"]))
+                    else None,
+                )
                 if n_bars * len(cols) <= 8:
                     ax.bar_label(bar, fmt="%.1f", fontsize=6, padding=1)
                 top = max(top, 100 * (ci[1] if ci else value))
         chance = _chance(rows, name)
         if chance is not None:
             levels = sorted({c for c in (_chance(rows, b) for b in benchmarks) if c is not None})
-            ax.hlines(100 * chance, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=0.9,
-                      label="chance (" + ", ".join(f"{100 * c:.0f}%" for c in levels) + ")" if i == next(ii for ii, b in enumerate(benchmarks) if _chance(rows, b) is not None)
-                      else None)
+            ax.hlines(
+                100 * chance,
+                i - 0.45,
+                i + 0.45,
+                colors="black",
+                linestyles="--",
+                linewidth=0.9,
+                label="chance (" + ", ".join(f"{100 * c:.0f}%" for c in levels) + ")"
+                if i == next(ii for ii, b in enumerate(benchmarks) if _chance(rows, b) is not None)
+                else None,
+            )
     labels = []
     for i, name in enumerate(benchmarks):
         ns = sorted({r["metrics"][name]["n"] for r in rows if name in r["metrics"]})
@@ -543,8 +683,11 @@ def bar_chart(rows: List[dict], benchmarks: List[str], titles: Dict[str, str], t
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("accuracy (%) with 95% interval")
     ax.set_ylim(0, min(100, top * 1.12 + 3))
-    ax.set_title("Accuracy by benchmark: solid = micro (GSM8K strict), hatched = macro (GSM8K flexible)"
-                 + ("; lm-eval tasks: their metric" if any(is_lmeval(b) for b in benchmarks) else ""), fontsize=9)
+    ax.set_title(
+        "Accuracy by benchmark: solid = micro (GSM8K strict), hatched = macro (GSM8K flexible)"
+        + ("; lm-eval tasks: their metric" if any(is_lmeval(b) for b in benchmarks) else ""),
+        fontsize=9,
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=min(4, n_bars + 1), frameon=False)
     if show_dev:

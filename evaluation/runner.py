@@ -20,9 +20,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 from . import __version__
 from .config import RunConfig
@@ -30,8 +30,8 @@ from .data import BenchmarkData, Sample, load_benchmark, shot_answer, shots_for
 from .deviation import DeviationSample, load_deviation_data, m_theta
 from .errors import EvalError
 from .io_utils import append_jsonl, atomic_write_json, atomic_write_text, jsonl_text, read_json, read_jsonl
-from .models import Checkpoint, _check_model_location, resolve_checkpoint, safe_name
 from .metrics import compute_metrics
+from .models import Checkpoint, _check_model_location, resolve_checkpoint, safe_name
 from .parsing import LETTERS, score_mc
 from .parsing import score_gsm8k as score_gsm8k_output
 from .prompts import PROMPT_VERSION, build_prompt
@@ -45,7 +45,7 @@ class Unit:
     ckpt: Checkpoint
     folder: Path
     is_checkpoint: bool = True
-    benchmarks: List[str] = field(default_factory=list)  # pending pairs
+    benchmarks: list[str] = field(default_factory=list)  # pending pairs
     needs_deviation: bool = False
 
 
@@ -53,12 +53,12 @@ class Unit:
 # metrics
 
 
-def score_choice(sample: Sample, output: str) -> Dict[str, object]:
+def score_choice(sample: Sample, output: str) -> dict[str, object]:
     """parsed letter, correct, the parser and the rule of its cascade that answered (parsing.py)."""
     return score_mc(output, sample.gold, sample.options)
 
 
-def score_gsm8k(sample: Sample, output: str) -> Dict[str, object]:
+def score_gsm8k(sample: Sample, output: str) -> dict[str, object]:
     """strict and flexible answers and whether each is right (parsing.py)."""
     return score_gsm8k_output(output, sample.gold)
 
@@ -71,22 +71,24 @@ class Runner:
         self.cfg = cfg
         self.out = Path(os.path.expanduser(cfg.output_dir))
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.data: Dict[str, BenchmarkData] = {}
-        self.dev_samples: List[DeviationSample] = []
-        self.refs: Dict[str, Unit] = {}  # checkpoint name -> reference unit
-        self.units: List[Unit] = []
-        self._engines: Dict[str, object] = {}
-        self._deferred: List[Unit] = []  # deviation passes to run with transformers afterwards
-        self.errors: List[str] = []
+        self.data: dict[str, BenchmarkData] = {}
+        self.dev_samples: list[DeviationSample] = []
+        self.refs: dict[str, Unit] = {}  # checkpoint name -> reference unit
+        self.units: list[Unit] = []
+        self._engines: dict[str, object] = {}
+        self._deferred: list[Unit] = []  # deviation passes to run with transformers afterwards
+        self.errors: list[str] = []
         self.lmeval_tasks = cfg.lmeval_suite() if cfg.lmeval_tasks else []  # lmeval_suite.LmEvalTask
-        self._lmeval_pending: Dict[str, list] = {}  # checkpoint name -> pending (task, specs, folder, fingerprint)
+        self._lmeval_pending: dict[str, list] = {}  # checkpoint name -> pending (task, specs, folder, fingerprint)
 
     # ------------------------------------------------------------------------------------------ plan
     def prepare(self) -> None:
         cfg = self.cfg
         for ckpt in cfg.checkpoints:
-            if not ckpt.base and cfg.base and os.path.isfile(
-                os.path.join(os.path.expanduser(ckpt.path), "adapter_config.json")
+            if (
+                not ckpt.base
+                and cfg.base
+                and os.path.isfile(os.path.join(os.path.expanduser(ckpt.path), "adapter_config.json"))
             ):
                 ckpt.base = cfg.base
             resolve_checkpoint(ckpt)
@@ -104,8 +106,15 @@ class Runner:
                 limit_mode=cfg.limit_mode,
             )
             d = self.data[name]
-            chosen = "" if len(d.samples) == d.n_pool else (
-                f", the first {len(d.samples)}" if cfg.limit_mode == "first" else f", seeded sample (seed {cfg.seed})")
+            chosen = (
+                ""
+                if len(d.samples) == d.n_pool
+                else (
+                    f", the first {len(d.samples)}"
+                    if cfg.limit_mode == "first"
+                    else f", seeded sample (seed {cfg.seed})"
+                )
+            )
             self.log(
                 f"[data] {d.info.title}: {len(d.samples)} of {d.n_pool} questions{chosen} "
                 f"(split {d.split}, {len({s.subject for s in d.samples})} subjects) from {d.root}"
@@ -137,16 +146,27 @@ class Runner:
         _lm_eval()  # installed? (one clear line if not)
         cfg = self.cfg
         for ckpt in cfg.checkpoints:
-            _, pending = plan_pairs(ckpt, self.lmeval_tasks, str(self.out), cfg.backend, cfg.lmeval_data_dir,
-                                    self._lmeval_dtype(), cfg.lmeval_limit, cfg.lmeval_gen_kwargs(), cfg.overwrite)
+            _, pending = plan_pairs(
+                ckpt,
+                self.lmeval_tasks,
+                str(self.out),
+                cfg.backend,
+                cfg.lmeval_data_dir,
+                self._lmeval_dtype(),
+                cfg.lmeval_limit,
+                cfg.lmeval_gen_kwargs(),
+                cfg.overwrite,
+            )
             if pending:
                 self._lmeval_pending[ckpt.name] = pending
         where = cfg.lmeval_data_dir or "lm-eval's hub datasets"
-        self.log(f"[lm-eval] {', '.join(t.title.replace(' [lm-eval]', '') for t in self.lmeval_tasks)}: lm-eval-harness's "
-                 f"own tasks with its {cfg.backend} backend, data from {where}"
-                 + (f", the first {cfg.lmeval_limit} documents of each" if cfg.lmeval_limit else "")
-                 + f"; {sum(len(p) for p in self._lmeval_pending.values())} of "
-                 f"{len(cfg.checkpoints) * len(self.lmeval_tasks)} (checkpoint, task) pairs to run")
+        self.log(
+            f"[lm-eval] {', '.join(t.title.replace(' [lm-eval]', '') for t in self.lmeval_tasks)}: lm-eval-harness's "
+            f"own tasks with its {cfg.backend} backend, data from {where}"
+            + (f", the first {cfg.lmeval_limit} documents of each" if cfg.lmeval_limit else "")
+            + f"; {sum(len(p) for p in self._lmeval_pending.values())} of "
+            f"{len(cfg.checkpoints) * len(self.lmeval_tasks)} (checkpoint, task) pairs to run"
+        )
 
     def _run_lmeval(self) -> None:
         if not self.lmeval_tasks:
@@ -161,9 +181,20 @@ class Runner:
             try:
                 if tm is None:
                     tm = new_task_manager(self.lmeval_tasks)
-                run_suite([ckpt], self.lmeval_tasks, str(self.out), backend=cfg.backend, data_dir=cfg.lmeval_data_dir,
-                          batch_size=cfg.batch_size, dtype=self._lmeval_dtype(), limit=cfg.lmeval_limit,
-                          overwrite=cfg.overwrite, log=self.log, gen_kwargs=cfg.lmeval_gen_kwargs(), tm=tm)
+                run_suite(
+                    [ckpt],
+                    self.lmeval_tasks,
+                    str(self.out),
+                    backend=cfg.backend,
+                    data_dir=cfg.lmeval_data_dir,
+                    batch_size=cfg.batch_size,
+                    dtype=self._lmeval_dtype(),
+                    limit=cfg.lmeval_limit,
+                    overwrite=cfg.overwrite,
+                    log=self.log,
+                    gen_kwargs=cfg.lmeval_gen_kwargs(),
+                    tm=tm,
+                )
             except EvalError as exc:
                 if not cfg.keep_going:
                     raise
@@ -173,7 +204,7 @@ class Runner:
     def _ckpt_folder(self, ckpt: Checkpoint) -> Path:
         return self.out / safe_name(ckpt.name)
 
-    def _reference_for(self, ckpt: Checkpoint) -> Optional[Unit]:
+    def _reference_for(self, ckpt: Checkpoint) -> Unit | None:
         by_name = {u.ckpt.name: u for u in self.units if u.is_checkpoint}
         spec = ckpt.ref or self.cfg.reference
         if spec:
@@ -220,7 +251,7 @@ class Runner:
         self.units.sort(key=lambda u: first[u.ckpt.identity()["model"]])
 
     # ------------------------------------------------------------------------------------- fingerprints
-    def _pair_fingerprint(self, ckpt: Checkpoint, name: str) -> Dict[str, object]:
+    def _pair_fingerprint(self, ckpt: Checkpoint, name: str) -> dict[str, object]:
         cfg, d = self.cfg, self.data[name]
         fp = {
             "checkpoint": ckpt.identity(),
@@ -270,7 +301,7 @@ class Runner:
             return "done"
         return "todo"
 
-    def _deviation_fingerprint(self, unit: Unit) -> Dict[str, object]:
+    def _deviation_fingerprint(self, unit: Unit) -> dict[str, object]:
         cfg = self.cfg
         return {
             "model": unit.ckpt.identity(),
@@ -294,7 +325,7 @@ class Runner:
             return False
 
     # ------------------------------------------------------------------------------------------- run
-    def run(self) -> Dict[str, object]:
+    def run(self) -> dict[str, object]:
         self.prepare()
         self.out.mkdir(parents=True, exist_ok=True)
         self._write_run_config()
@@ -399,8 +430,11 @@ class Runner:
         from .backends.base import PromptEncoder
 
         what = ", ".join(unit.benchmarks + (["deviation"] if unit.needs_deviation else []))
-        self.log(f"[load] {unit.ckpt.name}: {unit.ckpt.path}" + (f" on {unit.ckpt.base}" if unit.ckpt.adapter else "")
-                 + f" ({self.cfg.backend}) for {what}")
+        self.log(
+            f"[load] {unit.ckpt.name}: {unit.ckpt.path}"
+            + (f" on {unit.ckpt.base}" if unit.ckpt.adapter else "")
+            + f" ({self.cfg.backend}) for {what}"
+        )
         backend = self._backend_for(unit)
         try:
             encoder = PromptEncoder(backend.tokenizer, self.cfg.chat_template, self.cfg.system_prompt)
@@ -418,14 +452,22 @@ class Runner:
         from .backends.base import PromptEncoder
         from .backends.hf import TransformersBackend
 
-        self.log(f"[load] {unit.ckpt.name}: deviation log-probs with transformers (this vLLM build cannot give "
-                 "prompt log-probs with LoRA enabled)")
-        backend = TransformersBackend(unit.ckpt.model_path, adapter=unit.ckpt.adapter, dtype=self.cfg.dtype,
-                                      device=self.cfg.device, batch_size=self.cfg.batch_size,
-                                      trust_remote_code=self.cfg.trust_remote_code)
+        self.log(
+            f"[load] {unit.ckpt.name}: deviation log-probs with transformers (this vLLM build cannot give "
+            "prompt log-probs with LoRA enabled)"
+        )
+        backend = TransformersBackend(
+            unit.ckpt.model_path,
+            adapter=unit.ckpt.adapter,
+            dtype=self.cfg.dtype,
+            device=self.cfg.device,
+            batch_size=self.cfg.batch_size,
+            trust_remote_code=self.cfg.trust_remote_code,
+        )
         try:
-            self._run_deviation(unit, backend, PromptEncoder(backend.tokenizer, self.cfg.chat_template,
-                                                             self.cfg.system_prompt))
+            self._run_deviation(
+                unit, backend, PromptEncoder(backend.tokenizer, self.cfg.chat_template, self.cfg.system_prompt)
+            )
         finally:
             backend.close()
 
@@ -491,13 +533,15 @@ class Runner:
             + ")"
         )
 
-    def _answer(self, samples: List[Sample], d: BenchmarkData, mode: str, backend, encoder, tick) -> List[dict]:
+    def _answer(self, samples: list[Sample], d: BenchmarkData, mode: str, backend, encoder, tick) -> list[dict]:
         cfg = self.cfg
         prompts, inputs, ids = [], [], []
         for s in samples:
             prompt = build_prompt(d.info.name, s.question, s.options)
-            shots = [(build_prompt(d.info.name, x.question, x.options), shot_answer(x))
-                     for x in shots_for(s, d, cfg.few_shot)]
+            shots = [
+                (build_prompt(d.info.name, x.question, x.options), shot_answer(x))
+                for x in shots_for(s, d, cfg.few_shot)
+            ]
             text, tok = encoder.encode(prompt, shots)
             prompts.append(prompt)
             inputs.append(text)
@@ -508,8 +552,18 @@ class Runner:
             for s, prompt, text, sc in zip(samples, prompts, inputs, scores):
                 best = max(range(len(LETTERS)), key=lambda i: (sc[i], -i))
                 parsed = LETTERS[best]
-                records.append(self._record(s, prompt, text, parsed, parsed, parsed == s.gold, mode,
-                                            {k: round(v, 6) if math.isfinite(v) else None for k, v in zip(LETTERS, sc)}))
+                records.append(
+                    self._record(
+                        s,
+                        prompt,
+                        text,
+                        parsed,
+                        parsed,
+                        parsed == s.gold,
+                        mode,
+                        {k: round(v, 6) if math.isfinite(v) else None for k, v in zip(LETTERS, sc)},
+                    )
+                )
             return records
         max_new = cfg.mc_max_new_tokens if d.info.kind == "mc" else cfg.gsm8k_max_new_tokens
         outputs = backend.generate(ids, max_new, progress=tick)
@@ -573,8 +627,8 @@ class Runner:
         )
         self.log(f"[deviation] {unit.ckpt.name}: answer log-probs of {len(pairs)} pairs written")
 
-    def deviation_values(self) -> Dict[str, Dict[str, object]]:
-        out: Dict[str, Dict[str, object]] = {}
+    def deviation_values(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
         for ckpt in self.cfg.checkpoints:
             ref = self.refs.get(ckpt.name)
             unit = next(u for u in self.units if u.is_checkpoint and u.ckpt.name == ckpt.name)
@@ -592,7 +646,7 @@ class Runner:
         return out
 
     # -------------------------------------------------------------------------------------- summary
-    def summarize(self) -> Dict[str, object]:
+    def summarize(self) -> dict[str, object]:
         deviation = self.deviation_values() if self.dev_samples else {}
         # every (checkpoint, benchmark) result in the folder: this run's checkpoints first (report.py)
         columns = list(self.cfg.benchmarks) + [t.column for t in self.lmeval_tasks]

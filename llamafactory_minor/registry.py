@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 OBJECTIVES_ENV = "LLAMAFACTORY_MINOR_OBJECTIVES"
 ENTRY_POINT_GROUP = "llamafactory_minor.objectives"
@@ -141,113 +142,246 @@ def _t(en: str, zh: str) -> dict:
 # the built-in objectives
 # --------------------------------------------------------------------------------------------------
 _POFT_PARAMS = (
-    Param("poft_beta", "float", 1.0, "PoFT beta: scale of r_theta - r_aligned.",
-          _t("PoFT beta", "PoFT beta"), _t("PoFT: scale of the reward gap to the aligned LLMs.",
-                                           "PoFT：与对齐模型奖励差的缩放系数。"),
-          minimum=0.0, exclusive=True, ui_range=(0.01, 10, 0.01)),
-    Param("poft_gamma", "float", 0.0, "PoFT gamma: margin added inside the sigmoid.",
-          _t("PoFT gamma", "PoFT gamma"), _t("PoFT: margin inside the sigmoid.", "PoFT：sigmoid 内的间隔项。"),
-          ui_range=(-10, 10, 0.01)),
-    Param("poft_aggregation", "choice", "mean", "How the aligned LLMs' rewards are combined (paper: mean).",
-          _t("PoFT aggregation", "PoFT 聚合方式"),
-          _t("PoFT: how the aligned LLMs' rewards are combined (paper: mean).",
-             "PoFT：多个对齐模型奖励的合并方式（论文：mean）。"),
-          choices=("mean", "max", "min"), bound_hint=" (mean is the paper's)"),
-    Param("poft_aligned_models", "list", None, "Comma-separated aligned LLMs (paths or hub ids) that score the data.",
-          _t("PoFT aligned LLMs", "PoFT 对齐模型"),
-          _t("PoFT (required): comma-separated paths or hub ids of the aligned LLMs that score the data.",
-             "PoFT（必填）：用于给数据打分的对齐模型路径或模型 ID，以逗号分隔。"),
-          placeholder=_t("path/to/aligned_a, path/to/aligned_b", "path/to/aligned_a, path/to/aligned_b")),
-    Param("poft_aligned_templates", "list", None, "Comma-separated LF templates, one per aligned LLM.",
-          _t("PoFT aligned templates", "PoFT 对齐模型模板"),
-          _t("PoFT (required): comma-separated LLaMA-Factory templates, one per aligned LLM, in the same order.",
-             "PoFT（必填）：LLaMA-Factory 对话模板，以逗号分隔，与对齐模型一一对应、顺序相同。"),
-          placeholder=_t("qwen, llama3", "qwen, llama3")),
-    Param("poft_noise_dataset", "list", None,
-          "bi-PoFT (Eq. 12): dataset name(s), also listed in `dataset`, whose rows are noise.",
-          _t("bi-PoFT noise datasets", "bi-PoFT 噪声数据集"),
-          _t("Optional (bi-PoFT): dataset name(s), also selected above, whose rows are treated as noise.",
-             "可选（bi-PoFT）：被视为噪声的数据集名称（也需在上方数据集中选中）。")),
-    Param("poft_noise_column", "text", None,
-          "bi-PoFT (Eq. 12): a boolean column of the (local) training datasets marking noise rows per row, "
-          "e.g. is_noise as `llamafactory-minor noise` writes it.",
-          _t("bi-PoFT noise column", "bi-PoFT 噪声标记列"),
-          _t("Optional (bi-PoFT): a true/false column of the selected local datasets marking the noise rows, "
-             "e.g. is_noise (written by `llamafactory-minor noise`).",
-             "可选（bi-PoFT）：所选本地数据集中标记噪声行的布尔列，例如 is_noise（由 `llamafactory-minor noise` 生成）。"),
-          placeholder=_t("is_noise", "is_noise")),
+    Param(
+        "poft_beta",
+        "float",
+        1.0,
+        "PoFT beta: scale of r_theta - r_aligned.",
+        _t("PoFT beta", "PoFT beta"),
+        _t("PoFT: scale of the reward gap to the aligned LLMs.", "PoFT：与对齐模型奖励差的缩放系数。"),
+        minimum=0.0,
+        exclusive=True,
+        ui_range=(0.01, 10, 0.01),
+    ),
+    Param(
+        "poft_gamma",
+        "float",
+        0.0,
+        "PoFT gamma: margin added inside the sigmoid.",
+        _t("PoFT gamma", "PoFT gamma"),
+        _t("PoFT: margin inside the sigmoid.", "PoFT：sigmoid 内的间隔项。"),
+        ui_range=(-10, 10, 0.01),
+    ),
+    Param(
+        "poft_aggregation",
+        "choice",
+        "mean",
+        "How the aligned LLMs' rewards are combined (paper: mean).",
+        _t("PoFT aggregation", "PoFT 聚合方式"),
+        _t(
+            "PoFT: how the aligned LLMs' rewards are combined (paper: mean).",
+            "PoFT：多个对齐模型奖励的合并方式（论文：mean）。",
+        ),
+        choices=("mean", "max", "min"),
+        bound_hint=" (mean is the paper's)",
+    ),
+    Param(
+        "poft_aligned_models",
+        "list",
+        None,
+        "Comma-separated aligned LLMs (paths or hub ids) that score the data.",
+        _t("PoFT aligned LLMs", "PoFT 对齐模型"),
+        _t(
+            "PoFT (required): comma-separated paths or hub ids of the aligned LLMs that score the data.",
+            "PoFT（必填）：用于给数据打分的对齐模型路径或模型 ID，以逗号分隔。",
+        ),
+        placeholder=_t("path/to/aligned_a, path/to/aligned_b", "path/to/aligned_a, path/to/aligned_b"),
+    ),
+    Param(
+        "poft_aligned_templates",
+        "list",
+        None,
+        "Comma-separated LF templates, one per aligned LLM.",
+        _t("PoFT aligned templates", "PoFT 对齐模型模板"),
+        _t(
+            "PoFT (required): comma-separated LLaMA-Factory templates, one per aligned LLM, in the same order.",
+            "PoFT（必填）：LLaMA-Factory 对话模板，以逗号分隔，与对齐模型一一对应、顺序相同。",
+        ),
+        placeholder=_t("qwen, llama3", "qwen, llama3"),
+    ),
+    Param(
+        "poft_noise_dataset",
+        "list",
+        None,
+        "bi-PoFT (Eq. 12): dataset name(s), also listed in `dataset`, whose rows are noise.",
+        _t("bi-PoFT noise datasets", "bi-PoFT 噪声数据集"),
+        _t(
+            "Optional (bi-PoFT): dataset name(s), also selected above, whose rows are treated as noise.",
+            "可选（bi-PoFT）：被视为噪声的数据集名称（也需在上方数据集中选中）。",
+        ),
+    ),
+    Param(
+        "poft_noise_column",
+        "text",
+        None,
+        "bi-PoFT (Eq. 12): a boolean column of the (local) training datasets marking noise rows per row, "
+        "e.g. is_noise as `llamafactory-minor noise` writes it.",
+        _t("bi-PoFT noise column", "bi-PoFT 噪声标记列"),
+        _t(
+            "Optional (bi-PoFT): a true/false column of the selected local datasets marking the noise rows, "
+            "e.g. is_noise (written by `llamafactory-minor noise`).",
+            "可选（bi-PoFT）：所选本地数据集中标记噪声行的布尔列，例如 is_noise（由 `llamafactory-minor noise` 生成）。",
+        ),
+        placeholder=_t("is_noise", "is_noise"),
+    ),
 )
 
 BUILTIN = (
     Objective(
-        "minorsft", "stage", "llamafactory_minor.objectives.minorsft:objective", _t("MinorSFT", "MinorSFT"),
-        metrics=("minorsft/coef",), plot_keys=("loss", "m_theta", "minorsft/coef", "normalized_rewards/chosen"),
-        ui_plot=("m_theta", "minorsft/coef"), ui_defaults={"pref_beta": 0.04}, paper="MinorSFT Eq. 7",
+        "minorsft",
+        "stage",
+        "llamafactory_minor.objectives.minorsft:objective",
+        _t("MinorSFT", "MinorSFT"),
+        metrics=("minorsft/coef",),
+        plot_keys=("loss", "m_theta", "minorsft/coef", "normalized_rewards/chosen"),
+        ui_plot=("m_theta", "minorsft/coef"),
+        ui_defaults={"pref_beta": 0.04},
+        paper="MinorSFT Eq. 7",
     ),
     Objective(
-        "sftdpo", "stage", "llamafactory_minor.objectives.sftdpo:objective", _t("SFT using DPO", "SFT using DPO"),
+        "sftdpo",
+        "stage",
+        "llamafactory_minor.objectives.sftdpo:objective",
+        _t("SFT using DPO", "SFT using DPO"),
         plot_keys=("loss", "m_theta", "rewards/chosen", "normalized_rewards/chosen"),
-        ui_plot=("m_theta", "normalized_rewards/chosen"), ui_defaults={"pref_beta": 0.04}, paper="MinorSFT Eq. 3",
+        ui_plot=("m_theta", "normalized_rewards/chosen"),
+        ui_defaults={"pref_beta": 0.04},
+        paper="MinorSFT Eq. 3",
     ),
     Objective(
-        "minordpo", "pref_loss", "llamafactory_minor.objectives.minordpo:objective", _t("MinorDPO", "MinorDPO"),
+        "minordpo",
+        "pref_loss",
+        "llamafactory_minor.objectives.minordpo:objective",
+        _t("MinorDPO", "MinorDPO"),
         paper="MinorDPO Eq. 6",
     ),
     Objective(
-        "dpop", "pref_loss", "llamafactory_minor.objectives.dpop:objective", _t("DPOP", "DPOP"),
-        params=(Param("dpop_lambda", "float", 50.0,
-                      "DPOP (Smaug) lambda: weight of beta*lambda*max(0, log(pi_ref/pi)(y_w|x)).",
-                      _t("DPOP lambda", "DPOP lambda"),
-                      _t("DPOP: penalty weight when the chosen answer drops below the reference (paper: 50).",
-                         "DPOP：选中回答低于参考模型时的惩罚权重（论文：50）。"),
-                      minimum=0.0, bound_hint="; the Smaug paper uses 50", ui_range=(0, 200, 0.5)),),
+        "dpop",
+        "pref_loss",
+        "llamafactory_minor.objectives.dpop:objective",
+        _t("DPOP", "DPOP"),
+        params=(
+            Param(
+                "dpop_lambda",
+                "float",
+                50.0,
+                "DPOP (Smaug) lambda: weight of beta*lambda*max(0, log(pi_ref/pi)(y_w|x)).",
+                _t("DPOP lambda", "DPOP lambda"),
+                _t(
+                    "DPOP: penalty weight when the chosen answer drops below the reference (paper: 50).",
+                    "DPOP：选中回答低于参考模型时的惩罚权重（论文：50）。",
+                ),
+                minimum=0.0,
+                bound_hint="; the Smaug paper uses 50",
+                ui_range=(0, 200, 0.5),
+            ),
+        ),
         paper="MinorDPO Eq. 5 (DPOP)",
     ),
     # stock LF names the plugin computes itself: LF 0.9.5 calls TRL's dpo_loss without a loss type, so under
     # TRL >= 0.20 these silently train as sigmoid
-    Objective("hinge", "pref_loss", "llamafactory_minor.objectives.dpo:hinge_objective", _t("hinge", "hinge"),
-              fixes_stock=True, paper="fixed stock losses"),
-    Objective("ipo", "pref_loss", "llamafactory_minor.objectives.dpo:ipo_objective", _t("ipo", "ipo"),
-              fixes_stock=True, averaged_log_probs=True, paper="fixed stock losses"),
     Objective(
-        "poft", "stage", "llamafactory_minor.objectives.poft:objective", _t("PoFT", "PoFT"),
-        needs_reference=False, uses_beta=False, params=_POFT_PARAMS, metrics=("poft/r_theta", "poft/r_aligned"),
-        plot_keys=("loss", "poft/r_theta", "poft/r_aligned"), ui_plot=("poft/r_theta", "poft/r_aligned"),
+        "hinge",
+        "pref_loss",
+        "llamafactory_minor.objectives.dpo:hinge_objective",
+        _t("hinge", "hinge"),
+        fixes_stock=True,
+        paper="fixed stock losses",
+    ),
+    Objective(
+        "ipo",
+        "pref_loss",
+        "llamafactory_minor.objectives.dpo:ipo_objective",
+        _t("ipo", "ipo"),
+        fixes_stock=True,
+        averaged_log_probs=True,
+        paper="fixed stock losses",
+    ),
+    Objective(
+        "poft",
+        "stage",
+        "llamafactory_minor.objectives.poft:objective",
+        _t("PoFT", "PoFT"),
+        needs_reference=False,
+        uses_beta=False,
+        params=_POFT_PARAMS,
+        metrics=("poft/r_theta", "poft/r_aligned"),
+        plot_keys=("loss", "poft/r_theta", "poft/r_aligned"),
+        ui_plot=("poft/r_theta", "poft/r_aligned"),
         scores="llamafactory_minor.scores.aligned:aligned_score_attacher",
-        check="llamafactory_minor.objectives.poft:check_config", paper="PoFT Eq. 6",
+        check="llamafactory_minor.objectives.poft:check_config",
+        paper="PoFT Eq. 6",
     ),
 )
 
 # keys of the plugin as a whole (not of one objective); what they apply to is a rule of the web UI
 SHARED_PARAMS = (
-    Param("track_m_theta", "bool", False,
-          "stage sft / dpo: also log m_theta (MinorSFT Eq. 8) and the beta-free normalised rewards; loss unchanged.",
-          _t("Log m_theta", "记录 m_theta"),
-          _t("Also log m_theta and normalized rewards against the reference (loss unchanged).",
-             "额外记录相对参考模型的 m_theta 与归一化奖励（损失不变）。")),
-    Param("precompute_ref_log_probs", "bool", False,
-          "Score the reference once before training (cached) and train without a reference model.",
-          _t("Precompute reference scores", "预先计算参考模型分数"),
-          _t("Score the reference model once before training (cached) and train without it in memory.",
-             "训练前先用参考模型打分一次（带缓存），训练时不再加载参考模型。")),
-    Param("minor_cache_dir", "text", None, "Where precomputed reference and aligned-LLM scores are cached.",
-          _t("Score cache folder", "分数缓存目录"),
-          _t("Where precomputed reference and aligned-LLM scores are cached.", "预计算的参考模型与对齐模型分数的缓存目录。"),
-          ui=False, doc_default="`$LLAMAFACTORY_MINOR_SCORE_CACHE` or `~/.cache/llamafactory_minor/scores`"),
+    Param(
+        "track_m_theta",
+        "bool",
+        False,
+        "stage sft / dpo: also log m_theta (MinorSFT Eq. 8) and the beta-free normalised rewards; loss unchanged.",
+        _t("Log m_theta", "记录 m_theta"),
+        _t(
+            "Also log m_theta and normalized rewards against the reference (loss unchanged).",
+            "额外记录相对参考模型的 m_theta 与归一化奖励（损失不变）。",
+        ),
+    ),
+    Param(
+        "precompute_ref_log_probs",
+        "bool",
+        False,
+        "Score the reference once before training (cached) and train without a reference model.",
+        _t("Precompute reference scores", "预先计算参考模型分数"),
+        _t(
+            "Score the reference model once before training (cached) and train without it in memory.",
+            "训练前先用参考模型打分一次（带缓存），训练时不再加载参考模型。",
+        ),
+    ),
+    Param(
+        "minor_cache_dir",
+        "text",
+        None,
+        "Where precomputed reference and aligned-LLM scores are cached.",
+        _t("Score cache folder", "分数缓存目录"),
+        _t(
+            "Where precomputed reference and aligned-LLM scores are cached.",
+            "预计算的参考模型与对齐模型分数的缓存目录。",
+        ),
+        ui=False,
+        doc_default="`$LLAMAFACTORY_MINOR_SCORE_CACHE` or `~/.cache/llamafactory_minor/scores`",
+    ),
 )
 # metrics every plugin trainer of a family logs (besides the objective's own ``metrics``)
 COMMON_METRICS = {
     "stage": ("loss", "rewards/chosen", "normalized_rewards/chosen", "m_theta", "logps/chosen"),
-    "pref_loss": ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                  "normalized_rewards/chosen", "normalized_rewards/rejected", "m_theta", "logps/chosen",
-                  "logps/rejected"),
+    "pref_loss": (
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "normalized_rewards/chosen",
+        "normalized_rewards/rejected",
+        "m_theta",
+        "logps/chosen",
+        "logps/rejected",
+    ),
 }
 # what LF's plot_loss draws for the DPO family (every pair loss and stage dpo with tracking)
-DPO_PLOT_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "normalized_rewards/chosen",
-                 "normalized_rewards/rejected", "m_theta")
+DPO_PLOT_KEYS = (
+    "loss",
+    "rewards/accuracies",
+    "rewards/margins",
+    "normalized_rewards/chosen",
+    "normalized_rewards/rejected",
+    "m_theta",
+)
 # the web UI's default plot for the carrier stages with the plugin's tracking
-CARRIER_UI_PLOT = {"sft": ("m_theta",), "dpo": ("normalized_rewards/chosen", "normalized_rewards/rejected",
-                                                 "rewards/margins")}
+CARRIER_UI_PLOT = {
+    "sft": ("m_theta",),
+    "dpo": ("normalized_rewards/chosen", "normalized_rewards/rejected", "rewards/margins"),
+}
 
 _REGISTRY: dict[str, Objective] = {}
 _EXTERNAL_LOADED = False
@@ -342,8 +476,9 @@ def single_answer_stages() -> tuple:
 
 def ref_pref_losses() -> tuple:
     """Pair losses with a reference model: LF's stock ones and the plugin's that need one."""
-    return tuple(dict.fromkeys(STOCK_REF_PREF_LOSSES + tuple(
-        o.name for o in objectives("pref_loss") if o.needs_reference)))
+    return tuple(
+        dict.fromkeys(STOCK_REF_PREF_LOSSES + tuple(o.name for o in objectives("pref_loss") if o.needs_reference))
+    )
 
 
 def params() -> list[Param]:

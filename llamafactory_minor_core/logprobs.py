@@ -59,9 +59,7 @@ def _chunk_rows(chunk_size: int, vocab: int) -> int:
     return max(1, min(chunk_size, _MAX_CHUNK_ELEMENTS // max(vocab, 1)))
 
 
-def _load_rows(
-    logits: torch.Tensor, bi: torch.Tensor, ti: torch.Tensor, out: torch.Tensor
-) -> torch.Tensor:
+def _load_rows(logits: torch.Tensor, bi: torch.Tensor, ti: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Fill ``out`` (``[n, V]``, compute dtype) with ``logits[bi, ti]``, upcast in small pieces; return it."""
     n = bi.numel()
     for s in range(0, n, _COPY_ROWS):
@@ -83,14 +81,10 @@ class _TokenLogProbs(torch.autograd.Function):
         logp = torch.empty(n, dtype=cdtype, device=logits.device)
         lse = torch.empty(n, dtype=cdtype, device=logits.device)
         rows = _chunk_rows(chunk_size, logits.size(-1))
-        buf = torch.empty(
-            (min(rows, n), logits.size(-1)), dtype=cdtype, device=logits.device
-        )  # reused
+        buf = torch.empty((min(rows, n), logits.size(-1)), dtype=cdtype, device=logits.device)  # reused
         for s in range(0, n, rows):
             e = min(s + rows, n)
-            x = _load_rows(
-                logits, bi[s:e], ti[s:e], buf[: e - s]
-            )  # private float buffer: in-place is safe
+            x = _load_rows(logits, bi[s:e], ti[s:e], buf[: e - s])  # private float buffer: in-place is safe
             target = x.gather(1, labels_valid[s:e, None]).squeeze(1)
             row_max = x.amax(dim=1)
             x.sub_(row_max[:, None]).exp_()
@@ -110,15 +104,11 @@ class _TokenLogProbs(torch.autograd.Function):
         cdtype = lse.dtype
         grad_logits = None
         if ctx.needs_input_grad[0]:
-            grad_logits = torch.zeros(
-                logits.shape, dtype=logits.dtype, device=logits.device
-            )
+            grad_logits = torch.zeros(logits.shape, dtype=logits.dtype, device=logits.device)
             grad_logp = grad_logp.to(cdtype)
             n = bi.numel()
             rows = _chunk_rows(chunk_size, logits.size(-1))
-            buf = torch.empty(
-                (min(rows, n), logits.size(-1)), dtype=cdtype, device=logits.device
-            )
+            buf = torch.empty((min(rows, n), logits.size(-1)), dtype=cdtype, device=logits.device)
             for s in range(0, n, rows):
                 e = min(s + rows, n)
                 g = grad_logp[s:e]
@@ -128,9 +118,7 @@ class _TokenLogProbs(torch.autograd.Function):
                 x.scatter_add_(1, labels_valid[s:e, None], g[:, None])  # + onehot * g
                 for s2 in range(0, e - s, _COPY_ROWS):
                     e2 = min(s2 + _COPY_ROWS, e - s)
-                    grad_logits[bi[s + s2 : s + e2], ti[s + s2 : s + e2]] = x[s2:e2].to(
-                        logits.dtype
-                    )
+                    grad_logits[bi[s + s2 : s + e2], ti[s + s2 : s + e2]] = x[s2:e2].to(logits.dtype)
             del buf
         return grad_logits, None, None, None, None
 
@@ -161,9 +149,7 @@ def token_log_probs(
             f"expected logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     if logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            "Logits (batchsize x seqlen) and labels must have the same shape."
-        )
+        raise ValueError("Logits (batchsize x seqlen) and labels must have the same shape.")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating point tensor, got {logits.dtype}")
     if chunk_size < 1:
@@ -176,9 +162,7 @@ def token_log_probs(
     bi, ti = mask.nonzero(as_tuple=True)
     logp_valid = _TokenLogProbs.apply(logits, safe_labels, bi, ti, int(chunk_size))
     per_token = torch.zeros(mask.shape, dtype=cdtype, device=logits.device)
-    per_token = per_token.index_put(
-        (bi, ti), logp_valid
-    )  # out-of-place: differentiable scatter
+    per_token = per_token.index_put((bi, ti), logp_valid)  # out-of-place: differentiable scatter
     return per_token, mask
 
 
@@ -199,7 +183,5 @@ def sequence_log_probs(
         ``(logps, valid_length)``: ``logps`` ``[B]`` float32 (float64 for float64 logits),
         ``valid_length`` ``[B]`` int64.
     """
-    per_token, mask = token_log_probs(
-        logits, labels, ignore_index=ignore_index, chunk_size=chunk_size
-    )
+    per_token, mask = token_log_probs(logits, labels, ignore_index=ignore_index, chunk_size=chunk_size)
     return per_token.sum(-1), mask.sum(-1)

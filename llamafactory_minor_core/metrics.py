@@ -29,9 +29,7 @@ def safe_length(num_tokens, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return valid, torch.where(valid, m, torch.ones_like(m))
 
 
-def normalized_rewards(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, num_tokens: torch.Tensor
-) -> torch.Tensor:
+def normalized_rewards(policy_logps: torch.Tensor, ref_logps: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
     """Per-sample ``(policy_logps - ref_logps) / m`` (detached); 0 where ``m == 0``."""
     policy_logps = policy_logps.detach()
     valid, m = safe_length(num_tokens, policy_logps)
@@ -39,9 +37,7 @@ def normalized_rewards(
     return torch.where(valid, r, torch.zeros_like(r))
 
 
-def deviation_metric(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, num_tokens: torch.Tensor
-) -> torch.Tensor:
+def deviation_metric(policy_logps: torch.Tensor, ref_logps: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
     """MinorSFT Eq. 8: batch mean of ``(1/m) * log(pi_theta / pi_ref)`` (detached scalar).
 
     Rows with ``m == 0`` (no answer token, e.g. fully truncated) have no defined value and are left

@@ -65,12 +65,26 @@ def set_cpu_env(env=None, kv_cache_gb: float | None = None, all_cores: bool = Fa
     return env
 
 
-def engine_kwargs(model: str, tokenizer: str | None = None, dtype: str = "auto", enforce_eager: bool = True,
-                  seed: int = 0, trust_remote_code: bool = False, max_model_len: int | None = None, **extra) -> dict:
+def engine_kwargs(
+    model: str,
+    tokenizer: str | None = None,
+    dtype: str = "auto",
+    enforce_eager: bool = True,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    max_model_len: int | None = None,
+    **extra,
+) -> dict:
     """The ``vllm.LLM`` keyword arguments both sides start an engine with (``extra``: any other ``vllm.LLM``
     argument, e.g. ``tensor_parallel_size``); ``dtype`` resolved by :func:`engine_dtype`."""
-    kwargs = dict(model=model, tokenizer=tokenizer or model, dtype=engine_dtype(dtype), seed=seed,
-                  enforce_eager=enforce_eager, trust_remote_code=trust_remote_code)
+    kwargs = dict(
+        model=model,
+        tokenizer=tokenizer or model,
+        dtype=engine_dtype(dtype),
+        seed=seed,
+        enforce_eager=enforce_eager,
+        trust_remote_code=trust_remote_code,
+    )
     kwargs.update(extra)
     if max_model_len:
         kwargs["max_model_len"] = int(max_model_len)
@@ -105,8 +119,10 @@ def sequence_from_prompt_logprobs(prompt_token_ids, prompt_logprobs, labels, per
             continue
         token = prompt_token_ids[t]
         if labels[t] != token:
-            raise ValueError(f"label {labels[t]} differs from the input token {token} at position {t}; vLLM only "
-                             "scores the input tokens")
+            raise ValueError(
+                f"label {labels[t]} differs from the input token {token} at position {t}; vLLM only "
+                "scores the input tokens"
+            )
         lp = _logprob_value(prompt_logprobs[t], token)
         total += lp
         count += 1
@@ -146,25 +162,35 @@ def worker_main(argv=None) -> int:
     from vllm.inputs import TokensPrompt
 
     start = time.time()
-    kwargs = engine_kwargs(args.model, tokenizer=args.tokenizer, dtype=args.dtype,
-                           enforce_eager=not args.no_enforce_eager, trust_remote_code=args.trust_remote_code,
-                           max_model_len=args.max_model_len, enable_prefix_caching=False)
+    kwargs = engine_kwargs(
+        args.model,
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        enforce_eager=not args.no_enforce_eager,
+        trust_remote_code=args.trust_remote_code,
+        max_model_len=args.max_model_len,
+        enable_prefix_caching=False,
+    )
     kwargs.update(json.loads(args.engine_args or "{}"))
     llm = LLM(**kwargs)
-    print(f"[vllm-worker] engine ready in {time.time() - start:.1f}s (dtype {kwargs['dtype']}); {len(items)} "
-          "sequences", file=sys.stderr, flush=True)
+    print(
+        f"[vllm-worker] engine ready in {time.time() - start:.1f}s (dtype {kwargs['dtype']}); {len(items)} sequences",
+        file=sys.stderr,
+        flush=True,
+    )
     params = prompt_logprob_params(SamplingParams)
     with open(args.output, "a", encoding="utf-8") as out:
         for s in range(0, len(items), args.chunk):
-            chunk = items[s:s + args.chunk]
+            chunk = items[s : s + args.chunk]
             prompts = [TokensPrompt(prompt_token_ids=list(item["input_ids"])) for item in chunk]
             results = llm.generate(prompts, params, use_tqdm=False)
             lines = []
             for item, res in zip(chunk, results):
                 if list(res.prompt_token_ids) != list(item["input_ids"]):
                     raise RuntimeError(f"vLLM changed the prompt token ids of {item['id']}")
-                scored = sequence_from_prompt_logprobs(res.prompt_token_ids, res.prompt_logprobs, item["labels"],
-                                                       per_token=args.per_token)
+                scored = sequence_from_prompt_logprobs(
+                    res.prompt_token_ids, res.prompt_logprobs, item["labels"], per_token=args.per_token
+                )
                 row = {"id": item["id"], "sum_logp": scored[0], "num_tokens": scored[1]}
                 if args.per_token:
                     row["token_logps"] = scored[2]

@@ -38,8 +38,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ class CliError(AssertionError):
     """A CLI subprocess failed; the message carries the command and the tail of its output."""
 
 
-def _tail(text: Optional[str], lines: int = 80) -> str:
+def _tail(text: str | None, lines: int = 80) -> str:
     if not text:
         return "<empty>"
     parts = text.rstrip().splitlines()
@@ -87,7 +88,7 @@ def _tail(text: Optional[str], lines: int = 80) -> str:
     return cut + "\n".join(parts[-lines:])
 
 
-def write_yaml(directory: Union[str, os.PathLike], cfg: Dict[str, Any], name: str = "config.yaml") -> str:
+def write_yaml(directory: str | os.PathLike, cfg: dict[str, Any], name: str = "config.yaml") -> str:
     """Write ``cfg`` as YAML into ``directory/name`` and return the path."""
     import yaml
 
@@ -98,7 +99,7 @@ def write_yaml(directory: Union[str, os.PathLike], cfg: Dict[str, Any], name: st
     return str(path)
 
 
-def read_log_history(output_dir: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
+def read_log_history(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The trainer's ``log_history`` (from ``output_dir/trainer_state.json``)."""
     path = Path(output_dir) / "trainer_state.json"
     if not path.is_file():
@@ -108,7 +109,7 @@ def read_log_history(output_dir: Union[str, os.PathLike]) -> List[Dict[str, Any]
         return json.load(f)["log_history"]
 
 
-def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(_OFFLINE_ENV)
     bindir = os.path.dirname(sys.executable)
@@ -118,7 +119,7 @@ def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-def _resolve_exe(exe: str) -> List[str]:
+def _resolve_exe(exe: str) -> list[str]:
     candidate = Path(sys.executable).parent / exe
     if candidate.exists():
         return [str(candidate)]
@@ -128,13 +129,13 @@ def _resolve_exe(exe: str) -> List[str]:
 
 
 def run_cli(
-    args: Union[Sequence[str], str, Dict[str, Any]],
-    env: Optional[Dict[str, str]] = None,
+    args: Sequence[str] | str | dict[str, Any],
+    env: dict[str, str] | None = None,
     timeout: float = 900,
-    cwd: Optional[Union[str, os.PathLike]] = None,
+    cwd: str | os.PathLike | None = None,
     exe: str = "llamafactory-cli",
     check: bool = True,
-    config_dir: Optional[Union[str, os.PathLike]] = None,
+    config_dir: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``exe args`` (default: this venv's ``llamafactory-cli``) offline; see the module doc."""
     if isinstance(args, dict):
@@ -171,14 +172,14 @@ def run_cli(
 
 def tiny_train_config(
     model: str,
-    output_dir: Union[str, os.PathLike],
+    output_dir: str | os.PathLike,
     stage: str = "sft",
-    dataset: Optional[str] = None,
+    dataset: str | None = None,
     **overrides: Any,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """A complete LF config for a short full-parameter CPU run on the fixture data."""
     pairwise = stage in PAIRWISE_STAGES
-    cfg: Dict[str, Any] = {
+    cfg: dict[str, Any] = {
         "model_name_or_path": str(model),
         "trust_remote_code": False,
         "stage": stage,
@@ -279,7 +280,7 @@ def tiny_train_cfg(tiny_model, tmp_path):
     """Factory: ``tiny_train_cfg(stage="sft", dataset=None, **overrides)`` -> LF config dict."""
     counter = {"n": 0}
 
-    def make(stage: str = "sft", dataset: Optional[str] = None, **overrides: Any) -> Dict[str, Any]:
+    def make(stage: str = "sft", dataset: str | None = None, **overrides: Any) -> dict[str, Any]:
         counter["n"] += 1
         out = tmp_path / f"run{counter['n']}-{stage}"
         overrides.setdefault("model_name_or_path", tiny_model)

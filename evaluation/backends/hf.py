@@ -2,7 +2,7 @@
 log-probs and answer log-probs; LoRA adapters through peft."""
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from ..errors import EvalError
 from .base import Backend, cut_at_stop, logsumexp
@@ -27,19 +27,26 @@ def _pick_dtype(dtype: str, device: str):
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise EvalError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     return table[dtype]
 
 
-def load_tokenizer(model_path: str, adapter: Optional[str] = None):
+def load_tokenizer(model_path: str, adapter: str | None = None):
     from transformers import AutoTokenizer
 
     source = model_path
     if adapter and any(
-        os.path.isfile(os.path.join(os.path.expanduser(adapter), f)) for f in ("tokenizer.json", "tokenizer_config.json")
+        os.path.isfile(os.path.join(os.path.expanduser(adapter), f))
+        for f in ("tokenizer.json", "tokenizer_config.json")
     ):
         source = adapter
     try:
@@ -62,7 +69,7 @@ class TransformersBackend(Backend):
     def __init__(
         self,
         model_path: str,
-        adapter: Optional[str] = None,
+        adapter: str | None = None,
         dtype: str = "auto",
         device: str = "auto",
         batch_size: int = 8,
@@ -100,7 +107,7 @@ class TransformersBackend(Backend):
         self.model = model
         self.eos_ids = self._eos_ids()
 
-    def _eos_ids(self) -> List[int]:
+    def _eos_ids(self) -> list[int]:
         ids = []
         gen_cfg = getattr(self.model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
@@ -112,17 +119,17 @@ class TransformersBackend(Backend):
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
-    def describe(self) -> Dict[str, object]:
+    def describe(self) -> dict[str, object]:
         return {"backend": self.name, "device": self.device, "dtype": str(self.torch_dtype).replace("torch.", "")}
 
     # ------------------------------------------------------------------------------------------------
-    def _batches(self, lengths: List[int]):
+    def _batches(self, lengths: list[int]):
         """Index batches, longest first (similar lengths together: little padding; memory errors early)."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
-    def _left_pad(self, seqs: List[List[int]]):
+    def _left_pad(self, seqs: list[list[int]]):
         import torch
 
         width = max(len(s) for s in seqs)
@@ -136,8 +143,9 @@ class TransformersBackend(Backend):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), position_ids.to(self.device)
 
-    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None,
-                 stop: Optional[Sequence[str]] = None) -> List[str]:
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, progress=None, stop: Sequence[str] | None = None
+    ) -> list[str]:
         import torch
         from transformers import GenerationConfig
 
@@ -151,7 +159,7 @@ class TransformersBackend(Backend):
             stop_strings=stop or None,
         )
         extra = {"tokenizer": self.tokenizer} if stop else {}  # transformers needs it to match stop strings
-        outputs: List[Optional[str]] = [None] * len(prompts)
+        outputs: list[str | None] = [None] * len(prompts)
         for batch in self._batches([len(p) for p in prompts]):
             ids, mask, _ = self._left_pad([prompts[i] for i in batch])
             with torch.inference_mode():
@@ -168,10 +176,12 @@ class TransformersBackend(Backend):
                 progress(len(batch))
         return outputs  # type: ignore[return-value]
 
-    def choice_logprobs(self, prompts: List[List[int]], candidates: List[List[int]], progress=None) -> List[List[float]]:
+    def choice_logprobs(
+        self, prompts: list[list[int]], candidates: list[list[int]], progress=None
+    ) -> list[list[float]]:
         import torch
 
-        result: List[Optional[List[float]]] = [None] * len(prompts)
+        result: list[list[float] | None] = [None] * len(prompts)
         for batch in self._batches([len(p) for p in prompts]):
             ids, mask, pos = self._left_pad([prompts[i] for i in batch])
             with torch.inference_mode():
@@ -183,12 +193,12 @@ class TransformersBackend(Backend):
                 progress(len(batch))
         return result  # type: ignore[return-value]
 
-    def sequence_logprobs(self, pairs: List[Tuple[List[int], List[int]]], progress=None) -> List[float]:
+    def sequence_logprobs(self, pairs: list[tuple[list[int], list[int]]], progress=None) -> list[float]:
         import torch
 
         from llamafactory_minor_core.logprobs import sequence_log_probs  # training's own implementation
 
-        result: List[Optional[float]] = [None] * len(pairs)
+        result: list[float | None] = [None] * len(pairs)
         for batch in self._batches([len(x) + len(y) for x, y in pairs]):
             seqs = [pairs[i][0] + pairs[i][1] for i in batch]
             ids, mask, pos = self._left_pad(seqs)

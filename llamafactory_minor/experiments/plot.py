@@ -88,8 +88,13 @@ def series(history: list[dict], metric: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
-def plot_runs(run_dirs: list[str], metrics: list[str], out: str = "runs.png", labels: list[str] | None = None,
-              title: str | None = None) -> dict:
+def plot_runs(
+    run_dirs: list[str],
+    metrics: list[str],
+    out: str = "runs.png",
+    labels: list[str] | None = None,
+    title: str | None = None,
+) -> dict:
     """Draw the PNG; returns {label: {metric: (first, last, n_points)}}."""
     if not run_dirs:
         raise PlotError("give at least one run folder")
@@ -135,8 +140,7 @@ def plot_runs(run_dirs: list[str], metrics: list[str], out: str = "runs.png", la
 
 
 def format_summary(summary: dict, metrics: list[str]) -> str:
-    lines = ["| run | " + " | ".join(f"{m} (first -> last)" for m in metrics) + " |",
-             "|---|" + "---|" * len(metrics)]
+    lines = ["| run | " + " | ".join(f"{m} (first -> last)" for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
     for label, per_metric in summary.items():
         cells = []
         for m in metrics:
@@ -171,8 +175,13 @@ def score_rewards(path: str) -> dict[str, list[float]]:
     return out
 
 
-def plot_score_histograms(paths: list[str], out: str = "scores.png", labels: list[str] | None = None,
-                          bins: int = 40, title: str | None = None) -> dict:
+def plot_score_histograms(
+    paths: list[str],
+    out: str = "scores.png",
+    labels: list[str] | None = None,
+    bins: int = 40,
+    title: str | None = None,
+) -> dict:
     """Overlaid, density-normalised histograms of the rewards of each score file / cache folder (as PoFT's
     Fig. 2 and 3d show the preference-score distributions of clean and noisy data); returns per-series stats."""
     series_ = []

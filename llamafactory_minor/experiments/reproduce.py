@@ -51,8 +51,13 @@ def _bin(name: str) -> str:
 def _run(cmd: list[str], log_path: str, step: str) -> float:
     start = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                              env=dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")))
+        proc = subprocess.run(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")),
+        )
     if proc.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as f:
             tail = "".join(f.readlines()[-15:])
@@ -70,20 +75,43 @@ def minorsft_runs(lr: float, beta: float, grid: bool) -> list[dict]:
         for b in (0.02, 0.04, 0.1):
             for x in (lr, 2 * lr):
                 if (b, x) != (beta, 2 * lr):
-                    runs.append({"name": f"minorsft_b{b}_lr{x:g}", "method": "minorsft", "stage": "minorsft",
-                                 "lr": x, "beta": b})
+                    runs.append(
+                        {
+                            "name": f"minorsft_b{b}_lr{x:g}",
+                            "method": "minorsft",
+                            "stage": "minorsft",
+                            "lr": x,
+                            "beta": b,
+                        }
+                    )
     return runs
 
 
 def train_config(run: dict, args, data_dir: str, output_dir: str) -> dict:
     cfg = {
-        "model_name_or_path": args.model, "stage": run["stage"], "do_train": True,
-        "finetuning_type": args.finetuning_type, "dataset": "arith_sft", "dataset_dir": data_dir,
-        "template": args.template, "cutoff_len": args.cutoff, "max_samples": args.train,
-        "overwrite_cache": True, "preprocessing_num_workers": 1, "output_dir": output_dir,
-        "overwrite_output_dir": True, "per_device_train_batch_size": args.batch, "gradient_accumulation_steps": 1,
-        "learning_rate": run["lr"], "lr_scheduler_type": "constant", "max_steps": args.steps,
-        "logging_steps": 1, "save_strategy": "no", "report_to": "none", "seed": args.seed, "bf16": False,
+        "model_name_or_path": args.model,
+        "stage": run["stage"],
+        "do_train": True,
+        "finetuning_type": args.finetuning_type,
+        "dataset": "arith_sft",
+        "dataset_dir": data_dir,
+        "template": args.template,
+        "cutoff_len": args.cutoff,
+        "max_samples": args.train,
+        "overwrite_cache": True,
+        "preprocessing_num_workers": 1,
+        "output_dir": output_dir,
+        "overwrite_output_dir": True,
+        "per_device_train_batch_size": args.batch,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": run["lr"],
+        "lr_scheduler_type": "constant",
+        "max_steps": args.steps,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": args.seed,
+        "bf16": False,
         "plot_loss": True,
         # 135M parameters on a CPU: memory is ample, and LF's default gradient checkpointing only recomputes
         "disable_gradient_checkpointing": True,
@@ -103,7 +131,9 @@ def _eval_data(args, data_dir: str, out: str) -> str:
     os.makedirs(os.path.join(root, "gsm8k"), exist_ok=True)
     source = args.eval_file or os.path.join(data_dir, "arith_test.jsonl")
     if not os.path.isfile(source):
-        raise ReproduceError(f"--eval-file {source} does not exist (GSM8K-format JSONL: question, answer '... #### N')")
+        raise ReproduceError(
+            f"--eval-file {source} does not exist (GSM8K-format JSONL: question, answer '... #### N')"
+        )
     shutil.copyfile(source, os.path.join(root, "gsm8k", "test.jsonl"))
     return root
 
@@ -118,8 +148,10 @@ def _accuracy(row: dict) -> tuple[float | None, float | None]:
     gsm = (row.get("benchmarks") or {}).get("gsm8k") or {}
     strict = gsm.get("accuracy")
     flexible = (gsm.get("flexible") or {}).get("accuracy")
-    return (float(strict) if isinstance(strict, (int, float)) else None,
-            float(flexible) if isinstance(flexible, (int, float)) else None)
+    return (
+        float(strict) if isinstance(strict, (int, float)) else None,
+        float(flexible) if isinstance(flexible, (int, float)) else None,
+    )
 
 
 def _drift(row: dict) -> float | None:
@@ -142,12 +174,15 @@ def verdict(results: dict) -> list[str]:
             f"Claim 1 (MinorSFT deviates less than SFT at every step, at twice SFT's lr): "
             f"{'HOLDS' if ok else 'DOES NOT HOLD'} here -- MinorSFT's m_theta is below SFT's at {len(below)} of "
             f"{len(steps)} logged steps (final: MinorSFT {minor['m_theta'][steps[-1]]:.4f}, SFT "
-            f"{sft['m_theta'][steps[-1]]:.4f}; at step {steps[0]} both start from the reference).")
+            f"{sft['m_theta'][steps[-1]]:.4f}; at step {steps[0]} both start from the reference)."
+        )
     if sft and minor and sft.get("accuracy") is not None and minor.get("accuracy") is not None:
         ok = minor["accuracy"] >= sft["accuracy"]
-        lines.append(f"Claim 2 (MinorSFT's accuracy is at least SFT's): {'HOLDS' if ok else 'DOES NOT HOLD'} here -- "
-                     f"held-out accuracy MinorSFT {100 * minor['accuracy']:.1f}% vs SFT {100 * sft['accuracy']:.1f}% "
-                     f"(n = {results.get('n_eval')}).")
+        lines.append(
+            f"Claim 2 (MinorSFT's accuracy is at least SFT's): {'HOLDS' if ok else 'DOES NOT HOLD'} here -- "
+            f"held-out accuracy MinorSFT {100 * minor['accuracy']:.1f}% vs SFT {100 * sft['accuracy']:.1f}% "
+            f"(n = {results.get('n_eval')})."
+        )
     return lines
 
 
@@ -158,8 +193,15 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     if not os.path.isfile(os.path.join(data_dir, "arith_sft.json")):
         tasks.write_task(data_dir, n_train=args.train, n_test=args.test, seed=args.seed)
     print(f"[reproduce] data: {data_dir}", flush=True)
-    results = {"experiment": experiment, "model": args.model, "steps": args.steps, "batch": args.batch,
-               "finetuning_type": args.finetuning_type, "runs": {}, "times_s": {}}
+    results = {
+        "experiment": experiment,
+        "model": args.model,
+        "steps": args.steps,
+        "batch": args.batch,
+        "finetuning_type": args.finetuning_type,
+        "runs": {},
+        "times_s": {},
+    }
     return out, data_dir, results, time.time()
 
 
@@ -179,8 +221,11 @@ def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, datas
             with open(config_path, "w", encoding="utf-8") as f:
                 yaml.safe_dump(cfg, f, sort_keys=False)
             print(f"[reproduce] $ llamafactory-cli train {config_path}", flush=True)
-            seconds = _run([_bin("llamafactory-cli"), "train", config_path], os.path.join(out, f"{run['name']}.log"),
-                           f"training {run['name']}")
+            seconds = _run(
+                [_bin("llamafactory-cli"), "train", config_path],
+                os.path.join(out, f"{run['name']}.log"),
+                f"training {run['name']}",
+            )
             results["times_s"][run["name"]] = round(seconds, 1)
             with open(os.path.join(run_dir, plot_mod.RUN_INFO), "w", encoding="utf-8") as f:
                 label = f"{run['method']} lr={run['lr']:g}" + (f" beta={run['beta']}" if "beta" in run else "")
@@ -198,14 +243,35 @@ def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) ->
     cmd = [_bin("llamafactory-minor-eval"), "--model", f"base={args.model}"]
     for run in runs:
         cmd += ["--model", f"{run['name']}={results['runs'][run['name']]['dir']}"]
-    cmd += ["-b", "gsm8k", "--data-dir", _eval_data(args, data_dir, out), "--split", "gsm8k=test",
-            "--gsm8k-max-new-tokens", str(args.max_new_tokens), "--deviation-data", args.deviation_data,
-            "--deviation-limit", str(args.deviation_limit), "--reference", "base", "--output-dir", eval_dir,
-            "--backend", args.backend, "--batch-size", str(args.eval_batch_size), "--no-progress"]
+    cmd += [
+        "-b",
+        "gsm8k",
+        "--data-dir",
+        _eval_data(args, data_dir, out),
+        "--split",
+        "gsm8k=test",
+        "--gsm8k-max-new-tokens",
+        str(args.max_new_tokens),
+        "--deviation-data",
+        args.deviation_data,
+        "--deviation-limit",
+        str(args.deviation_limit),
+        "--reference",
+        "base",
+        "--output-dir",
+        eval_dir,
+        "--backend",
+        args.backend,
+        "--batch-size",
+        str(args.eval_batch_size),
+        "--no-progress",
+    ]
     if args.eval_limit:
         cmd += ["--limit", str(args.eval_limit), "--limit-mode", "first"]
-    print(f"[reproduce] $ llamafactory-minor-eval (base + {len(runs)} runs, gsm8k-format held-out set) -> {eval_dir}",
-          flush=True)
+    print(
+        f"[reproduce] $ llamafactory-minor-eval (base + {len(runs)} runs, gsm8k-format held-out set) -> {eval_dir}",
+        flush=True,
+    )
     results["times_s"]["evaluation"] = round(_run(cmd, os.path.join(out, "eval.log"), "evaluation"), 1)
     for name, row in _summary_rows(eval_dir).items():
         entry = results["runs"].setdefault(name, {}) if name != "base" else results.setdefault("base", {})
@@ -222,7 +288,7 @@ def is_degenerate(text: str) -> bool:
     if any(lines.count(line) >= 3 for line in set(lines)):
         return True
     words = text.split()
-    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     return any(grams.count(g) >= 3 for g in set(grams))
 
 
@@ -242,8 +308,9 @@ def select_runs(runs: list[dict], wanted: str | None) -> list[dict]:
     known = [r["name"] for r in runs]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ReproduceError(f"--runs: no run named {', '.join(unknown)} in this experiment; its runs are "
-                             f"{', '.join(known)}")
+        raise ReproduceError(
+            f"--runs: no run named {', '.join(unknown)} in this experiment; its runs are {', '.join(known)}"
+        )
     return [r for r in runs if r["name"] in names]
 
 
@@ -261,8 +328,9 @@ def portable(value, out: str):
     return value
 
 
-def _finish(results: dict, out: str, png_runs: list[str], metrics: list[str], title: str, start: float,
-            verdict_fn) -> dict:
+def _finish(
+    results: dict, out: str, png_runs: list[str], metrics: list[str], title: str, start: float, verdict_fn
+) -> dict:
     png = os.path.join(out, "metrics.png" if results["experiment"] != "minorsft" else "m_theta.png")
     plot_mod.plot_runs([results["runs"][r]["dir"] for r in png_runs], metrics, out=png, title=title)
     results["plot"] = png
@@ -285,8 +353,15 @@ def reproduce_minorsft(args) -> dict:
     runs = select_runs(minorsft_runs(args.lr, args.beta, args.grid), getattr(args, "runs", None))
     _train(runs, args, data_dir, out, results, "arith_sft", ["m_theta"])
     _evaluate(runs, args, data_dir, out, results)
-    return _finish(results, out, [r["name"] for r in runs], ["m_theta", "loss"],
-                   f"MinorSFT Fig. 1 at CPU scale ({os.path.basename(args.model)}, {args.steps} steps)", start, verdict)
+    return _finish(
+        results,
+        out,
+        [r["name"] for r in runs],
+        ["m_theta", "loss"],
+        f"MinorSFT Fig. 1 at CPU scale ({os.path.basename(args.model)}, {args.steps} steps)",
+        start,
+        verdict,
+    )
 
 
 DPO_METRICS = ["normalized_rewards/chosen", "normalized_rewards/rejected", "normalized_rewards/margin"]
@@ -297,12 +372,30 @@ def minordpo_runs(lrs: list[float], beta: float, dpop_lambda: float) -> list[dic
     for lr in lrs:
         tag = f"_lr{lr:g}" if len(lrs) > 1 else ""
         runs += [
-            {"name": f"dpo{tag}", "method": "dpo", "stage": "dpo", "lr": lr, "beta": beta,
-             "extra": {"pref_loss": "sigmoid", "track_m_theta": True}},
-            {"name": f"dpop{tag}", "method": "dpop", "stage": "dpo", "lr": lr, "beta": beta,
-             "extra": {"pref_loss": "dpop", "dpop_lambda": dpop_lambda}},
-            {"name": f"minordpo{tag}", "method": "minordpo", "stage": "dpo", "lr": lr, "beta": beta,
-             "extra": {"pref_loss": "minordpo"}},
+            {
+                "name": f"dpo{tag}",
+                "method": "dpo",
+                "stage": "dpo",
+                "lr": lr,
+                "beta": beta,
+                "extra": {"pref_loss": "sigmoid", "track_m_theta": True},
+            },
+            {
+                "name": f"dpop{tag}",
+                "method": "dpop",
+                "stage": "dpo",
+                "lr": lr,
+                "beta": beta,
+                "extra": {"pref_loss": "dpop", "dpop_lambda": dpop_lambda},
+            },
+            {
+                "name": f"minordpo{tag}",
+                "method": "minordpo",
+                "stage": "dpo",
+                "lr": lr,
+                "beta": beta,
+                "extra": {"pref_loss": "minordpo"},
+            },
         ]
     return runs
 
@@ -314,7 +407,7 @@ def verdict_minordpo(results: dict) -> list[str]:
     for name, run in runs.items():
         if run.get("method") != "minordpo":
             continue
-        tag = name[len("minordpo"):]
+        tag = name[len("minordpo") :]
         dpo, minor = runs.get(f"dpo{tag}"), run
         chosen_d = dpo.get("normalized_rewards/chosen") if dpo else None
         chosen_m = minor.get("normalized_rewards/chosen") or {}
@@ -326,15 +419,19 @@ def verdict_minordpo(results: dict) -> list[str]:
                 f"Claim 1 (lr {minor['lr']:g}: DPO's chosen log-ratio goes negative, MinorDPO's stays >= 0): "
                 f"{'HOLDS' if ok else 'DOES NOT HOLD'} here -- DPO final {last_d:.4f}; MinorDPO min "
                 f"{min(later) if later else float('nan'):.4f}, final {chosen_m[max(chosen_m)]:.4f} (per-token "
-                "log pi/pi_ref of the chosen answers).")
+                "log pi/pi_ref of the chosen answers)."
+            )
         if dpo and dpo.get("accuracy") is not None and minor.get("accuracy") is not None:
-            ok = minor["accuracy"] >= dpo["accuracy"] and (minor.get("degenerate") or 0) <= (dpo.get("degenerate") or 0)
+            ok = minor["accuracy"] >= dpo["accuracy"] and (minor.get("degenerate") or 0) <= (
+                dpo.get("degenerate") or 0
+            )
             base = (results.get("base") or {}).get("accuracy")
             lines.append(
                 f"Claim 2 (lr {minor['lr']:g}: DPO degrades, MinorDPO does not): {'HOLDS' if ok else 'DOES NOT HOLD'} "
                 f"here -- held-out accuracy DPO {100 * dpo['accuracy']:.1f}%, MinorDPO {100 * minor['accuracy']:.1f}%"
                 f"{'' if base is None else f', base {100 * base:.1f}%'}; degenerate outputs DPO "
-                f"{100 * (dpo.get('degenerate') or 0):.0f}%, MinorDPO {100 * (minor.get('degenerate') or 0):.0f}%.")
+                f"{100 * (dpo.get('degenerate') or 0):.0f}%, MinorDPO {100 * (minor.get('degenerate') or 0):.0f}%."
+            )
     return lines
 
 
@@ -345,9 +442,15 @@ def reproduce_minordpo(args) -> dict:
     runs = select_runs(minordpo_runs(lrs, args.beta, args.dpop_lambda), getattr(args, "runs", None))
     _train(runs, args, data_dir, out, results, "arith_dpo", DPO_METRICS + ["m_theta"])
     _evaluate(runs, args, data_dir, out, results)
-    return _finish(results, out, [r["name"] for r in runs], DPO_METRICS,
-                   f"MinorDPO Fig. 2-6 at CPU scale ({os.path.basename(args.model)}, beta {args.beta}, "
-                   f"{args.steps} steps)", start, verdict_minordpo)
+    return _finish(
+        results,
+        out,
+        [r["name"] for r in runs],
+        DPO_METRICS,
+        f"MinorDPO Fig. 2-6 at CPU scale ({os.path.basename(args.model)}, beta {args.beta}, {args.steps} steps)",
+        start,
+        verdict_minordpo,
+    )
 
 
 def poft_runs(lr: float, model: str, template: str, beta: float) -> list[dict]:
@@ -355,8 +458,14 @@ def poft_runs(lr: float, model: str, template: str, beta: float) -> list[dict]:
     return [
         {"name": "sft", "method": "sft", "stage": "sft", "lr": lr, "dataset": "arith_sft_noisy"},
         {"name": "poft", "method": "poft", "stage": "poft", "lr": lr, "dataset": "arith_sft_noisy", "extra": aligned},
-        {"name": "bipoft", "method": "bi-poft", "stage": "poft", "lr": lr, "dataset": "arith_sft_noisy",
-         "extra": dict(aligned, poft_noise_column="is_noise")},  # the noise tool's per-row flag
+        {
+            "name": "bipoft",
+            "method": "bi-poft",
+            "stage": "poft",
+            "lr": lr,
+            "dataset": "arith_sft_noisy",
+            "extra": dict(aligned, poft_noise_column="is_noise"),
+        },  # the noise tool's per-row flag
     ]
 
 
@@ -371,14 +480,18 @@ def verdict_poft(results: dict) -> list[str]:
     sft, poft = acc.get("sft") or [], acc.get("poft") or []
     if sft and poft and None not in sft + poft:
         ok = all(p >= s for p, s in zip(poft, sft))
-        lines.append(f"Claim 1 (PoFT is at least as good as SFT, on noisy data): {'HOLDS' if ok else 'DOES NOT HOLD'} "
-                     f"here -- held-out accuracy per epoch PoFT {[round(100 * x, 1) for x in poft]}% vs SFT "
-                     f"{[round(100 * x, 1) for x in sft]}%.")
+        lines.append(
+            f"Claim 1 (PoFT is at least as good as SFT, on noisy data): {'HOLDS' if ok else 'DOES NOT HOLD'} "
+            f"here -- held-out accuracy per epoch PoFT {[round(100 * x, 1) for x in poft]}% vs SFT "
+            f"{[round(100 * x, 1) for x in sft]}%."
+        )
         drop_p, drop_s = max(poft) - poft[-1], max(sft) - sft[-1]
         ok = drop_p <= drop_s
-        lines.append(f"Claim 2 (PoFT degrades less than SFT as epochs increase): {'HOLDS' if ok else 'DOES NOT HOLD'} "
-                     f"here -- drop from the best epoch to the last: PoFT {100 * drop_p:.1f} points, SFT "
-                     f"{100 * drop_s:.1f} points.")
+        lines.append(
+            f"Claim 2 (PoFT degrades less than SFT as epochs increase): {'HOLDS' if ok else 'DOES NOT HOLD'} "
+            f"here -- drop from the best epoch to the last: PoFT {100 * drop_p:.1f} points, SFT "
+            f"{100 * drop_s:.1f} points."
+        )
     return lines
 
 
@@ -393,8 +506,9 @@ def reproduce_poft(args) -> dict:
     results.update(lr=lr, epochs=args.epochs, noise_rate=args.noise_rate, aligned=[args.model])
     runs = select_runs(poft_runs(lr, args.model, args.template, args.poft_beta), getattr(args, "runs", None))
     for run in runs:  # epochs decide (max_steps -1 overrides --steps), every epoch saved
-        run["extra"] = dict(run.get("extra", {}), num_train_epochs=args.epochs, save_strategy="epoch", max_steps=-1,
-                            max_samples=None)
+        run["extra"] = dict(
+            run.get("extra", {}), num_train_epochs=args.epochs, save_strategy="epoch", max_steps=-1, max_samples=None
+        )
         _train([run], args, data_dir, out, results, run["dataset"], ["loss", "poft/r_theta", "poft/r_aligned"])
     # every epoch's checkpoint is evaluated
     epoch_runs = []
@@ -405,8 +519,9 @@ def reproduce_poft(args) -> dict:
             epoch_runs.append({"name": name})
     _evaluate(epoch_runs, args, data_dir, out, results)
     for run in runs:
-        results["runs"][run["name"]]["epochs"] = [results["runs"][e["name"]] for e in epoch_runs
-                                                  if results["runs"][e["name"]].get("of") == run["name"]]
+        results["runs"][run["name"]]["epochs"] = [
+            results["runs"][e["name"]] for e in epoch_runs if results["runs"][e["name"]].get("of") == run["name"]
+        ]
     # the aligned model's score distribution, clean vs noisy rows (PoFT Fig. 2 / 3d)
     sources = []
     for dataset in ("arith_sft", "arith_sft_noisy_noise"):
@@ -416,21 +531,44 @@ def reproduce_poft(args) -> dict:
             import yaml
 
             with open(cfg_path, "w", encoding="utf-8") as f:
-                yaml.safe_dump({"model_name_or_path": args.model, "dataset": dataset, "dataset_dir": data_dir,
-                                "template": args.template, "cutoff_len": args.cutoff, "stage": "sft",
-                                "score_models": args.model, "score_templates": args.template,
-                                "score_output": score_out, "preprocessing_num_workers": 1}, f)
-            _run([_bin("llamafactory-minor"), "score", cfg_path], os.path.join(out, f"score_{dataset}.log"),
-                 f"scoring {dataset} with the aligned model")
+                yaml.safe_dump(
+                    {
+                        "model_name_or_path": args.model,
+                        "dataset": dataset,
+                        "dataset_dir": data_dir,
+                        "template": args.template,
+                        "cutoff_len": args.cutoff,
+                        "stage": "sft",
+                        "score_models": args.model,
+                        "score_templates": args.template,
+                        "score_output": score_out,
+                        "preprocessing_num_workers": 1,
+                    },
+                    f,
+                )
+            _run(
+                [_bin("llamafactory-minor"), "score", cfg_path],
+                os.path.join(out, f"score_{dataset}.log"),
+                f"scoring {dataset} with the aligned model",
+            )
         sources.append(score_out)
     hist = os.path.join(out, "aligned_scores.png")
     results["score_distribution"] = plot_mod.plot_score_histograms(
-        sources, out=hist, labels=["clean rows", "noise rows"],
-        title=f"Aligned model's r on clean vs noisy rows ({os.path.basename(args.model)})")
+        sources,
+        out=hist,
+        labels=["clean rows", "noise rows"],
+        title=f"Aligned model's r on clean vs noisy rows ({os.path.basename(args.model)})",
+    )
     results["score_plot"] = hist
-    return _finish(results, out, [r["name"] for r in runs], ["loss", "poft/r_theta"],
-                   f"PoFT at CPU scale: {args.epochs} epochs on {int(100 * args.noise_rate)}% noise", start,
-                   verdict_poft)
+    return _finish(
+        results,
+        out,
+        [r["name"] for r in runs],
+        ["loss", "poft/r_theta"],
+        f"PoFT at CPU scale: {args.epochs} epochs on {int(100 * args.noise_rate)}% noise",
+        start,
+        verdict_poft,
+    )
 
 
 def format_results(results: dict) -> str:
@@ -443,15 +581,19 @@ def format_results(results: dict) -> str:
     def last(series):
         return series[max(series)] if series else None
 
-    lines = ["", "| run | lr | beta | final m_theta (training) | final chosen log-ratio / token | held-out accuracy "
-                 "(strict) | degenerate outputs | drift m_theta (alpaca answers, vs base) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "| run | lr | beta | final m_theta (training) | final chosen log-ratio / token | held-out accuracy "
+        "(strict) | degenerate outputs | drift m_theta (alpaca answers, vs base) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     base = results.get("base") or {}
     lines.append(f"| base | - | - | 0 | 0 | {pct(base.get('accuracy'))} | {pct(base.get('degenerate'))} | 0 |")
     for name, r in results["runs"].items():
-        lines.append(f"| {name} | {r.get('lr', 0):g} | {r.get('beta') if r.get('beta') is not None else '-'} | "
-                     f"{num(last(r.get('m_theta') or {}))} | {num(last(r.get('normalized_rewards/chosen') or {}))} | "
-                     f"{pct(r.get('accuracy'))} | {pct(r.get('degenerate'))} | {num(r.get('drift_m_theta'))} |")
-    lines += ["", *results.get("verdict", []), f"plot: {results.get('plot')}",
-              f"times (s): {results.get('times_s')}"]
+        lines.append(
+            f"| {name} | {r.get('lr', 0):g} | {r.get('beta') if r.get('beta') is not None else '-'} | "
+            f"{num(last(r.get('m_theta') or {}))} | {num(last(r.get('normalized_rewards/chosen') or {}))} | "
+            f"{pct(r.get('accuracy'))} | {pct(r.get('degenerate'))} | {num(r.get('drift_m_theta'))} |"
+        )
+    lines += ["", *results.get("verdict", []), f"plot: {results.get('plot')}", f"times (s): {results.get('times_s')}"]
     return "\n".join(lines)

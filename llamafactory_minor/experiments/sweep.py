@@ -21,8 +21,9 @@ def select(all_runs, only=()):
             raise grid_mod.GridError(f"--only {item}: use axis=value, e.g. --only method=minordpo")
         axis, value = item.split("=", 1)
         if all_runs and axis not in all_runs[0].values:
-            raise grid_mod.GridError(f"--only {item}: the grid has no axis `{axis}` (axes: "
-                                     f"{', '.join(all_runs[0].values)})")
+            raise grid_mod.GridError(
+                f"--only {item}: the grid has no axis `{axis}` (axes: {', '.join(all_runs[0].values)})"
+            )
         all_runs = [r for r in all_runs if str(r.values.get(axis)) == value]
     return all_runs
 
@@ -32,8 +33,10 @@ def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout) -
     if not all_runs:
         raise grid_mod.GridError(f"{path}: no run matches {' '.join(only)}")
     if any(r.recipe is None for r in all_runs):
-        raise grid_mod.GridError(f"{path}: `sweep.recipe` is missing (the LF YAML each run trains, e.g. "
-                                 "examples/minordpo/qwen1.5_7b_full_{method}_ds3.yaml)")
+        raise grid_mod.GridError(
+            f"{path}: `sweep.recipe` is missing (the LF YAML each run trains, e.g. "
+            "examples/minordpo/qwen1.5_7b_full_{method}_ds3.yaml)"
+        )
     for r in all_runs:
         if not os.path.isfile(r.recipe):
             raise grid_mod.GridError(f"{path}: run {r.name!r} needs the recipe {r.recipe}, which does not exist")

@@ -25,20 +25,32 @@ import random
 NAMES = ["Tom", "Anna", "Li Wei", "Sara", "Omar", "Mia", "Ken", "Lena", "Ravi", "Zoe", "Ivan", "Nora"]
 ITEMS = ["apples", "stamps", "marbles", "books", "coins", "pencils", "cards", "shells", "stickers", "cookies"]
 ADD = [
-    ("{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?",
-     "{name} starts with {a} {item} and gets {b} more, so {name} has {a} + {b} = {c} {item}."),
-    ("A box holds {a} {item}. Someone puts in another {b} {item}. How many {item} are in the box?",
-     "The box had {a} {item} and {b} were added: {a} + {b} = {c}."),
-    ("{name} collected {a} {item} on Monday and {b} {item} on Tuesday. How many {item} in total?",
-     "In total {name} collected {a} + {b} = {c} {item}."),
+    (
+        "{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?",
+        "{name} starts with {a} {item} and gets {b} more, so {name} has {a} + {b} = {c} {item}.",
+    ),
+    (
+        "A box holds {a} {item}. Someone puts in another {b} {item}. How many {item} are in the box?",
+        "The box had {a} {item} and {b} were added: {a} + {b} = {c}.",
+    ),
+    (
+        "{name} collected {a} {item} on Monday and {b} {item} on Tuesday. How many {item} in total?",
+        "In total {name} collected {a} + {b} = {c} {item}.",
+    ),
 ]
 SUB = [
-    ("{name} has {a} {item} and gives away {b} of them. How many {item} does {name} have left?",
-     "{name} had {a} {item} and gave away {b}, so {a} - {b} = {c} {item} are left."),
-    ("A shop had {a} {item} and sold {b}. How many {item} does the shop have now?",
-     "The shop had {a} {item} and sold {b}: {a} - {b} = {c}."),
-    ("{name} needs {a} {item} and already has {b}. How many more {item} does {name} need?",
-     "{name} still needs {a} - {b} = {c} {item}."),
+    (
+        "{name} has {a} {item} and gives away {b} of them. How many {item} does {name} have left?",
+        "{name} had {a} {item} and gave away {b}, so {a} - {b} = {c} {item} are left.",
+    ),
+    (
+        "A shop had {a} {item} and sold {b}. How many {item} does the shop have now?",
+        "The shop had {a} {item} and sold {b}: {a} - {b} = {c}.",
+    ),
+    (
+        "{name} needs {a} {item} and already has {b}. How many more {item} does {name} need?",
+        "{name} still needs {a} - {b} = {c} {item}.",
+    ),
 ]
 ANSWER_LINE = "So the answer is: {c}"
 
@@ -86,7 +98,7 @@ def make_splits(n_train: int, n_test: int, seed: int = 0):
     if n_train + n_test > len(problems):
         raise ValueError(f"only {len(problems)} distinct problems exist; asked for {n_train} + {n_test}")
     random.Random(seed).shuffle(problems)
-    return problems[n_test:n_test + n_train], problems[:n_test]
+    return problems[n_test : n_test + n_train], problems[:n_test]
 
 
 def write_task(out_dir: str, n_train: int = 2000, n_test: int = 300, seed: int = 0) -> dict:
@@ -120,12 +132,16 @@ def write_task(out_dir: str, n_train: int = 2000, n_test: int = 300, seed: int =
     if os.path.isfile(info_path):
         with open(info_path, encoding="utf-8") as f:
             info = json.load(f)
-    info.update({
-        "arith_sft": {"file_name": "arith_sft.json"},
-        "arith_dpo": {"file_name": "arith_dpo.json", "ranking": True,
-                      "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen",
-                                  "rejected": "rejected"}},
-    })
+    info.update(
+        {
+            "arith_sft": {"file_name": "arith_sft.json"},
+            "arith_dpo": {
+                "file_name": "arith_dpo.json",
+                "ranking": True,
+                "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
+            },
+        }
+    )
     _write_json(info_path, info)
     return {"arith_sft.json": len(sft), "arith_dpo.json": len(dpo), "arith_test.jsonl": len(tests)}
 

@@ -40,7 +40,8 @@ def _split(value):
     return [item.strip() for item in str(value).split(",") if item.strip()]
 
 
-_ANNOTATIONS = {"float": float, "bool": bool, "list": Optional[str], "text": Optional[str]}
+# LF parses these dataclass fields with HfArgumentParser: keep typing.Optional, which every version reads
+_ANNOTATIONS = {"float": float, "bool": bool, "list": Optional[str], "text": Optional[str]}  # noqa: UP045
 
 
 def _param_field(param):
@@ -87,7 +88,8 @@ class _MinorChecks:
             )
         if self.stage == "dpo" and self.plugin_trains:
             what = f"`pref_loss: {self.pref_loss}`" + (
-                "" if objective is not None else " with track_m_theta / precompute_ref_log_probs")
+                "" if objective is not None else " with track_m_theta / precompute_ref_log_probs"
+            )
             if self.ld_alpha is not None:
                 raise PluginError(f"`ld_alpha` (LD-DPO) is not supported with {what}; remove it.")
             if self.pref_bco_weight > 1e-6:
@@ -100,11 +102,14 @@ class _MinorChecks:
             if objective.check:
                 registry.resolve(objective.check)(self)
         if self.track_m_theta and self.stage not in registry.CARRIERS:
-            raise PluginError("`track_m_theta` is for `stage: sft` and `stage: dpo`; the plugin's stages log m_theta anyway.")
+            raise PluginError(
+                "`track_m_theta` is for `stage: sft` and `stage: dpo`; the plugin's stages log m_theta anyway."
+            )
 
         # the reference model: the new single-answer stages that need one use it as LF's DPO does
         if (objective is not None and objective.kind == "stage" and objective.needs_reference) or (
-                self.stage == "sft" and self.track_m_theta):
+            self.stage == "sft" and self.track_m_theta
+        ):
             self.use_ref_model = True
         if self.precompute_ref_log_probs and not self.use_ref_model:
             raise PluginError(
@@ -140,14 +145,38 @@ class _MinorChecks:
 def _build_class():
     stages, losses = registry.all_stages(), registry.all_pref_losses()
     fields_ = [
-        ("stage", Literal[stages], field(default="sft", metadata={
-            "help": f"Which stage will be performed in training (llamafactory-minor adds {', '.join(registry.new_stages())})."})),
-        ("pref_loss", Literal[losses], field(default="sigmoid", metadata={
-            "help": f"The type of DPO loss to use (llamafactory-minor adds {', '.join(registry.new_pref_losses())})."})),
-        ("pref_ftx", float, field(default=0.0, metadata={
-            "help": "The supervised fine-tuning loss coefficient in DPO training (LF's). llamafactory-minor: also for "
+        (
+            "stage",
+            Literal[stages],
+            field(
+                default="sft",
+                metadata={
+                    "help": f"Which stage will be performed in training (llamafactory-minor adds {', '.join(registry.new_stages())})."
+                },
+            ),
+        ),
+        (
+            "pref_loss",
+            Literal[losses],
+            field(
+                default="sigmoid",
+                metadata={
+                    "help": f"The type of DPO loss to use (llamafactory-minor adds {', '.join(registry.new_pref_losses())})."
+                },
+            ),
+        ),
+        (
+            "pref_ftx",
+            float,
+            field(
+                default=0.0,
+                metadata={
+                    "help": "The supervised fine-tuning loss coefficient in DPO training (LF's). llamafactory-minor: also for "
                     f"{', '.join(registry.single_answer_stages())}, adding pref_ftx * (-log pi_theta(y|x) / m) per "
-                    "sample (LF's SFT term: the answer's mean token NLL)."})),
+                    "sample (LF's SFT term: the answer's mean token NLL)."
+                },
+            ),
+        ),
     ] + [_param_field(p) for p in registry.params()]
     cls = make_dataclass("MinorFinetuningArguments", fields_, bases=(_MinorChecks, FinetuningArguments))
     cls.__module__ = __name__

@@ -42,7 +42,7 @@ def patch_loader(loader_module) -> None:
             if stage == "rm":
                 raise PluginError(
                     f"`{shown}` trains on preference pairs, but `dataset: {','.join(dataset_names)}` is not "
-                    "pairwise: choose a dataset whose dataset_info.json entry has `\"ranking\": true` "
+                    'pairwise: choose a dataset whose dataset_info.json entry has `"ranking": true` '
                     "(chosen/rejected columns)."
                 ) from None
             raise PluginError(

@@ -111,7 +111,11 @@ def patch_v1_launcher(v1_launcher) -> None:
     def launch():
         from .validate import is_plugin_config
 
-        argv = sys.argv[2:] if len(sys.argv) > 1 and not sys.argv[1].endswith((".yaml", ".yml", ".json")) else sys.argv[1:]
+        argv = (
+            sys.argv[2:]
+            if len(sys.argv) > 1 and not sys.argv[1].endswith((".yaml", ".yml", ".json"))
+            else sys.argv[1:]
+        )
         if argv and str(argv[0]).endswith((".yaml", ".yml", ".json")):
             try:
                 import yaml
@@ -122,8 +126,12 @@ def patch_v1_launcher(v1_launcher) -> None:
             except Exception:
                 raw = {}
             if isinstance(raw, dict) and is_plugin_config(raw):
-                _fail(PluginError("USE_V1=1 runs LLaMA-Factory's v1 trainers, which llamafactory-minor does not "
-                                  "patch: this config would not train what it names. Unset USE_V1."))
+                _fail(
+                    PluginError(
+                        "USE_V1=1 runs LLaMA-Factory's v1 trainers, which llamafactory-minor does not "
+                        "patch: this config would not train what it names. Unset USE_V1."
+                    )
+                )
         return original_launch()
 
     v1_launcher.launch = launch
@@ -132,8 +140,11 @@ def patch_v1_launcher(v1_launcher) -> None:
 def _will_torchrun() -> bool:
     from .. import lf
 
-    return lf.is_env_enabled("FORCE_TORCHRUN") or lf.is_env_enabled("USE_MCA") or (
-        lf.get_device_count() > 1 and not lf.use_ray() and not lf.use_kt())
+    return (
+        lf.is_env_enabled("FORCE_TORCHRUN")
+        or lf.is_env_enabled("USE_MCA")
+        or (lf.get_device_count() > 1 and not lf.use_ray() and not lf.use_kt())
+    )
 
 
 def _prevalidate(argv) -> None:

@@ -132,8 +132,10 @@ def check_unknown_keys(args) -> None:
     for key in unknown:
         hint = f" (did you mean `{suggestions[key][0]}`?)" if suggestions[key] else ""
         parts.append(f"`{key}`{hint}")
-    raise PluginError(f"Unknown key{'s' if len(unknown) > 1 else ''} {', '.join(parts)}: "
-                      "not an LLaMA-Factory or llamafactory-minor option; fix or remove it.")
+    raise PluginError(
+        f"Unknown key{'s' if len(unknown) > 1 else ''} {', '.join(parts)}: "
+        "not an LLaMA-Factory or llamafactory-minor option; fix or remove it."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,46 +179,62 @@ def check_parsed(model_args, data_args, training_args, finetuning_args) -> None:
     if stage in registry.single_answer_stages():
         if data_args.train_on_prompt or data_args.mask_history:
             key = "train_on_prompt" if data_args.train_on_prompt else "mask_history"
-            why = ("PoFT compares the target's log-likelihood of the answer with the aligned LLMs' scores of the "
-                   "same answer (each under its own template), so prompt tokens cannot enter r_theta"
-                   if stage == "poft" else
-                   "as LF for every stage but sft, the objective is on the answer tokens (the reference too)")
+            why = (
+                "PoFT compares the target's log-likelihood of the answer with the aligned LLMs' scores of the "
+                "same answer (each under its own template), so prompt tokens cannot enter r_theta"
+                if stage == "poft"
+                else "as LF for every stage but sft, the objective is on the answer tokens (the reference too)"
+            )
             raise PluginError(f"`{key}: true` cannot be used with `stage: {stage}`: {why}. Remove `{key}`.")
         if data_args.packing or data_args.neat_packing:
             key = "neat_packing" if data_args.neat_packing else "packing"
-            raise PluginError(f"`stage: {stage}` needs one sample per row (per-sequence log-probs): remove `{key}` "
-                              "(or set `packing: false`).")
+            raise PluginError(
+                f"`stage: {stage}` needs one sample per row (per-sequence log-probs): remove `{key}` "
+                "(or set `packing: false`)."
+            )
         if fa.dpo_label_smoothing > 1e-6:
             raise PluginError(
                 f"`dpo_label_smoothing` (cDPO) is not supported with `stage: {stage}`: it flips the preference "
-                "between a chosen and a rejected answer, and this stage has one answer per row. Remove it.")
+                "between a chosen and a rejected answer, and this stage has one answer per row. Remove it."
+            )
         if fa.ld_alpha is not None:
             raise PluginError(
                 f"`ld_alpha` (LD-DPO) is not supported with `stage: {stage}`: it down-weights the tokens beyond "
-                "the shorter of a chosen/rejected pair, and this stage has one answer per row. Remove it.")
+                "the shorter of a chosen/rejected pair, and this stage has one answer per row. Remove it."
+            )
         if fa.pref_bco_weight > 1e-6:
             raise PluginError(f"`pref_bco_weight` (BCO) is not supported with `stage: {stage}`; set it to 0.")
         for key in ("use_dft_loss", "use_asft_loss", "use_eaft_loss"):
             if getattr(fa, key, False):
-                raise PluginError(f"`{key}` (an LF SFT loss) cannot be combined with `stage: {stage}`, whose "
-                                  f"objective replaces the loss; remove `{key}` or use `stage: sft`.")
+                raise PluginError(
+                    f"`{key}` (an LF SFT loss) cannot be combined with `stage: {stage}`, whose "
+                    f"objective replaces the loss; remove `{key}` or use `stage: sft`."
+                )
         if getattr(training_args, "predict_with_generate", False) or getattr(training_args, "do_predict", False):
-            raise PluginError(f"`do_predict` / `predict_with_generate` are not supported with `stage: {stage}` "
-                              "(as with LF's dpo); evaluate with `do_eval` or llamafactory-minor-eval.")
+            raise PluginError(
+                f"`do_predict` / `predict_with_generate` are not supported with `stage: {stage}` "
+                "(as with LF's dpo); evaluate with `do_eval` or llamafactory-minor-eval."
+            )
     if fa.track_m_theta and (data_args.packing or data_args.neat_packing):
         key = "neat_packing" if data_args.neat_packing else "packing"
-        raise PluginError(f"`track_m_theta` cannot be used with `{key}`: m_theta is per sample and would be "
-                          f"computed per pack. Remove `{key}` or `track_m_theta`.")
+        raise PluginError(
+            f"`track_m_theta` cannot be used with `{key}`: m_theta is per sample and would be "
+            f"computed per pack. Remove `{key}` or `track_m_theta`."
+        )
     if fa.track_m_theta and stage == "sft" and getattr(model_args, "enable_liger_kernel", False):
-        raise PluginError("`track_m_theta` with `stage: sft` cannot be used with `enable_liger_kernel` (its fused "
-                          "cross-entropy returns no logits to compute m_theta from); remove one of them.")
+        raise PluginError(
+            "`track_m_theta` with `stage: sft` cannot be used with `enable_liger_kernel` (its fused "
+            "cross-entropy returns no logits to compute m_theta from); remove one of them."
+        )
 
 
 def _template_error(key: str, name: str, templates) -> PluginError:
     close = nearest(name, templates)
     hint = f" Nearest LF templates: {', '.join(close)}." if close else ""
-    return PluginError(f"Unknown `{key}: {name}`: LLaMA-Factory has no such template.{hint} "
-                       "(`llamafactory.data.template.TEMPLATES` lists them all.)")
+    return PluginError(
+        f"Unknown `{key}: {name}`: LLaMA-Factory has no such template.{hint} "
+        "(`llamafactory.data.template.TEMPLATES` lists them all.)"
+    )
 
 
 def _dataset_names(data_args) -> list[str]:
@@ -238,8 +256,10 @@ def check_data(model_args, data_args, training_args, finetuning_args) -> None:
             raise _template_error("poft_aligned_templates", name, TEMPLATES)
     for name in getattr(fa, "poft_noise_dataset", None) or []:
         if name not in (data_args.dataset or []):
-            raise PluginError(f"`poft_noise_dataset: {name}` must also be listed in `dataset` "
-                              f"(got `dataset: {','.join(data_args.dataset or [])}`).")
+            raise PluginError(
+                f"`poft_noise_dataset: {name}` must also be listed in `dataset` "
+                f"(got `dataset: {','.join(data_args.dataset or [])}`)."
+            )
     column = getattr(fa, "poft_noise_column", None)
     if column:  # before LF loads the files (a flag column of mixed types would stop its json loader)
         import tempfile
@@ -269,11 +289,13 @@ def check_data(model_args, data_args, training_args, finetuning_args) -> None:
         if pairwise_needed and not attr.ranking:
             raise PluginError(
                 f"`{_what(fa)[1:-1]}` trains on preference pairs, but dataset `{shown}` is not pairwise: choose a "
-                "dataset whose dataset_info.json entry has `\"ranking\": true` (chosen/rejected columns).")
+                'dataset whose dataset_info.json entry has `"ranking": true` (chosen/rejected columns).'
+            )
         if not pairwise_needed and attr.ranking:
             raise PluginError(
                 f"`stage: {fa.stage}` trains on single answers, but dataset `{shown}` is a pairwise (ranking) "
-                "dataset: choose an SFT dataset (instruction/output), or use `stage: dpo` for pairs.")
+                "dataset: choose an SFT dataset (instruction/output), or use `stage: dpo` for pairs."
+            )
 
 
 # --------------------------------------------------------------------------------------------------

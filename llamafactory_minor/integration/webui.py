@@ -58,13 +58,36 @@ _ROW2 = [p for p in _UI_PARAMS if p.kind in ("list", "text")]
 INPUT_NAMES = tuple(p.name for p in _ROW1 + _CHECKS + _ROW2)
 # log-history keys LF already shows (or that are bookkeeping): everything else is a plugin metric
 _STOCK_LOG_KEYS = {
-    "loss", "learning_rate", "epoch", "grad_norm", "step", "num_input_tokens_seen", "total_flos",
-    "train_runtime", "train_tokens_per_second", "train_samples_per_second", "train_steps_per_second",
+    "loss",
+    "learning_rate",
+    "epoch",
+    "grad_norm",
+    "step",
+    "num_input_tokens_seen",
+    "total_flos",
+    "train_runtime",
+    "train_tokens_per_second",
+    "train_samples_per_second",
+    "train_steps_per_second",
 }
 # keys of LF's own trainer_log.jsonl records (``llamafactory.train.callbacks.LogCallback.on_log``)
 _LF_TRAINER_LOG_KEYS = {
-    "current_steps", "total_steps", "loss", "eval_loss", "predict_loss", "reward", "accuracy", "lr", "epoch",
-    "percentage", "elapsed_time", "remaining_time", "throughput", "total_tokens", "vram_allocated", "vram_reserved",
+    "current_steps",
+    "total_steps",
+    "loss",
+    "eval_loss",
+    "predict_loss",
+    "reward",
+    "accuracy",
+    "lr",
+    "epoch",
+    "percentage",
+    "elapsed_time",
+    "remaining_time",
+    "throughput",
+    "total_tokens",
+    "vram_allocated",
+    "vram_reserved",
 }
 _LOCALES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "locales.json")
 
@@ -95,7 +118,9 @@ def _applies_table() -> dict:
             if p.ui:
                 table[p.name] = (where,)
     table["precompute_ref_log_probs"] = tuple((o.name, ANY) for o in stages if o.needs_reference) + (
-        ("dpo", REF_DPO_LOSSES), ("sft", ANY, "track_m_theta"))
+        ("dpo", REF_DPO_LOSSES),
+        ("sft", ANY, "track_m_theta"),
+    )
     # the plugin's stages log m_theta anyway; a stage without a reference has none to track
     table["track_m_theta"] = (("sft", ANY), ("dpo", REF_DPO_LOSSES))
     return table
@@ -109,13 +134,30 @@ STAGE_DEFAULTS = {o.name: dict(o.ui_defaults) for o in registry.objectives("stag
 # metrics plotted by default per stage (the curves the papers show): MinorSFT Fig. 1 (m_theta), MinorDPO
 # Fig. 2-5 (beta-free rewards, margins), PoFT (the target's and the aligned LLMs' rewards)
 PLOT_DEFAULTS = dict(registry.CARRIER_UI_PLOT, **{o.name: o.ui_plot for o in registry.objectives("stage")})
-PLOT_METRICS = tuple(dict.fromkeys(
-    [k for o in registry.objectives("stage") for k in o.ui_plot + o.metrics]
-    + ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "normalized_rewards/chosen",
-       "normalized_rewards/rejected", "logps/chosen", "logps/rejected", "loss"]))
+PLOT_METRICS = tuple(
+    dict.fromkeys(
+        [k for o in registry.objectives("stage") for k in o.ui_plot + o.metrics]
+        + [
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/margins",
+            "rewards/accuracies",
+            "normalized_rewards/chosen",
+            "normalized_rewards/rejected",
+            "logps/chosen",
+            "logps/rejected",
+            "loss",
+        ]
+    )
+)
 # YAML key -> the LOCALES entry whose label names it in the UI (where the names differ)
-FIELD_OF_KEY = {"stage": "training_stage", "model_name_or_path": "model_path", "per_device_train_batch_size": "batch_size",
-                "neftune_noise_alpha": "neftune_alpha", "pissa_init": "use_pissa"}
+FIELD_OF_KEY = {
+    "stage": "training_stage",
+    "model_name_or_path": "model_path",
+    "per_device_train_batch_size": "batch_size",
+    "neftune_noise_alpha": "neftune_alpha",
+    "pissa_init": "use_pissa",
+}
 
 
 # choosing one of these stages opens LF's RLHF accordion (its Beta applies)
@@ -195,8 +237,9 @@ def _new_input(param, visible: bool):
         return gr.Dropdown(choices=list(param.choices), value=param.default, render=False, visible=visible)
     if param.kind == "bool":
         return gr.Checkbox(value=bool(param.default), render=False, visible=visible)
-    return gr.Textbox(value="", scale=2 if param.kind == "list" and param in _ROW2[:2] else 1, render=False,
-                      visible=visible)
+    return gr.Textbox(
+        value="", scale=2 if param.kind == "list" and param in _ROW2[:2] else 1, render=False, visible=visible
+    )
 
 
 def _new_inputs():
@@ -303,8 +346,12 @@ def _wrap_create_train_tab(original):
                     new[p.name].render()
         # the metrics plot, under LF's loss plot
         with gr.Column() as plot_column:
-            plot_metrics = gr.Dropdown(choices=list(PLOT_METRICS), value=plot_defaults(_DEFAULT_STAGE),
-                                       multiselect=True, allow_custom_value=True)
+            plot_metrics = gr.Dropdown(
+                choices=list(PLOT_METRICS),
+                value=plot_defaults(_DEFAULT_STAGE),
+                multiselect=True,
+                allow_custom_value=True,
+            )
             metrics_viewer = gr.Plot()
         beta_auto = gr.State(None)  # the beta the plugin set itself, or "user" once the user moved the slider
 
@@ -322,7 +369,11 @@ def _wrap_create_train_tab(original):
             if name in RLHF_INPUTS or name == "rlhf_tab":
                 _set_visible(elem_dict[name], initial[name])
         shown_elems = [elem_dict[n] for n in shown_names]
-        stage_box, loss_box, track_box = elem_dict.get("training_stage"), elem_dict.get("pref_loss"), new["track_m_theta"]
+        stage_box, loss_box, track_box = (
+            elem_dict.get("training_stage"),
+            elem_dict.get("pref_loss"),
+            new["track_m_theta"],
+        )
         beta_box = elem_dict.get("pref_beta")
         lf_beta = float(beta_box.value) if beta_box is not None else 0.1
 
@@ -334,8 +385,10 @@ def _wrap_create_train_tab(original):
                 kwargs = {"visible": shown[name]}
                 if name == "rlhf_tab" and open_for == "stage" and stage in _RLHF_OPEN_STAGES:
                     kwargs["open"] = True
-                if name == "minor_tab" and ((open_for == "stage" and stage in NEW_STAGE_LABELS.values())
-                                            or (open_for == "loss" and loss in NEW_PREF_LOSS_CHOICES)):
+                if name == "minor_tab" and (
+                    (open_for == "stage" and stage in NEW_STAGE_LABELS.values())
+                    or (open_for == "loss" and loss in NEW_PREF_LOSS_CHOICES)
+                ):
                     kwargs["open"] = True
                 out.append(gr.update(**kwargs))
             return out
@@ -344,15 +397,28 @@ def _wrap_create_train_tab(original):
             stage = _stage_of(stage_label)
             new_beta, auto = beta_for_stage(stage, beta, auto, lf_beta)
             beta_update = gr.update(value=new_beta) if new_beta is not None else gr.update()
-            return updates(stage_label, loss, track, "stage") + [beta_update, auto, gr.update(value=plot_defaults(stage))]
+            return updates(stage_label, loss, track, "stage") + [
+                beta_update,
+                auto,
+                gr.update(value=plot_defaults(stage)),
+            ]
 
         if stage_box is not None and loss_box is not None and beta_box is not None:
-            stage_box.change(on_stage, [stage_box, loss_box, track_box, beta_box, beta_auto],
-                             shown_elems + [beta_box, beta_auto, plot_metrics], queue=False)
-            loss_box.change(lambda s, l, t: updates(s, l, t, "loss"), [stage_box, loss_box, track_box], shown_elems,
-                            queue=False)
-            track_box.change(lambda s, l, t: updates(s, l, t), [stage_box, loss_box, track_box], shown_elems,
-                             queue=False)
+            stage_box.change(
+                on_stage,
+                [stage_box, loss_box, track_box, beta_box, beta_auto],
+                shown_elems + [beta_box, beta_auto, plot_metrics],
+                queue=False,
+            )
+            loss_box.change(
+                lambda s, loss, t: updates(s, loss, t, "loss"),
+                [stage_box, loss_box, track_box],
+                shown_elems,
+                queue=False,
+            )
+            track_box.change(
+                lambda s, loss, t: updates(s, loss, t), [stage_box, loss_box, track_box], shown_elems, queue=False
+            )
             beta_box.input(lambda: "user", None, [beta_auto], queue=False)  # the user set beta: never overridden
             if "arg_load_btn" in elem_dict:  # a loaded config's beta is the user's too
                 elem_dict["arg_load_btn"].click(lambda: "user", None, [beta_auto], queue=False)
@@ -600,8 +666,10 @@ def plugin_metrics(entry: dict) -> dict:
     return {
         k: v
         for k, v in entry.items()
-        if k not in _STOCK_LOG_KEYS and k not in _LF_TRAINER_LOG_KEYS
-        and isinstance(v, (int, float)) and not isinstance(v, bool)
+        if k not in _STOCK_LOG_KEYS
+        and k not in _LF_TRAINER_LOG_KEYS
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
     }
 
 
@@ -644,8 +712,10 @@ def plugin_metrics_markdown(output_path: str, lang: str = "en") -> str:
     rows = "\n".join(f"| `{k}` | {v:.6g} |" for k, v in metrics.items())
     title = _alert("info_minor_metrics", lang)
     step_word, metric, value = (_alert(n, lang) for n in ("info_minor_step", "info_minor_metric", "info_minor_value"))
-    return (f"**{title}** ({step_word} {step if step is not None else '?'})\n\n"
-            f"| {metric} | {value} |\n| --- | --- |\n{rows}\n")
+    return (
+        f"**{title}** ({step_word} {step if step is not None else '?'})\n\n"
+        f"| {metric} | {value} |\n| --- | --- |\n{rows}\n"
+    )
 
 
 _RUN_STARTS = {}  # output path -> when LF's monitor started watching it (older progress files are stale)
@@ -677,8 +747,14 @@ def scoring_progress_label(rec: dict, lang: str = "en") -> str:
         who = _alert("info_minor_scoring_model", lang).format(j=rec["model_index"], m=rec["model_count"])
     unit = _alert("info_minor_rows" if rec.get("unit") == "rows" else "info_minor_sequences", lang)
     return _alert("info_minor_scoring", lang).format(
-        what=rec.get("desc", ""), who=who, done=rec.get("done", 0), total=rec.get("total", 0), unit=unit,
-        elapsed=rec.get("elapsed_time", ""), remaining=rec.get("remaining_time", ""))
+        what=rec.get("desc", ""),
+        who=who,
+        done=rec.get("done", 0),
+        total=rec.get("total", 0),
+        unit=unit,
+        elapsed=rec.get("elapsed_time", ""),
+        remaining=rec.get("remaining_time", ""),
+    )
 
 
 def _wrap_get_trainer_info(original):
@@ -690,8 +766,9 @@ def _wrap_get_trainer_info(original):
             if rec is not None:  # LF's bar shows the scoring pass until the first training step is logged
                 import gradio as gr
 
-                running_progress = gr.Slider(label=scoring_progress_label(rec, lang), value=rec.get("percentage", 0),
-                                             visible=True)
+                running_progress = gr.Slider(
+                    label=scoring_progress_label(rec, lang), value=rec.get("percentage", 0), visible=True
+                )
             table = plugin_metrics_markdown(output_path, lang)
             if table:
                 running_log = table + "\n" + running_log

@@ -17,5 +17,3 @@ def check_beta(beta: float, name: str = "beta") -> float:
 def as_like(x, ref: torch.Tensor) -> torch.Tensor:
     """``x`` as a tensor with ``ref``'s float dtype and device (token counts, masks, ...)."""
     return torch.as_tensor(x, device=ref.device).to(ref.dtype)
-
-

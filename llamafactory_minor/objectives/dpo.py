@@ -54,9 +54,7 @@ def dpo_loss(
     """
     beta = check_beta(beta)
     if loss_type not in DPO_LOSS_TYPES:
-        raise ValueError(
-            f"Unknown DPO loss_type {loss_type!r}; expected one of {DPO_LOSS_TYPES}."
-        )
+        raise ValueError(f"Unknown DPO loss_type {loss_type!r}; expected one of {DPO_LOSS_TYPES}.")
     label_smoothing = float(label_smoothing)
     if not 0.0 <= label_smoothing <= 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
@@ -70,10 +68,7 @@ def dpo_loss(
     logits = logratios - ref_logratios
 
     if loss_type == "sigmoid":
-        losses = (
-            -F.logsigmoid(beta * logits) * (1 - label_smoothing)
-            - F.logsigmoid(-beta * logits) * label_smoothing
-        )
+        losses = -F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing
     elif loss_type == "hinge":
         losses = torch.relu(1 - beta * logits)
     else:  # ipo
@@ -86,11 +81,23 @@ def dpo_loss(
 
 def hinge_objective(x):
     """Registry entry ``hinge`` (LF's name, computed with an explicit loss type)."""
-    return dpo_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
-                    x.beta, loss_type="hinge")
+    return dpo_loss(
+        x.policy_chosen_logps,
+        x.policy_rejected_logps,
+        x.ref_chosen_logps,
+        x.ref_rejected_logps,
+        x.beta,
+        loss_type="hinge",
+    )
 
 
 def ipo_objective(x):
     """Registry entry ``ipo`` (on length-averaged log-probs: the registry entry sets ``averaged_log_probs``)."""
-    return dpo_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
-                    x.beta, loss_type="ipo")
+    return dpo_loss(
+        x.policy_chosen_logps,
+        x.policy_rejected_logps,
+        x.ref_chosen_logps,
+        x.ref_rejected_logps,
+        x.beta,
+        loss_type="ipo",
+    )

@@ -41,14 +41,18 @@ def dpop_loss(
     dtype = policy_chosen_logps.dtype
     chosen_logratios = policy_chosen_logps - ref_chosen_logps.to(dtype)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps.to(dtype)
-    logits = beta * (chosen_logratios - rejected_logratios) - beta * lam * torch.relu(
-        -chosen_logratios
-    )
+    logits = beta * (chosen_logratios - rejected_logratios) - beta * lam * torch.relu(-chosen_logratios)
     losses = -F.logsigmoid(logits)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
 def objective(x):
     """Registry entry ``dpop`` (:class:`~.interface.PairInputs` -> losses, chosen / rejected rewards)."""
-    return dpop_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
-                     x.beta, lam=x.params["dpop_lambda"])
+    return dpop_loss(
+        x.policy_chosen_logps,
+        x.policy_rejected_logps,
+        x.ref_chosen_logps,
+        x.ref_rejected_logps,
+        x.beta,
+        lam=x.params["dpop_lambda"],
+    )

@@ -37,13 +37,12 @@ def minordpo_loss(
     dtype = policy_chosen_logps.dtype
     chosen_logratios = policy_chosen_logps - ref_chosen_logps.to(dtype)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps.to(dtype)
-    losses = -F.logsigmoid(
-        beta * chosen_logratios - beta * torch.relu(rejected_logratios)
-    )
+    losses = -F.logsigmoid(beta * chosen_logratios - beta * torch.relu(rejected_logratios))
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
 def objective(x):
     """Registry entry ``minordpo`` (:class:`~.interface.PairInputs` -> losses, chosen / rejected rewards)."""
-    return minordpo_loss(x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps,
-                         x.beta)
+    return minordpo_loss(
+        x.policy_chosen_logps, x.policy_rejected_logps, x.ref_chosen_logps, x.ref_rejected_logps, x.beta
+    )

@@ -52,9 +52,7 @@ def minorsft_loss(
     return torch.where(valid, losses, torch.zeros_like(losses))
 
 
-def minorsft_coef(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float
-) -> torch.Tensor:
+def minorsft_coef(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
     """The MinorSFT sample coefficient ``2 * sigmoid(-beta * logratio)`` (detached, for logging).
 
     1 when the policy equals the reference, -> 0 as the policy's log-ratio grows (easy samples),

@@ -71,9 +71,7 @@ def poft_loss(
     beta = check_beta(beta)
     gamma = float(gamma)
     if aggregation not in POFT_AGGREGATIONS:
-        raise ValueError(
-            f"Unknown PoFT aggregation {aggregation!r}; expected one of {POFT_AGGREGATIONS}."
-        )
+        raise ValueError(f"Unknown PoFT aggregation {aggregation!r}; expected one of {POFT_AGGREGATIONS}.")
 
     dtype = policy_logps.dtype
     aligned_logps = aligned_logps.detach().to(device=policy_logps.device, dtype=dtype)
@@ -82,9 +80,7 @@ def poft_loss(
         aligned_logps = aligned_logps[:, None]
     if aligned_num_tokens.dim() == 1:
         aligned_num_tokens = aligned_num_tokens[:, None]
-    if aligned_logps.shape != aligned_num_tokens.shape or aligned_logps.size(
-        0
-    ) != policy_logps.size(0):
+    if aligned_logps.shape != aligned_num_tokens.shape or aligned_logps.size(0) != policy_logps.size(0):
         raise ValueError(
             f"shape mismatch: policy_logps {tuple(policy_logps.shape)}, aligned_logps {tuple(aligned_logps.shape)}, "
             f"aligned_num_tokens {tuple(aligned_num_tokens.shape)}"
@@ -97,22 +93,14 @@ def poft_loss(
 
     # Aligned rewards r_j = log p_j / T_j, aggregated over the models with T_j > 0.
     tj_valid = aligned_num_tokens > 0
-    r_j = aligned_logps / torch.where(
-        tj_valid, aligned_num_tokens, torch.ones_like(aligned_num_tokens)
-    )
+    r_j = aligned_logps / torch.where(tj_valid, aligned_num_tokens, torch.ones_like(aligned_num_tokens))
     count = tj_valid.sum(-1)
     if aggregation == "mean":
-        r_aligned = torch.where(tj_valid, r_j, torch.zeros_like(r_j)).sum(
-            -1
-        ) / count.clamp(min=1).to(dtype)
+        r_aligned = torch.where(tj_valid, r_j, torch.zeros_like(r_j)).sum(-1) / count.clamp(min=1).to(dtype)
     elif aggregation == "max":
-        r_aligned = torch.where(
-            tj_valid, r_j, torch.full_like(r_j, float("-inf"))
-        ).amax(-1)
+        r_aligned = torch.where(tj_valid, r_j, torch.full_like(r_j, float("-inf"))).amax(-1)
     else:
-        r_aligned = torch.where(tj_valid, r_j, torch.full_like(r_j, float("inf"))).amin(
-            -1
-        )
+        r_aligned = torch.where(tj_valid, r_j, torch.full_like(r_j, float("inf"))).amin(-1)
     valid = t0_valid & (count > 0)
     r_aligned = torch.where(valid, r_aligned, torch.zeros_like(r_aligned))
 

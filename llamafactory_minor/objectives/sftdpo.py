@@ -23,9 +23,7 @@ from ._common import check_beta
 __all__ = ["sftdpo_loss"]
 
 
-def sftdpo_loss(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float
-) -> torch.Tensor:
+def sftdpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-sample SFT-using-DPO loss ``-logsigmoid(beta * (policy_logps - ref_logps))``.
 
     Args:

@@ -24,7 +24,6 @@ from llamafactory_minor_core.io import append_jsonl, atomic_write_text, iter_jso
 
 from ..errors import PluginError
 
-
 DIGEST_MEMO_ENV = "LLAMAFACTORY_MINOR_DIGEST_MEMO"
 _memo_lock = threading.Lock()
 _memo: dict | None = None
@@ -32,7 +31,8 @@ _memo: dict | None = None
 
 def _memo_path() -> str:
     return os.environ.get(DIGEST_MEMO_ENV) or os.path.join(
-        os.path.expanduser("~"), ".cache", "llamafactory_minor", "weights-digests.json")
+        os.path.expanduser("~"), ".cache", "llamafactory_minor", "weights-digests.json"
+    )
 
 
 def _load_memo() -> dict:
@@ -217,8 +217,10 @@ class ScoreCache:
             self._warn(f"Score cache {self.dir}: corrupt or truncated scores.jsonl, recomputing.")
             return None
         if rows_digest(rows) != meta.get("rows_digest"):
-            self._warn(f"Score cache {self.dir}: scores.jsonl does not match its recorded digest (edited or "
-                       "damaged), recomputing.")
+            self._warn(
+                f"Score cache {self.dir}: scores.jsonl does not match its recorded digest (edited or "
+                "damaged), recomputing."
+            )
             return None
         return rows
 
@@ -246,8 +248,10 @@ class ScoreCache:
     def finish(self, rows: dict) -> None:
         os.makedirs(self.dir, exist_ok=True)
         atomic_write_text(self.final_path, render_rows(rows))
-        atomic_write_text(self.meta_path, json.dumps(
-            dict(self.meta, complete=True, num_rows=len(rows), rows_digest=rows_digest(rows)), indent=2))
+        atomic_write_text(
+            self.meta_path,
+            json.dumps(dict(self.meta, complete=True, num_rows=len(rows), rows_digest=rows_digest(rows)), indent=2),
+        )
         if os.path.exists(self.partial_path):
             os.unlink(self.partial_path)
 

@@ -129,8 +129,10 @@ def read_score_file(path: str) -> tuple[dict, list[dict]]:
     try:
         return _read_score_file(path)
     except UnicodeDecodeError as e:
-        raise ScoreFileError(f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded): a damaged "
-                             "or non-score file; rescore it") from None
+        raise ScoreFileError(
+            f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded): a damaged "
+            "or non-score file; rescore it"
+        ) from None
 
 
 def _read_score_file(path: str) -> tuple[dict, list[dict]]:
@@ -141,11 +143,15 @@ def _read_score_file(path: str) -> tuple[dict, list[dict]]:
         except ValueError:
             header = None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ScoreFileError(f"{path} is not a llamafactory-minor score file (its first line is not a "
-                                 f'header with "format": "{FORMAT}")')
+            raise ScoreFileError(
+                f"{path} is not a llamafactory-minor score file (its first line is not a "
+                f'header with "format": "{FORMAT}")'
+            )
         if header.get("format_version") != FORMAT_VERSION:
-            raise ScoreFileError(f"{path}: format_version {header.get('format_version')} is not supported "
-                                 f"(this plugin reads {FORMAT_VERSION})")
+            raise ScoreFileError(
+                f"{path}: format_version {header.get('format_version')} is not supported "
+                f"(this plugin reads {FORMAT_VERSION})"
+            )
         sections = header.get("sections")
         if not isinstance(sections, list) or not sections:
             raise ScoreFileError(f"{path}: the header lists no sections")
@@ -167,27 +173,29 @@ def _read_score_file(path: str) -> tuple[dict, list[dict]]:
                 raise ScoreFileError(f"{path}, line {lineno}: not valid JSON (garbled or truncated file)") from None
             sid = section_id(*(row.get(k) for k in SOURCE_FIELDS)) if isinstance(row, dict) else None
             if sid not in index:
-                raise ScoreFileError(f"{path}, line {lineno}: the row names no section of the header "
-                                     f"(model/template/split {sid})")
+                raise ScoreFileError(
+                    f"{path}, line {lineno}: the row names no section of the header (model/template/split {sid})"
+                )
             i = index[sid]
             problem = check_row(row, sections[i]["pairwise"])
             if problem:
                 raise ScoreFileError(f"{path}, line {lineno}: {problem}; the file cannot be used (rescore it)")
             if row["key"] in rows[i]:
-                raise ScoreFileError(f"{path}, line {lineno}: sample key {row['key']} appears twice in section "
-                                     f"{sid}")
+                raise ScoreFileError(f"{path}, line {lineno}: sample key {row['key']} appears twice in section {sid}")
             rows[i][row["key"]] = row
     for i, sec in enumerate(sections):
         where = f"{path}: section {sec['model']} / {sec['template']} / {sec['split']}"
         if len(rows[i]) != sec["num_rows"]:
-            raise ScoreFileError(f"{where} has {len(rows[i])} rows, its header says {sec['num_rows']} "
-                                 "(truncated file?)")
+            raise ScoreFileError(
+                f"{where} has {len(rows[i])} rows, its header says {sec['num_rows']} (truncated file?)"
+            )
         meta = sec["cache_meta"]
         if keys_fingerprint(rows[i]) != meta.get("dataset"):
             raise ScoreFileError(f"{where}: its rows do not match its recorded dataset fingerprint (edited file?)")
         if make_key(meta) != sec["cache_key"]:
             raise ScoreFileError(f"{where}: cache_key does not match cache_meta (edited header?)")
         if rows_digest({k: cache_row(r) for k, r in rows[i].items()}) != sec.get("rows_digest"):
-            raise ScoreFileError(f"{where}: its scores do not match the section's rows_digest (edited or damaged "
-                                 "file); rescore it")
+            raise ScoreFileError(
+                f"{where}: its scores do not match the section's rows_digest (edited or damaged file); rescore it"
+            )
     return header, rows

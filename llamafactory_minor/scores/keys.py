@@ -23,7 +23,6 @@ import json
 import threading
 from array import array
 
-
 _state = threading.local()
 IGNORE_INDEX = -100
 KEY_COLUMNS = ("sample_key", "token_key", "answer_tokens")
@@ -53,8 +52,10 @@ def sample_key(prompt, response, system, tools) -> str:
 def sequences_of(row: dict) -> list[tuple[str, list[int], list[int]]]:
     """(part, input_ids, labels) for a supervised row or the chosen/rejected halves of a pairwise row."""
     if "chosen_input_ids" in row:
-        return [("chosen", row["chosen_input_ids"], row["chosen_labels"]),
-                ("rejected", row["rejected_input_ids"], row["rejected_labels"])]
+        return [
+            ("chosen", row["chosen_input_ids"], row["chosen_labels"]),
+            ("rejected", row["rejected_input_ids"], row["rejected_labels"]),
+        ]
     return [("chosen", row["input_ids"], row["labels"])]
 
 
@@ -75,8 +76,10 @@ def answer_token_counts(sequences) -> list[int]:
 
 def _sequences_at(columns: dict, i: int):
     if "chosen_input_ids" in columns:
-        return [("chosen", columns["chosen_input_ids"][i], columns["chosen_labels"][i]),
-                ("rejected", columns["rejected_input_ids"][i], columns["rejected_labels"][i])]
+        return [
+            ("chosen", columns["chosen_input_ids"][i], columns["chosen_labels"][i]),
+            ("rejected", columns["rejected_input_ids"][i], columns["rejected_labels"][i]),
+        ]
     return [("chosen", columns["input_ids"][i], columns["labels"][i])]
 
 
@@ -95,8 +98,10 @@ class _KeyedProcessor:
 
     def preprocess_dataset(self, examples):
         n_in = len(examples["_prompt"])
-        keys = [sample_key(examples["_prompt"][i], examples["_response"][i], examples["_system"][i],
-                           examples["_tools"][i]) for i in range(n_in)]
+        keys = [
+            sample_key(examples["_prompt"][i], examples["_response"][i], examples["_system"][i], examples["_tools"][i])
+            for i in range(n_in)
+        ]
         out = self.processor.preprocess_dataset(examples)
         n_out = len(next(iter(out.values()))) if out else 0
         if n_out != n_in:

@@ -7,8 +7,8 @@ import gc
 import hashlib
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable
-
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import lf
 from ..errors import PluginError
@@ -28,8 +28,11 @@ KEY_SCHEME = 2
 
 
 def cache_root(finetuning_args: Any) -> str:
-    return (finetuning_args.minor_cache_dir or os.environ.get(CACHE_ENV)
-            or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores"))
+    return (
+        finetuning_args.minor_cache_dir
+        or os.environ.get(CACHE_ENV)
+        or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores")
+    )
 
 
 def dataset_fingerprint(rows: "Dataset") -> str:
@@ -38,13 +41,19 @@ def dataset_fingerprint(rows: "Dataset") -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def load_scoring_model(model_args: Any, name_or_path: str, adapters: str | list[str] | None = None,
-                       quantization_bit: int | None = None) -> tuple[Any, Any]:
+def load_scoring_model(
+    model_args: Any, name_or_path: str, adapters: str | list[str] | None = None, quantization_bit: int | None = None
+) -> tuple[Any, Any]:
     """A frozen copy of ``name_or_path`` loaded the way LF loads a reference model (``create_ref_model``)."""
     FinetuningArguments, ModelArguments, load_model, load_tokenizer = (
-        lf.FinetuningArguments, lf.ModelArguments, lf.load_model, lf.load_tokenizer)
-    args = ModelArguments.copyfrom(model_args, model_name_or_path=name_or_path, adapter_name_or_path=adapters,
-                                   quantization_bit=quantization_bit)
+        lf.FinetuningArguments,
+        lf.ModelArguments,
+        lf.load_model,
+        lf.load_tokenizer,
+    )
+    args = ModelArguments.copyfrom(
+        model_args, model_name_or_path=name_or_path, adapter_name_or_path=adapters, quantization_bit=quantization_bit
+    )
     try:
         tokenizer = load_tokenizer(args)["tokenizer"]
         with no_zero3_init():
@@ -61,8 +70,14 @@ def pass_key(rows: "Dataset", meta: dict) -> tuple[dict, str]:
     return meta, make_key(meta)
 
 
-def run_pass(rows: "Dataset", meta: dict, load_fn: Callable[[], tuple[Any, Any]], training_args: Any,
-             finetuning_args: Any, desc: str) -> dict:
+def run_pass(
+    rows: "Dataset",
+    meta: dict,
+    load_fn: Callable[[], tuple[Any, Any]],
+    training_args: Any,
+    finetuning_args: Any,
+    desc: str,
+) -> dict:
     """Scores for every ``sample_key`` in ``rows``: from the cache, or computed once by the main process."""
     meta, key = pass_key(rows, meta)
     cache = ScoreCache(cache_root(finetuning_args), key, meta, logger=logger)
@@ -70,8 +85,10 @@ def run_pass(rows: "Dataset", meta: dict, load_fn: Callable[[], tuple[Any, Any]]
 
         def score():
             if not training_args.should_save and training_args.world_size > 1:
-                raise PluginError(f"{desc}: the main process did not leave complete scores in {cache.dir} (a cache "
-                                  "folder not shared between nodes? set `minor_cache_dir` to a shared path).")
+                raise PluginError(
+                    f"{desc}: the main process did not leave complete scores in {cache.dir} (a cache "
+                    "folder not shared between nodes? set `minor_cache_dir` to a shared path)."
+                )
             return score_with_model(load_fn, rows, cache, max(1, training_args.per_device_train_batch_size), desc)
 
         return cached_or_scored(cache, desc, score)
@@ -94,13 +111,15 @@ def cached_or_scored(cache: ScoreCache, desc: str, score_fn: Callable[[], dict])
         cache.discard_if_empty()  # e.g. the scoring model failed to load: leave no empty folder behind
         raise
     cache.finish(scores)
-    logger.info_rank0(f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; "
-                      f"cached at {cache.dir}.")
+    logger.info_rank0(
+        f"{desc}: scored {len(scores) - resumed} rows in {time.time() - start:.1f}s; cached at {cache.dir}."
+    )
     return scores
 
 
-def score_with_model(load_fn: Callable[[], tuple[Any, Any]], rows: "Dataset", cache: ScoreCache, batch_size: int,
-                     desc: str) -> dict:
+def score_with_model(
+    load_fn: Callable[[], tuple[Any, Any]], rows: "Dataset", cache: ScoreCache, batch_size: int, desc: str
+) -> dict:
     """Load the scoring model (``load_fn() -> (model, tokenizer)``), score ``rows`` through the cache, free it."""
     model, tokenizer = load_fn()
     try:
@@ -110,8 +129,9 @@ def score_with_model(load_fn: Callable[[], tuple[Any, Any]], rows: "Dataset", ca
         gc.collect()
 
 
-def join(rows: "Dataset", scores: dict, what: str, keys: list[str] | None = None,
-         counts: list[int] | None = None) -> list[dict]:
+def join(
+    rows: "Dataset", scores: dict, what: str, keys: list[str] | None = None, counts: list[int] | None = None
+) -> list[dict]:
     """The score of each row, by ``token_key`` (or the given ``keys``), checking each score's token count
     against the row's (``answer_tokens``, or the given ``counts``). A row without a score, or with a score
     of another length, is an error naming how many and which."""
@@ -120,16 +140,20 @@ def join(rows: "Dataset", scores: dict, what: str, keys: list[str] | None = None
     missing = [k for k in keys if k not in scores]
     if missing:
         shown = ", ".join(missing[:5])
-        raise PluginError(f"{len(missing)} of {len(keys)} training rows have no {what} (token keys {shown}"
-                          f"{', ...' if len(missing) > 5 else ''}); check that the score file was made for "
-                          "this dataset, model and template, or let training score it (remove the import).")
+        raise PluginError(
+            f"{len(missing)} of {len(keys)} training rows have no {what} (token keys {shown}"
+            f"{', ...' if len(missing) > 5 else ''}); check that the score file was made for "
+            "this dataset, model and template, or let training score it (remove the import)."
+        )
     out = []
     for key, count in zip(keys, counts):
         s = scores[key]
         have = [s["num_tokens"]] + ([s["rejected_num_tokens"]] if "rejected_num_tokens" in s else [])
         if list(count) != have:
-            raise PluginError(f"The {what} of token key {key} covers {have} answer tokens, the training row has "
-                              f"{list(count)}: the scores were made for other rows; rescore them.")
+            raise PluginError(
+                f"The {what} of token key {key} covers {have} answer tokens, the training row has "
+                f"{list(count)}: the scores were made for other rows; rescore them."
+            )
         out.append(s)
     return out
 

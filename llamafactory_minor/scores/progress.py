@@ -97,11 +97,19 @@ class ScoringProgress:
         elapsed = time.time() - self.start
         remaining = elapsed / self.done * (self.total - self.done) if self.done else 0.0
         return {
-            "desc": self.desc, "model": self.model, "model_index": self.model_index, "model_count": self.model_count,
-            "done": self.done, "total": self.total, "unit": self.unit,
+            "desc": self.desc,
+            "model": self.model,
+            "model_index": self.model_index,
+            "model_count": self.model_count,
+            "done": self.done,
+            "total": self.total,
+            "unit": self.unit,
             "percentage": round(100.0 * self.done / self.total, 2) if self.total else 100.0,
-            "elapsed_time": _clock(elapsed), "remaining_time": _clock(remaining),
-            "finished": self.done >= self.total, "time": time.time(), "pid": os.getpid(),
+            "elapsed_time": _clock(elapsed),
+            "remaining_time": _clock(remaining),
+            "finished": self.done >= self.total,
+            "time": time.time(),
+            "pid": os.getpid(),
         }
 
     def _report(self, log: bool) -> None:

@@ -7,12 +7,12 @@ wrapped during the plugin's runs of LF's workflows.
 """
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .. import lf
-from .collator import ScoredCollator
 from .cache import adapters_digest, weights_digest
+from .collator import ScoredCollator
 from .passes import datasets_of, join, load_scoring_model, replace_dataset, run_pass
 
 
@@ -38,10 +38,15 @@ def _reference_meta(model_args, data_args, finetuning_args) -> dict:
 def _attach(dataset_module, model_args, data_args, training_args, finetuning_args):
     def load():
         if finetuning_args.ref_model:
-            return load_scoring_model(model_args, finetuning_args.ref_model, finetuning_args.ref_model_adapters,
-                                      finetuning_args.ref_model_quantization_bit)
-        return load_scoring_model(model_args, model_args.model_name_or_path, model_args.adapter_name_or_path,
-                                  model_args.quantization_bit)
+            return load_scoring_model(
+                model_args,
+                finetuning_args.ref_model,
+                finetuning_args.ref_model_adapters,
+                finetuning_args.ref_model_quantization_bit,
+            )
+        return load_scoring_model(
+            model_args, model_args.model_name_or_path, model_args.adapter_name_or_path, model_args.quantization_bit
+        )
 
     meta = _reference_meta(model_args, data_args, finetuning_args)
     for name, rows in datasets_of(dataset_module):
@@ -55,8 +60,9 @@ def _attach(dataset_module, model_args, data_args, training_args, finetuning_arg
     return dataset_module
 
 
-def reference_score_attacher(model_args: Any, data_args: Any, training_args: Any,
-                             finetuning_args: Any) -> Callable[[dict, Any, dict], dict]:
+def reference_score_attacher(
+    model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any
+) -> Callable[[dict, Any, dict], dict]:
     def attach(dataset_module, template, tokenizer_module):
         return _attach(dataset_module, model_args, data_args, training_args, finetuning_args)
 
@@ -64,8 +70,9 @@ def reference_score_attacher(model_args: Any, data_args: Any, training_args: Any
 
 
 @contextlib.contextmanager
-def patch_workflow_with_reference(lf_workflow: Any, collator_name: str, model_args: Any, data_args: Any,
-                                  training_args: Any, finetuning_args: Any) -> Iterator[None]:
+def patch_workflow_with_reference(
+    lf_workflow: Any, collator_name: str, model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any
+) -> Iterator[None]:
     """Inside LF's ``run_dpo`` / ``run_sft``: join the reference scores to its dataset (``get_dataset``) and let
     its collator (``collator_name``) carry them to the trainer."""
     original_get_dataset = lf_workflow.get_dataset

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from ..errors import PluginError
 from ..lf import no_zero3_init  # noqa: F401  (re-exported: transformers' ZeRO-3 switch is an LF-boundary internal)
-from .keys import sequences_of
 from ..objectives import sequence_log_probs
+from .keys import sequences_of
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -25,9 +25,15 @@ IGNORE_INDEX = -100
 
 
 @torch.no_grad()
-def score_sequences(model: Any, items: list[tuple[Any, list[int], list[int]]], pad_token_id: int | None,
-                    batch_size: int = 8, desc: str = "Scoring", on_batch: Callable[[dict], None] | None = None,
-                    show_progress: bool = True) -> dict:
+def score_sequences(
+    model: Any,
+    items: list[tuple[Any, list[int], list[int]]],
+    pad_token_id: int | None,
+    batch_size: int = 8,
+    desc: str = "Scoring",
+    on_batch: Callable[[dict], None] | None = None,
+    show_progress: bool = True,
+) -> dict:
     """Score ``items`` = [(item_id, input_ids, labels)]; returns {item_id: (sum_logp, num_tokens)}.
 
     ``on_batch(results_of_batch)`` is called after each batch (the cache appends there).
@@ -40,10 +46,15 @@ def score_sequences(model: Any, items: list[tuple[Any, list[int], list[int]]], p
     from ..log import get_logger
     from .progress import ScoringProgress  # the log at LF's cadence and LlamaBoard's progress bar
 
-    progress = ScoringProgress(len(order), batch_size, desc, logger=get_logger(__name__),
-                               pairwise=any(isinstance(i, tuple) and "rejected" in i for i, _, _ in items))
+    progress = ScoringProgress(
+        len(order),
+        batch_size,
+        desc,
+        logger=get_logger(__name__),
+        pairwise=any(isinstance(i, tuple) and "rejected" in i for i, _, _ in items),
+    )
     for start in range(0, len(order), batch_size):
-        chunk = [items[i] for i in order[start:start + batch_size]]
+        chunk = [items[i] for i in order[start : start + batch_size]]
         width = max(len(ids) for _, ids, _ in chunk)
         input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
@@ -52,14 +63,15 @@ def score_sequences(model: Any, items: list[tuple[Any, list[int], list[int]]], p
             input_ids[j, : len(ids)] = torch.tensor(ids)
             labels[j, : len(labs)] = torch.tensor(labs)
             attention[j, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                       use_cache=False).logits
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
         logps, counts = sequence_log_probs(logits, labels.to(device), ignore_index=IGNORE_INDEX)
         batch_results = {}
         for (item_id, _, _), lp, n in zip(chunk, logps.tolist(), counts.tolist()):
             if not math.isfinite(lp):
-                raise PluginError(f"Scoring produced a non-finite log-prob ({lp}) for sample {item_id[0]}; "
-                                  "check the model's dtype (try float32) and weights.")
+                raise PluginError(
+                    f"Scoring produced a non-finite log-prob ({lp}) for sample {item_id[0]}; "
+                    "check the model's dtype (try float32) and weights."
+                )
             batch_results[item_id] = (lp, int(n))
         results.update(batch_results)
         if on_batch is not None:
@@ -115,9 +127,15 @@ def is_pairwise(rows: "Dataset | list[dict]") -> bool:
     return bool(rows) and "chosen_input_ids" in rows[0]
 
 
-def score_dataset_rows(model: Any, rows: "Dataset | list[dict]", cache: "ScoreCache", pad_token_id: int | None,
-                       batch_size: int = 8,
-                       desc: str = "Scoring", show_progress: bool = True) -> dict:
+def score_dataset_rows(
+    model: Any,
+    rows: "Dataset | list[dict]",
+    cache: "ScoreCache",
+    pad_token_id: int | None,
+    batch_size: int = 8,
+    desc: str = "Scoring",
+    show_progress: bool = True,
+) -> dict:
     """Score every distinct ``token_key`` of ``rows`` that the cache does not hold; returns all rows' scores."""
     done = cache.load_partial()
     items = pending_sequences(rows, done)

@@ -126,8 +126,10 @@ def split_score_options(cfg: dict) -> tuple[dict, dict]:
     if opts["score_batch_size"] < 1:
         raise PluginError(f"`score_batch_size` must be >= 1, got {opts['score_batch_size']}")
     if opts["score_models"] and len(opts["score_templates"] or []) != len(opts["score_models"]):
-        raise PluginError(f"`score_templates` must list one LF template per model of `score_models` "
-                          f"({len(opts['score_models'])} models, {len(opts['score_templates'] or [])} templates)")
+        raise PluginError(
+            f"`score_templates` must list one LF template per model of `score_models` "
+            f"({len(opts['score_models'])} models, {len(opts['score_templates'] or [])} templates)"
+        )
     if opts["score_templates"] and not opts["score_models"]:
         raise PluginError("`score_templates` needs `score_models`")
     if opts["score_vllm_args"] is not None and not isinstance(opts["score_vllm_args"], dict):
@@ -163,14 +165,17 @@ def data_stage(lf_cfg: dict, finetuning_args: Any, data_args: Any) -> str:
             return "rm"
         if stage in SINGLE_STAGES:
             return "sft"
-        raise PluginError(f"`stage: {stage}` has no per-sample answer log-prob to score; scoring supports single "
-                          f"answers ({', '.join(SINGLE_STAGES)}) and pairs ({', '.join(PAIRWISE_STAGES)})")
+        raise PluginError(
+            f"`stage: {stage}` has no per-sample answer log-prob to score; scoring supports single "
+            f"answers ({', '.join(SINGLE_STAGES)}) and pairs ({', '.join(PAIRWISE_STAGES)})"
+        )
     get_dataset_list = lf.get_dataset_list
     names = list(data_args.dataset or []) + list(data_args.eval_dataset or [])
     ranking = {attr.ranking for attr in get_dataset_list(names, data_args.dataset_dir)}
     if len(ranking) > 1:
-        raise PluginError(f"`dataset: {','.join(names)}` mixes pairwise and single-answer datasets; score them "
-                          "in separate runs")
+        raise PluginError(
+            f"`dataset: {','.join(names)}` mixes pairwise and single-answer datasets; score them in separate runs"
+        )
     return "rm" if True in ranking else "sft"
 
 
@@ -180,20 +185,25 @@ def data_stage(lf_cfg: dict, finetuning_args: Any, data_args: Any) -> str:
 def _split_name(name: str) -> str:
     if name == "train_dataset":
         return "train"
-    return "eval" + name[len("eval_dataset"):]
+    return "eval" + name[len("eval_dataset") :]
 
 
 def _keyed_rows(model_args, data_args, training_args, stage, label):
     from .keys import plugin_dataset
 
     get_dataset, get_template_and_fix_tokenizer, load_tokenizer = (
-        lf.get_dataset, lf.get_template_and_fix_tokenizer, lf.load_tokenizer)
+        lf.get_dataset,
+        lf.get_template_and_fix_tokenizer,
+        lf.load_tokenizer,
+    )
 
     try:
         tokenizer_module = load_tokenizer(model_args)
     except Exception as e:
-        raise PluginError(f"cannot load the tokenizer of `{model_args.model_name_or_path}` "
-                          f"({type(e).__name__}: {e}); check `model_name_or_path`.") from None
+        raise PluginError(
+            f"cannot load the tokenizer of `{model_args.model_name_or_path}` "
+            f"({type(e).__name__}: {e}); check `model_name_or_path`."
+        ) from None
     try:
         template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     except ValueError as e:
@@ -217,9 +227,15 @@ def _model_rows(model_args, data_args, training_args, path, template_name, stage
     return _keyed_rows(args, data, training_args, stage, f"score_models: {path}")
 
 
-def plan_sections(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any, stage: str,
-                  score_models: str | list[str] | None = None,
-                  score_templates: str | list[str] | None = None) -> list[dict]:
+def plan_sections(
+    model_args: Any,
+    data_args: Any,
+    training_args: Any,
+    finetuning_args: Any,
+    stage: str,
+    score_models: str | list[str] | None = None,
+    score_templates: str | list[str] | None = None,
+) -> list[dict]:
     """What to score: one section per (model, template, split) with its rows, cache meta and key."""
     from .aligned import aligned_meta
     from .passes import datasets_of, load_scoring_model, pass_key
@@ -235,24 +251,48 @@ def plan_sections(model_args: Any, data_args: Any, training_args: Any, finetunin
             meta = aligned_meta(model_args, data_args, path, template_name)
             for name, rows in datasets_of(module):
                 full, key = pass_key(rows, meta)
-                sections.append(dict(role="aligned", model=path, template=template_name, split=_split_name(name),
-                                     rows=rows, meta=full, key=key, adapter=None, quantization_bit=None,
-                                     load=lambda p=path: load_scoring_model(model_args, p)))
+                sections.append(
+                    dict(
+                        role="aligned",
+                        model=path,
+                        template=template_name,
+                        split=_split_name(name),
+                        rows=rows,
+                        meta=full,
+                        key=key,
+                        adapter=None,
+                        quantization_bit=None,
+                        load=lambda p=path: load_scoring_model(model_args, p),
+                    )
+                )
         return sections
 
     if fa.ref_model:
         model, adapter, qbit = fa.ref_model, fa.ref_model_adapters, fa.ref_model_quantization_bit
     else:
-        model, adapter, qbit = model_args.model_name_or_path, model_args.adapter_name_or_path, \
-            model_args.quantization_bit
+        model, adapter, qbit = (
+            model_args.model_name_or_path,
+            model_args.adapter_name_or_path,
+            model_args.quantization_bit,
+        )
     module = _keyed_rows(model_args, data_args, training_args, stage, f"stage: {fa.stage}")
     meta = _reference_meta(model_args, data_args, fa)  # after the rows, in training's order
     for name, rows in datasets_of(module):
         full, key = pass_key(rows, meta)
-        sections.append(dict(role="reference", model=meta["model"], template=data_args.template,
-                             split=_split_name(name), rows=rows, meta=full, key=key, adapter=adapter,
-                             quantization_bit=qbit,
-                             load=lambda: load_scoring_model(model_args, model, adapter, qbit)))
+        sections.append(
+            dict(
+                role="reference",
+                model=meta["model"],
+                template=data_args.template,
+                split=_split_name(name),
+                rows=rows,
+                meta=full,
+                key=key,
+                adapter=adapter,
+                quantization_bit=qbit,
+                load=lambda: load_scoring_model(model_args, model, adapter, qbit),
+            )
+        )
     return sections
 
 
@@ -267,7 +307,8 @@ def _vllm_dtype(model_args) -> str:
     import torch
 
     return {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}.get(
-        model_args.compute_dtype, "auto")
+        model_args.compute_dtype, "auto"
+    )
 
 
 def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
@@ -277,8 +318,10 @@ def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
     rows = sec["rows"]
     if opts["score_backend"] == "vllm":
         if sec["adapter"]:
-            raise PluginError(f"`score_backend: vllm` does not load adapters ({sec['adapter']}); merge the adapter "
-                              "into the model first or use `score_backend: transformers`")
+            raise PluginError(
+                f"`score_backend: vllm` does not load adapters ({sec['adapter']}); merge the adapter "
+                "into the model first or use `score_backend: transformers`"
+            )
         if sec["quantization_bit"]:
             raise PluginError("`score_backend: vllm` does not support `quantization_bit`; use transformers")
         # vLLM numbers are staged apart from training's cache; only import_score_file files them there
@@ -293,9 +336,16 @@ def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
         from .vllm_backend import VLLMScoringError, score_rows_vllm
 
         try:
-            return score_rows_vllm(rows, cache, sec["model"], python=opts["score_backend_python"],
-                                   dtype=_vllm_dtype(model_args), engine_args=opts["score_vllm_args"],
-                                   trust_remote_code=model_args.trust_remote_code, desc=desc)
+            return score_rows_vllm(
+                rows,
+                cache,
+                sec["model"],
+                python=opts["score_backend_python"],
+                dtype=_vllm_dtype(model_args),
+                engine_args=opts["score_vllm_args"],
+                trust_remote_code=model_args.trust_remote_code,
+                desc=desc,
+            )
         except VLLMScoringError as e:
             raise PluginError(f"{desc}: {e}") from None
 
@@ -365,8 +415,9 @@ def score(args: dict | str, overrides: Sequence[str] = ()) -> str:
         raise PluginError(f"cannot write `score_output: {output}`; choose a writable file path")
     model_args, data_args, training_args, finetuning_args = parse_training_args(lf_cfg)
     stage = data_stage(lf_cfg, finetuning_args, data_args)
-    sections = plan_sections(model_args, data_args, training_args, finetuning_args, stage,
-                             opts["score_models"], opts["score_templates"])
+    sections = plan_sections(
+        model_args, data_args, training_args, finetuning_args, stage, opts["score_models"], opts["score_templates"]
+    )
     logger = _logger()
     all_rows = []
     for i, sec in enumerate(sections):
@@ -380,9 +431,13 @@ def score(args: dict | str, overrides: Sequence[str] = ()) -> str:
         "plugin_version": __version__,
         "llamafactory_version": _lf_version(),
         "backend": opts["score_backend"],
-        "backend_dtype": ({"auto": "auto (float32 on CPU, the model's dtype on GPU)"}.get(_vllm_dtype(model_args),
-                                                                                         _vllm_dtype(model_args))
-                          if opts["score_backend"] == "vllm" else None),
+        "backend_dtype": (
+            {"auto": "auto (float32 on CPU, the model's dtype on GPU)"}.get(
+                _vllm_dtype(model_args), _vllm_dtype(model_args)
+            )
+            if opts["score_backend"] == "vllm"
+            else None
+        ),
         "stage": stage,
         "dataset": ",".join(data_args.dataset or []),
         "eval_dataset": ",".join(data_args.eval_dataset or []) or None,
@@ -391,8 +446,9 @@ def score(args: dict | str, overrides: Sequence[str] = ()) -> str:
     }
     write_score_file(output, header, all_rows)
     total = sum(len(r) for r in all_rows)
-    logger.info_rank0(f"Wrote {total} score rows ({len(sections)} section(s), backend {opts['score_backend']}) "
-                      f"to {output}.")
+    logger.info_rank0(
+        f"Wrote {total} score rows ({len(sections)} section(s), backend {opts['score_backend']}) to {output}."
+    )
     return output
 
 
@@ -406,16 +462,28 @@ def expected_sections(config: dict | str, overrides: Sequence[str] = ()) -> tupl
     model_args, data_args, training_args, finetuning_args = parse_training_args(lf_cfg)
     fa = finetuning_args
     if fa.stage != "poft" and not fa.precompute_ref_log_probs:
-        raise PluginError("this training config uses no precomputed scores: set `precompute_ref_log_probs: true` "
-                          "(reference scores) or use `stage: poft` (aligned-model scores)")
+        raise PluginError(
+            "this training config uses no precomputed scores: set `precompute_ref_log_probs: true` "
+            "(reference scores) or use `stage: poft` (aligned-model scores)"
+        )
     stage = data_stage(lf_cfg, fa, data_args)
     return plan_sections(model_args, data_args, training_args, fa, stage), fa
 
 
 # every component of the cache key except the model path (it may differ between machines: the weights
 # fingerprint identifies the model), the dataset (checked last, for a precise error) and the plugin version
-_COMPARED = ("kind", "key_scheme", "weights", "adapter_weights", "quantization_bit", "template", "cutoff_len",
-             "train_on_prompt", "mask_history", "dtype")
+_COMPARED = (
+    "kind",
+    "key_scheme",
+    "weights",
+    "adapter_weights",
+    "quantization_bit",
+    "template",
+    "cutoff_len",
+    "train_on_prompt",
+    "mask_history",
+    "dtype",
+)
 
 
 def _match(expected: dict, file_sections: list[tuple[dict, dict]], path: str):
@@ -428,8 +496,10 @@ def _match(expected: dict, file_sections: list[tuple[dict, dict]], path: str):
     by_model = [(h, r) for h, r in candidates if h["cache_meta"].get("weights") == want["weights"]]
     if not by_model:
         made = ", ".join(sorted({f"{h['model']} (weights {h['cache_meta'].get('weights')})" for h, _ in candidates}))
-        raise ScoreFileError(f"{path} was made for another model: it scores {made}, the training config needs "
-                             f"`{expected['model']}` (weights {want['weights']}).")
+        raise ScoreFileError(
+            f"{path} was made for another model: it scores {made}, the training config needs "
+            f"`{expected['model']}` (weights {want['weights']})."
+        )
     by_settings = []
     for h, r in by_model:
         diff = [k for k in _COMPARED if h["cache_meta"].get(k) != want.get(k)]
@@ -437,8 +507,11 @@ def _match(expected: dict, file_sections: list[tuple[dict, dict]], path: str):
             by_settings.append((h, r))
     if not by_settings:
         h = by_model[0][0]
-        diff = ", ".join(f"{k}: file {h['cache_meta'].get(k)!r} vs config {want.get(k)!r}"
-                         for k in _COMPARED if h["cache_meta"].get(k) != want.get(k))
+        diff = ", ".join(
+            f"{k}: file {h['cache_meta'].get(k)!r} vs config {want.get(k)!r}"
+            for k in _COMPARED
+            if h["cache_meta"].get(k) != want.get(k)
+        )
         raise ScoreFileError(f"{path} was scored with other settings than the training config's {where}: {diff}")
     for h, r in by_settings:
         if h["cache_meta"].get("dataset") == want["dataset"]:
@@ -452,7 +525,8 @@ def _match(expected: dict, file_sections: list[tuple[dict, dict]], path: str):
         f"rows (fingerprint {want['dataset']}), the file's section has {len(r)} (fingerprint "
         f"{h['cache_meta'].get('dataset')}); {len(missing)} of the config's rows have no score"
         f"{' (sample keys ' + ', '.join(missing[:5]) + (', ...' if len(missing) > 5 else '') + ')' if missing else ''}"
-        f", {extra} scored rows are not in the config's data. Score this config's data instead.")
+        f", {extra} scored rows are not in the config's data. Score this config's data instead."
+    )
 
 
 def _place(cache_dir: str, key: str, meta: dict, rows: dict, extra: dict) -> str:
@@ -467,12 +541,16 @@ def _place(cache_dir: str, key: str, meta: dict, rows: dict, extra: dict) -> str
 
 def default_cache_root(minor_cache_dir: str | None = None) -> str:
     """``scores.passes.cache_root`` without importing LF (a config-less import stays light)."""
-    return (minor_cache_dir or os.environ.get("LLAMAFACTORY_MINOR_SCORE_CACHE")
-            or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores"))
+    return (
+        minor_cache_dir
+        or os.environ.get("LLAMAFACTORY_MINOR_SCORE_CACHE")
+        or os.path.join(os.path.expanduser("~"), ".cache", "llamafactory_minor", "scores")
+    )
 
 
-def import_score_file(path: str, cache_dir: str | None = None, config: dict | str | None = None,
-                      overrides: Sequence[str] = ()) -> list[str]:
+def import_score_file(
+    path: str, cache_dir: str | None = None, config: dict | str | None = None, overrides: Sequence[str] = ()
+) -> list[str]:
     """Place a score file into the score cache so that training finds it; returns the cache folders written.
 
     Everything is validated before anything is written: a corrupt file, NaN/inf scores, missing rows, a
@@ -480,8 +558,11 @@ def import_score_file(path: str, cache_dir: str | None = None, config: dict | st
     """
     header, rows = read_score_file(path)
     file_sections = list(zip(header["sections"], rows))
-    extra = {"imported_from": os.path.abspath(path), "backend": header.get("backend"),
-             "scored_at": header.get("created")}
+    extra = {
+        "imported_from": os.path.abspath(path),
+        "backend": header.get("backend"),
+        "scored_at": header.get("created"),
+    }
     plan = []
     if config is not None:
         expected, fa = expected_sections(config, overrides)
@@ -499,8 +580,10 @@ def import_score_file(path: str, cache_dir: str | None = None, config: dict | st
             if os.path.isdir(model):
                 current = weights_digest(model)
                 if current != h["cache_meta"].get("weights"):
-                    raise ScoreFileError(f"{path}: the model at {model} is not the one that was scored (weights "
-                                         f"fingerprint {current}, file {h['cache_meta'].get('weights')}); rescore.")
+                    raise ScoreFileError(
+                        f"{path}: the model at {model} is not the one that was scored (weights "
+                        f"fingerprint {current}, file {h['cache_meta'].get('weights')}); rescore."
+                    )
             plan.append((h["cache_key"], h["cache_meta"], r, extra, h))
         root = cache_dir or default_cache_root()
     for key, meta, r, _, _ in plan:  # a consistency guard on what is about to be filed

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .cache import ScoreCache
 
+
 # --------------------------------------------------------------------------------------------------
 # driver (runs beside LLaMA-Factory)
 # --------------------------------------------------------------------------------------------------
@@ -72,10 +73,20 @@ def _stop(proc, grace: float = 10.0) -> None:
     proc.wait()
 
 
-def run_worker(items: list[tuple[str, list[int], list[int]]], model: str, python: str | None = None, dtype: str = "auto", tokenizer: str | None = None,
-               engine_args: dict | None = None, trust_remote_code: bool = False, per_token: bool = False,
-               on_results: Callable[[dict], None] | None = None, desc: str = "vLLM scoring", show_progress: bool = True,
-               workdir: str | None = None) -> dict:
+def run_worker(
+    items: list[tuple[str, list[int], list[int]]],
+    model: str,
+    python: str | None = None,
+    dtype: str = "auto",
+    tokenizer: str | None = None,
+    engine_args: dict | None = None,
+    trust_remote_code: bool = False,
+    per_token: bool = False,
+    on_results: Callable[[dict], None] | None = None,
+    desc: str = "vLLM scoring",
+    show_progress: bool = True,
+    workdir: str | None = None,
+) -> dict:
     """Score ``items`` = [(item_id:str, input_ids, labels)] with vLLM in a subprocess.
 
     Returns {item_id: row} (row: ``sum_logp``, ``num_tokens``[, ``token_logps``]); ``on_results(rows)`` is
@@ -97,8 +108,20 @@ def run_worker(items: list[tuple[str, list[int], list[int]]], model: str, python
             f.write(json.dumps({"id": item_id, "input_ids": list(ids), "labels": list(labels)}) + "\n")
     open(out_path, "w").close()
     max_len = max(len(ids) for _, ids, _ in items) + 1  # + the one generated token
-    cmd = [python, os.path.abspath(vllm_scoring.__file__), "--input", in_path, "--output", out_path, "--model", model,
-           "--dtype", dtype, "--max-model-len", str(max_len)]
+    cmd = [
+        python,
+        os.path.abspath(vllm_scoring.__file__),
+        "--input",
+        in_path,
+        "--output",
+        out_path,
+        "--model",
+        model,
+        "--dtype",
+        dtype,
+        "--max-model-len",
+        str(max_len),
+    ]
     if tokenizer:
         cmd += ["--tokenizer", tokenizer]
     if engine_args:
@@ -113,11 +136,20 @@ def run_worker(items: list[tuple[str, list[int], list[int]]], model: str, python
         with open(log_path, "w") as log:
             try:
                 # its own session: on an error or Ctrl-C the worker and vLLM's engine processes go together
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=_worker_env(), cwd=tmp, start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=_worker_env(),
+                    cwd=tmp,
+                    start_new_session=True,
+                )
             except OSError as e:
-                raise VLLMScoringError(f"cannot run the vLLM worker with `{python}` ({e}); set "
-                                       "`score_backend_python` to the python of a vLLM environment.") from None
+                raise VLLMScoringError(
+                    f"cannot run the vLLM worker with `{python}` ({e}); set "
+                    "`score_backend_python` to the python of a vLLM environment."
+                ) from None
             with open(out_path, encoding="utf-8") as reader:
                 follow = JsonlTail(reader)
                 try:
@@ -142,14 +174,19 @@ def run_worker(items: list[tuple[str, list[int], list[int]]], model: str, python
                 tail = "".join(f.readlines()[-40:])
             hint = ""
             if "No module named 'vllm'" in tail:
-                hint = (f" `{python}` has no vLLM: set `score_backend_python` (or LLAMAFACTORY_MINOR_VLLM_PYTHON) to "
-                        "the python of a vLLM environment (on CPU: bash evaluation/setup_vllm_cpu.sh builds .venv-vllm).")
-            raise VLLMScoringError(f"the vLLM worker failed (exit code {code}; {len(results)} of {len(items)} "
-                                   f"sequences scored and kept).{hint} Log tail ({log_path}):\n{tail}")
+                hint = (
+                    f" `{python}` has no vLLM: set `score_backend_python` (or LLAMAFACTORY_MINOR_VLLM_PYTHON) to "
+                    "the python of a vLLM environment (on CPU: bash evaluation/setup_vllm_cpu.sh builds .venv-vllm)."
+                )
+            raise VLLMScoringError(
+                f"the vLLM worker failed (exit code {code}; {len(results)} of {len(items)} "
+                f"sequences scored and kept).{hint} Log tail ({log_path}):\n{tail}"
+            )
         missing = [i for i, _, _ in items if i not in results]
         if missing:
-            raise VLLMScoringError(f"the vLLM worker returned no score for {len(missing)} sequences "
-                                   f"(e.g. {missing[:3]}); log: {log_path}")
+            raise VLLMScoringError(
+                f"the vLLM worker returned no score for {len(missing)} sequences (e.g. {missing[:3]}); log: {log_path}"
+            )
         ok = True
         return results
     finally:
@@ -158,9 +195,18 @@ def run_worker(items: list[tuple[str, list[int], list[int]]], model: str, python
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def score_rows_vllm(rows: "Dataset | list[dict]", cache: "ScoreCache", model: str, python: str | None = None, dtype: str = "auto",
-                    engine_args: dict | None = None, trust_remote_code: bool = False, desc: str = "vLLM scoring",
-                    show_progress: bool = True, per_token: dict | None = None) -> dict:
+def score_rows_vllm(
+    rows: "Dataset | list[dict]",
+    cache: "ScoreCache",
+    model: str,
+    python: str | None = None,
+    dtype: str = "auto",
+    engine_args: dict | None = None,
+    trust_remote_code: bool = False,
+    desc: str = "vLLM scoring",
+    show_progress: bool = True,
+    per_token: dict | None = None,
+) -> dict:
     """Like :func:`~.scoring.score_dataset_rows`: scores every ``token_key`` the cache does not hold (in its
     partial file), appends finished rows to the cache as they arrive, returns all rows' scores.
 
@@ -182,9 +228,18 @@ def score_rows_vllm(rows: "Dataset | list[dict]", cache: "ScoreCache", model: st
         rows_out.add(parts)
 
     if items:
-        run_worker(items, model, python=python, dtype=dtype, engine_args=engine_args,
-                   trust_remote_code=trust_remote_code, per_token=per_token is not None, on_results=on_results,
-                   desc=desc, show_progress=show_progress)
+        run_worker(
+            items,
+            model,
+            python=python,
+            dtype=dtype,
+            engine_args=engine_args,
+            trust_remote_code=trust_remote_code,
+            per_token=per_token is not None,
+            on_results=on_results,
+            desc=desc,
+            show_progress=show_progress,
+        )
     if rows_out.pending:
         raise VLLMScoringError(f"vLLM left {len(rows_out.pending)} rows incomplete.")
     return done

@@ -75,8 +75,9 @@ class SingleAnswerTrainer(lf.CustomDPOTrainer):
         obj = self.objective
         params = {p.name: getattr(self.finetuning_args, p.name, p.default) for p in obj.params}
         columns = {k: v for k, v in batch.items() if k in SCORE_COLUMNS}
-        losses, metrics = obj.function()(SingleAnswerInputs(policy_logps, num_tokens, ref_logps, self.beta, params,
-                                                            columns))
+        losses, metrics = obj.function()(
+            SingleAnswerInputs(policy_logps, num_tokens, ref_logps, self.beta, params, columns)
+        )
         metrics = dict(metrics)
         losses, sft = with_sft_term(losses, policy_logps, num_tokens, self.ftx_gamma)
         if sft is not None:
@@ -92,9 +93,9 @@ class SingleAnswerTrainer(lf.CustomDPOTrainer):
         if ref_logps is not None:
             ratio = (policy_logps - ref_logps).detach()
             metrics["rewards/chosen"] = (self.beta * ratio).mean().item()
-            metrics["normalized_rewards/chosen"] = normalized_rewards(
-                policy_logps.detach(), ref_logps, num_tokens
-            ).mean().item()
+            metrics["normalized_rewards/chosen"] = (
+                normalized_rewards(policy_logps.detach(), ref_logps, num_tokens).mean().item()
+            )
             metrics["m_theta"] = deviation_metric(policy_logps.detach(), ref_logps, num_tokens).item()
         metrics["logps/chosen"] = policy_logps.detach().mean().item()
         prefix = "eval_" if train_eval == "eval" else ""
@@ -113,8 +114,9 @@ def trainer_class(objective: registry.Objective) -> type:
     return type(name, (SingleAnswerTrainer,), {"objective": objective, "__module__": __name__})
 
 
-def run_single_answer(trainer_cls, model_args, data_args, training_args, finetuning_args, callbacks,
-                      attach_scores=None):
+def run_single_answer(
+    trainer_cls, model_args, data_args, training_args, finetuning_args, callbacks, attach_scores=None
+):
     """LF's SFT-shaped workflow for the plugin's single-answer stages.
 
     ``attach_scores(dataset_module, template, tokenizer_module)`` may add score columns (PoFT's aligned
@@ -163,12 +165,30 @@ def run_single_answer(trainer_cls, model_args, data_args, training_args, finetun
         **dataset_module,
         **tokenizer_module,
     )
-    finish_training(trainer, trainer_cls.objective.plot_keys, model_args, data_args, training_args,
-                    finetuning_args, dataset_module, lf.plot_loss, lf.create_modelcard_and_push)
+    finish_training(
+        trainer,
+        trainer_cls.objective.plot_keys,
+        model_args,
+        data_args,
+        training_args,
+        finetuning_args,
+        dataset_module,
+        lf.plot_loss,
+        lf.create_modelcard_and_push,
+    )
 
 
-def finish_training(trainer, plot_keys, model_args, data_args, training_args, finetuning_args, dataset_module,
-                    plot_loss, create_modelcard_and_push):
+def finish_training(
+    trainer,
+    plot_keys,
+    model_args,
+    data_args,
+    training_args,
+    finetuning_args,
+    dataset_module,
+    plot_loss,
+    create_modelcard_and_push,
+):
     """Train, save, log, plot (LF's ``plot_loss`` with the plugin's keys), evaluate, model card."""
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

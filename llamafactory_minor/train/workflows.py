@@ -28,11 +28,21 @@ def _chain(*attachers):
 
 def run_stage(objective, model_args, data_args, training_args, finetuning_args, callbacks=None):
     """A registry single-answer stage: its scores attached (``objective.scores``; precomputed reference scores)."""
-    own = registry.resolve(objective.scores)(model_args, data_args, training_args, finetuning_args) \
-        if objective.scores else None
+    own = (
+        registry.resolve(objective.scores)(model_args, data_args, training_args, finetuning_args)
+        if objective.scores
+        else None
+    )
     attach = _chain(own, score_attacher(model_args, data_args, training_args, finetuning_args))
-    run_single_answer(trainer_class(objective), model_args, data_args, training_args, finetuning_args, callbacks,
-                      attach_scores=attach)
+    run_single_answer(
+        trainer_class(objective),
+        model_args,
+        data_args,
+        training_args,
+        finetuning_args,
+        callbacks,
+        attach_scores=attach,
+    )
 
 
 def describe(finetuning_args) -> str:

@@ -27,18 +27,27 @@ PARSE_ERRORS = [
     ("dpo", "dpo_en_tiny", {"pref_loss": "dpop", "dpop_lambda": -1.0}, ["`dpop_lambda` must be >= 0"]),
     ("sft", "alpaca_en_tiny", {"pref_loss": "minordpo"}, ["`pref_loss: minordpo` needs `stage: dpo`"]),
     ("poft", "alpaca_en_tiny", {}, ["`stage: poft` needs aligned-LLM scores", "poft_aligned_models"]),
-    ("poft", "alpaca_en_tiny", {"poft_aligned_models": "a,b", "poft_aligned_templates": "smollm2"},
-     ["poft_aligned_templates", "2 models"]),
-    ("poft", "alpaca_en_tiny", {"poft_aligned_models": "a", "poft_aligned_templates": "t", "precompute_ref_log_probs": True},
-     ["`precompute_ref_log_probs` needs a reference model"]),
+    (
+        "poft",
+        "alpaca_en_tiny",
+        {"poft_aligned_models": "a,b", "poft_aligned_templates": "smollm2"},
+        ["poft_aligned_templates", "2 models"],
+    ),
+    (
+        "poft",
+        "alpaca_en_tiny",
+        {"poft_aligned_models": "a", "poft_aligned_templates": "t", "precompute_ref_log_probs": True},
+        ["`precompute_ref_log_probs` needs a reference model"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("stage,dataset,overrides,expected", PARSE_ERRORS)
 def test_bad_keys_rejected_by_the_parser(stage, dataset, overrides, expected, tiny_train_cfg):
     """In-process through LF's own argument parser (the CLI path is covered below)."""
-    import llamafactory_minor  # noqa: F401
     from llamafactory.hparams.parser import _parse_train_args
+
+    import llamafactory_minor  # noqa: F401
     from llamafactory_minor.integration import PluginError
 
     with pytest.raises(PluginError) as info:
@@ -54,10 +63,18 @@ def test_bad_keys_rejected_by_the_parser(stage, dataset, overrides, expected, ti
         PARSE_ERRORS[7],
         ("dpo", "alpaca_en_tiny", {"pref_loss": "minordpo"}, ["pref_loss: minordpo", "not pairwise", "ranking"]),
         ("minorsft", "dpo_en_tiny", {}, ["stage: minorsft", "pairwise"]),
-        ("minorsft", "alpaca_en_tiny", {"ref_model": "/nonexistent/reference"},
-         ["Cannot load the reference model", "ref_model: /nonexistent/reference"]),
-        ("poft", "alpaca_en_tiny", {"poft_aligned_models": "/nonexistent/aligned", "poft_aligned_templates": "smollm2"},
-         ["poft_aligned_models", "/nonexistent/aligned"]),
+        (
+            "minorsft",
+            "alpaca_en_tiny",
+            {"ref_model": "/nonexistent/reference"},
+            ["Cannot load the reference model", "ref_model: /nonexistent/reference"],
+        ),
+        (
+            "poft",
+            "alpaca_en_tiny",
+            {"poft_aligned_models": "/nonexistent/aligned", "poft_aligned_templates": "smollm2"},
+            ["poft_aligned_models", "/nonexistent/aligned"],
+        ),
     ],
 )
 def test_bad_configuration_through_the_cli(stage, dataset, overrides, expected, tiny_train_cfg, run_cli):
@@ -66,16 +83,22 @@ def test_bad_configuration_through_the_cli(stage, dataset, overrides, expected, 
 
 
 def test_unknown_aligned_template(tiny_model, tiny_train_cfg, run_cli, tmp_path):
-    cfg = tiny_train_cfg("poft", dataset="alpaca_en_tiny", poft_aligned_models=tiny_model,
-                         poft_aligned_templates="no_such_template", minor_cache_dir=str(tmp_path / "c"))
+    cfg = tiny_train_cfg(
+        "poft",
+        dataset="alpaca_en_tiny",
+        poft_aligned_models=tiny_model,
+        poft_aligned_templates="no_such_template",
+        minor_cache_dir=str(tmp_path / "c"),
+    )
     _fails_clearly(run_cli, cfg, "poft_aligned_templates", "no_such_template")
 
 
 def test_unwritable_cache_dir(tiny_train_cfg, run_cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    cfg = tiny_train_cfg("minorsft", dataset="alpaca_en_tiny", precompute_ref_log_probs=True,
-                         minor_cache_dir=str(blocker / "cache"))
+    cfg = tiny_train_cfg(
+        "minorsft", dataset="alpaca_en_tiny", precompute_ref_log_probs=True, minor_cache_dir=str(blocker / "cache")
+    )
     _fails_clearly(run_cli, cfg, "minor_cache_dir")
 
 
@@ -112,8 +135,9 @@ def test_disabled_plugin_refuses_minordpo(tiny_train_cfg, run_cli):
 
 
 def test_torchrun_launch_stops_once_before_the_workers(tiny_train_cfg, run_cli):
-    cfg = tiny_train_cfg("poft", poft_aligned_models="unused/aligned", poft_aligned_templates="smollm2",
-                         train_on_prompt=True)
+    cfg = tiny_train_cfg(
+        "poft", poft_aligned_models="unused/aligned", poft_aligned_templates="smollm2", train_on_prompt=True
+    )
     proc = run_cli(cfg, check=False, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"})
     _one_clear_line(proc, "`train_on_prompt: true`", "stage: poft")
     assert "Initializing 2 distributed tasks" not in proc.stdout + proc.stderr

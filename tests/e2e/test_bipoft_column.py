@@ -23,16 +23,24 @@ def _dataset_dir(fixture_data_dir, tmp_path):
     return folder
 
 
-def test_noise_column_flags_rows_like_the_noise_dataset(tiny_model, tiny_train_cfg, fixture_data_dir, run_cli,
-                                                        read_log_history, tmp_path):
+def test_noise_column_flags_rows_like_the_noise_dataset(
+    tiny_model, tiny_train_cfg, fixture_data_dir, run_cli, read_log_history, tmp_path
+):
     data = _dataset_dir(fixture_data_dir, tmp_path)
     # the aligned model scores with another template, so r_aligned != r_theta and the flag changes the loss
-    common = dict(dataset_dir=str(data), poft_aligned_models=tiny_model, poft_aligned_templates="default",
-                  minor_cache_dir=str(tmp_path / "cache"), max_steps=3, per_device_train_batch_size=4)
+    common = dict(
+        dataset_dir=str(data),
+        poft_aligned_models=tiny_model,
+        poft_aligned_templates="default",
+        minor_cache_dir=str(tmp_path / "cache"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+    )
     runs = {
         "column": tiny_train_cfg("poft", dataset="alp_noisy", poft_noise_column="is_noise", **common),
-        "dataset": tiny_train_cfg("poft", dataset="alp,alp_noisy_noise", poft_noise_dataset="alp_noisy_noise",
-                                  **common),
+        "dataset": tiny_train_cfg(
+            "poft", dataset="alp,alp_noisy_noise", poft_noise_dataset="alp_noisy_noise", **common
+        ),
         "none": tiny_train_cfg("poft", dataset="alp_noisy", **common),
     }
     losses = {}
@@ -46,8 +54,12 @@ def test_noise_column_flags_rows_like_the_noise_dataset(tiny_model, tiny_train_c
 
 def test_noise_column_bad_input_one_message(tiny_model, tiny_train_cfg, fixture_data_dir, run_cli, tmp_path):
     data = _dataset_dir(fixture_data_dir, tmp_path)
-    common = dict(dataset_dir=str(data), poft_aligned_models=tiny_model, poft_aligned_templates="default",
-                  minor_cache_dir=str(tmp_path / "cache"))
+    common = dict(
+        dataset_dir=str(data),
+        poft_aligned_models=tiny_model,
+        poft_aligned_templates="default",
+        minor_cache_dir=str(tmp_path / "cache"),
+    )
     proc = run_cli(tiny_train_cfg("poft", dataset="alp", poft_noise_column="is_noise", **common), check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "none of the training datasets (alp) has a `is_noise` column" in text

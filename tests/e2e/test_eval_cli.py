@@ -42,6 +42,7 @@ def _jsonl(path):
 
 def test_backend_batching_matches_single_sequences(tiny_model, lora):
     import torch
+
     from llamafactory_minor_eval.backends.base import PromptEncoder
     from llamafactory_minor_eval.backends.hf import TransformersBackend
 
@@ -72,13 +73,32 @@ def test_backend_batching_matches_single_sequences(tiny_model, lora):
 
 def test_cli_full_and_lora_on_all_benchmarks_then_resume(tiny_model, lora, tmp_path, run_cli):
     out = tmp_path / "out"
-    args = ["--model", f"base={tiny_model}", "--model", f"lora={lora}", "-b", "ceval,financeiq,fineval,gsm8k",
-            *DATA, "--limit", "3", "--mc-mode", "likelihood", "--gsm8k-max-new-tokens", "8",
-            "--deviation-data", DEV, "-o", str(out), "--no-progress"]
+    args = [
+        "--model",
+        f"base={tiny_model}",
+        "--model",
+        f"lora={lora}",
+        "-b",
+        "ceval,financeiq,fineval,gsm8k",
+        *DATA,
+        "--limit",
+        "3",
+        "--mc-mode",
+        "likelihood",
+        "--gsm8k-max-new-tokens",
+        "8",
+        "--deviation-data",
+        DEV,
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     proc = run_cli(args, exe="llamafactory-minor-eval")
-    assert ("| checkpoint | C-Eval micro (lik), n=3 | C-Eval macro (lik), n=3 | FinanceIQ micro (lik), n=3 | "
-            "FinanceIQ macro (lik), n=3 | FinEval micro (lik), n=3 | FinEval macro (lik), n=3 | "
-            "GSM8K strict (gen), n=3 | GSM8K flexible (gen), n=3 | m_theta |") in proc.stdout
+    assert (
+        "| checkpoint | C-Eval micro (lik), n=3 | C-Eval macro (lik), n=3 | FinanceIQ micro (lik), n=3 | "
+        "FinanceIQ macro (lik), n=3 | FinEval micro (lik), n=3 | FinEval macro (lik), n=3 | "
+        "GSM8K strict (gen), n=3 | GSM8K flexible (gen), n=3 | m_theta |"
+    ) in proc.stdout
     assert "answered by option likelihood" in proc.stderr
     rows = _rows(out / "summary.csv")
     assert [r["checkpoint"] for r in rows] == ["base", "lora"]
@@ -108,16 +128,36 @@ def test_cli_full_and_lora_on_all_benchmarks_then_resume(tiny_model, lora, tmp_p
     proc = run_cli(args, exe="llamafactory-minor-eval")
     assert "[skip] base: all pairs already done" in proc.stderr and "[load]" not in proc.stderr
     # other settings in the same folder: refused, results kept; --overwrite redoes them
-    proc = run_cli(args[:-5] + ["--limit", "2", "-o", str(out), "--no-progress", "--deviation-data", DEV],
-                   exe="llamafactory-minor-eval", check=False)
+    proc = run_cli(
+        args[:-5] + ["--limit", "2", "-o", str(out), "--no-progress", "--deviation-data", DEV],
+        exe="llamafactory-minor-eval",
+        check=False,
+    )
     assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert len(_jsonl(out / "base" / "ceval" / "samples.jsonl")) == 3
 
 
 def test_generation_mode_parses_and_counts_unparsed(tiny_model, tmp_path, capsys):
     out = tmp_path / "gen"
-    rc = main(["--model", tiny_model, "-b", "ceval", *DATA, "--limit", "4", "--mc-max-new-tokens", "6",
-               "-o", str(out), "--no-progress", "--no-chart", "--batch-size", "3"])
+    rc = main(
+        [
+            "--model",
+            tiny_model,
+            "-b",
+            "ceval",
+            *DATA,
+            "--limit",
+            "4",
+            "--mc-max-new-tokens",
+            "6",
+            "-o",
+            str(out),
+            "--no-progress",
+            "--no-chart",
+            "--batch-size",
+            "3",
+        ]
+    )
     assert rc == 0
     name = os.path.basename(tiny_model)
     samples = _jsonl(out / name / "ceval" / "samples.jsonl")
@@ -134,8 +174,19 @@ def test_generation_mode_parses_and_counts_unparsed(tiny_model, tmp_path, capsys
 
 def test_unfinished_pair_resumes_from_its_partial_file(tiny_model, tmp_path, capsys):
     out = tmp_path / "res"
-    args = ["--model", f"m={tiny_model}", "-b", "gsm8k", *DATA, "--gsm8k-max-new-tokens", "4", "-o", str(out),
-            "--no-progress", "--no-chart"]
+    args = [
+        "--model",
+        f"m={tiny_model}",
+        "-b",
+        "gsm8k",
+        *DATA,
+        "--gsm8k-max-new-tokens",
+        "4",
+        "-o",
+        str(out),
+        "--no-progress",
+        "--no-chart",
+    ]
     assert main(args) == 0
     pair = out / "m" / "gsm8k"
     done = _jsonl(pair / "samples.jsonl")
@@ -176,7 +227,7 @@ data_dir: {FIX}
 split: dev
 limit: 2
 mc_mode: likelihood
-output_dir: {tmp_path / 'grid_out'}
+output_dir: {tmp_path / "grid_out"}
 progress: false
 chart: false
 """,
@@ -184,16 +235,25 @@ chart: false
     )
     assert main(["--config", str(cfg)]) == 0
     rows = _rows(tmp_path / "grid_out" / "summary.csv")
-    assert [r["checkpoint"] for r in rows] == ["base", "sft lr=1e-5 b=0.04", "sft lr=2e-5 b=0.04",
-                                               "minorsft lr=1e-5 b=0.04", "minorsft lr=2e-5 b=0.04"]
+    assert [r["checkpoint"] for r in rows] == [
+        "base",
+        "sft lr=1e-5 b=0.04",
+        "sft lr=2e-5 b=0.04",
+        "minorsft lr=1e-5 b=0.04",
+        "minorsft lr=2e-5 b=0.04",
+    ]
     assert rows[3]["method"] == "minorsft" and rows[3]["lr"] == "1e-5" and rows[3]["beta"] == "0.04"
     md = (tmp_path / "grid_out" / "summary.md").read_text(encoding="utf-8")
     table = md.split("\n\n")[0].splitlines()
-    assert len(table) == 7 and table[0].startswith("| checkpoint | C-Eval micro (lik), n=2 | C-Eval macro (lik), n=2 |")
+    assert len(table) == 7 and table[0].startswith(
+        "| checkpoint | C-Eval micro (lik), n=2 | C-Eval macro (lik), n=2 |"
+    )
     # skip_missing: a run folder removed is left out with a log line naming it
     shutil.rmtree(runs / "sft_lr2e-5_b0.04")
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("  beta: [0.04]\n", "  beta: [0.04]\n  skip_missing: true\n"),
-                   encoding="utf-8")
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("  beta: [0.04]\n", "  beta: [0.04]\n  skip_missing: true\n"),
+        encoding="utf-8",
+    )
     capsys.readouterr()
     assert main(["--config", str(cfg), "--report-only"]) == 0
     err = capsys.readouterr().err
@@ -202,8 +262,19 @@ chart: false
 
 def test_limits_per_benchmark_first_n_and_report_only_over_mixed_limits(tiny_model, tmp_path, capsys):
     out = tmp_path / "o"
-    common = ["--model", f"tiny={tiny_model}", *DATA, "--mc-mode", "likelihood", "--gsm8k-max-new-tokens", "4",
-              "-o", str(out), "--no-progress", "--no-chart"]
+    common = [
+        "--model",
+        f"tiny={tiny_model}",
+        *DATA,
+        "--mc-mode",
+        "likelihood",
+        "--gsm8k-max-new-tokens",
+        "4",
+        "-o",
+        str(out),
+        "--no-progress",
+        "--no-chart",
+    ]
     assert main([*common, "-b", "ceval,gsm8k", "--limit", "3", "--limit", "gsm8k=2", "--limit-mode", "first"]) == 0
     err = capsys.readouterr().err
     assert "C-Eval: 3 of 5 questions, the first 3" in err and "GSM8K: 2 of 6 questions, the first 2" in err
@@ -216,8 +287,26 @@ def test_limits_per_benchmark_first_n_and_report_only_over_mixed_limits(tiny_mod
     assert "C-Eval micro" in md and "GSM8K strict" in md and "FinanceIQ micro" in md
     assert "3 of 5 (--limit 3; first in file order)" in md and "4 of 6 (--limit 4; seeded sample, seed 42)" in md
     # a second checkpoint folder run with a different limit: one table from --report-only, saying so
-    assert main(["--model", f"other={tiny_model}", *DATA, "-b", "ceval", "--limit", "2", "--mc-mode", "likelihood",
-                 "-o", str(out), "--no-progress", "--no-chart"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                f"other={tiny_model}",
+                *DATA,
+                "-b",
+                "ceval",
+                "--limit",
+                "2",
+                "--mc-mode",
+                "likelihood",
+                "-o",
+                str(out),
+                "--no-progress",
+                "--no-chart",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["--report-only", "-o", str(out), "--no-chart"]) == 0
     md = capsys.readouterr().out
@@ -231,8 +320,28 @@ def test_limits_per_benchmark_first_n_and_report_only_over_mixed_limits(tiny_mod
 
 def test_generation_records_parser_rule_and_gsm8k_strict_and_flexible(tiny_model, tmp_path):
     out = tmp_path / "g"
-    assert main(["--model", f"t={tiny_model}", "-b", "ceval,gsm8k", *DATA, "--limit", "2", "--mc-max-new-tokens", "4",
-                 "--gsm8k-max-new-tokens", "6", "-o", str(out), "--no-progress", "--no-chart"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                f"t={tiny_model}",
+                "-b",
+                "ceval,gsm8k",
+                *DATA,
+                "--limit",
+                "2",
+                "--mc-max-new-tokens",
+                "4",
+                "--gsm8k-max-new-tokens",
+                "6",
+                "-o",
+                str(out),
+                "--no-progress",
+                "--no-chart",
+            ]
+        )
+        == 0
+    )
     for rec in _jsonl(out / "t" / "ceval" / "samples.jsonl"):
         assert rec["parser"] == "cascade-v2" and rec["parse_rule"] in ("cue", "first", "only", "option-text", "none")
     m = json.load(open(out / "t" / "gsm8k" / "metrics.json"))
@@ -285,22 +394,71 @@ def test_bad_input_data_layouts(tiny_model, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(os.path.join(FIX, "fineval", "dev"), data / "fineval" / "dev")
     shutil.copytree(os.path.join(FIX, "fineval_bom", "dev"), data / "fineval" / "sufe_data1" / "dev")
-    assert main(["--model", tiny_model, "-b", "fineval", "--data-dir", str(data), "--split", "dev", "--mc-mode",
-                 "likelihood", "-o", str(tmp_path / "o"), "--no-progress", "--no-chart"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                tiny_model,
+                "-b",
+                "fineval",
+                "--data-dir",
+                str(data),
+                "--split",
+                "dev",
+                "--mc-mode",
+                "likelihood",
+                "-o",
+                str(tmp_path / "o"),
+                "--no-progress",
+                "--no-chart",
+            ]
+        )
+        == 0
+    )
     err = _err(capsys)
     assert "FinEval: 6 of 6 questions" in err and "[data] note: fineval:" in err and "sufe_data1" in err
     # a duplicate subject: error naming both files, before any model is loaded
     shutil.copy(data / "fineval" / "dev" / "finance_dev.csv", data / "fineval" / "dev" / "finance.csv")
-    assert main(["--model", tiny_model, "-b", "fineval", "--data-dir", str(data), "--split", "dev",
-                 "-o", str(tmp_path / "o2")]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                tiny_model,
+                "-b",
+                "fineval",
+                "--data-dir",
+                str(data),
+                "--split",
+                "dev",
+                "-o",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
     err = _err(capsys)
     assert "subject 'finance'" in err and "finance.csv" in err and "finance_dev.csv" in err and "[load]" not in err
     # --few-shot without the dev split names the pool
     (data / "fineval" / "dev" / "finance.csv").unlink()
     shutil.move(str(data / "fineval" / "dev"), str(data / "fineval" / "val"))
     shutil.rmtree(data / "fineval" / "sufe_data1")
-    assert main(["--model", tiny_model, "-b", "fineval", "--data-dir", str(data), "--few-shot", "2",
-                 "-o", str(tmp_path / "o3")]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                tiny_model,
+                "-b",
+                "fineval",
+                "--data-dir",
+                str(data),
+                "--few-shot",
+                "2",
+                "-o",
+                str(tmp_path / "o3"),
+            ]
+        )
+        == 2
+    )
     assert "--few-shot 2 takes its examples from the 'dev' split" in _err(capsys)
 
 
@@ -309,8 +467,23 @@ def test_bad_input_renamed_column(tiny_model, tmp_path, capsys):
     shutil.copytree(os.path.join(FIX, "financeiq"), data / "financeiq")
     path = data / "financeiq" / "dev" / "税务师.csv"
     path.write_text(path.read_text(encoding="utf-8").replace(",Question,", ",Query,"), encoding="utf-8")
-    assert main(["--model", tiny_model, "-b", "financeiq", "--data-dir", str(data), "--split", "dev",
-                 "-o", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                tiny_model,
+                "-b",
+                "financeiq",
+                "--data-dir",
+                str(data),
+                "--split",
+                "dev",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = _err(capsys)
     assert "税务师.csv: missing column 'question'" in err and "Query" in err
 
@@ -318,10 +491,27 @@ def test_bad_input_renamed_column(tiny_model, tmp_path, capsys):
 def test_bad_input_empty_dataset(tiny_model, tmp_path, capsys):
     (tmp_path / "ceval" / "dev").mkdir(parents=True)
     (tmp_path / "ceval" / "dev" / "x_dev.csv").write_text("id,question,A,B,C,D,answer\r\n", encoding="utf-8")
-    assert main(["--model", tiny_model, "-b", "ceval", "--data-dir", str(tmp_path), "--split", "dev",
-                 "-o", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                tiny_model,
+                "-b",
+                "ceval",
+                "--data-dir",
+                str(tmp_path),
+                "--split",
+                "dev",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "has no rows" in _err(capsys)
-    assert main(["--model", tiny_model, "-b", "ceval", *DATA, "--subjects", "ceval=nope", "-o", str(tmp_path / "o")]) == 2
+    assert (
+        main(["--model", tiny_model, "-b", "ceval", *DATA, "--subjects", "ceval=nope", "-o", str(tmp_path / "o")]) == 2
+    )
     assert "unknown subject 'nope'" in _err(capsys)
 
 
@@ -338,8 +528,25 @@ def test_results_already_written_are_kept_when_a_later_checkpoint_fails(tiny_mod
     broken.mkdir()
     shutil.copy(os.path.join(tiny_model, "config.json"), broken / "config.json")  # no weights, no tokenizer
     out = tmp_path / "o"
-    rc = main(["--model", f"good={tiny_model}", "--model", f"broken={broken}", "-b", "ceval", *DATA, "--limit", "2",
-               "--mc-mode", "likelihood", "-o", str(out), "--no-progress", "--no-chart"])
+    rc = main(
+        [
+            "--model",
+            f"good={tiny_model}",
+            "--model",
+            f"broken={broken}",
+            "-b",
+            "ceval",
+            *DATA,
+            "--limit",
+            "2",
+            "--mc-mode",
+            "likelihood",
+            "-o",
+            str(out),
+            "--no-progress",
+            "--no-chart",
+        ]
+    )
     assert rc == 2
     assert "error: " in _err(capsys)
     assert len(_jsonl(out / "good" / "ceval" / "samples.jsonl")) == 2
@@ -353,9 +560,35 @@ def test_bad_yaml_key_and_help(tmp_path, capsys, run_cli):
     assert main(["--config", str(cfg)]) == 2
     assert "unknown key(s) benchmark" in _err(capsys)
     proc = run_cli(["--help"], exe="llamafactory-minor-eval")
-    for option in ("--model", "--base", "--benchmarks", "--data-dir", "--data", "--split", "--subjects", "--limit",
-                   "--limit-per-subject", "--seed", "--few-shot", "--mc-mode", "--mc-max-new-tokens",
-                   "--gsm8k-max-new-tokens", "--chat-template", "--system-prompt", "--backend", "--batch-size",
-                   "--dtype", "--device", "--tensor-parallel-size", "--deviation-data", "--reference",
-                   "--output-dir", "--overwrite", "--keep-going", "--table-metric", "--no-chart", "--report-only"):
+    for option in (
+        "--model",
+        "--base",
+        "--benchmarks",
+        "--data-dir",
+        "--data",
+        "--split",
+        "--subjects",
+        "--limit",
+        "--limit-per-subject",
+        "--seed",
+        "--few-shot",
+        "--mc-mode",
+        "--mc-max-new-tokens",
+        "--gsm8k-max-new-tokens",
+        "--chat-template",
+        "--system-prompt",
+        "--backend",
+        "--batch-size",
+        "--dtype",
+        "--device",
+        "--tensor-parallel-size",
+        "--deviation-data",
+        "--reference",
+        "--output-dir",
+        "--overwrite",
+        "--keep-going",
+        "--table-metric",
+        "--no-chart",
+        "--report-only",
+    ):
         assert option in proc.stdout

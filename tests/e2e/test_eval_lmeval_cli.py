@@ -45,19 +45,44 @@ def _rows(path):
 def test_lmeval_tasks_beside_our_benchmarks_same_tables_resume_report_only(tiny_model, tmp_path, run_cli):
     lora = make_lora(tiny_model, str(tmp_path / "lora"), scale=2.0)
     out = tmp_path / "out"
-    common = ["-b", "ceval", "--data-dir", EVAL, "--split", "dev", "--limit", "3", "--mc-mode", "likelihood",
-              "--lmeval-data-dir", LOCAL, "--lmeval-max-gen-toks", "8", "--batch-size", "4",
-              "--deviation-data", DEV, "-o", str(out), "--no-progress"]
+    common = [
+        "-b",
+        "ceval",
+        "--data-dir",
+        EVAL,
+        "--split",
+        "dev",
+        "--limit",
+        "3",
+        "--mc-mode",
+        "likelihood",
+        "--lmeval-data-dir",
+        LOCAL,
+        "--lmeval-max-gen-toks",
+        "8",
+        "--batch-size",
+        "4",
+        "--deviation-data",
+        DEV,
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
     args = ["--model", f"base={tiny_model}", "--model", f"lora={lora}", "--lmeval-tasks", TASKS, *common]
     proc = run_cli(args, exe="llamafactory-minor-eval")
     assert "[lm-eval] arc_challenge 2-shot acc_norm, truthfulqa_mc2 0-shot acc (mc2)" in proc.stderr
     assert "10 of 10 (checkpoint, task) pairs to run" in proc.stderr
-    assert "[load] base: lm-eval transformers for arc_challenge, truthfulqa_mc2, winogrande, gsm8k, mmlu" in proc.stderr
+    assert (
+        "[load] base: lm-eval transformers for arc_challenge, truthfulqa_mc2, winogrande, gsm8k, mmlu" in proc.stderr
+    )
 
     # summary.md: our columns, then the lm-eval ones with their metric and n, then m_theta, in one table
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| checkpoint |"))
-    assert header == ("| checkpoint | C-Eval micro (lik), n=3 | C-Eval macro (lik), n=3 | "
-                      + " | ".join(h for _, _, h in EXPECTED.values()) + " | m_theta |")
+    assert header == (
+        "| checkpoint | C-Eval micro (lik), n=3 | C-Eval macro (lik), n=3 | "
+        + " | ".join(h for _, _, h in EXPECTED.values())
+        + " | m_theta |"
+    )
     assert "[lm-eval] columns: scores of lm-eval-harness's own tasks" in proc.stdout
     md = (out / "summary.md").read_text(encoding="utf-8")
     assert "| base | arc_challenge 2-shot acc_norm [lm-eval] | all 4 |" in md  # run details
@@ -87,20 +112,35 @@ def test_lmeval_tasks_beside_our_benchmarks_same_tables_resume_report_only(tiny_
     mc2 = json.loads((out / "base" / "lm-truthfulqa_mc2" / "metrics.json").read_text(encoding="utf-8"))
     assert not float(mc2["correct"]).is_integer()
     # the adapter is really applied by lm-eval's HF backend: other log-likelihoods than the base
-    assert ((out / "base" / "lm-arc_challenge" / "samples.jsonl").read_text()
-            != (out / "lora" / "lm-arc_challenge" / "samples.jsonl").read_text())
+    assert (out / "base" / "lm-arc_challenge" / "samples.jsonl").read_text() != (
+        out / "lora" / "lm-arc_challenge" / "samples.jsonl"
+    ).read_text()
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = md
     stamp = os.path.getmtime(out / "lora" / "lm-winogrande" / "metrics.json")
 
     # the same run from a YAML file (lmeval_tasks as a list): every pair is reused, no model is loaded
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(json.dumps({
-        "checkpoints": [{"name": "base", "path": tiny_model}, {"name": "lora", "path": lora}],
-        "benchmarks": ["ceval"], "data_dir": EVAL, "split": "dev", "limit": 3, "mc_mode": "likelihood",
-        "lmeval_tasks": TASKS.split(","),
-        "lmeval_data_dir": LOCAL, "lmeval_max_gen_toks": 8, "batch_size": 4, "deviation_data": DEV,
-        "output_dir": str(out), "progress": False}), encoding="utf-8")
+    cfg.write_text(
+        json.dumps(
+            {
+                "checkpoints": [{"name": "base", "path": tiny_model}, {"name": "lora", "path": lora}],
+                "benchmarks": ["ceval"],
+                "data_dir": EVAL,
+                "split": "dev",
+                "limit": 3,
+                "mc_mode": "likelihood",
+                "lmeval_tasks": TASKS.split(","),
+                "lmeval_data_dir": LOCAL,
+                "lmeval_max_gen_toks": 8,
+                "batch_size": 4,
+                "deviation_data": DEV,
+                "output_dir": str(out),
+                "progress": False,
+            }
+        ),
+        encoding="utf-8",
+    )
     proc = run_cli(["--config", str(cfg)], exe="llamafactory-minor-eval")
     assert "[load]" not in proc.stderr, proc.stderr
     assert "0 of 10 (checkpoint, task) pairs to run" in proc.stderr
@@ -123,8 +163,21 @@ def test_lmeval_tasks_beside_our_benchmarks_same_tables_resume_report_only(tiny_
     assert "| base | " in proc.stdout and header in proc.stdout
 
     # other settings of a finished pair: refused before any model is loaded, naming the key
-    proc = run_cli(["--model", f"base={tiny_model}", "--lmeval-tasks", "winogrande@2", "--lmeval-data-dir", LOCAL,
-                    "-o", str(out), "--no-progress"], exe="llamafactory-minor-eval", check=False)
+    proc = run_cli(
+        [
+            "--model",
+            f"base={tiny_model}",
+            "--lmeval-tasks",
+            "winogrande@2",
+            "--lmeval-data-dir",
+            LOCAL,
+            "-o",
+            str(out),
+            "--no-progress",
+        ],
+        exe="llamafactory-minor-eval",
+        check=False,
+    )
     assert proc.returncode == 2 and "num_fewshot" in proc.stderr and "--overwrite" in proc.stderr
     assert "[load]" not in proc.stderr and "Traceback" not in proc.stderr
 
@@ -151,8 +204,16 @@ def run_group(cmd, env, cwd, timeout):
     import signal
     import subprocess
 
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -171,8 +232,8 @@ def test_lmeval_tasks_on_the_vllm_backend_match_transformers(smollm2, tmp_path, 
     """The same command with --backend vllm (lm-eval's vLLM wrapper, in the vLLM venv): the same lm-* columns,
     the same per-document scores as lm-eval's HF backend, and a re-run loads nothing."""
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_eval_vllm import require_vllm
     from eval_helpers import REPO, vllm_env
+    from test_eval_vllm import require_vllm
 
     vpy = require_vllm()
     link = tmp_path / "pkg"
@@ -180,14 +241,25 @@ def test_lmeval_tasks_on_the_vllm_backend_match_transformers(smollm2, tmp_path, 
     os.symlink(os.path.join(REPO, "evaluation"), link / "llamafactory_minor_eval")
     env = vllm_env(tmp_path)
     env["PYTHONPATH"] = str(link) + os.pathsep + env.get("PYTHONPATH", "")
-    common = ["--model", f"smol={smollm2}", "--lmeval-tasks", "winogrande@1,arc_challenge@1", "--lmeval-data-dir",
-              LOCAL, "--no-progress", "--no-chart"]
+    common = [
+        "--model",
+        f"smol={smollm2}",
+        "--lmeval-tasks",
+        "winogrande@1,arc_challenge@1",
+        "--lmeval-data-dir",
+        LOCAL,
+        "--no-progress",
+        "--no-chart",
+    ]
     v_out, t_out = tmp_path / "vllm", tmp_path / "hf"
     cmd = [vpy, "-m", "llamafactory_minor_eval", "--backend", "vllm", *common, "-o", str(v_out)]
     proc = run_group(cmd, env, str(tmp_path), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[load] smol: lm-eval vllm for winogrande, arc_challenge" in proc.stderr
-    assert "| checkpoint | winogrande 1-shot acc [lm-eval], n=4 | arc_challenge 1-shot acc_norm [lm-eval], n=4 |" in proc.stdout
+    assert (
+        "| checkpoint | winogrande 1-shot acc [lm-eval], n=4 | arc_challenge 1-shot acc_norm [lm-eval], n=4 |"
+        in proc.stdout
+    )
     run_cli(["--backend", "transformers", *common, "-o", str(t_out)], exe="llamafactory-minor-eval")
     for column in ("lm-winogrande", "lm-arc_challenge"):
         v = json.loads((v_out / "smol" / column / "metrics.json").read_text(encoding="utf-8"))

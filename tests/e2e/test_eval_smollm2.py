@@ -23,11 +23,36 @@ DATA = ["--data-dir", FIX, "--split", "dev", "--split", "gsm8k=train"]  # real r
 
 
 def test_smollm2_generation_and_likelihood(smollm2, tmp_path, capsys):
-    common = ["--model", f"smollm2={smollm2}", *DATA, "--limit", "2", "--seed", "7",
-              "--no-progress", "--no-chart", "--batch-size", "2"]
+    common = [
+        "--model",
+        f"smollm2={smollm2}",
+        *DATA,
+        "--limit",
+        "2",
+        "--seed",
+        "7",
+        "--no-progress",
+        "--no-chart",
+        "--batch-size",
+        "2",
+    ]
     gen_out, lik_out = tmp_path / "gen", tmp_path / "lik"
-    assert main(common + ["-b", "ceval,financeiq,fineval,gsm8k", "--mc-max-new-tokens", "4", "--gsm8k-max-new-tokens",
-                          "24", "-o", str(gen_out)]) == 0
+    assert (
+        main(
+            common
+            + [
+                "-b",
+                "ceval,financeiq,fineval,gsm8k",
+                "--mc-max-new-tokens",
+                "4",
+                "--gsm8k-max-new-tokens",
+                "24",
+                "-o",
+                str(gen_out),
+            ]
+        )
+        == 0
+    )
     assert main(common + ["-b", "ceval,financeiq,fineval", "--mc-mode", "likelihood", "-o", str(lik_out)]) == 0
     for name in ("ceval", "financeiq", "fineval"):
         gen = _jsonl(gen_out / "smollm2" / name / "samples.jsonl")
@@ -36,8 +61,9 @@ def test_smollm2_generation_and_likelihood(smollm2, tmp_path, capsys):
         assert all(r["output"].strip() for r in gen)  # the real model writes something
         assert all(r["parsed"] == parse_choice(r["output"]) for r in gen)
         assert all(r["parsed"] in "ABCD" and r["output"] == r["parsed"] for r in lik)
-        assert all(r["input"].startswith("<|im_start|>system") and r["input"].endswith("<|im_start|>assistant\n")
-                   for r in gen)
+        assert all(
+            r["input"].startswith("<|im_start|>system") and r["input"].endswith("<|im_start|>assistant\n") for r in gen
+        )
     gsm = _jsonl(gen_out / "smollm2" / "gsm8k" / "samples.jsonl")
     assert all(r["parsed"] == format_number(extract_gsm8k_answer(r["output"])) for r in gsm)
     assert all(r["parsed_flexible"] == format_number(extract_gsm8k_flexible(r["output"])) for r in gsm)
@@ -51,6 +77,7 @@ def test_smollm2_generation_and_likelihood(smollm2, tmp_path, capsys):
 
 def test_smollm2_likelihood_is_deterministic_and_matches_letter_argmax(smollm2):
     import torch
+
     from llamafactory_minor_eval.backends.base import PromptEncoder
     from llamafactory_minor_eval.backends.hf import TransformersBackend
     from llamafactory_minor_eval.data import load_split

@@ -28,8 +28,10 @@ def _jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-NO_VLLM = ("no vLLM environment: build it with `make vllm` (bash evaluation/setup_vllm_cpu.sh, creates .venv-vllm, "
-           "~2.5 min) or set LLAMAFACTORY_MINOR_VLLM_PYTHON to a python that has vLLM")
+NO_VLLM = (
+    "no vLLM environment: build it with `make vllm` (bash evaluation/setup_vllm_cpu.sh, creates .venv-vllm, "
+    "~2.5 min) or set LLAMAFACTORY_MINOR_VLLM_PYTHON to a python that has vLLM"
+)
 
 
 def require_vllm():
@@ -51,14 +53,42 @@ def test_vllm_backend_agrees_with_transformers(smollm2, tmp_path):
     os.symlink(os.path.join(REPO, "llamafactory_minor_core"), link_dir / "llamafactory_minor_core")  # shared core
     env = vllm_env(tmp_path)
     env["PYTHONPATH"] = str(link_dir) + os.pathsep + env.get("PYTHONPATH", "")
-    common = ["--model", f"smol={smollm2}", "--model", f"lora={lora}", "-b", "ceval,gsm8k", "--data-dir", FIX,
-              "--split", "dev", "--split", "gsm8k=train", "--limit", "2", "--mc-mode", "likelihood",
-              "--gsm8k-max-new-tokens", "12", "--deviation-data", os.path.join(FIX, "deviation", "alpaca_mini.json"),
-              "--deviation-limit", "2", "--no-progress", "--no-chart"]
+    common = [
+        "--model",
+        f"smol={smollm2}",
+        "--model",
+        f"lora={lora}",
+        "-b",
+        "ceval,gsm8k",
+        "--data-dir",
+        FIX,
+        "--split",
+        "dev",
+        "--split",
+        "gsm8k=train",
+        "--limit",
+        "2",
+        "--mc-mode",
+        "likelihood",
+        "--gsm8k-max-new-tokens",
+        "12",
+        "--deviation-data",
+        os.path.join(FIX, "deviation", "alpaca_mini.json"),
+        "--deviation-limit",
+        "2",
+        "--no-progress",
+        "--no-chart",
+    ]
     v_out, t_out = tmp_path / "vllm", tmp_path / "hf"
-    proc = subprocess.run([VPY, "-m", "llamafactory_minor_eval", "--backend", "vllm", *common, "-o", str(v_out)],
-                          env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [VPY, "-m", "llamafactory_minor_eval", "--backend", "vllm", *common, "-o", str(v_out)],
+        env=env,
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| smol |" in proc.stdout and "| lora |" in proc.stdout
     assert main([*common, "-o", str(t_out)]) == 0

@@ -46,8 +46,11 @@ def test_cpu_models_are_not_installed_with_the_package():
 
     pkg = os.path.dirname(llamafactory_minor.__file__)
     assert not os.path.exists(os.path.join(pkg, "cpu_models.py"))
-    offenders = [p for p in glob.glob(os.path.join(pkg, "**", "*.py"), recursive=True)
-                 if re.search(r"^\s*(from|import)\s.*cpu_models", open(p, encoding="utf-8").read(), re.M)]
+    offenders = [
+        p
+        for p in glob.glob(os.path.join(pkg, "**", "*.py"), recursive=True)
+        if re.search(r"^\s*(from|import)\s.*cpu_models", open(p, encoding="utf-8").read(), re.M)
+    ]
     assert not offenders, offenders
     from llamafactory_minor.cli import DEMO_MODEL
 
@@ -171,9 +174,7 @@ def test_fixture_rows_are_verbatim_copies(fixture_data_dir, shared_dir):
             assert json.dumps(row, sort_keys=True) in source, row
 
 
-@pytest.mark.parametrize(
-    "stage,dataset,cutoff", [("sft", "alpaca_en_tiny", 128), ("rm", "dpo_en_tiny", 288)]
-)
+@pytest.mark.parametrize("stage,dataset,cutoff", [("sft", "alpaca_en_tiny", 128), ("rm", "dpo_en_tiny", 288)])
 def test_fixture_data_loads_in_llamafactory(tiny_model, fixture_data_dir, tmp_path, stage, dataset, cutoff):
     """LF's own loader accepts the fixture dir, and every answer survives the documented cutoff."""
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer

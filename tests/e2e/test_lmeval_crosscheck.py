@@ -23,8 +23,16 @@ def report(smollm2, shared_dir):
     from llamafactory_minor_eval.lmeval_bridge import crosscheck
 
     data = os.path.join(shared_dir, "data")
-    return crosscheck(smollm2, data, backend="transformers", ceval_per_subject=5, gsm8k_n=4,
-                      gsm8k_max_new_tokens=48, batch_size=8, log=lambda m: print(m, file=sys.stderr))
+    return crosscheck(
+        smollm2,
+        data,
+        backend="transformers",
+        ceval_per_subject=5,
+        gsm8k_n=4,
+        gsm8k_max_new_tokens=48,
+        batch_size=8,
+        log=lambda m: print(m, file=sys.stderr),
+    )
 
 
 def test_ceval_valid_agrees_with_lm_eval(report):

@@ -29,8 +29,13 @@ def _suite():
     tasks = suite_from_names(["arc_challenge@2", "hellaswag@1", "truthfulqa_mc2", "winogrande@1", "gsm8k@1", "mmlu@1"])
     for t in tasks:
         if t.task == "gsm8k":  # a random model never says "Question:": keep its generations short
-            t.overrides = {"generation_kwargs": {"until": ["Question:", "</s>", "<|im_end|>"], "do_sample": False,
-                                                 "max_gen_toks": 8}}
+            t.overrides = {
+                "generation_kwargs": {
+                    "until": ["Question:", "</s>", "<|im_end|>"],
+                    "do_sample": False,
+                    "max_gen_toks": 8,
+                }
+            }
     return tasks
 
 
@@ -41,8 +46,10 @@ def test_poft_suite_over_checkpoints_resumable(tiny_model, tmp_path):
     from llamafactory_minor_eval.models import Checkpoint, resolve_checkpoint
 
     lora = make_lora(tiny_model, str(tmp_path / "lora"), scale=2.0)
-    ckpts = [resolve_checkpoint(Checkpoint(name="base", path=tiny_model)),
-             resolve_checkpoint(Checkpoint(name="lora", path=lora))]
+    ckpts = [
+        resolve_checkpoint(Checkpoint(name="base", path=tiny_model)),
+        resolve_checkpoint(Checkpoint(name="lora", path=lora)),
+    ]
     assert ckpts[1].adapter and ckpts[1].base
     out = tmp_path / "out"
     logs = []
@@ -56,8 +63,13 @@ def test_poft_suite_over_checkpoints_resumable(tiny_model, tmp_path):
             if task != "mmlu":  # the number is lm-eval's own aggregate
                 res = m["lmeval_results"][task]
                 key = next(k for k in res if k.startswith(("acc_norm,", "exact_match,flexible")) or k == "acc,none")
-                metric = {"arc_challenge": "acc_norm,none", "hellaswag": "acc_norm,none", "truthfulqa_mc2": "acc,none",
-                          "winogrande": "acc,none", "gsm8k": "exact_match,flexible-extract"}[task]
+                metric = {
+                    "arc_challenge": "acc_norm,none",
+                    "hellaswag": "acc_norm,none",
+                    "truthfulqa_mc2": "acc,none",
+                    "winogrande": "acc,none",
+                    "gsm8k": "exact_match,flexible-extract",
+                }[task]
                 assert key and m["accuracy"] == pytest.approx(res[metric], abs=1e-9)
         assert set(done[ck]["lm-mmlu"]["subjects"]) == {"mmlu_astronomy", "mmlu_high_school_chemistry"}
     # the adapter is really applied (peft through lm-eval's HFLM): other log-likelihoods than the base
@@ -85,8 +97,13 @@ def test_suite_names_and_local_files_errors(tmp_path):
     from llamafactory_minor_eval.lmeval_suite import POFT_SUITE, local_data_overrides, suite_from_names
 
     assert [(t.task, t.num_fewshot, t.metric, t.filter) for t in POFT_SUITE] == [
-        ("arc_challenge", 25, "acc_norm", "none"), ("hellaswag", 10, "acc_norm", "none"), ("truthfulqa_mc2", 0, "acc", "none"),
-        ("winogrande", 5, "acc", "none"), ("gsm8k", 5, "exact_match", "flexible-extract"), ("mmlu", 5, "acc", "none")]
+        ("arc_challenge", 25, "acc_norm", "none"),
+        ("hellaswag", 10, "acc_norm", "none"),
+        ("truthfulqa_mc2", 0, "acc", "none"),
+        ("winogrande", 5, "acc", "none"),
+        ("gsm8k", 5, "exact_match", "flexible-extract"),
+        ("mmlu", 5, "acc", "none"),
+    ]
     assert suite_from_names(["mmlu:astronomy@1"])[0].subtasks == ["mmlu_astronomy"]
     with pytest.raises(EvalError, match="unknown lm-eval task 'arc_easy'"):
         suite_from_names(["arc_easy"])

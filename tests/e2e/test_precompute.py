@@ -3,7 +3,6 @@ metrics present and finite, loss down on a repeated batch, the same loss curve (
 reference model at training time, and a later run that reuses the cache without scoring."""
 
 import pytest
-
 from train_checks import DPO_KEYS, SFT_SIDE_KEYS, check_metrics, train_logs
 
 pytestmark = pytest.mark.e2e
@@ -22,10 +21,15 @@ CASES = {
 def test_precomputed_equals_online(name, tiny_train_cfg, run_cli, read_log_history, tmp_path):
     case = dict(CASES[name])
     stage = case.pop("stage")
-    online = tiny_train_cfg(stage, max_samples=4, per_device_train_batch_size=4, max_steps=3,
-                            learning_rate=1e-3, **case)
-    pre = dict(online, output_dir=str(tmp_path / "pre"), precompute_ref_log_probs=True,
-               minor_cache_dir=str(tmp_path / "cache"))
+    online = tiny_train_cfg(
+        stage, max_samples=4, per_device_train_batch_size=4, max_steps=3, learning_rate=1e-3, **case
+    )
+    pre = dict(
+        online,
+        output_dir=str(tmp_path / "pre"),
+        precompute_ref_log_probs=True,
+        minor_cache_dir=str(tmp_path / "cache"),
+    )
     run_cli(online)
     first = run_cli(pre)
     assert "scored" in first.stdout + first.stderr

@@ -65,34 +65,74 @@ NAME_KEYS = ("output_dir",)  # where a run goes is named after its model and dat
 
 # group -> (representative, members). Rule: same group <=> same `group_key`.
 GROUPS = {
-    "minorsft-sft-full-ds3": ("examples/minorsft/qwen2_7b_full_sft.yaml", [
-        "examples/minorsft/qwen2_7b_full_sft.yaml"]),
-    "minorsft-minorsft-full-ds3": ("examples/minorsft/qwen2_7b_full_minorsft.yaml", [
-        "examples/minorsft/qwen2_7b_full_minorsft.yaml"]),
-    "minorsft-sftdpo-full-ds3": ("examples/minorsft/qwen2_7b_full_sftdpo.yaml", [
-        "examples/minorsft/qwen2_7b_full_sftdpo.yaml"]),
-    "minorsft-sft-lora-ds3": ("examples/minorsft/qwen2_7b_lora_sft.yaml", [
-        "examples/minorsft/qwen2_7b_lora_sft.yaml"]),
-    "minorsft-minorsft-lora-ds3": ("examples/minorsft/qwen2_7b_lora_minorsft.yaml", [
-        "examples/minorsft/qwen2_7b_lora_minorsft.yaml"]),
-    "minorsft-sftdpo-lora-ds3": ("examples/minorsft/qwen2_7b_lora_sftdpo.yaml", [
-        "examples/minorsft/qwen2_7b_lora_sftdpo.yaml"]),
-    "minordpo-dpo-ds3": ("examples/minordpo/qwen1.5_7b_full_dpo_ds3.yaml", [
-        "examples/minordpo/qwen1.5_7b_full_dpo_ds3.yaml"]),
-    "minordpo-dpop-ds3": ("examples/minordpo/qwen1.5_7b_full_dpop_ds3.yaml", [
-        "examples/minordpo/qwen1.5_7b_full_dpop_ds3.yaml"]),
-    "minordpo-minordpo-ds3": ("examples/minordpo/qwen1.5_7b_full_minordpo_ds3.yaml", [
-        "examples/minordpo/qwen1.5_7b_full_minordpo_ds3.yaml"]),
+    "minorsft-sft-full-ds3": (
+        "examples/minorsft/qwen2_7b_full_sft.yaml",
+        ["examples/minorsft/qwen2_7b_full_sft.yaml"],
+    ),
+    "minorsft-minorsft-full-ds3": (
+        "examples/minorsft/qwen2_7b_full_minorsft.yaml",
+        ["examples/minorsft/qwen2_7b_full_minorsft.yaml"],
+    ),
+    "minorsft-sftdpo-full-ds3": (
+        "examples/minorsft/qwen2_7b_full_sftdpo.yaml",
+        ["examples/minorsft/qwen2_7b_full_sftdpo.yaml"],
+    ),
+    "minorsft-sft-lora-ds3": (
+        "examples/minorsft/qwen2_7b_lora_sft.yaml",
+        ["examples/minorsft/qwen2_7b_lora_sft.yaml"],
+    ),
+    "minorsft-minorsft-lora-ds3": (
+        "examples/minorsft/qwen2_7b_lora_minorsft.yaml",
+        ["examples/minorsft/qwen2_7b_lora_minorsft.yaml"],
+    ),
+    "minorsft-sftdpo-lora-ds3": (
+        "examples/minorsft/qwen2_7b_lora_sftdpo.yaml",
+        ["examples/minorsft/qwen2_7b_lora_sftdpo.yaml"],
+    ),
+    "minordpo-dpo-ds3": (
+        "examples/minordpo/qwen1.5_7b_full_dpo_ds3.yaml",
+        ["examples/minordpo/qwen1.5_7b_full_dpo_ds3.yaml"],
+    ),
+    "minordpo-dpop-ds3": (
+        "examples/minordpo/qwen1.5_7b_full_dpop_ds3.yaml",
+        ["examples/minordpo/qwen1.5_7b_full_dpop_ds3.yaml"],
+    ),
+    "minordpo-minordpo-ds3": (
+        "examples/minordpo/qwen1.5_7b_full_minordpo_ds3.yaml",
+        ["examples/minordpo/qwen1.5_7b_full_minordpo_ds3.yaml"],
+    ),
     # the representatives of the two PoFT groups cover both base models' templates and two data formats
-    "poft-sft-ds3": ("examples/poft/mistral_7b_full_sft_ultrachat_ds3.yaml", [
-        f"examples/poft/{m}_full_sft_{d}_ds3.yaml" for m in ("llama3_8b", "mistral_7b")
-        for d in ("openhermes", "sharegpt", "ultrachat")]),
-    "poft-poft-ds3": ("examples/poft/llama3_8b_full_poft_openhermes_ds3.yaml", [
-        f"examples/poft/{m}_full_poft_{d}_ds3.yaml" for m in ("llama3_8b", "mistral_7b")
-        for d in ("openhermes", "sharegpt", "ultrachat")]),
-    **{f"cpu-{name}": (f"examples/cpu/{name}.yaml", [f"examples/cpu/{name}.yaml"]) for name in (
-        "smollm2_sft", "smollm2_minorsft", "smollm2_lora_minorsft", "smollm2_sftdpo", "smollm2_dpo",
-        "smollm2_minordpo", "smollm2_dpop", "tiny_poft", "tiny_minorsft_ds3", "tiny_minordpo_ds3")},
+    "poft-sft-ds3": (
+        "examples/poft/mistral_7b_full_sft_ultrachat_ds3.yaml",
+        [
+            f"examples/poft/{m}_full_sft_{d}_ds3.yaml"
+            for m in ("llama3_8b", "mistral_7b")
+            for d in ("openhermes", "sharegpt", "ultrachat")
+        ],
+    ),
+    "poft-poft-ds3": (
+        "examples/poft/llama3_8b_full_poft_openhermes_ds3.yaml",
+        [
+            f"examples/poft/{m}_full_poft_{d}_ds3.yaml"
+            for m in ("llama3_8b", "mistral_7b")
+            for d in ("openhermes", "sharegpt", "ultrachat")
+        ],
+    ),
+    **{
+        f"cpu-{name}": (f"examples/cpu/{name}.yaml", [f"examples/cpu/{name}.yaml"])
+        for name in (
+            "smollm2_sft",
+            "smollm2_minorsft",
+            "smollm2_lora_minorsft",
+            "smollm2_sftdpo",
+            "smollm2_dpo",
+            "smollm2_minordpo",
+            "smollm2_dpop",
+            "tiny_poft",
+            "tiny_minorsft_ds3",
+            "tiny_minordpo_ds3",
+        )
+    },
 }
 REPRESENTATIVES = {rep for rep, _ in GROUPS.values()}
 # What `make test` (CI) runs: a run takes 45-130 s on an idle 2-core machine (ZeRO-3 recipes start 3 processes that
@@ -109,6 +149,7 @@ CI_RECIPES = {
 
 def group_key(cfg: dict) -> tuple:
     """What a recipe is once its model, data and numbers are set aside."""
+
     def norm(value):
         if isinstance(value, bool) or value is None:
             return value
@@ -143,8 +184,17 @@ def run_config(cfg: dict, output_dir: str, model_for) -> dict:
     return out
 
 
-SWAPPED = {"model_name_or_path", "ref_model", "poft_aligned_models", "dataset_dir", "max_steps", "output_dir",
-           "logging_steps", "report_to", "bf16"}
+SWAPPED = {
+    "model_name_or_path",
+    "ref_model",
+    "poft_aligned_models",
+    "dataset_dir",
+    "max_steps",
+    "output_dir",
+    "logging_steps",
+    "report_to",
+    "bf16",
+}
 
 
 def _fake_model_for(model, template):
@@ -157,8 +207,17 @@ def test_only_the_swapped_keys_change(path):
     run = run_config(cfg, "/tmp/x", _fake_model_for)
     changed = {k for k in set(cfg) | set(run) if cfg.get(k, "<absent>") != run.get(k, "<absent>")}
     assert changed <= SWAPPED, f"{rel(path)}: unexpected changes {sorted(changed - SWAPPED)}"
-    for key in ("preprocessing_num_workers", "cutoff_len", "template", "lr_scheduler_type", "deepspeed",
-                "dataset", "per_device_train_batch_size", "gradient_accumulation_steps", "stage"):
+    for key in (
+        "preprocessing_num_workers",
+        "cutoff_len",
+        "template",
+        "lr_scheduler_type",
+        "deepspeed",
+        "dataset",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "stage",
+    ):
         assert run.get(key) == cfg.get(key), key
     if rel(path).split("/")[1] in ("minorsft", "minordpo", "poft"):
         assert run["preprocessing_num_workers"] == 16 and run["deepspeed"] == "examples/deepspeed/ds_z3_config.json"
@@ -216,10 +275,11 @@ def template_model(tiny_model, tmp_path_factory):
     built = {}
 
     def lf_added_tokens(model_path, template):
-        import llamafactory_minor  # noqa: F401
         from llamafactory.data.template import get_template_and_fix_tokenizer
         from llamafactory.hparams import DataArguments
         from transformers import AutoTokenizer
+
+        import llamafactory_minor  # noqa: F401
 
         tok = AutoTokenizer.from_pretrained(model_path)
         before = set(tok.get_vocab())

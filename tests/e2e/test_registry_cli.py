@@ -55,8 +55,9 @@ print(json.dumps({"choices": choices, "input": type(elems.get("toy_scale")).__na
 
 def test_toy_objective_in_the_web_uis_choices(tmp_path):
     env = dict(os.environ, **write_toy(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", UI], capture_output=True, text=True, env=env, timeout=600,
-                          cwd=tmp_path)  # LF writes llamaboard_cache/ into the working directory
+    proc = subprocess.run(
+        [sys.executable, "-c", UI], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
+    )  # LF writes llamaboard_cache/ into the working directory
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "Toy SFT" in out["choices"] and "MinorSFT" in out["choices"], out
@@ -90,11 +91,19 @@ except ObjectiveNotApplied as e:
 @pytest.mark.parametrize("pref_loss", ["minordpo"])
 def test_a_bypassed_plugin_trainer_stops_the_run(pref_loss, tiny_train_cfg, tmp_path):
     cfg = tiny_train_cfg("dpo", dataset="dpo_en_tiny", pref_loss=pref_loss, **dict(REPEATED, max_steps=2))
-    proc = subprocess.run([sys.executable, "-c", MOVED, json.dumps(cfg)], capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, WANDB_DISABLED="true"))
+    proc = subprocess.run(
+        [sys.executable, "-c", MOVED, json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, WANDB_DISABLED="true"),
+    )
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     assert last.startswith("STOPPED"), proc.stdout[-2000:] + proc.stderr[-4000:]
     assert f"`pref_loss: {pref_loss}` was configured" in last and "stock" in last
-    saved = [f for f in os.listdir(cfg["output_dir"]) if f.endswith(".safetensors")] \
-        if os.path.isdir(cfg["output_dir"]) else []
+    saved = (
+        [f for f in os.listdir(cfg["output_dir"]) if f.endswith(".safetensors")]
+        if os.path.isdir(cfg["output_dir"])
+        else []
+    )
     assert saved == [], f"a model trained with LF's stock loss was saved: {saved}"

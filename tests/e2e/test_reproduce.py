@@ -12,9 +12,32 @@ pytestmark = pytest.mark.e2e
 
 def test_minorsft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     out = tmp_path / "repro"
-    proc = run_cli(["reproduce", "minorsft", "--out", str(out), "--model", tiny_model, "--steps", "2",
-                    "--batch", "4", "--train", "32", "--test", "8", "--eval-limit", "4", "--max-new-tokens", "8", "--deviation-limit", "4"],
-                   exe="llamafactory-minor", timeout=1800)
+    proc = run_cli(
+        [
+            "reproduce",
+            "minorsft",
+            "--out",
+            str(out),
+            "--model",
+            tiny_model,
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--train",
+            "32",
+            "--test",
+            "8",
+            "--eval-limit",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--deviation-limit",
+            "4",
+        ],
+        exe="llamafactory-minor",
+        timeout=1800,
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]) == {"sft", "sftdpo", "minorsft"}
     for name, run in results["runs"].items():
@@ -33,9 +56,34 @@ def test_minorsft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
 
 def test_minordpo_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     out = tmp_path / "repro"
-    run_cli(["reproduce", "minordpo", "--out", str(out), "--model", tiny_model, "--steps", "2", "--batch", "2",
-             "--cutoff", "256", "--train", "16", "--test", "8", "--eval-limit", "4", "--max-new-tokens", "8",
-             "--deviation-limit", "4"], exe="llamafactory-minor", timeout=1800)
+    run_cli(
+        [
+            "reproduce",
+            "minordpo",
+            "--out",
+            str(out),
+            "--model",
+            tiny_model,
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--cutoff",
+            "256",
+            "--train",
+            "16",
+            "--test",
+            "8",
+            "--eval-limit",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--deviation-limit",
+            "4",
+        ],
+        exe="llamafactory-minor",
+        timeout=1800,
+    )
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]) == {"dpo", "dpop", "minordpo"}
     for name, run in results["runs"].items():
@@ -47,9 +95,32 @@ def test_minordpo_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
 
 def test_poft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     out = tmp_path / "repro"
-    run_cli(["reproduce", "poft", "--out", str(out), "--model", tiny_model, "--epochs", "2", "--batch", "8",
-             "--train", "8", "--test", "8", "--eval-limit", "4", "--max-new-tokens", "8", "--deviation-limit", "4"],
-            exe="llamafactory-minor", timeout=1800)
+    run_cli(
+        [
+            "reproduce",
+            "poft",
+            "--out",
+            str(out),
+            "--model",
+            tiny_model,
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--train",
+            "8",
+            "--test",
+            "8",
+            "--eval-limit",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--deviation-limit",
+            "4",
+        ],
+        exe="llamafactory-minor",
+        timeout=1800,
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["noise"]["noise_rows"] == 4  # 50% of 8 rows
     for name in ("sft", "poft", "bipoft"):

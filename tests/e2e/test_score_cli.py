@@ -11,7 +11,6 @@ from unittest import mock
 
 import pytest
 import torch
-
 from train_checks import train_logs
 
 pytestmark = pytest.mark.e2e
@@ -53,14 +52,20 @@ def online_reference(cfg, batch_size=4):
     (model_args, _, _, finetuning_args), template, tm, module, model = _lf_training_setup(cfg)
     pairwise = finetuning_args.stage == "dpo"
     if pairwise:  # llamafactory.train.dpo.workflow.run_dpo
-        collator = PairwiseDataCollatorWithPadding(template=template, model=model, pad_to_multiple_of=8,
-                                                   label_pad_token_id=IGNORE_INDEX, **tm)
+        collator = PairwiseDataCollatorWithPadding(
+            template=template, model=model, pad_to_multiple_of=8, label_pad_token_id=IGNORE_INDEX, **tm
+        )
     else:  # llamafactory_minor.train.common.run_single_answer
         collator = SFTDataCollatorWith4DAttentionMask(
-            template=template, model=model, pad_to_multiple_of=8, label_pad_token_id=IGNORE_INDEX,
+            template=template,
+            model=model,
+            pad_to_multiple_of=8,
+            label_pad_token_id=IGNORE_INDEX,
             block_diag_attn=model_args.block_diag_attn,
             attn_implementation=getattr(model.config, "_attn_implementation", None),
-            compute_dtype=model_args.compute_dtype, **tm)
+            compute_dtype=model_args.compute_dtype,
+            **tm,
+        )
     rows = module["train_dataset"]
     out = {}
     for s in range(0, len(rows), batch_size):
@@ -99,25 +104,38 @@ def test_help_version_and_refusal_without_lf(run_cli, tmp_path):
     top = run_cli(["--help"], exe="llamafactory-minor").stdout
     assert "score" in top and "import-scores" in top and "version" in top
     text = run_cli(["score", "--help"], exe="llamafactory-minor").stdout
-    for key in ("score_output", "score_backend", "score_batch_size", "score_models", "score_templates",
-                "score_backend_python", '"sum_logp"', '"num_tokens"', "rejected_sum_logp"):
+    for key in (
+        "score_output",
+        "score_backend",
+        "score_batch_size",
+        "score_models",
+        "score_templates",
+        "score_backend_python",
+        '"sum_logp"',
+        '"num_tokens"',
+        "rejected_sum_logp",
+    ):
         assert key in text, key
     assert "--cache-dir" in run_cli(["import-scores", "--help"], exe="llamafactory-minor").stdout
     assert run_cli(["version"], exe="llamafactory-minor").stdout.startswith("llamafactory-minor ")
 
     bad = tmp_path / "scores.jsonl"
     bad.write_text('{"format": "llamafactory-minor-scores", "format_version": 2, "sections": []}\n')
-    proc = run_cli(["import-scores", str(bad), "--cache-dir", str(tmp_path / "cache")], exe="llamafactory-minor",
-                   check=False)
+    proc = run_cli(
+        ["import-scores", str(bad), "--cache-dir", str(tmp_path / "cache")], exe="llamafactory-minor", check=False
+    )
     assert proc.returncode == 2 and "error:" in proc.stderr and "no sections" in proc.stderr
     assert not (tmp_path / "cache").exists()
     missing = run_cli(["score", str(tmp_path / "nope.yaml")], exe="llamafactory-minor", check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     config = tmp_path / "c.yaml"
     config.write_text("model_name_or_path: m\ndataset: d\n")
-    for args, expected in ([[], "set `score_output"], [["score_output=/proc/nope/s.jsonl"], "cannot create the folder"],
-                           [["score_output=s.jsonl", "score_outptu=x"], "unknown key(s) score_outptu"],
-                           [["score_output=s.jsonl", "score_models=a,b", "score_templates=t"], "one LF template per"]):
+    for args, expected in (
+        [[], "set `score_output"],
+        [["score_output=/proc/nope/s.jsonl"], "cannot create the folder"],
+        [["score_output=s.jsonl", "score_outptu=x"], "unknown key(s) score_outptu"],
+        [["score_output=s.jsonl", "score_models=a,b", "score_templates=t"], "one LF template per"],
+    ):
         proc = run_cli(["score", str(config)] + args, exe="llamafactory-minor", check=False)
         assert proc.returncode == 2 and expected in proc.stderr, (args, proc.stderr)
 
@@ -125,14 +143,21 @@ def test_help_version_and_refusal_without_lf(run_cli, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # reference scores: CLI file == online reference; import; training reuses them
 # --------------------------------------------------------------------------------------------------
-def test_cli_scores_equal_online_reference_and_training_reuses_the_import(tiny_train_cfg, run_cli, write_yaml,
-                                                                          read_log_history, tmp_path, tiny_model):
+def test_cli_scores_equal_online_reference_and_training_reuses_the_import(
+    tiny_train_cfg, run_cli, write_yaml, read_log_history, tmp_path, tiny_model
+):
     from llamafactory_minor.scores.cache import weights_digest
     from llamafactory_minor.scores.file_format import read_score_file
     from llamafactory_minor.scores.standalone import import_score_file
 
-    cfg = tiny_train_cfg("minorsft", pref_beta=0.04, precompute_ref_log_probs=True, max_samples=8, max_steps=2,
-                         minor_cache_dir=str(tmp_path / "scoring_box_cache"))
+    cfg = tiny_train_cfg(
+        "minorsft",
+        pref_beta=0.04,
+        precompute_ref_log_probs=True,
+        max_samples=8,
+        max_steps=2,
+        minor_cache_dir=str(tmp_path / "scoring_box_cache"),
+    )
     config = write_yaml(tmp_path, cfg, "minorsft.yaml")
     out = tmp_path / "out" / "scores.jsonl"
     proc = run_cli(["score", config, f"score_output={out}", "score_batch_size=3"], exe="llamafactory-minor")
@@ -163,14 +188,20 @@ def test_cli_scores_equal_online_reference_and_training_reuses_the_import(tiny_t
 # --------------------------------------------------------------------------------------------------
 # pairs, and files for another model / dataset / settings
 # --------------------------------------------------------------------------------------------------
-def test_pairwise_scores_equal_online_reference_and_mismatches_are_refused(tiny_train_cfg, tmp_path,
-                                                                           tiny_model_large):
+def test_pairwise_scores_equal_online_reference_and_mismatches_are_refused(tiny_train_cfg, tmp_path, tiny_model_large):
     from llamafactory_minor.scores.cache import ScoreCache
     from llamafactory_minor.scores.file_format import ScoreFileError, read_score_file
     from llamafactory_minor.scores.standalone import import_score_file, score
 
-    cfg = tiny_train_cfg("dpo", pref_loss="minordpo", pref_beta=0.1, precompute_ref_log_probs=True, max_samples=6,
-                         val_size=2, minor_cache_dir=str(tmp_path / "cache"))
+    cfg = tiny_train_cfg(
+        "dpo",
+        pref_loss="minordpo",
+        pref_beta=0.1,
+        precompute_ref_log_probs=True,
+        max_samples=6,
+        val_size=2,
+        minor_cache_dir=str(tmp_path / "cache"),
+    )
     out = score(dict(cfg, score_output=str(tmp_path / "pairs.jsonl")))
     header, rows = read_score_file(out)
     assert header["stage"] == "rm" and [s["split"] for s in header["sections"]] == ["train", "eval"]
@@ -207,16 +238,27 @@ def test_aligned_scores_import_and_poft_finds_them_without_scoring(tiny_train_cf
 
     # score on the "GPU box": two aligned models (here the same weights) with their own templates
     sft = tiny_train_cfg("sft", max_samples=6, minor_cache_dir=str(tmp_path / "box"))
-    out = score(dict(sft, score_output=str(tmp_path / "aligned.jsonl"), score_models=f"{tiny_model},{tiny_model}",
-                     score_templates="smollm2,chatml"))
+    out = score(
+        dict(
+            sft,
+            score_output=str(tmp_path / "aligned.jsonl"),
+            score_models=f"{tiny_model},{tiny_model}",
+            score_templates="smollm2,chatml",
+        )
+    )
     header, rows = read_score_file(out)
     assert [(s["role"], s["template"]) for s in header["sections"]] == [("aligned", "smollm2"), ("aligned", "chatml")]
     assert len(rows[0]) == len(rows[1]) == 6
     assert not rows[0].keys() & rows[1].keys()  # another template, other tokens: other token keys
 
     # train elsewhere with stage poft: import, then the PoFT attacher joins them without loading any model
-    poft = tiny_train_cfg("poft", max_samples=6, poft_aligned_models=f"{tiny_model},{tiny_model}",
-                          poft_aligned_templates="smollm2,chatml", minor_cache_dir=str(tmp_path / "train"))
+    poft = tiny_train_cfg(
+        "poft",
+        max_samples=6,
+        poft_aligned_models=f"{tiny_model},{tiny_model}",
+        poft_aligned_templates="smollm2,chatml",
+        minor_cache_dir=str(tmp_path / "train"),
+    )
     assert len(import_score_file(out, config=poft)) == 2
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(dict(poft))
     tm = load_tokenizer(model_args)
@@ -229,11 +271,13 @@ def test_aligned_scores_import_and_poft_finds_them_without_scoring(tiny_train_cf
 
     with mock.patch.object(aligned, "load_scoring_model", no_model):
         attached = aligned.aligned_score_attacher(model_args, data_args, training_args, finetuning_args)(
-            module, template, tm)
+            module, template, tm
+        )
     ds = attached["train_dataset"]
     for j in (0, 1):  # each training row got the score its content has under aligned model j's template
-        assert sorted((lp[j], n[j]) for lp, n in zip(ds["aligned_logps"], ds["aligned_num_tokens"])) == \
-            sorted((r["sum_logp"], r["num_tokens"]) for r in rows[j].values())
+        assert sorted((lp[j], n[j]) for lp, n in zip(ds["aligned_logps"], ds["aligned_num_tokens"])) == sorted(
+            (r["sum_logp"], r["num_tokens"]) for r in rows[j].values()
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,8 +287,10 @@ def _vllm_python(repo_root):
     env = os.environ.get("LLAMAFACTORY_MINOR_VLLM_PYTHON")
     path = env or os.path.join(repo_root, ".venv-vllm", "bin", "python")
     if not os.path.isfile(path):
-        why = (f"no vLLM environment at {path}: build it with `make vllm` (bash evaluation/setup_vllm_cpu.sh) "
-               "(or set LLAMAFACTORY_MINOR_VLLM_PYTHON to the python of a vLLM venv)")
+        why = (
+            f"no vLLM environment at {path}: build it with `make vllm` (bash evaluation/setup_vllm_cpu.sh) "
+            "(or set LLAMAFACTORY_MINOR_VLLM_PYTHON to the python of a vLLM venv)"
+        )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # .ci/run builds it: a skip would hide it
             pytest.fail("CI=true but " + why, pytrace=False)
         pytest.skip(why)
@@ -269,8 +315,15 @@ def test_vllm_agrees_with_transformers_per_token(smollm2, repo_root, tmp_path, r
 
     start = time.time()
     per_token = {}
-    vllm_scores = score_rows_vllm(rows, ScoreCache(str(tmp_path), "vllm", {}), smollm2, python=python,
-                                  dtype="float32", per_token=per_token, desc="vLLM (SmolLM2)")
+    vllm_scores = score_rows_vllm(
+        rows,
+        ScoreCache(str(tmp_path), "vllm", {}),
+        smollm2,
+        python=python,
+        dtype="float32",
+        per_token=per_token,
+        desc="vLLM (SmolLM2)",
+    )
     vllm_seconds = time.time() - start
 
     model, tokenizer = section["load"]()
@@ -297,6 +350,8 @@ def test_vllm_agrees_with_transformers_per_token(smollm2, repo_root, tmp_path, r
                 worst_mean = max(worst_mean, diff / max(1, int(valid[j].sum())))
     record_property("vllm_max_per_token_abs_diff", worst_token)
     record_property("vllm_seconds", round(vllm_seconds, 1))
-    print(f"\nvLLM vs transformers on SmolLM2-135M-Instruct, {len(rows)} rows: max per-token |diff| "
-          f"{worst_token:.2e}, max per-row mean |diff| {worst_mean:.2e}, vLLM pass {vllm_seconds:.0f}s")
+    print(
+        f"\nvLLM vs transformers on SmolLM2-135M-Instruct, {len(rows)} rows: max per-token |diff| "
+        f"{worst_token:.2e}, max per-row mean |diff| {worst_mean:.2e}, vLLM pass {vllm_seconds:.0f}s"
+    )
     assert worst_token < 1e-3, f"max per-token |diff| {worst_token}"

@@ -8,7 +8,6 @@ float rounding when the reference scores belong to the rows being trained (stale
 import os
 
 import pytest
-
 from train_checks import train_logs
 
 pytestmark = pytest.mark.e2e
@@ -26,10 +25,18 @@ def _step1_m_theta(read_log_history, output_dir):
     return logs[0]["m_theta"]
 
 
-def test_precompute_with_16_workers_rescores_when_the_tokens_change(tiny_train_cfg, run_cli, read_log_history,
-                                                                    tmp_path):
-    cfg = tiny_train_cfg("minorsft", pref_beta=0.04, precompute_ref_log_probs=True, max_samples=8, max_steps=1,
-                         preprocessing_num_workers=WORKERS, minor_cache_dir=str(tmp_path / "cache"))
+def test_precompute_with_16_workers_rescores_when_the_tokens_change(
+    tiny_train_cfg, run_cli, read_log_history, tmp_path
+):
+    cfg = tiny_train_cfg(
+        "minorsft",
+        pref_beta=0.04,
+        precompute_ref_log_probs=True,
+        max_samples=8,
+        max_steps=1,
+        preprocessing_num_workers=WORKERS,
+        minor_cache_dir=str(tmp_path / "cache"),
+    )
     first = run_cli(cfg)
     assert " scored 8 rows" in _text(first)
     assert abs(_step1_m_theta(read_log_history, cfg["output_dir"])) < 1e-3
@@ -44,11 +51,18 @@ def test_precompute_with_16_workers_rescores_when_the_tokens_change(tiny_train_c
     assert len(os.listdir(tmp_path / "cache")) == 2
 
 
-def test_poft_with_16_workers_rescores_aligned_scores_when_the_tokens_change(tiny_train_cfg, tiny_model, run_cli,
-                                                                             read_log_history, tmp_path):
-    cfg = tiny_train_cfg("poft", max_samples=8, max_steps=1, preprocessing_num_workers=WORKERS,
-                         poft_aligned_models=tiny_model, poft_aligned_templates="smollm2",
-                         minor_cache_dir=str(tmp_path / "cache"))
+def test_poft_with_16_workers_rescores_aligned_scores_when_the_tokens_change(
+    tiny_train_cfg, tiny_model, run_cli, read_log_history, tmp_path
+):
+    cfg = tiny_train_cfg(
+        "poft",
+        max_samples=8,
+        max_steps=1,
+        preprocessing_num_workers=WORKERS,
+        poft_aligned_models=tiny_model,
+        poft_aligned_templates="smollm2",
+        minor_cache_dir=str(tmp_path / "cache"),
+    )
     first = run_cli(cfg)
     assert " scored 8 rows" in _text(first)
     logs = train_logs(read_log_history(cfg["output_dir"]))
@@ -67,8 +81,15 @@ def test_reexported_weights_with_changed_middle_layers_are_rescored(tiny_train_c
 
     model = tmp_path / "merged"
     shutil.copytree(tiny_model, model)
-    cfg = tiny_train_cfg("minorsft", model_name_or_path=str(model), pref_beta=0.04, precompute_ref_log_probs=True,
-                         max_samples=4, max_steps=1, minor_cache_dir=str(tmp_path / "cache"))
+    cfg = tiny_train_cfg(
+        "minorsft",
+        model_name_or_path=str(model),
+        pref_beta=0.04,
+        precompute_ref_log_probs=True,
+        max_samples=4,
+        max_steps=1,
+        minor_cache_dir=str(tmp_path / "cache"),
+    )
     assert " scored 4 rows" in _text(run_cli(cfg))
 
     weights = model / "model.safetensors"

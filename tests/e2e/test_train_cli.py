@@ -15,6 +15,7 @@ pytestmark = pytest.mark.e2e
 REPEATED = dict(max_samples=4, per_device_train_batch_size=4, max_steps=4, learning_rate=1e-3)
 LORA = dict(finetuning_type="lora", lora_target="all", lora_rank=8, learning_rate=5e-3)
 
+
 @pytest.mark.parametrize("stage", ["minorsft", "sftdpo"])
 def test_sft_side_stages_lora(stage, tiny_train_cfg, run_cli, read_log_history):
     cfg = tiny_train_cfg(stage, dataset="alpaca_en_tiny", pref_beta=0.04, plot_loss=True, **dict(REPEATED, **LORA))
@@ -31,8 +32,9 @@ def test_sft_side_stages_lora(stage, tiny_train_cfg, run_cli, read_log_history):
 
 @pytest.mark.parametrize("pref_loss,tuning", [("minordpo", LORA), ("dpop", LORA), ("hinge", {}), ("ipo", {})])
 def test_dpo_family(pref_loss, tuning, tiny_train_cfg, run_cli, read_log_history):
-    cfg = tiny_train_cfg("dpo", dataset="dpo_en_tiny", pref_loss=pref_loss, pref_beta=0.1, plot_loss=True,
-                         **dict(REPEATED, **tuning))
+    cfg = tiny_train_cfg(
+        "dpo", dataset="dpo_en_tiny", pref_loss=pref_loss, pref_beta=0.1, plot_loss=True, **dict(REPEATED, **tuning)
+    )
     run_cli(cfg)
     logs = train_logs(read_log_history(cfg["output_dir"]))
     check_metrics(logs, DPO_KEYS)
@@ -45,9 +47,14 @@ def test_dpo_family(pref_loss, tuning, tiny_train_cfg, run_cli, read_log_history
 
 
 def test_poft_aligned_models_scored_then_trained(tiny_model, tiny_train_cfg, run_cli, read_log_history, tmp_path):
-    cfg = tiny_train_cfg("poft", dataset="alpaca_en_tiny", poft_aligned_models=f"{tiny_model},{tiny_model}",
-                         poft_aligned_templates="smollm2,default", minor_cache_dir=str(tmp_path / "cache"),
-                         **REPEATED)
+    cfg = tiny_train_cfg(
+        "poft",
+        dataset="alpaca_en_tiny",
+        poft_aligned_models=f"{tiny_model},{tiny_model}",
+        poft_aligned_templates="smollm2,default",
+        minor_cache_dir=str(tmp_path / "cache"),
+        **REPEATED,
+    )
     proc = run_cli(cfg)
     logs = train_logs(read_log_history(cfg["output_dir"]))
     check_metrics(logs, ["loss", "poft/r_theta", "poft/r_aligned"])

@@ -29,7 +29,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import LF_TEMPLATE, REPO_ROOT, cli_env, read_log_history
 
 CHROMIUM = "/usr/bin/chromium"
@@ -85,8 +84,10 @@ def _tail(path: Path, lines: int = 60) -> str:
 @pytest.fixture(scope="module")
 def sync_playwright():
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium and chromium-driver "
-                    "(apt-get install -y chromium chromium-driver) to run the web UI tests")
+        pytest.skip(
+            f"{CHROMIUM} is absent: install Debian's chromium and chromium-driver "
+            "(apt-get install -y chromium chromium-driver) to run the web UI tests"
+        )
     module = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     return module.sync_playwright
 
@@ -100,14 +101,24 @@ def webui(sync_playwright, tiny_model, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("llamaboard")
     log_path = ARTIFACTS / "server.log"
     port = _free_port()
-    env = cli_env({"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                   # a fresh score cache: the runs score (and show it) instead of reusing another run's scores
-                   "LLAMAFACTORY_MINOR_SCORE_CACHE": str(workdir / "score_cache")})
+    env = cli_env(
+        {
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            # a fresh score cache: the runs score (and show it) instead of reusing another run's scores
+            "LLAMAFACTORY_MINOR_SCORE_CACHE": str(workdir / "score_cache"),
+        }
+    )
     env.pop("LLAMAFACTORY_MINOR_DISABLE", None)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", SERVER_CODE, str(port)],
-            cwd=str(workdir), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=str(workdir),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}/"
@@ -125,8 +136,9 @@ def webui(sync_playwright, tiny_model, tmp_path_factory):
             if time.time() > deadline:
                 pytest.fail(f"the web UI server did not answer within {SERVER_START_TIMEOUT}s:\n{_tail(log_path)}")
             time.sleep(1)
-        yield SimpleNamespace(url=url, workdir=workdir, saves=workdir / "saves" / "Custom" / "full", log=log_path,
-                              model=tiny_model)
+        yield SimpleNamespace(
+            url=url, workdir=workdir, saves=workdir / "saves" / "Custom" / "full", log=log_path, model=tiny_model
+        )
     finally:
         proc.terminate()
         try:
@@ -141,7 +153,10 @@ def browser_context(sync_playwright, webui):
     user_data_dir = tempfile.mkdtemp(prefix="lfm-chromium-")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            user_data_dir, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            user_data_dir,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1400, "height": 1000},
         )
         context.set_default_timeout(30_000)
@@ -285,8 +300,13 @@ FAST = {  # a few CPU steps; LF's own widgets stay as a user leaves them
 }
 # LlamaBoard's own defaults (issue 11, 1.): LF passes `preprocessing_num_workers 16` (datasets.map workers), its
 # batch slider's 2, cutoff 2048, etc.; only the run is shortened (2 steps of 2 x 2 rows, a log line per step)
-LF_DEFAULTS_SHORT = {"optim": "adamw_torch", "max_steps": 2, "gradient_accumulation_steps": 2, "logging_steps": 1,
-                     "learning_rate": 1.0e-3}
+LF_DEFAULTS_SHORT = {
+    "optim": "adamw_torch",
+    "max_steps": 2,
+    "gradient_accumulation_steps": 2,
+    "logging_steps": 1,
+    "learning_rate": 1.0e-3,
+}
 # the scoring pass on LF's progress bar (webui.scoring_progress_label): "Scoring model 2/2: ... 32/32 rows: ..."
 SCORING_RE = {"en": re.compile(r"Scoring model \d+/\d+: .*\d+/\d+ rows"), "zh": re.compile(r"打分中 模型 \d+/\d+：")}
 SHOTS: list[Path] = []
@@ -410,8 +430,11 @@ def plot_src(page, label: str) -> str:
 def picked_metrics(page) -> list[str]:
     """The chips of "Metrics to plot" (gradio's multiselect tokens)."""
     block = page.locator("div.block", has=page.get_by_text("Metrics to plot", exact=True))
-    return [t.replace("×", "").strip() for t in block.locator(".token:not(.remove-all)").all_inner_texts()
-            if t.replace("×", "").strip()]
+    return [
+        t.replace("×", "").strip()
+        for t in block.locator(".token:not(.remove-all)").all_inner_texts()
+        if t.replace("×", "").strip()
+    ]
 
 
 def pick_metrics(page, names) -> None:
@@ -460,8 +483,16 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
     # 6. the paper's beta (LF's slider says 0.1); 5. only MinorSFT's fields
     assert number(page, "Beta value").input_value() == "0.04"
     open_accordion(page, "RLHF configurations", number(page, "Beta value"))
-    for label in ("Loss type", "Reward model", "Score norm", "Whiten rewards", "DPOP lambda",
-                  "PoFT beta", "PoFT aligned LLMs", "Log m_theta"):
+    for label in (
+        "Loss type",
+        "Reward model",
+        "Score norm",
+        "Whiten rewards",
+        "DPOP lambda",
+        "PoFT beta",
+        "PoFT aligned LLMs",
+        "Log m_theta",
+    ):
         assert not shown(page, label), f"{label} does not apply to MinorSFT"
     assert shown(page, "Precompute reference scores") and shown(page, "Ftx gamma")  # LF's SFT term applies
     page.get_by_text("Precompute reference scores", exact=True).click()
@@ -470,8 +501,12 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
     shot(page, "minorsft-fields", full_page=True)
 
     cmd = preview(page)
-    for part in ("--stage minorsft", "--pref_beta 0.04", "--precompute_ref_log_probs True",
-                 "--preprocessing_num_workers 16"):
+    for part in (
+        "--stage minorsft",
+        "--pref_beta 0.04",
+        "--precompute_ref_log_probs True",
+        "--preprocessing_num_workers 16",
+    ):
         assert part in cmd, (part, cmd[-2000:])
     assert "--pref_ftx 0" in cmd and "--dpop_lambda" not in cmd and "--pref_loss" not in cmd, cmd[-2000:]
 
@@ -483,8 +518,9 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
     out = webui.saves / "webui_minorsft"
     # 3. the scoring pass in the UI's running log: reference model 1/1, rows done / total
     lines = scoring_log_lines(running_log(out))
-    assert any("Reference scores (train_dataset) [model 1/1]: scored 32/32 rows" in line for line in lines), \
+    assert any("Reference scores (train_dataset) [model 1/1]: scored 32/32 rows" in line for line in lines), (
         running_log(out)[:4000]
+    )
     # the plugin metrics on the page: LF's running log, the metrics table, the plugin's plot
     assert "m_theta" in text and "minorsft/coef" in text, text[:2000]
     assert page.get_by_text("Latest llamafactory-minor metrics").first.is_visible()
@@ -514,9 +550,14 @@ def test_minorsft_precomputed_reference_with_lf_defaults(page, webui):
 @pytest.mark.webui
 @pytest.mark.e2e
 def test_dpo_minordpo_run_from_the_web_ui(page, webui):
-    offered = configure(page, webui, "DPO", "dpo_en_tiny",
-                        dict(FAST, cutoff_len=288, max_steps=3, per_device_train_batch_size=2),
-                        output_dir="webui_minordpo")
+    offered = configure(
+        page,
+        webui,
+        "DPO",
+        "dpo_en_tiny",
+        dict(FAST, cutoff_len=288, max_steps=3, per_device_train_batch_size=2),
+        output_dir="webui_minordpo",
+    )
     assert "alpaca_en_tiny" not in offered, f"DPO must list pairwise datasets only: {offered}"
 
     # RLHF accordion opened with the stage; the loss list has the plugin's losses
@@ -607,8 +648,15 @@ def test_errors_before_launch_fields_defaults_and_languages(page, webui):
     configure(page, webui, "PoFT", "alpaca_en_tiny", dict(FAST, cutoff_len=128), output_dir="webui_poft")
 
     # 2. PoFT without aligned models: the message on the page, nothing started
-    start_and_expect_error(page, webui, "webui_poft", "needs aligned-LLM scores", "Invalid llamafactory-minor settings",
-                           "Stage [stage: poft]", "PoFT aligned LLMs [poft_aligned_models")
+    start_and_expect_error(
+        page,
+        webui,
+        "webui_poft",
+        "needs aligned-LLM scores",
+        "Invalid llamafactory-minor settings",
+        "Stage [stage: poft]",
+        "PoFT aligned LLMs [poft_aligned_models",
+    )
     assert not page.get_by_text("CUDA environment was not detected").count()  # LF's start-only toast: not reached
     shot(page, "error-poft-no-models")
 
@@ -616,14 +664,21 @@ def test_errors_before_launch_fields_defaults_and_languages(page, webui):
     open_accordion(page, MINOR_TAB_EN, labelled_input(page, "PoFT aligned LLMs"))
     fill(page, "PoFT aligned LLMs", "/models/aligned_a, /models/aligned_b")
     fill(page, "PoFT aligned templates", f"{LF_TEMPLATE}, nosuchtemplate")
-    start_and_expect_error(page, webui, "webui_poft", "nosuchtemplate", "PoFT aligned templates [poft_aligned_templates")
+    start_and_expect_error(
+        page, webui, "webui_poft", "nosuchtemplate", "PoFT aligned templates [poft_aligned_templates"
+    )
     shot(page, "error-unknown-template")
     # ... and with a known template the command carries the PoFT keys
     fill(page, "PoFT aligned templates", "qwen, llama3")
     select(page, "PoFT aggregation", "max")
     cmd = preview(page)
-    for part in ("--stage poft", "--poft_aligned_models /models/aligned_a,/models/aligned_b",
-                 "--poft_aligned_templates qwen,llama3", "--poft_aggregation max", "--poft_beta 1"):
+    for part in (
+        "--stage poft",
+        "--poft_aligned_models /models/aligned_a,/models/aligned_b",
+        "--poft_aligned_templates qwen,llama3",
+        "--poft_aggregation max",
+        "--poft_beta 1",
+    ):
         assert part in cmd, (part, cmd[-2000:])
     assert "--pref_beta" not in cmd and "--precompute_ref_log_probs" not in cmd, cmd[-2000:]
 
@@ -704,9 +759,18 @@ def _getter(values: dict):
 
 
 UI_DEFAULTS = {
-    "train.pref_beta": 0.04, "train.pref_ftx": 0, "train.dpop_lambda": 50, "train.poft_beta": 1, "train.poft_gamma": 0,
-    "train.poft_aggregation": "mean", "train.poft_aligned_models": "", "train.poft_aligned_templates": "",
-    "train.poft_noise_dataset": "", "train.poft_noise_column": "", "train.precompute_ref_log_probs": False, "train.track_m_theta": False,
+    "train.pref_beta": 0.04,
+    "train.pref_ftx": 0,
+    "train.dpop_lambda": 50,
+    "train.poft_beta": 1,
+    "train.poft_gamma": 0,
+    "train.poft_aggregation": "mean",
+    "train.poft_aligned_models": "",
+    "train.poft_aligned_templates": "",
+    "train.poft_noise_dataset": "",
+    "train.poft_noise_column": "",
+    "train.precompute_ref_log_probs": False,
+    "train.track_m_theta": False,
 }
 
 
@@ -714,25 +778,54 @@ UI_DEFAULTS = {
     "stage, lf_args, ui, expected",
     [
         ("minorsft", {}, {}, {"pref_beta": 0.04, "pref_ftx": 0}),
-        ("sftdpo", {}, {"train.precompute_ref_log_probs": True},
-         {"pref_beta": 0.04, "pref_ftx": 0, "precompute_ref_log_probs": True}),
+        (
+            "sftdpo",
+            {},
+            {"train.precompute_ref_log_probs": True},
+            {"pref_beta": 0.04, "pref_ftx": 0, "precompute_ref_log_probs": True},
+        ),
         ("dpo", {"pref_loss": "dpop"}, {"train.dpop_lambda": 25}, {"dpop_lambda": 25}),
         ("dpo", {"pref_loss": "minordpo"}, {"train.track_m_theta": True}, {"track_m_theta": True}),
         ("sft", {}, {"train.track_m_theta": True}, {"track_m_theta": True}),
-        ("minorsft", {}, {"train.track_m_theta": True, "train.pref_ftx": 0.5},
-         {"pref_beta": 0.04, "pref_ftx": 0.5}),  # m_theta is logged anyway: not passed
-        ("poft", {}, {"train.poft_aligned_models": " a , b ", "train.poft_aligned_templates": "qwen,llama3",
-                      "train.poft_aggregation": "min"},
-         {"pref_ftx": 0, "poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "min", "poft_aligned_models": "a,b",
-          "poft_aligned_templates": "qwen,llama3"}),
+        (
+            "minorsft",
+            {},
+            {"train.track_m_theta": True, "train.pref_ftx": 0.5},
+            {"pref_beta": 0.04, "pref_ftx": 0.5},
+        ),  # m_theta is logged anyway: not passed
+        (
+            "poft",
+            {},
+            {
+                "train.poft_aligned_models": " a , b ",
+                "train.poft_aligned_templates": "qwen,llama3",
+                "train.poft_aggregation": "min",
+            },
+            {
+                "pref_ftx": 0,
+                "poft_beta": 1,
+                "poft_gamma": 0,
+                "poft_aggregation": "min",
+                "poft_aligned_models": "a,b",
+                "poft_aligned_templates": "qwen,llama3",
+            },
+        ),
         ("poft", {}, {}, {"pref_ftx": 0, "poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
         ("kto", {"pref_loss": "sigmoid"}, {}, {}),
         # a ticked box that does not apply (hidden) is not passed
-        ("poft", {}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
-         {"pref_ftx": 0, "poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"}),
+        (
+            "poft",
+            {},
+            {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
+            {"pref_ftx": 0, "poft_beta": 1, "poft_gamma": 0, "poft_aggregation": "mean"},
+        ),
         ("sft", {}, {"train.precompute_ref_log_probs": True}, {}),
-        ("sft", {}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
-         {"precompute_ref_log_probs": True, "track_m_theta": True}),
+        (
+            "sft",
+            {},
+            {"train.precompute_ref_log_probs": True, "train.track_m_theta": True},
+            {"precompute_ref_log_probs": True, "track_m_theta": True},
+        ),
         ("dpo", {"pref_loss": "simpo"}, {"train.precompute_ref_log_probs": True, "train.track_m_theta": True}, {}),
         ("dpo", {"pref_loss": "sigmoid"}, {"train.dpop_lambda": 25, "train.poft_aligned_models": "a"}, {}),
     ],
@@ -745,10 +838,22 @@ def test_runner_keys_for_each_stage(stage, lf_args, ui, expected):
 
 def _launch_dict(tmp_path, **kw):
     """What LlamaBoard's runner hands to the check (the keys ``Runner._parse_train_args`` sets that matter)."""
-    return dict({"stage": "poft", "do_train": True, "model_name_or_path": "/models/target", "finetuning_type": "full",
-                 "template": LF_TEMPLATE, "dataset_dir": str(REPO_ROOT / "tests" / "fixtures" / "data"),
-                 "dataset": "alpaca_en_tiny", "cutoff_len": 128, "output_dir": str(tmp_path / "out"),
-                 "preprocessing_num_workers": 16, "plot_loss": True}, **kw)
+    return dict(
+        {
+            "stage": "poft",
+            "do_train": True,
+            "model_name_or_path": "/models/target",
+            "finetuning_type": "full",
+            "template": LF_TEMPLATE,
+            "dataset_dir": str(REPO_ROOT / "tests" / "fixtures" / "data"),
+            "dataset": "alpaca_en_tiny",
+            "cutoff_len": 128,
+            "output_dir": str(tmp_path / "out"),
+            "preprocessing_num_workers": 16,
+            "plot_loss": True,
+        },
+        **kw,
+    )
 
 
 def test_the_ui_check_is_the_clis_validate_train_args(tmp_path):
@@ -760,7 +865,9 @@ def test_the_ui_check_is_the_clis_validate_train_args(tmp_path):
     with pytest.raises(PluginError, match=re.escape(POFT_ERROR)):
         validate_train_args(_launch_dict(tmp_path))
     with pytest.raises(PluginError, match="Unknown `poft_aligned_templates: nosuchtemplate`"):
-        validate_train_args(_launch_dict(tmp_path, poft_aligned_models="a,b", poft_aligned_templates="qwen,nosuchtemplate"))
+        validate_train_args(
+            _launch_dict(tmp_path, poft_aligned_models="a,b", poft_aligned_templates="qwen,nosuchtemplate")
+        )
     with pytest.raises(PluginError, match="`stage: minorsft` trains on single answers, but dataset `dpo_en_tiny`"):
         validate_train_args(_launch_dict(tmp_path, stage="minorsft", dataset="alpaca_en_tiny,dpo_en_tiny"))
     validate_train_args(_launch_dict(tmp_path, poft_aligned_models="a", poft_aligned_templates="qwen"))
@@ -777,13 +884,33 @@ def test_fields_shown_per_stage_and_loss():
         return {k for k, v in visibility(stage, loss, ticked).items() if v}
 
     # pref_ftx: LF's SFT term, which the plugin's stages add too
-    assert on("minorsft") == on("sftdpo") == {"pref_beta", "pref_ftx", "precompute_ref_log_probs", "rlhf_tab",
-                                              "minor_tab"}
-    assert on("poft") == {"pref_ftx", "poft_beta", "poft_gamma", "poft_aggregation", "poft_aligned_models",
-                          "poft_aligned_templates", "poft_noise_dataset", "poft_noise_column", "rlhf_tab",
-                          "minor_tab"}
-    assert on("dpo", "dpop") == {"pref_beta", "pref_ftx", "pref_loss", "dpop_lambda", "precompute_ref_log_probs",
-                                 "track_m_theta", "rlhf_tab", "minor_tab"}
+    assert (
+        on("minorsft")
+        == on("sftdpo")
+        == {"pref_beta", "pref_ftx", "precompute_ref_log_probs", "rlhf_tab", "minor_tab"}
+    )
+    assert on("poft") == {
+        "pref_ftx",
+        "poft_beta",
+        "poft_gamma",
+        "poft_aggregation",
+        "poft_aligned_models",
+        "poft_aligned_templates",
+        "poft_noise_dataset",
+        "poft_noise_column",
+        "rlhf_tab",
+        "minor_tab",
+    }
+    assert on("dpo", "dpop") == {
+        "pref_beta",
+        "pref_ftx",
+        "pref_loss",
+        "dpop_lambda",
+        "precompute_ref_log_probs",
+        "track_m_theta",
+        "rlhf_tab",
+        "minor_tab",
+    }
     assert on("dpo", "simpo") == {"pref_beta", "pref_ftx", "pref_loss", "rlhf_tab"}
     assert on("sft") == {"track_m_theta", "minor_tab"}
     assert on("sft", ticked=("track_m_theta",)) == {"track_m_theta", "precompute_ref_log_probs", "minor_tab"}
@@ -805,11 +932,14 @@ def test_paper_beta_unless_the_user_set_it():
 def test_error_texts_name_the_field_in_the_ui_language():
     from llamafactory_minor.integration.webui import localize_error
 
-    message = ("`stage: poft` needs aligned-LLM scores: set `poft_aligned_models: a,b,c` and "
-               "`poft_aligned_templates: t1,t2,t3`; `minor_cache_dir` and `llamafactory.data.TEMPLATES` stay.")
+    message = (
+        "`stage: poft` needs aligned-LLM scores: set `poft_aligned_models: a,b,c` and "
+        "`poft_aligned_templates: t1,t2,t3`; `minor_cache_dir` and `llamafactory.data.TEMPLATES` stay."
+    )
     assert localize_error(message, "zh") == (
         "训练阶段 [stage: poft] needs aligned-LLM scores: set PoFT 对齐模型 [poft_aligned_models: a,b,c] and "
-        "PoFT 对齐模型模板 [poft_aligned_templates: t1,t2,t3]; `minor_cache_dir` and `llamafactory.data.TEMPLATES` stay.")
+        "PoFT 对齐模型模板 [poft_aligned_templates: t1,t2,t3]; `minor_cache_dir` and `llamafactory.data.TEMPLATES` stay."
+    )
     assert localize_error("`pref_beta` must be > 0", "en") == "Beta value [pref_beta] must be > 0"
     assert localize_error("`pref_beta` must be > 0", "ja").endswith("[pref_beta] must be > 0")  # LF's ja label
 
@@ -817,8 +947,10 @@ def test_error_texts_name_the_field_in_the_ui_language():
 def test_metrics_table_and_plot_in_the_ui_language(tmp_path):
     from llamafactory_minor.integration.webui import metric_series, metrics_figure, plugin_metrics_markdown
 
-    records = [{"current_steps": i, "total_steps": 3, "loss": 1.0 / i, "m_theta": -0.1 * i, "minorsft/coef": 1 - 0.1 * i}
-               for i in (1, 2, 3)]
+    records = [
+        {"current_steps": i, "total_steps": 3, "loss": 1.0 / i, "m_theta": -0.1 * i, "minorsft/coef": 1 - 0.1 * i}
+        for i in (1, 2, 3)
+    ]
     (tmp_path / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     zh = plugin_metrics_markdown(str(tmp_path), "zh")
     assert zh.startswith("**llamafactory-minor 最新指标** (步数 3)") and "| 指标 | 数值 |" in zh, zh
@@ -835,13 +967,18 @@ def test_scoring_progress_for_the_log_and_the_bar(tmp_path, monkeypatch):
     the file the web UI turns into its progress bar until LF logs a training step."""
     from types import SimpleNamespace
 
-    from llamafactory_minor.scores import progress as progress_module
     from llamafactory_minor.integration import webui
+    from llamafactory_minor.scores import progress as progress_module
 
     monkeypatch.setenv("LLAMABOARD_ENABLED", "1")
     monkeypatch.setenv("LLAMABOARD_WORKDIR", str(tmp_path))
-    parsed = (SimpleNamespace(model_name_or_path="/m/target"), None, SimpleNamespace(logging_steps=2),
-              SimpleNamespace(poft_aligned_models=["/m/a", "/m/ab"], ref_model=None), None)
+    parsed = (
+        SimpleNamespace(model_name_or_path="/m/target"),
+        None,
+        SimpleNamespace(logging_steps=2),
+        SimpleNamespace(poft_aligned_models=["/m/a", "/m/ab"], ref_model=None),
+        None,
+    )
     monkeypatch.setattr(progress_module, "_parsed_args", lambda: parsed)
     lines = []
     logger = SimpleNamespace(info_rank0=lines.append)
@@ -851,8 +988,11 @@ def test_scoring_progress_for_the_log_and_the_bar(tmp_path, monkeypatch):
     rec = webui.scoring_progress(str(tmp_path))
     assert (rec["done"], rec["total"], rec["model_index"], rec["model_count"]) == (6, 10, 2, 2)
     assert webui.scoring_progress_label(rec, "en").startswith(
-        "Scoring model 2/2: Aligned scores /m/ab (train_dataset): 6/10 rows: ")
-    assert webui.scoring_progress_label(rec, "zh").startswith("打分中 模型 2/2：Aligned scores /m/ab (train_dataset)：6/10 条：")
+        "Scoring model 2/2: Aligned scores /m/ab (train_dataset): 6/10 rows: "
+    )
+    assert webui.scoring_progress_label(rec, "zh").startswith(
+        "打分中 模型 2/2：Aligned scores /m/ab (train_dataset)：6/10 条："
+    )
     reporter.update(4)
     reporter.close()
     # the start, every logging_steps (2) batches, the end

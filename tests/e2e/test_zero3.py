@@ -25,8 +25,11 @@ KEYS = dict(SFT_SIDE_KEYS, dpo=DPO_KEYS, poft=["loss", "poft/r_theta", "poft/r_a
 
 def _zero3(cfg, run_cli, out):
     cfg = dict(cfg, output_dir=out, per_device_train_batch_size=2, deepspeed=DS_CONFIG)
-    run_cli(cfg, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "MASTER_PORT": str(29500 + os.getpid() % 500)},
-            timeout=1200)
+    run_cli(
+        cfg,
+        env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "MASTER_PORT": str(29500 + os.getpid() % 500)},
+        timeout=1200,
+    )
     return cfg
 
 
@@ -36,8 +39,14 @@ def test_zero3_two_processes(name, tiny_model, tiny_train_cfg, run_cli, read_log
     stage = case.pop("stage")
     if stage == "poft":
         case["poft_aligned_models"] = tiny_model
-    single = tiny_train_cfg(stage, max_samples=4, per_device_train_batch_size=4, max_steps=3,
-                            minor_cache_dir=str(tmp_path / "cache"), **case)
+    single = tiny_train_cfg(
+        stage,
+        max_samples=4,
+        per_device_train_batch_size=4,
+        max_steps=3,
+        minor_cache_dir=str(tmp_path / "cache"),
+        **case,
+    )
     multi = _zero3(single, run_cli, str(tmp_path / "zero3"))
     two = train_logs(read_log_history(multi["output_dir"]))
     check_metrics(two, KEYS[stage])

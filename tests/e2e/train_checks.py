@@ -7,8 +7,16 @@ SFT_SIDE_KEYS = {
     "sftdpo": ["loss", "rewards/chosen", "normalized_rewards/chosen", "m_theta"],
     "sft": ["loss", "m_theta"],
 }
-DPO_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-            "normalized_rewards/chosen", "normalized_rewards/rejected", "m_theta"]
+DPO_KEYS = [
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "normalized_rewards/chosen",
+    "normalized_rewards/rejected",
+    "m_theta",
+]
 
 
 def train_logs(history):

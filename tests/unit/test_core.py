@@ -18,26 +18,35 @@ CORE = os.path.join(REPO, "llamafactory_minor_core")
 def _loaded_after(code: str) -> dict:
     """Which of our packages (and LF, vLLM) ``code`` imports. The installed start-up hook (llamafactory_minor.pth)
     imports ``llamafactory_minor._hook`` into every interpreter: only what ``code`` adds counts."""
-    probe = ("import json, sys; before = set(sys.modules); " + code + "; new = set(sys.modules) - before; "
-             "print(json.dumps({k: any(m == k or m.startswith(k + '.') for m in new) for k in "
-             "('llamafactory', 'llamafactory_minor', 'llamafactory_minor_eval', 'vllm')}))")
+    probe = (
+        "import json, sys; before = set(sys.modules); " + code + "; new = set(sys.modules) - before; "
+        "print(json.dumps({k: any(m == k or m.startswith(k + '.') for m in new) for k in "
+        "('llamafactory', 'llamafactory_minor', 'llamafactory_minor_eval', 'vllm')}))"
+    )
     env = dict(os.environ, LLAMAFACTORY_MINOR_DISABLE="1")
-    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_core_imports_neither_lf_nor_the_plugin_nor_the_evaluation_suite():
-    loaded = _loaded_after("import llamafactory_minor_core.io, llamafactory_minor_core.logprobs, "
-                           "llamafactory_minor_core.metrics, llamafactory_minor_core.vllm_scoring")
-    assert loaded == {"llamafactory": False, "llamafactory_minor": False, "llamafactory_minor_eval": False,
-                      "vllm": False}
+    loaded = _loaded_after(
+        "import llamafactory_minor_core.io, llamafactory_minor_core.logprobs, "
+        "llamafactory_minor_core.metrics, llamafactory_minor_core.vllm_scoring"
+    )
+    assert loaded == {
+        "llamafactory": False,
+        "llamafactory_minor": False,
+        "llamafactory_minor_eval": False,
+        "vllm": False,
+    }
 
 
 def test_evaluation_uses_the_core_and_still_never_imports_lf():
-    loaded = _loaded_after("import llamafactory_minor_eval.runner, llamafactory_minor_eval.backends.hf, "
-                           "llamafactory_minor_eval.backends.vllm_backend, llamafactory_minor_eval.deviation, "
-                           "llamafactory_minor_eval.io_utils")
+    loaded = _loaded_after(
+        "import llamafactory_minor_eval.runner, llamafactory_minor_eval.backends.hf, "
+        "llamafactory_minor_eval.backends.vllm_backend, llamafactory_minor_eval.deviation, "
+        "llamafactory_minor_eval.io_utils"
+    )
     assert not loaded["llamafactory"] and not loaded["llamafactory_minor"] and not loaded["vllm"]
 
 
@@ -55,13 +64,12 @@ def test_the_vllm_worker_script_needs_only_the_standard_library_at_import():
 
 
 def test_one_implementation_on_both_sides():
-    import llamafactory_minor_eval.io_utils as eval_io
-    from llamafactory_minor.objectives import deviation_metric, sequence_log_probs, token_log_probs
-    from llamafactory_minor.objectives._common import safe_length
-
     import llamafactory_minor_core.io as core_io
     import llamafactory_minor_core.logprobs as core_lp
     import llamafactory_minor_core.metrics as core_metrics
+    import llamafactory_minor_eval.io_utils as eval_io
+    from llamafactory_minor.objectives import deviation_metric, sequence_log_probs, token_log_probs
+    from llamafactory_minor.objectives._common import safe_length
 
     assert (sequence_log_probs, token_log_probs) == (core_lp.sequence_log_probs, core_lp.token_log_probs)
     assert deviation_metric is core_metrics.deviation_metric and safe_length is core_metrics.safe_length
@@ -158,5 +166,13 @@ def test_cpu_engine_settings():
     env = set_cpu_env({"VLLM_CPU_KVCACHE_SPACE": "8"}, all_cores=True)
     assert env == {"VLLM_CPU_KVCACHE_SPACE": "8", "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     kw = engine_kwargs("/m", dtype="float32", max_model_len=33, enable_prefix_caching=False)
-    assert kw == dict(model="/m", tokenizer="/m", dtype="float32", seed=0, enforce_eager=True,
-                      trust_remote_code=False, enable_prefix_caching=False, max_model_len=33)
+    assert kw == dict(
+        model="/m",
+        tokenizer="/m",
+        dtype="float32",
+        seed=0,
+        enforce_eager=True,
+        trust_remote_code=False,
+        enable_prefix_caching=False,
+        max_model_len=33,
+    )

@@ -36,8 +36,10 @@ def test_keyed_processor_follows_lf_when_it_drops_rows(tiny_model):
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     lf = SupervisedDatasetProcessor(template=template, tokenizer=tokenizer, processor=None, data_args=data_args)
     good1 = ([{"role": "user", "content": "one"}], [{"role": "assistant", "content": "uno"}])
-    bad = ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
-           [{"role": "assistant", "content": "z"}])  # even number of prompt turns: LF drops it
+    bad = (
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+        [{"role": "assistant", "content": "z"}],
+    )  # even number of prompt turns: LF drops it
     good2 = ([{"role": "user", "content": "two"}], [{"role": "assistant", "content": "dos"}])
     examples = _examples([good1, bad, good2])
     plain = lf.preprocess_dataset(examples)
@@ -59,8 +61,10 @@ def _lf_processor(tiny_model, **data_kwargs):
 
 
 def _many(n):
-    return [([{"role": "user", "content": f"question {i}"}], [{"role": "assistant", "content": f"answer {i}"}])
-            for i in range(n)]
+    return [
+        ([{"role": "user", "content": f"question {i}"}], [{"role": "assistant", "content": f"answer {i}"}])
+        for i in range(n)
+    ]
 
 
 def test_keyed_processor_survives_pickling(tiny_model):
@@ -77,12 +81,15 @@ def test_keyed_rows_are_the_same_with_several_workers(tiny_model):
     from datasets import Dataset
 
     keyed = _KeyedProcessor(_lf_processor(tiny_model))
-    rows = _many(24) + [([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
-                         [{"role": "assistant", "content": "z"}])]  # LF drops this one
+    rows = _many(24) + [
+        (
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+            [{"role": "assistant", "content": "z"}],
+        )
+    ]  # LF drops this one
     raw = Dataset.from_dict(_examples(rows))
     one = raw.map(keyed.preprocess_dataset, batched=True, batch_size=5, remove_columns=raw.column_names)
-    four = raw.map(keyed.preprocess_dataset, batched=True, batch_size=5, num_proc=4,
-                   remove_columns=raw.column_names)
+    four = raw.map(keyed.preprocess_dataset, batched=True, batch_size=5, num_proc=4, remove_columns=raw.column_names)
     assert len(one) == 24 and one.to_dict() == four.to_dict()
     assert one["sample_key"] == [sample_key(p, r, "", "") for p, r in rows[:24]]
 
@@ -98,5 +105,6 @@ def test_token_key_follows_what_the_model_sees(tiny_model):
     for _ids, labels, count in zip(plain["input_ids"], plain["labels"], plain["answer_tokens"]):
         assert count == [sum(1 for x in labels[1:] if x != -100)] and count[0] > 0
     shorter = _KeyedProcessor(_lf_processor(tiny_model)).preprocess_dataset(
-        _examples([(p, [{"role": "assistant", "content": r[0]["content"] + "!"}]) for p, r in _many(4)]))
+        _examples([(p, [{"role": "assistant", "content": r[0]["content"] + "!"}]) for p, r in _many(4)])
+    )
     assert not set(plain["token_key"]) & set(shorter["token_key"])

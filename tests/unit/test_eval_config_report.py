@@ -17,8 +17,13 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "eval
 
 
 def test_cli_overrides_yaml_and_per_benchmark_values():
-    yaml_data = {"checkpoints": [{"name": "base", "path": "a/b"}], "benchmarks": ["ceval", "gsm8k"],
-                 "split": {"gsm8k": "train", "C-Eval": "dev"}, "limit": 5, "mc_mode": "generation"}
+    yaml_data = {
+        "checkpoints": [{"name": "base", "path": "a/b"}],
+        "benchmarks": ["ceval", "gsm8k"],
+        "split": {"gsm8k": "train", "C-Eval": "dev"},
+        "limit": 5,
+        "mc_mode": "generation",
+    }
     cfg = build_config(yaml_data, {"limit": 7, "mc_mode": "likelihood", "models": None})
     assert cfg.limit_for("ceval") == 7 and cfg.limit_for("gsm8k") == 7 and cfg.mc_mode == "likelihood"
     assert cfg.split_for("ceval") == "dev" and cfg.split_for("gsm8k") == "train"
@@ -46,8 +51,17 @@ def test_config_errors(data, match):
 
 
 def test_grid_expansion_and_names():
-    ckpts = expand_grid({"path": "saves/{method}_lr{lr}_b{beta}", "name": "{method} lr={lr}", "method": ["sft", "minorsft"],
-                         "lr": [1e-5, 2e-5], "beta": 0.04, "base": "base/model"}, "x")
+    ckpts = expand_grid(
+        {
+            "path": "saves/{method}_lr{lr}_b{beta}",
+            "name": "{method} lr={lr}",
+            "method": ["sft", "minorsft"],
+            "lr": [1e-5, 2e-5],
+            "beta": 0.04,
+            "base": "base/model",
+        },
+        "x",
+    )
     assert [c.path for c in ckpts][:2] == ["saves/sft_lr1e-05_b0.04", "saves/sft_lr2e-05_b0.04"]
     assert ckpts[2].name == "minorsft lr=1e-05" and ckpts[2].meta == {"method": "minorsft", "lr": 1e-5, "beta": 0.04}
     assert all(c.base == "base/model" for c in ckpts)
@@ -113,17 +127,27 @@ def _metrics(outcomes, benchmark="ceval", mode="generation", flexible=None):
 
 
 def test_reports_micro_macro_ci_details_and_chart(tmp_path):
-    ckpts = [Checkpoint("base", "m"), Checkpoint("minorsft", "saves/x", base="m", adapter="saves/x", meta={"lr": "2e-5"})]
+    ckpts = [
+        Checkpoint("base", "m"),
+        Checkpoint("minorsft", "saves/x", base="m", adapter="saves/x", meta={"lr": "2e-5"}),
+    ]
     ceval = _metrics([("a", True), ("a", False), ("a", False), ("b", True)])
     ceval["_fingerprint"] = {"limit": 4, "seed": 42}
     gsm = _metrics([("gsm8k", True), ("gsm8k", False)], "gsm8k", flexible=[True, True])
-    rows = [{"checkpoint": ckpts[0], "metrics": {"ceval": ceval, "gsm8k": gsm},
-             "deviation": {"m_theta": 0.0, "reference": "base", "n": 3}},
-            {"checkpoint": ckpts[1], "metrics": {}, "deviation": {"m_theta": -0.1234, "reference": "base", "n": 3}}]
+    rows = [
+        {
+            "checkpoint": ckpts[0],
+            "metrics": {"ceval": ceval, "gsm8k": gsm},
+            "deviation": {"m_theta": 0.0, "reference": "base", "n": 3},
+        },
+        {"checkpoint": ckpts[1], "metrics": {}, "deviation": {"m_theta": -0.1234, "reference": "base", "n": 3}},
+    ]
     write_reports(tmp_path, rows, ["ceval", "gsm8k"], {"ceval": "C-Eval", "gsm8k": "GSM8K"}, deviation_data="d.json")
     md = (tmp_path / "summary.md").read_text()
-    assert ("| checkpoint | C-Eval micro (gen), n=4 | C-Eval macro (gen), n=4 | GSM8K strict (gen), n=2 | "
-            "GSM8K flexible (gen), n=2 | m_theta |") in md
+    assert (
+        "| checkpoint | C-Eval micro (gen), n=4 | C-Eval macro (gen), n=4 | GSM8K strict (gen), n=2 | "
+        "GSM8K flexible (gen), n=2 | m_theta |"
+    ) in md
     lo, hi = ceval["ci95"]
     mlo, mhi = ceval["macro_ci95"]
     assert f"| base | 50.00 [{100 * lo:.1f}, {100 * hi:.1f}] | 66.67 [{100 * mlo:.1f}, {100 * mhi:.1f}] | 50.00 " in md
@@ -173,8 +197,13 @@ def test_chart_draws_micro_macro_chance_and_counts(tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Figure, "savefig", spy)
     ceval = _metrics([("a", True), ("a", False), ("b", True)])
     gsm = _metrics([("gsm8k", True), ("gsm8k", False)], "gsm8k", flexible=[True, True])
-    rows = [{"checkpoint": Checkpoint("base", "m"), "metrics": {"ceval": ceval, "gsm8k": gsm},
-             "deviation": {"m_theta": -0.5, "reference": "base", "n": 3}}]
+    rows = [
+        {
+            "checkpoint": Checkpoint("base", "m"),
+            "metrics": {"ceval": ceval, "gsm8k": gsm},
+            "deviation": {"m_theta": -0.5, "reference": "base", "n": 3},
+        }
+    ]
     png = report.bar_chart(rows, ["ceval", "gsm8k"], {"ceval": "C-Eval", "gsm8k": "GSM8K"}, "both", True)
     assert png[:4] == b"\x89PNG"
     assert seen["bars"] == 4  # micro + macro, strict + flexible
@@ -184,8 +213,10 @@ def test_chart_draws_micro_macro_chance_and_counts(tmp_path, monkeypatch):
     # all wrong, and a macro estimate outside its bootstrap interval: still a chart (error bars clipped)
     zero = _metrics([("a", False), ("b", False), ("b", False)])
     odd = dict(ceval, macro_accuracy=0.9)
-    rows = [{"checkpoint": Checkpoint("z", "m"), "metrics": {"ceval": zero}},
-            {"checkpoint": Checkpoint("o", "m"), "metrics": {"ceval": odd}}]
+    rows = [
+        {"checkpoint": Checkpoint("z", "m"), "metrics": {"ceval": zero}},
+        {"checkpoint": Checkpoint("o", "m"), "metrics": {"ceval": odd}},
+    ]
     assert report.bar_chart(rows, ["ceval"], {"ceval": "C-Eval"}, "both")[:4] == b"\x89PNG"
     assert zero["ci95"][0] == 0.0
 
@@ -200,13 +231,16 @@ def test_report_only_collects_every_benchmark_and_mixed_limits(tmp_path):
         m = _metrics([("a", True)] * n, bench, flexible=[True] * n if bench == "gsm8k" else None)
         m["checkpoint"] = ckpt
         atomic_write_json(folder / "metrics.json", m)
-        atomic_write_json(folder / "fingerprint.json", {"limit": limit, "seed": 42, "checkpoint": {"model": "/m/" + ckpt}})
+        atomic_write_json(
+            folder / "fingerprint.json", {"limit": limit, "seed": 42, "checkpoint": {"model": "/m/" + ckpt}}
+        )
         (folder / "samples.jsonl").write_text("")
     rows, benches = collect_rows(tmp_path, [Checkpoint("base", "m")], ["gsm8k"])
     assert benches == ["gsm8k", "ceval"] and [r["checkpoint"].name for r in rows] == ["base", "other"]
     assert rows[1]["checkpoint"].path == "/m/other"
     md = report_md = __import__("llamafactory_minor_eval.report", fromlist=["x"]).summary_markdown(
-        rows, benches, {"ceval": "C-Eval", "gsm8k": "GSM8K"})
+        rows, benches, {"ceval": "C-Eval", "gsm8k": "GSM8K"}
+    )
     assert "| base | " in md and "n=4 |" in md and "n=3 |" in md and "different limits" in report_md
     assert "4 of 10 (--limit 4; seeded sample, seed 42)" in md and "3 of 10 (--limit 3" in md
 

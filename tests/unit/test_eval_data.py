@@ -69,16 +69,31 @@ def test_hub_parquet_layout_is_understood(tmp_path):
     src = load_split("ceval", f"{FIX}/ceval", "val")
     folder = tmp_path / "accountant"
     folder.mkdir()
-    frame = pd.DataFrame([{"id": int(s.id), "question": s.question, "A": s.options["A"], "B": s.options["B"],
-                           "C": s.options["C"], "D": s.options["D"], "answer": s.gold, "explanation": ""}
-                          for s in src if s.subject == "accountant"])
+    frame = pd.DataFrame(
+        [
+            {
+                "id": int(s.id),
+                "question": s.question,
+                "A": s.options["A"],
+                "B": s.options["B"],
+                "C": s.options["C"],
+                "D": s.options["D"],
+                "answer": s.gold,
+                "explanation": "",
+            }
+            for s in src
+            if s.subject == "accountant"
+        ]
+    )
     frame.to_parquet(folder / "val-00000-of-00001.parquet")
     assert [s.subject for s in load_split("ceval", tmp_path, "val")] == ["accountant"] * 3
     main = tmp_path / "gsm" / "main"
     main.mkdir(parents=True)
     (tmp_path / "gsm" / "socratic").mkdir()
     pd.DataFrame([{"question": "q", "answer": "x\n#### 5"}]).to_parquet(main / "test-00000-of-00001.parquet")
-    pd.DataFrame([{"question": "q", "answer": "x\n#### 6"}]).to_parquet(tmp_path / "gsm" / "socratic" / "test-00000-of-00001.parquet")
+    pd.DataFrame([{"question": "q", "answer": "x\n#### 6"}]).to_parquet(
+        tmp_path / "gsm" / "socratic" / "test-00000-of-00001.parquet"
+    )
     rows = load_split("gsm8k", tmp_path / "gsm", "test")
     assert [r.gold for r in rows] == ["5"]
 
@@ -89,7 +104,9 @@ def test_find_split_files_names_subjects():
 
 
 def test_unknown_benchmark_lists_valid_ones():
-    with pytest.raises(EvalError, match=r"unknown benchmark 'mmlu'; valid benchmarks: ceval, financeiq, fineval, gsm8k"):
+    with pytest.raises(
+        EvalError, match=r"unknown benchmark 'mmlu'; valid benchmarks: ceval, financeiq, fineval, gsm8k"
+    ):
         benchmark_info("mmlu")
     assert benchmark_info("C-Eval").name == "ceval"
 
@@ -118,7 +135,8 @@ def test_bad_answer_and_empty_answer_name_the_row(tmp_path):
     with pytest.raises(EvalError, match="every answer is empty .*without public answers"):
         load_split("fineval", tmp_path, "dev")
     (tmp_path / "dev" / "x_dev.csv").write_text(
-        "id,question,A,B,C,D,answer\r\n0,q,a,b,c,d,A\r\n1,q,a,b,c,d,\r\n", encoding="utf-8")
+        "id,question,A,B,C,D,answer\r\n0,q,a,b,c,d,A\r\n1,q,a,b,c,d,\r\n", encoding="utf-8"
+    )
     with pytest.raises(EvalError, match=r"x_dev.csv:line 3: empty answer \(the other rows"):
         load_split("fineval", tmp_path, "dev")
 
@@ -212,9 +230,11 @@ def test_first_n_and_per_benchmark_limits():
 
     cfg = build_config({"checkpoints": ["a/b"], "benchmarks": ["ceval", "gsm8k"], "limit": {"gsm8k": 200}}, {})
     assert cfg.limit_for("gsm8k") == 200 and cfg.limit_for("ceval") is None
-    cfg = build_config(None, {"models": None, "limit": {"*": "50", "GSM8K": "10"}, "limit_mode": "first",
-                              "benchmarks": ["ceval", "gsm8k"]} | {"models": [__import__(
-                                  "llamafactory_minor_eval.models", fromlist=["Checkpoint"]).Checkpoint("a", "a/b")]})
+    cfg = build_config(
+        None,
+        {"models": None, "limit": {"*": "50", "GSM8K": "10"}, "limit_mode": "first", "benchmarks": ["ceval", "gsm8k"]}
+        | {"models": [__import__("llamafactory_minor_eval.models", fromlist=["Checkpoint"]).Checkpoint("a", "a/b")]},
+    )
     assert cfg.limit_for("gsm8k") == 10 and cfg.limit_for("ceval") == 50 and cfg.limit_mode == "first"
     with pytest.raises(EvalError, match="limit of gsm8k must be a positive number"):
         build_config({"checkpoints": ["a/b"], "benchmarks": ["gsm8k"], "limit": {"gsm8k": 0}}, {})
@@ -241,7 +261,9 @@ def test_select_is_seeded_and_keeps_file_order():
 
 
 def test_subject_filter_and_empty_result():
-    with pytest.raises(EvalError, match=r"unknown subject 'physics'; subjects in this split: accountant, college_economics"):
+    with pytest.raises(
+        EvalError, match=r"unknown subject 'physics'; subjects in this split: accountant, college_economics"
+    ):
         load_benchmark("ceval", split="dev", source=f"{FIX}/ceval", subjects=["physics"])
     data = load_benchmark("ceval", split="dev", source=f"{FIX}/ceval", subjects=["college_economics"])
     assert {s.subject for s in data.samples} == {"college_economics"}
@@ -275,8 +297,11 @@ def test_deviation_data_formats_and_metric(tmp_path):
     assert len(alpaca) == 6 and alpaca[0].answer
     rows = [
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-        {"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": "good"},
-         "rejected": {"from": "gpt", "value": "bad"}},
+        {
+            "conversations": [{"from": "human", "value": "q"}],
+            "chosen": {"from": "gpt", "value": "good"},
+            "rejected": {"from": "gpt", "value": "bad"},
+        },
         {"prompt": "p", "response": "r"},
     ]
     path = tmp_path / "mixed.jsonl"

@@ -30,11 +30,41 @@ def test_every_option_is_in_help_in_its_group():
 
 
 def test_overrides_from_the_command_line():
-    args = build_parser().parse_args([
-        "--model", "base=m/one", "-m", "saves/two", "-b", "ceval,gsm8k", "-b", "fineval", "--split", "dev",
-        "--split", "gsm8k=train", "--subjects", "ceval=a,b", "--limit", "5", "--limit", "gsm8k=2", "--seed", "7",
-        "--no-chart", "--overwrite", "--vllm-no-enforce-eager", "--lmeval-tasks", "arc_challenge,mmlu:anatomy,virology",
-        "--lmeval-limit", "3", "--ref", "base", "--vllm-kv-cache-gb", "1.5"])
+    args = build_parser().parse_args(
+        [
+            "--model",
+            "base=m/one",
+            "-m",
+            "saves/two",
+            "-b",
+            "ceval,gsm8k",
+            "-b",
+            "fineval",
+            "--split",
+            "dev",
+            "--split",
+            "gsm8k=train",
+            "--subjects",
+            "ceval=a,b",
+            "--limit",
+            "5",
+            "--limit",
+            "gsm8k=2",
+            "--seed",
+            "7",
+            "--no-chart",
+            "--overwrite",
+            "--vllm-no-enforce-eager",
+            "--lmeval-tasks",
+            "arc_challenge,mmlu:anatomy,virology",
+            "--lmeval-limit",
+            "3",
+            "--ref",
+            "base",
+            "--vllm-kv-cache-gb",
+            "1.5",
+        ]
+    )
     o = overrides_from(args)
     assert [(c.name, c.path) for c in o["models"]] == [("base", "m/one"), ("two", "saves/two")]
     assert o["benchmarks"] == ["ceval", "gsm8k", "fineval"]

@@ -24,9 +24,14 @@ def test_labelled_set_is_real_and_covers_every_benchmark():
     assert {r["benchmark"] for r in real} == {"ceval", "financeiq", "fineval", "gsm8k"}
     assert len({r["id"] for r in rows}) == len(rows)
     hand = [r["output"] for r in rows if r["source"] == "hand-written"]
-    for quoted in ("The four options are: A. 1. 2. 3.", "A good choice is C", "选项A和B都不对，正确答案为C",
-                   "So the answer is: 12 * 3 * 2 * 6 = 180 * 2 = 360 cents.", "So the answer is: 5 + 3 = 8",
-                   "So, the answer is 3/4."):
+    for quoted in (
+        "The four options are: A. 1. 2. 3.",
+        "A good choice is C",
+        "选项A和B都不对，正确答案为C",
+        "So the answer is: 12 * 3 * 2 * 6 = 180 * 2 = 360 cents.",
+        "So the answer is: 5 + 3 = 8",
+        "So, the answer is 3/4.",
+    ):
         assert quoted in hand  # every failing example of issue 12
     for r in rows:
         assert r["kind"] in ("mc", "gsm8k") and "human" in r
@@ -46,16 +51,22 @@ def test_parser_accuracy_on_the_labelled_set(capsys):
 
 
 def test_accuracy_command_prints_the_figure():
-    proc = subprocess.run([sys.executable, "-m", "llamafactory_minor_eval.parsing", "--labelled", FIXTURE],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llamafactory_minor_eval.parsing", "--labelled", FIXTURE],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     first = proc.stdout.splitlines()[0].split()
     assert first[0] == "all" and first[-1].endswith("%") and float(first[-1][:-1]) >= 99.0
 
 
 def test_a_wrong_label_is_counted(tmp_path):
     path = tmp_path / "x.jsonl"
-    rows = [{"id": "1", "source": "s", "kind": "mc", "output": "The answer is B", "human": "C"},
-            {"id": "2", "source": "s", "kind": "gsm8k", "output": "So the answer is: 4", "human": "4"}]
+    rows = [
+        {"id": "1", "source": "s", "kind": "mc", "output": "The answer is B", "human": "C"},
+        {"id": "2", "source": "s", "kind": "gsm8k", "output": "So the answer is: 4", "human": "4"},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     parts = labelled_accuracy(str(path))
     assert parts["all"]["agree"] == 1 and parts["all"]["misses"] == [{"id": "1", "human": "C", "parser": "B"}]

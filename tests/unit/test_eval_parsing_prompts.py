@@ -44,7 +44,9 @@ OPTS = {"A": "<A>", "B": "<B>", "C": "<C>", "D": "<D>"}
 def test_ceval_prompt_is_the_papers_wording():
     assert prompts.ceval_prompt("<question>", OPTS) == CEVAL_PAPER
     filled = prompts.build_prompt("ceval", "1+1=____", {"A": "1", "B": "2", "C": "3", "D": "4"})
-    assert filled.endswith("The question content is: 1+1=____ The four options are: A. 1 B. 2 C. 3 D. 4 Your answer is: ")
+    assert filled.endswith(
+        "The question content is: 1+1=____ The four options are: A. 1 B. 2 C. 3 D. 4 Your answer is: "
+    )
 
 
 def test_fin_prompt_is_the_instruction_then_the_ceval_format():
@@ -119,7 +121,9 @@ def test_parse_choice(text, expected):
     assert parse_choice(text) == expected
 
 
-@pytest.mark.parametrize("raw,expected", [("A", "A"), (" b ", "B"), ("C  ", "C"), ("Ｄ", "D"), ("E", None), ("", None)])
+@pytest.mark.parametrize(
+    "raw,expected", [("A", "A"), (" b ", "B"), ("C  ", "C"), ("Ｄ", "D"), ("E", None), ("", None)]
+)
 def test_normalize_choice(raw, expected):
     assert normalize_choice(raw) == expected
 

@@ -21,8 +21,9 @@ PAPER_GRIDS = {
 def _sweep_paths(grid_file):
     """The output_dir of every command `llamafactory-minor sweep --dry-run` prints (the real console script)."""
     exe = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
-    out = subprocess.run([exe, "sweep", grid_file, "--dry-run"], cwd=REPO, capture_output=True, text=True,
-                         check=True, timeout=120).stdout
+    out = subprocess.run(
+        [exe, "sweep", grid_file, "--dry-run"], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     commands = [line.split() for line in out.splitlines() if line.strip()]
     assert commands and all(c[:2] == ["llamafactory-cli", "train"] for c in commands)
     for cmd in commands:
@@ -53,7 +54,8 @@ def test_every_evaluated_path_is_a_path_the_sweep_writes(grid_file, tmp_path, mo
 def test_minordpo_grid_is_the_papers(monkeypatch):
     runs = grid_mod.runs(os.path.join(REPO, "examples/minordpo/grid.yaml"))
     assert {(r.values["method"], r.values["beta"], r.values["lr"]) for r in runs} == {
-        (m, b, lr) for m in ("dpo", "dpop", "minordpo") for b in (0.02, 0.04, 0.1, 0.2) for lr in ("1e-6", "1e-5")}
+        (m, b, lr) for m in ("dpo", "dpop", "minordpo") for b in (0.02, 0.04, 0.1, 0.2) for lr in ("1e-6", "1e-5")
+    }
 
 
 def _grid(tmp_path, text):
@@ -63,8 +65,9 @@ def _grid(tmp_path, text):
 
 
 def test_missing_runs_are_listed_or_skipped_and_reported(tmp_path):
-    path = _grid(tmp_path, f"grids:\n  - path: {tmp_path}/runs/{{method}}_lr{{lr}}\n    method: [a, b]\n"
-                           "    lr: [1, 2]\n")
+    path = _grid(
+        tmp_path, f"grids:\n  - path: {tmp_path}/runs/{{method}}_lr{{lr}}\n    method: [a, b]\n    lr: [1, 2]\n"
+    )
     os.makedirs(tmp_path / "runs" / "a_lr1")
     with pytest.raises(grid_mod.GridError) as e:
         grid_mod.eval_checkpoints(path)
@@ -72,18 +75,22 @@ def test_missing_runs_are_listed_or_skipped_and_reported(tmp_path):
     kept, skipped = grid_mod.eval_checkpoints(path, skip_missing=True)
     assert [k["path"] for k in kept] == [f"{tmp_path}/runs/a_lr1"] and len(skipped) == 3
     assert kept[0]["method"] == "a" and kept[0]["lr"] == 1
-    cfg = build_config({"grid": {"file": path, "skip_missing": True}, "output_dir": str(tmp_path / "o"),
-                        "benchmarks": ["gsm8k"]}, {})
+    cfg = build_config(
+        {"grid": {"file": path, "skip_missing": True}, "output_dir": str(tmp_path / "o"), "benchmarks": ["gsm8k"]}, {}
+    )
     assert len(cfg.skipped_runs) == 3 and [c.path for c in cfg.checkpoints] == [f"{tmp_path}/runs/a_lr1"]
 
 
-@pytest.mark.parametrize("text,message", [
-    ("grids: []\n", "needs `grids:`"),
-    ("grids:\n  - method: [a]\n", "needs a `path` template"),
-    ("grids:\n  - path: x/{method}/{lr}\n    method: [a]\n", "uses {lr}, which is not an axis"),
-    ("grids:\n  - path: x/{method}\n    method: [a, a]\n", "would both write x/a"),
-    ("grids:\n  - path: x/{method}\n    method: []\n", "axis `method` has no values"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("grids: []\n", "needs `grids:`"),
+        ("grids:\n  - method: [a]\n", "needs a `path` template"),
+        ("grids:\n  - path: x/{method}/{lr}\n    method: [a]\n", "uses {lr}, which is not an axis"),
+        ("grids:\n  - path: x/{method}\n    method: [a, a]\n", "would both write x/a"),
+        ("grids:\n  - path: x/{method}\n    method: []\n", "axis `method` has no values"),
+    ],
+)
 def test_bad_grid_files_get_one_clear_message(tmp_path, text, message):
     with pytest.raises(grid_mod.GridError, match=message.replace("{", r"\{").replace("}", r"\}")):
         grid_mod.runs(_grid(tmp_path, text))

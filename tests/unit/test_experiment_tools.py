@@ -60,9 +60,9 @@ def test_task_files_are_disjoint_by_problem_and_correct(tmp_path):
 
 
 def test_task_files_load_with_lf_and_the_evaluation(tmp_path, tiny_model):
-    import llamafactory_minor  # noqa: F401
     from llamafactory.data.parser import get_dataset_list
 
+    import llamafactory_minor  # noqa: F401
     from llamafactory_minor_eval.data import load_benchmark
 
     tasks.write_task(str(tmp_path), n_train=20, n_test=10)
@@ -83,8 +83,10 @@ def test_task_refuses_more_problems_than_exist():
 # noise tool
 # --------------------------------------------------------------------------------------------------
 def _alpaca_dir(tmp_path, n=20):
-    rows = [{"instruction": f"question {i}", "input": "", "output": f"the answer to question {i} is {i * 7}"}
-            for i in range(n)]
+    rows = [
+        {"instruction": f"question {i}", "input": "", "output": f"the answer to question {i} is {i * 7}"}
+        for i in range(n)
+    ]
     (tmp_path / "alp.json").write_text(json.dumps(rows))
     (tmp_path / "dataset_info.json").write_text(json.dumps({"alp": {"file_name": "alp.json"}}))
     return rows
@@ -123,21 +125,29 @@ def test_noise_corruption_rate_is_what_is_asked():
 
 
 def test_noise_sharegpt_changes_the_last_assistant_turn(tmp_path):
-    rows = [{"conversations": [{"from": "human", "value": f"hi {i}"}, {"from": "gpt", "value": f"hello {i}!" * 3}]}
-            for i in range(6)]
+    rows = [
+        {"conversations": [{"from": "human", "value": f"hi {i}"}, {"from": "gpt", "value": f"hello {i}!" * 3}]}
+        for i in range(6)
+    ]
     (tmp_path / "sg.json").write_text(json.dumps(rows))
-    (tmp_path / "dataset_info.json").write_text(json.dumps(
-        {"sg": {"file_name": "sg.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}}))
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps(
+            {"sg": {"file_name": "sg.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}}
+        )
+    )
     done = noise.make_noise(str(tmp_path), "sg", rate=1.0)
     only = json.load(open(tmp_path / "sg_noisy_noise.json"))
     assert done["noise_rows"] == 6 and all(r["conversations"][0]["value"].startswith("hi") for r in only)
     assert json.load(open(tmp_path / "dataset_info.json"))["sg_noisy"]["formatting"] == "sharegpt"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--dataset", "nope"], "dataset `nope` is not in"),
-    (["--dataset", "alp", "--rate", "0"], "--rate must be in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "nope"], "dataset `nope` is not in"),
+        (["--dataset", "alp", "--rate", "0"], "--rate must be in (0, 1]"),
+    ],
+)
 def test_noise_bad_input_one_message(tmp_path, args, message):
     _alpaca_dir(tmp_path)
     proc = _cli("noise", "--dataset-dir", str(tmp_path), *args)
@@ -192,12 +202,21 @@ def test_degenerate_repetition():
 
 def _dpo_results(chosen_dpo, chosen_minor, acc_dpo, acc_minor, deg_dpo=0.0, deg_minor=0.0):
     def run(method, chosen, acc, deg):
-        return {"method": method, "lr": 5e-4, "normalized_rewards/chosen": dict(enumerate(chosen, 1)),
-                "accuracy": acc, "degenerate": deg}
+        return {
+            "method": method,
+            "lr": 5e-4,
+            "normalized_rewards/chosen": dict(enumerate(chosen, 1)),
+            "accuracy": acc,
+            "degenerate": deg,
+        }
 
-    return {"runs": {"dpo": run("dpo", chosen_dpo, acc_dpo, deg_dpo),
-                     "minordpo": run("minordpo", chosen_minor, acc_minor, deg_minor)},
-            "base": {"accuracy": 0.1}}
+    return {
+        "runs": {
+            "dpo": run("dpo", chosen_dpo, acc_dpo, deg_dpo),
+            "minordpo": run("minordpo", chosen_minor, acc_minor, deg_minor),
+        },
+        "base": {"accuracy": 0.1},
+    }
 
 
 def test_minordpo_verdict_follows_the_numbers():
@@ -213,8 +232,13 @@ def test_minorsft_verdict_follows_the_numbers():
     from llamafactory_minor.experiments.reproduce import verdict
 
     def res(sft, minor, acc_sft, acc_minor):
-        return {"runs": {"sft": {"m_theta": dict(enumerate(sft, 1)), "accuracy": acc_sft},
-                         "minorsft": {"m_theta": dict(enumerate(minor, 1)), "accuracy": acc_minor}}, "n_eval": 10}
+        return {
+            "runs": {
+                "sft": {"m_theta": dict(enumerate(sft, 1)), "accuracy": acc_sft},
+                "minorsft": {"m_theta": dict(enumerate(minor, 1)), "accuracy": acc_minor},
+            },
+            "n_eval": 10,
+        }
 
     assert all(" HOLDS here" in x for x in verdict(res([0, 0.2, 0.5], [0, 0.1, 0.2], 0.3, 0.4)))
     lines = verdict(res([0, 0.2, 0.5], [0, 0.3, 0.2], 0.3, 0.2))
@@ -226,10 +250,19 @@ def test_plot_scores_from_cache_folders(tmp_path):
 
     for name, base in (("clean", -0.5), ("noisy", -3.0)):
         ScoreCache(str(tmp_path / "cache"), name, {"kind": "aligned"}).finish(
-            {f"{name}{i}": {"key": f"{name}{i}", "sum_logp": base * (i + 1), "num_tokens": i + 1} for i in range(5)})
+            {f"{name}{i}": {"key": f"{name}{i}", "sum_logp": base * (i + 1), "num_tokens": i + 1} for i in range(5)}
+        )
     out = tmp_path / "h.png"
-    proc = _cli("plot-scores", str(tmp_path / "cache" / "clean"), str(tmp_path / "cache" / "noisy"),
-                "--labels", "clean", "noisy", "--out", str(out))
+    proc = _cli(
+        "plot-scores",
+        str(tmp_path / "cache" / "clean"),
+        str(tmp_path / "cache" / "noisy"),
+        "--labels",
+        "clean",
+        "noisy",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "clean: n=5 mean r=-0.5000" in proc.stdout and "noisy: n=5 mean r=-3.0000" in proc.stdout
     assert out.read_bytes()[:4] == b"\x89PNG"
@@ -240,8 +273,10 @@ def test_plot_scores_from_cache_folders(tmp_path):
 def test_plot_derives_the_beta_free_margin(tmp_path):
     d = tmp_path / "dpo"
     d.mkdir()
-    history = [{"step": 1, "normalized_rewards/chosen": 0.0, "normalized_rewards/rejected": 0.0},
-               {"step": 2, "normalized_rewards/chosen": -0.1, "normalized_rewards/rejected": -0.4}]
+    history = [
+        {"step": 1, "normalized_rewards/chosen": 0.0, "normalized_rewards/rejected": 0.0},
+        {"step": 2, "normalized_rewards/chosen": -0.1, "normalized_rewards/rejected": -0.4},
+    ]
     (d / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     steps, values = plot.series(plot.read_history(str(d)), "normalized_rewards/margin")
     assert steps == [1, 2] and values == [0.0, pytest.approx(0.3)]
@@ -278,9 +313,13 @@ def test_results_json_paths_are_relative_to_the_output_folder(tmp_path):
     from llamafactory_minor.experiments.reproduce import REPO, portable
 
     out = str(tmp_path / "repro")
-    results = {"runs": {"sft": {"dir": os.path.join(out, "runs", "sft"), "lr": 1e-4}},
-               "model": os.path.join(REPO, ".cache", "models", "SmolLM2"), "plot": os.path.join(out, "m.png"),
-               "elsewhere": "/opt/data/x.json", "text": "a/b"}
+    results = {
+        "runs": {"sft": {"dir": os.path.join(out, "runs", "sft"), "lr": 1e-4}},
+        "model": os.path.join(REPO, ".cache", "models", "SmolLM2"),
+        "plot": os.path.join(out, "m.png"),
+        "elsewhere": "/opt/data/x.json",
+        "text": "a/b",
+    }
     shown = portable(results, out)
     assert shown["runs"]["sft"] == {"dir": os.path.join("runs", "sft"), "lr": 1e-4}
     assert shown["model"] == os.path.join(".cache", "models", "SmolLM2") and shown["plot"] == "m.png"

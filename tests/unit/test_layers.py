@@ -110,8 +110,11 @@ def test_no_cycles_between_layers():
 def test_the_checker_sees_an_upward_import(tmp_path):
     """The graph is real: a planted upward import (train -> integration, inside a function) is found."""
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\n\ndef f():\n    from ..integration import dispatch  # noqa: F401\n"
-                     "    from ... import llamafactory_minor\n", encoding="utf-8")
+    probe.write_text(
+        "import os\n\ndef f():\n    from ..integration import dispatch  # noqa: F401\n"
+        "    from ... import llamafactory_minor\n",
+        encoding="utf-8",
+    )
     name = "llamafactory_minor.train.probe"
     found = [d for _, d in imports_of(probe, name)]
     assert found[0] == "llamafactory_minor.integration.dispatch"

@@ -60,7 +60,11 @@ def test_trainer_slots_and_wrapped_signatures():
     tuner = lf.module("llamafactory.train.tuner")
     assert tuner.run_sft.__wrapped__ is not tuner.run_sft  # the plugin's wrapper, LF's function inside
     assert list(inspect.signature(tuner.run_dpo).parameters)[:4] == [
-        "model_args", "data_args", "training_args", "finetuning_args"]
+        "model_args",
+        "data_args",
+        "training_args",
+        "finetuning_args",
+    ]
     # LF 0.9.5 looks CustomDPOTrainer up in its trainer module inside run_dpo: the slot the plugin swaps
     source = inspect.getsource(inspect.unwrap(lf.workflow("dpo").run_dpo))
     assert "from .trainer import CustomDPOTrainer" in source
@@ -110,7 +114,14 @@ def test_lf_costs_nothing_until_used():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", "import sys, llamafactory_minor.lf, llamafactory_minor.registry; "
-                           "print('llamafactory' in sys.modules, 'torch' in sys.modules)"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, llamafactory_minor.lf, llamafactory_minor.registry; "
+            "print('llamafactory' in sys.modules, 'torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.stdout.strip() == "False False", proc.stdout + proc.stderr

@@ -19,13 +19,16 @@ def test_cut_at_stop_takes_the_earliest_stop():
     assert cut_at_stop("x", None) == "x" and cut_at_stop("x", ["", None][:1]) == "x"
 
 
-@pytest.mark.parametrize("text,want", [
-    ("She has 3 + 4 = 7 apples. #### 7", "7"),
-    ("The total is $1,234.", "1234"),
-    ("Step 1: 5 * 3 = 15\nSo she pays 15.50 dollars.", "15.50"),
-    ("no digits", None),
-    ("-3 degrees", "-3"),
-])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("She has 3 + 4 = 7 apples. #### 7", "7"),
+        ("The total is $1,234.", "1234"),
+        ("Step 1: 5 * 3 = 15\nSo she pays 15.50 dollars.", "15.50"),
+        ("no digits", None),
+        ("-3 degrees", "-3"),
+    ],
+)
 def test_flexible_extract_is_the_last_match_cleaned(text, want):
     assert flexible_extract(text) == want
 

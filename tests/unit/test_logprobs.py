@@ -10,8 +10,8 @@ import pytest
 import torch
 from llamafactory.train.trainer_utils import get_batch_logps
 
-from llamafactory_minor_core import logprobs as logprobs_mod  # the one implementation (objectives re-exports it)
 from llamafactory_minor.objectives import sequence_log_probs, token_log_probs
+from llamafactory_minor_core import logprobs as logprobs_mod  # the one implementation (objectives re-exports it)
 
 IGNORE = -100
 
@@ -48,9 +48,7 @@ def ours(logits, labels, weights, chunk_size=1024):
 def test_float32_values_and_grads_match_lf(chunk_size):
     # chunk sizes 3, 5, 7 do not divide the number of valid rows (or T): the last chunk is partial.
     logits, labels = make_batch()
-    weights = torch.tensor(
-        [1.0, -0.5, 2.0, 3.0]
-    )  # a generic upstream gradient, not just ones
+    weights = torch.tensor([1.0, -0.5, 2.0, 3.0])  # a generic upstream gradient, not just ones
     ref_v, ref_n, ref_g = lf_reference(logits, labels, weights)
     v, n, g = ours(logits, labels, weights, chunk_size)
     assert v.dtype == torch.float32 and n.dtype == torch.int64
@@ -72,9 +70,7 @@ def test_half_precision_logits_match_lf_upcast(dtype):
     torch.testing.assert_close(v, ref_v, rtol=1e-5, atol=1e-5)
     # Both compute the float32 gradient and round it once to the half dtype; allow 1 ulp.
     torch.testing.assert_close(g.float(), ref_g.float(), rtol=1e-2, atol=1e-5)
-    assert (
-        g.float() - ref_g.float()
-    ).abs().max() <= 2**-7  # at most one bf16 ulp around |g|<=2
+    assert (g.float() - ref_g.float()).abs().max() <= 2**-7  # at most one bf16 ulp around |g|<=2
 
 
 def test_matches_lf_without_float32_upcast():
@@ -117,9 +113,7 @@ def test_non_contiguous_inputs():
 def test_all_masked_rows_zero_sum_zero_length_zero_grad():
     logits, labels = make_batch(B=3, T=8, V=16, dtype=torch.bfloat16, seed=4)
     labels[1] = IGNORE
-    labels[2, 1:] = (
-        IGNORE  # only position 0 is a label, and it is shifted away: nothing scored
-    )
+    labels[2, 1:] = IGNORE  # only position 0 is a label, and it is shifted away: nothing scored
     leaf = logits.detach().clone().requires_grad_(True)
     v, n = sequence_log_probs(leaf, labels, chunk_size=3)
     v.sum().backward()
@@ -134,18 +128,12 @@ def test_everything_masked_and_single_position():
     labels = torch.full((2, 5), IGNORE)
     v, n = sequence_log_probs(logits, labels)
     v.sum().backward()
-    assert torch.equal(v, torch.zeros(2)) and torch.equal(
-        n, torch.zeros(2, dtype=torch.long)
-    )
+    assert torch.equal(v, torch.zeros(2)) and torch.equal(n, torch.zeros(2, dtype=torch.long))
     assert torch.count_nonzero(logits.grad) == 0
     # T == 1: nothing to predict after the shift.
     one = torch.randn(2, 1, 7, requires_grad=True)
     v1, n1 = sequence_log_probs(one, torch.zeros(2, 1, dtype=torch.long))
-    assert (
-        v1.shape == (2,)
-        and torch.equal(n1, torch.zeros(2, dtype=torch.long))
-        and torch.equal(v1, torch.zeros(2))
-    )
+    assert v1.shape == (2,) and torch.equal(n1, torch.zeros(2, dtype=torch.long)) and torch.equal(v1, torch.zeros(2))
 
 
 def test_last_position_and_prompt_rows_get_zero_grad():
@@ -166,18 +154,14 @@ def test_token_log_probs_building_block():
     assert per_tok.shape == (3, 8) and mask.dtype == torch.bool
     assert torch.equal(mask, labels[:, 1:] != IGNORE)
     assert torch.count_nonzero(per_tok[~mask]) == 0
-    ref = torch.log_softmax(logits[:, :-1].double(), -1).gather(
-        -1, labels[:, 1:].clamp(min=0)[..., None]
-    )[..., 0]
+    ref = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, labels[:, 1:].clamp(min=0)[..., None])[..., 0]
     torch.testing.assert_close(per_tok[mask].double(), ref[mask], rtol=1e-6, atol=1e-6)
     assert (per_tok[mask] <= 0).all()
 
 
 def test_custom_ignore_index():
     logits, labels = make_batch(B=2, T=7, V=9, seed=7)
-    labels2 = torch.where(
-        labels == IGNORE, torch.full_like(labels, 8), labels
-    )  # 8 acts as ignore
+    labels2 = torch.where(labels == IGNORE, torch.full_like(labels, 8), labels)  # 8 acts as ignore
     labels2[labels == 8] = 0
     ref_labels = torch.where(labels2 == 8, torch.full_like(labels2, IGNORE), labels2)
     v, n = sequence_log_probs(logits, labels2, ignore_index=8)
@@ -189,9 +173,7 @@ def test_custom_ignore_index():
 def test_float64_gradcheck():
     logits, labels = make_batch(B=3, T=6, V=5, dtype=torch.float64, seed=8)
     logits.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda x: sequence_log_probs(x, labels, chunk_size=2)[0], (logits,)
-    )
+    assert torch.autograd.gradcheck(lambda x: sequence_log_probs(x, labels, chunk_size=2)[0], (logits,))
     assert sequence_log_probs(logits, labels)[0].dtype == torch.float64
 
 
@@ -234,9 +216,9 @@ def test_autograd_saves_no_full_size_float_buffer():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         v, _ = sequence_log_probs(logits, labels, chunk_size=4)
     big = [t for t in saved if t.numel() >= B * (T - 1) * V]
-    assert all(
-        t.data_ptr() == logits.data_ptr() and t.dtype == torch.bfloat16 for t in big
-    ), [(t.dtype, tuple(t.shape)) for t in big]
+    assert all(t.data_ptr() == logits.data_ptr() and t.dtype == torch.bfloat16 for t in big), [
+        (t.dtype, tuple(t.shape)) for t in big
+    ]
     v.sum().backward()
 
 
@@ -256,9 +238,7 @@ def test_float32_work_buffer_is_one_chunk(monkeypatch):
     v, _ = sequence_log_probs(logits, labels, chunk_size=6)
     v.sum().backward()
     assert sizes and max(sizes) <= 6
-    assert sum(sizes) == 2 * int(
-        (labels[:, 1:] != IGNORE).sum()
-    )  # forward + backward, valid rows only
+    assert sum(sizes) == 2 * int((labels[:, 1:] != IGNORE).sum())  # forward + backward, valid rows only
 
 
 def test_chunk_rows_capped_for_large_vocab(monkeypatch):
@@ -266,9 +246,7 @@ def test_chunk_rows_capped_for_large_vocab(monkeypatch):
     assert logprobs_mod._chunk_rows(1024, 32000) == 1024
     assert logprobs_mod._chunk_rows(4, 10**9) == 1
     # The cap changes only the chunking, never the result.
-    monkeypatch.setattr(
-        logprobs_mod, "_MAX_CHUNK_ELEMENTS", 37 * 2
-    )  # 2 rows of V=37 per chunk
+    monkeypatch.setattr(logprobs_mod, "_MAX_CHUNK_ELEMENTS", 37 * 2)  # 2 rows of V=37 per chunk
     logits, labels = make_batch(seed=12)
     weights = torch.tensor([1.0, -0.5, 2.0, 3.0])
     ref_v, _, ref_g = lf_reference(logits, labels, weights)
@@ -281,6 +259,4 @@ def test_argument_validation():
     with pytest.raises(ValueError):
         sequence_log_probs(torch.randn(2, 5, 3), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError):
-        sequence_log_probs(
-            torch.randn(2, 5, 3), torch.zeros(2, 5, dtype=torch.long), chunk_size=0
-        )
+        sequence_log_probs(torch.randn(2, 5, 3), torch.zeros(2, 5, dtype=torch.long), chunk_size=0)

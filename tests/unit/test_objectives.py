@@ -43,9 +43,9 @@ def close(a, b, tol=1e-6):
 
 def rand_logps(n, seed, scale=20.0):
     g = torch.Generator().manual_seed(seed)
-    return (-torch.rand(n, generator=g, dtype=F64) * scale).requires_grad_(
-        True
-    ), -torch.rand(n, generator=g, dtype=F64) * scale
+    return (-torch.rand(n, generator=g, dtype=F64) * scale).requires_grad_(True), -torch.rand(
+        n, generator=g, dtype=F64
+    ) * scale
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,9 +85,7 @@ def test_minorsft_gradient_is_eq7():
 def test_minorsft_starts_as_length_averaged_sft():
     # pi_theta == pi_ref: coefficient 2 * sigma(0) = 1, gradient -(1/m) = raw SFT's Eq. 5.
     pol = t(-7.0, -30.0, grad=True)
-    (g,) = grad_of(
-        minorsft_loss(pol, pol.detach().clone(), torch.tensor([5, 12]), 0.04), pol
-    )
+    (g,) = grad_of(minorsft_loss(pol, pol.detach().clone(), torch.tensor([5, 12]), 0.04), pol)
     close(g, t(-1 / 5, -1 / 12), tol=1e-12)
     close(minorsft_coef(pol, pol.detach(), 0.04), t(1.0, 1.0), tol=1e-12)
 
@@ -180,9 +178,7 @@ def test_bi_poft_noise_rows_gradient():
     # noise rows push log p_theta *down*, clean rows push it up
     assert (g[noise] > 0).all() and (g[~noise] < 0).all()
     # beta/gamma apply the same way on noise rows: -logsigmoid(beta * (r_aligned - r_theta) + gamma)
-    losses2, r_theta, r_aligned = poft_loss(
-        pol, t0, aligned, tj, beta=0.5, gamma=0.2, noise_mask=noise
-    )
+    losses2, r_theta, r_aligned = poft_loss(pol, t0, aligned, tj, beta=0.5, gamma=0.2, noise_mask=noise)
     close(
         losses2[noise],
         -torch.nn.functional.logsigmoid(0.5 * (r_aligned - r_theta) + 0.2)[noise],
@@ -206,16 +202,12 @@ def test_poft_hand_values_and_aggregations():
         "min": (0.31326168751822286, -3.0),
     }
     for agg, (loss_value, r_al) in expect.items():
-        losses, r_theta, r_aligned = poft_loss(
-            pol, torch.tensor([3]), aligned, tj, aggregation=agg
-        )
+        losses, r_theta, r_aligned = poft_loss(pol, torch.tensor([3]), aligned, tj, aggregation=agg)
         close(losses, t(loss_value), tol=1e-12)
         close(r_theta, t(-2.0), tol=1e-12)
         close(r_aligned, t(r_al), tol=1e-12)
         assert not r_theta.requires_grad and not r_aligned.requires_grad
-    losses, _, _ = poft_loss(
-        pol, torch.tensor([3]), aligned, tj, noise_mask=torch.tensor([True])
-    )
+    losses, _, _ = poft_loss(pol, torch.tensor([3]), aligned, tj, noise_mask=torch.tensor([True]))
     close(losses, t(0.9740769841801067), tol=1e-12)
 
 
@@ -241,9 +233,7 @@ def test_poft_zero_length_rows_and_models():
     pol = t(-6.0, 0.0, -6.0, -6.0, grad=True)
     t0 = torch.tensor([3, 0, 3, 3])
     aligned = t_rows([-4.0, -9.0], [-1.0, -1.0], [0.0, 0.0], [-4.0, 123.0])
-    tj = torch.tensor(
-        [[2, 3], [1, 1], [0, 0], [2, 0]]
-    )  # row 2: no aligned tokens; row 3: model 2 has none
+    tj = torch.tensor([[2, 3], [1, 1], [0, 0], [2, 0]])  # row 2: no aligned tokens; row 3: model 2 has none
     losses, r_theta, r_aligned = poft_loss(pol, t0, aligned, tj, aggregation="mean")
     (g,) = grad_of(losses, pol)
     assert losses[1] == 0 and losses[2] == 0 and g[1] == 0 and g[2] == 0
@@ -261,9 +251,7 @@ def test_poft_single_aligned_model_as_1d():
     pol = t(-6.0, -10.0, grad=True)
     a, b = (
         poft_loss(pol, torch.tensor([3, 5]), t(-4.0, -10.0), torch.tensor([2, 5])),
-        poft_loss(
-            pol, torch.tensor([3, 5]), t_rows([-4.0], [-10.0]), torch.tensor([[2], [5]])
-        ),
+        poft_loss(pol, torch.tensor([3, 5]), t_rows([-4.0], [-10.0]), torch.tensor([[2], [5]])),
     )
     for x, y in zip(a, b):
         close(x, y, tol=0)
@@ -309,12 +297,8 @@ def test_dpo_matches_trl_0_24(loss_type, label_smoothing):
         label_smoothing=label_smoothing,
     )
     pc, pr, rc, rr = pair_batch(3)
-    pc.data[:4] = (
-        rc[:4] + 5
-    )  # a few pairs with a large positive margin (hinge inactive)
-    ours = dpo_loss(
-        pc, pr, rc, rr, beta, loss_type=loss_type, label_smoothing=label_smoothing
-    )
+    pc.data[:4] = rc[:4] + 5  # a few pairs with a large positive margin (hinge inactive)
+    ours = dpo_loss(pc, pr, rc, rr, beta, loss_type=loss_type, label_smoothing=label_smoothing)
     trl = DPOTrainer.dpo_loss(fake, pc, pr, rc, rr, loss_type=loss_type)
     for a, b in zip(ours, trl):
         close(a, b, tol=1e-12)
@@ -501,12 +485,8 @@ def all_losses(a, b, c, d, m):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_extreme_logratios_finite(dtype):
     big = 1e4
-    a = torch.tensor(
-        [0.0, -big, -big, 0.0, -1.0, -big], dtype=dtype, requires_grad=True
-    )
-    b = torch.tensor(
-        [-big, 0.0, -big, 0.0, -big, -1.0], dtype=dtype, requires_grad=True
-    )
+    a = torch.tensor([0.0, -big, -big, 0.0, -1.0, -big], dtype=dtype, requires_grad=True)
+    b = torch.tensor([-big, 0.0, -big, 0.0, -big, -1.0], dtype=dtype, requires_grad=True)
     c = torch.tensor([-big, 0.0, 0.0, -big, -1.0, -big], dtype=dtype)
     d = torch.tensor([0.0, -big, 0.0, -big, -big, 0.0], dtype=dtype)
     m = torch.tensor([1, 1, 0, 3, 1, 2])

@@ -36,11 +36,16 @@ def _packages_under(folder: str, name: str) -> set:
 def test_every_package_is_shipped_and_tools_are_not():
     kw = _setup_kwargs()
     listed = set(kw["packages"])
-    expected = (_packages_under("llamafactory_minor", "llamafactory_minor")
-                | _packages_under("llamafactory_minor_core", "llamafactory_minor_core")
-                | _packages_under("evaluation", "llamafactory_minor_eval"))
+    expected = (
+        _packages_under("llamafactory_minor", "llamafactory_minor")
+        | _packages_under("llamafactory_minor_core", "llamafactory_minor_core")
+        | _packages_under("evaluation", "llamafactory_minor_eval")
+    )
     assert expected - listed == set(), "packages missing from setup.py"
     assert not [p for p in listed if p.split(".")[0] in ("tools", "tests", "benchmarks", "examples")]
     assert kw["package_dir"] == {"llamafactory_minor_eval": "evaluation"}
-    assert kw["version"] and "cpu-demo" in kw["extras_require"] and any(
-        r.startswith("ruff") for r in kw["extras_require"]["test"])
+    assert (
+        kw["version"]
+        and "cpu-demo" in kw["extras_require"]
+        and any(r.startswith("ruff") for r in kw["extras_require"]["test"])
+    )

@@ -85,6 +85,7 @@ def test_sftdpo_trainer_with_pref_ftx_gradient(gamma):
 @pytest.mark.parametrize("gamma", [0.0, 1.5])
 def test_poft_trainer_with_pref_ftx_gradient(gamma):
     from llamafactory_minor.objectives import poft_loss
+
     PoFTTrainer = _trainer("poft")
 
     pol, _, m = inputs(4)

@@ -62,9 +62,10 @@ def _load_script(rel_path: str):
 @pytest.fixture
 def parse(tmp_path, monkeypatch):
     """``parse(cfg) -> (model_args, data_args, training_args, finetuning_args)`` through LF's parser."""
-    import llamafactory_minor  # noqa: F401  (activates the plugin: LF's parser gets the new keys)
     from llamafactory.hparams.parser import _parse_train_args
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    import llamafactory_minor  # noqa: F401  (activates the plugin: LF's parser gets the new keys)
 
     monkeypatch.chdir(REPO_ROOT)  # `deepspeed:` and `dataset_dir:` are relative to the repository root
     monkeypatch.delenv("ALLOW_EXTRA_ARGS", raising=False)  # unknown keys must fail
@@ -240,26 +241,57 @@ def test_dataset_info_entries():
     attrs = {name: attr for name, attr in zip(info, _registered(list(info), str(EXAMPLES / "data")))}
     uc = attrs["ultrachat_200k"]
     assert (uc.load_from, uc.dataset_name, uc.split, uc.formatting) == (
-        "hf_hub", "HuggingFaceH4/ultrachat_200k", "train_sft", "sharegpt")
+        "hf_hub",
+        "HuggingFaceH4/ultrachat_200k",
+        "train_sft",
+        "sharegpt",
+    )
     assert (uc.messages, uc.role_tag, uc.content_tag, uc.user_tag, uc.assistant_tag, uc.system_tag) == (
-        "messages", "role", "content", "user", "assistant", "system")
+        "messages",
+        "role",
+        "content",
+        "user",
+        "assistant",
+        "system",
+    )
     oh = attrs["openhermes_2_5"]
     assert (oh.dataset_name, oh.formatting, oh.messages, oh.role_tag, oh.user_tag, oh.assistant_tag) == (
-        "teknium/OpenHermes-2.5", "sharegpt", "conversations", "from", "human", "gpt")
+        "teknium/OpenHermes-2.5",
+        "sharegpt",
+        "conversations",
+        "from",
+        "human",
+        "gpt",
+    )
     mm = attrs["metamath_dpo_zeroshot"]
     assert (mm.load_from, mm.dataset_name, mm.ranking, mm.formatting) == (
-        "file", "metamath_dpo_zeroshot.json", True, "alpaca")
+        "file",
+        "metamath_dpo_zeroshot.json",
+        True,
+        "alpaca",
+    )
     assert (mm.prompt, mm.chosen, mm.rejected) == ("instruction", "chosen", "rejected")
     sg = attrs["sharegpt_en"]
     assert (sg.load_from, sg.dataset_name, sg.formatting, sg.messages) == (
-        "file", "sharegpt_en.json", "sharegpt", "conversations")
+        "file",
+        "sharegpt_en.json",
+        "sharegpt",
+        "conversations",
+    )
 
 
 def test_sweep_runs_the_papers_grid(parse):
     # the venv's console scripts first, as in an activated venv (sweep.sh calls `llamafactory-minor sweep`)
     env = dict(os.environ, DRY_RUN="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    out = subprocess.run(["bash", str(EXAMPLES / "minordpo" / "sweep.sh")], env=env, cwd=REPO_ROOT,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        ["bash", str(EXAMPLES / "minordpo" / "sweep.sh")],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     commands = [line.split() for line in out.splitlines() if line.strip()]
     assert len(commands) == 3 * 4 * 2
     grid, outputs, caches = set(), set(), set()
@@ -273,8 +305,12 @@ def test_sweep_runs_the_papers_grid(parse):
         grid.add((fa.pref_loss, fa.pref_beta, training_args.learning_rate))
         outputs.add(cfg["output_dir"])
         caches.add(fa.minor_cache_dir)
-    assert grid == {(loss, beta, lr) for loss in ("sigmoid", "dpop", "minordpo")
-                    for beta in (0.02, 0.04, 0.1, 0.2) for lr in (1e-6, 1e-5)}
+    assert grid == {
+        (loss, beta, lr)
+        for loss in ("sigmoid", "dpop", "minordpo")
+        for beta in (0.02, 0.04, 0.1, 0.2)
+        for lr in (1e-6, 1e-5)
+    }
     assert len(outputs) == 24  # one output folder per run
     assert len(caches) == 1  # one score cache shared by every run: the reference is scored once
 
@@ -307,12 +343,19 @@ def test_metamath_zero_shot_prompt():
     # nothing after the last marker: keep the prompt and flag it
     assert mm.zero_shot_prompt("Question: x\nAnswer: y\n\nQuestion:\nAnswer:")[1] == -1
 
-    row, removed = mm.convert_row({"prompt": FEW_SHOT, "chosen": " 60 * 3 = 180. The answer is: 180 ",
-                                   "rejected": "60 * 3 = 120. The answer is: 180"})
+    row, removed = mm.convert_row(
+        {
+            "prompt": FEW_SHOT,
+            "chosen": " 60 * 3 = 180. The answer is: 180 ",
+            "rejected": "60 * 3 = 120. The answer is: 180",
+        }
+    )
     assert removed == 2
-    assert row == {"instruction": "A train travels 60 miles per hour.\nHow far does it go in 3 hours?",
-                   "chosen": "60 * 3 = 180. The answer is: 180",
-                   "rejected": "60 * 3 = 120. The answer is: 180"}
+    assert row == {
+        "instruction": "A train travels 60 miles per hour.\nHow far does it go in 3 hours?",
+        "chosen": "60 * 3 = 180. The answer is: 180",
+        "rejected": "60 * 3 = 120. The answer is: 180",
+    }
     assert mm.convert_row({"prompt": FEW_SHOT, "chosen": "same", "rejected": "same"})[0] is None
     with_paper = mm.convert_row({"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5"}, mm.PAPER_PROMPT)[0]
     assert with_paper["instruction"] == mm.PAPER_PROMPT + "\nWhat is 2 + 2?"
@@ -321,16 +364,20 @@ def test_metamath_zero_shot_prompt():
 def test_metamath_script_writes_an_lf_pairwise_dataset(tmp_path):
     mm = _load_script("examples/minordpo/prepare_metamath_dpo.py")
     src = tmp_path / "few_shot.jsonl"
-    rows = [{"prompt": FEW_SHOT, "chosen": "180", "rejected": "120"},
-            {"prompt": "Question: What is 2 + 2?\nAnswer:", "chosen": "4", "rejected": "5"},
-            {"prompt": "Question: dropped?\nAnswer:", "chosen": "x", "rejected": "x"}]
+    rows = [
+        {"prompt": FEW_SHOT, "chosen": "180", "rejected": "120"},
+        {"prompt": "Question: What is 2 + 2?\nAnswer:", "chosen": "4", "rejected": "5"},
+        {"prompt": "Question: dropped?\nAnswer:", "chosen": "x", "rejected": "x"},
+    ]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "data" / "mm.json"
     assert mm.main(["--input", str(src), "--output", str(out), "--name", "mm"]) == 0
 
     written = json.loads(out.read_text(encoding="utf-8"))
     assert [r["instruction"] for r in written] == [
-        "A train travels 60 miles per hour.\nHow far does it go in 3 hours?", "What is 2 + 2?"]
+        "A train travels 60 miles per hour.\nHow far does it go in 3 hours?",
+        "What is 2 + 2?",
+    ]
     (attr,) = _registered(["mm"], str(out.parent))
     assert (attr.load_from, attr.dataset_name, attr.ranking) == ("file", "mm.json", True)
     # the committed registry carries the same entry as the script writes
@@ -340,14 +387,24 @@ def test_metamath_script_writes_an_lf_pairwise_dataset(tmp_path):
 
 def test_sharegpt_conversion(tmp_path):
     sg = _load_script("examples/poft/prepare_sharegpt.py")
-    record = {"conversation_id": "1", "category": "x", "conversation": [
-        {"human": "Hi, what is Python?", "assistant": "A programming language."},
-        {"human": "Who made it?", "assistant": "Guido van Rossum."},
-        {"human": "", "assistant": "orphan answer"},
-        {"human": "after the gap", "assistant": "dropped"}]}
-    assert sg.to_sharegpt(record) == {"conversations": [
-        {"from": "human", "value": "Hi, what is Python?"}, {"from": "gpt", "value": "A programming language."},
-        {"from": "human", "value": "Who made it?"}, {"from": "gpt", "value": "Guido van Rossum."}]}
+    record = {
+        "conversation_id": "1",
+        "category": "x",
+        "conversation": [
+            {"human": "Hi, what is Python?", "assistant": "A programming language."},
+            {"human": "Who made it?", "assistant": "Guido van Rossum."},
+            {"human": "", "assistant": "orphan answer"},
+            {"human": "after the gap", "assistant": "dropped"},
+        ],
+    }
+    assert sg.to_sharegpt(record) == {
+        "conversations": [
+            {"from": "human", "value": "Hi, what is Python?"},
+            {"from": "gpt", "value": "A programming language."},
+            {"from": "human", "value": "Who made it?"},
+            {"from": "gpt", "value": "Guido van Rossum."},
+        ]
+    }
     chinese = {"conversation": [{"human": "你好，请介绍一下你自己", "assistant": "我是一个语言模型。"}]}
     assert sg.to_sharegpt(chinese) is None
     assert sg.to_sharegpt({"conversation": []}) is None

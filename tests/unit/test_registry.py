@@ -17,7 +17,7 @@ import pytest
 from llamafactory_minor import registry
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY = '''
+TOY = """
 from llamafactory_minor import registry
 
 registry.register(registry.Objective(
@@ -33,7 +33,7 @@ registry.register(registry.Objective(
 def objective(x):
     nll = -x.policy_logps / x.num_tokens.clamp(min=1)
     return x.params["toy_scale"] * nll, {"toy/nll": nll.detach().mean().item()}
-'''
+"""
 
 
 def write_toy(directory) -> dict:
@@ -55,8 +55,13 @@ def test_every_entry_has_its_texts_and_functions(obj):
 
 
 def test_missing_texts_are_found():
-    bare = registry.Objective("x", "stage", "m:f", {"en": "X"}, params=(
-        registry.Param("x_k", "float", 1.0, "", {"en": "K"}, {"en": "k", "zh": "k"}),))
+    bare = registry.Objective(
+        "x",
+        "stage",
+        "m:f",
+        {"en": "X"},
+        params=(registry.Param("x_k", "float", 1.0, "", {"en": "K"}, {"en": "k", "zh": "k"}),),
+    )
     assert registry.missing_texts(bare) == ["x.label.zh", "x_k.label.zh", "x_k.arg_help"]
 
 
@@ -100,11 +105,26 @@ def test_bounds_come_from_the_registry(tmp_path):
     from llamafactory_minor.integration.validate import validate_train_args
 
     fixtures = str(ROOT / "tests" / "fixtures" / "data")
-    base = dict(model_name_or_path="unused/model", do_train=True, finetuning_type="full", dataset_dir=fixtures,
-                template="smollm2", output_dir=str(tmp_path / "out"), report_to="none")
+    base = dict(
+        model_name_or_path="unused/model",
+        do_train=True,
+        finetuning_type="full",
+        dataset_dir=fixtures,
+        template="smollm2",
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+    )
     with pytest.raises(PluginError, match=r"`poft_beta` must be > 0 \(got 0.0\)"):
-        validate_train_args(dict(base, stage="poft", dataset="alpaca_en_tiny", poft_beta=0.0,
-                                 poft_aligned_models="a", poft_aligned_templates="smollm2"))
+        validate_train_args(
+            dict(
+                base,
+                stage="poft",
+                dataset="alpaca_en_tiny",
+                poft_beta=0.0,
+                poft_aligned_models="a",
+                poft_aligned_templates="smollm2",
+            )
+        )
     with pytest.raises(PluginError, match="the Smaug paper uses 50"):
         validate_train_args(dict(base, stage="dpo", pref_loss="dpop", dataset="dpo_en_tiny", dpop_lambda=-2.0))
     # a parameter is checked only where its objective trains (dpop_lambda is DPOP's)
@@ -154,8 +174,12 @@ def test_readme_objective_table_lists_every_objective():
         if o.kind == "stage":
             hits = [r for r in rows if r.startswith(f"| `stage: {o.name}` |")]
         else:
-            hits = [r for r in rows if r.startswith("| `stage: dpo`, `pref_loss:")
-                    and re.search(rf"`(pref_loss: )?{o.name}`", r.split("|")[1])]
+            hits = [
+                r
+                for r in rows
+                if r.startswith("| `stage: dpo`, `pref_loss:")
+                and re.search(rf"`(pref_loss: )?{o.name}`", r.split("|")[1])
+            ]
         assert hits, f"README objective table has no row for {o.yaml}"
         assert o.paper in hits[0], f"{o.yaml}: README row lacks the paper reference {o.paper!r}"
 
@@ -192,8 +216,12 @@ except PluginError as e:
     print("kind", e)
 """
     args = [str(ROOT / "tests" / "fixtures" / "data"), str(tmp_path / "out")]
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=dict(os.environ, **write_toy(tmp_path)))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **write_toy(tmp_path)),
+    )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "stage True 1.0" in out and "argclass True" in out

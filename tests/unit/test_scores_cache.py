@@ -14,10 +14,10 @@ import torch
 
 import llamafactory_minor  # noqa: F401  (activates the plugin's LF patches)
 from llamafactory_minor.integration import PluginError
+from llamafactory_minor.integration.data import answer_token_counts, sequences_of, token_key
 from llamafactory_minor.scores import cache as cache_mod
 from llamafactory_minor.scores import passes
 from llamafactory_minor.scores.aligned import aligned_meta
-from llamafactory_minor.integration.data import answer_token_counts, sequences_of, token_key
 from llamafactory_minor.scores.cache import ScoreCache, atomic_write_text, make_key, weights_digest
 from llamafactory_minor.scores.passes import KEY_SCHEME, dataset_fingerprint, join, pass_key, run_pass
 from llamafactory_minor.scores.reference import _reference_meta
@@ -103,8 +103,13 @@ class CountingModel(torch.nn.Module):
 
 def _args(tmp_path):
     model_dir = fake_model_dir(tmp_path / "model")
-    ma = SimpleNamespace(model_name_or_path=model_dir, adapter_name_or_path=None, compute_dtype=None,
-                         model_revision="main", quantization_bit=None)
+    ma = SimpleNamespace(
+        model_name_or_path=model_dir,
+        adapter_name_or_path=None,
+        compute_dtype=None,
+        model_revision="main",
+        quantization_bit=None,
+    )
     da = SimpleNamespace(template="smollm2", cutoff_len=128, train_on_prompt=False, mask_history=False)
     fa = SimpleNamespace(ref_model=None, ref_model_adapters=None, ref_model_quantization_bit=None)
     return ma, da, fa
@@ -166,8 +171,9 @@ def test_aligned_cache_key_changes_with_every_component(tmp_path):
         aligned_meta(ma, da, other, "smollm2"),
         aligned_meta(ma, da, ma.model_name_or_path, "chatml"),
         aligned_meta(ma, SimpleNamespace(**{**vars(da), "cutoff_len": 64}), ma.model_name_or_path, "smollm2"),
-        aligned_meta(SimpleNamespace(**{**vars(ma), "compute_dtype": torch.float16}), da, ma.model_name_or_path,
-                     "smollm2"),
+        aligned_meta(
+            SimpleNamespace(**{**vars(ma), "compute_dtype": torch.float16}), da, ma.model_name_or_path, "smollm2"
+        ),
     ]
     keys = [pass_key(rows, m)[1] for m in variants]
     assert len(set(keys)) == len(keys)
@@ -346,8 +352,9 @@ def test_cache_finish_interrupted_leaves_previous_complete_scores(tmp_path, monk
 # --------------------------------------------------------------------------------------------------
 def test_interrupted_pass_resumes_without_rescoring_the_first_batch(tmp_path, tiny_lm):
     rows = synthetic_rows(10, seed=1)
-    clean = score_dataset_rows(tiny_lm, rows, ScoreCache(str(tmp_path), "clean", {}), 2, batch_size=4,
-                               show_progress=False)
+    clean = score_dataset_rows(
+        tiny_lm, rows, ScoreCache(str(tmp_path), "clean", {}), 2, batch_size=4, show_progress=False
+    )
 
     cache = ScoreCache(str(tmp_path), "run", {})
     failing = CountingModel(tiny_lm, fail_on_call=2)
@@ -359,8 +366,9 @@ def test_interrupted_pass_resumes_without_rescoring_the_first_batch(tmp_path, ti
     assert len(partial) == 4 and cache.load_complete() is None
 
     counting = CountingModel(tiny_lm)
-    resumed = score_dataset_rows(counting, rows, ScoreCache(str(tmp_path), "run", {}), 2, batch_size=4,
-                                 show_progress=False)
+    resumed = score_dataset_rows(
+        counting, rows, ScoreCache(str(tmp_path), "run", {}), 2, batch_size=4, show_progress=False
+    )
     assert len(counting.seen) == 6 and not first_batch & set(counting.seen)  # the first batch is not rescored
     assert resumed.keys() == clean.keys()
     for k in clean:
@@ -370,16 +378,17 @@ def test_interrupted_pass_resumes_without_rescoring_the_first_batch(tmp_path, ti
 
 def test_interrupted_pairwise_pass_resumes(tmp_path, tiny_lm):
     rows = synthetic_rows(6, seed=2, pairwise=True)
-    clean = score_dataset_rows(tiny_lm, rows, ScoreCache(str(tmp_path), "clean", {}), 2, batch_size=3,
-                               show_progress=False)
+    clean = score_dataset_rows(
+        tiny_lm, rows, ScoreCache(str(tmp_path), "clean", {}), 2, batch_size=3, show_progress=False
+    )
     failing = CountingModel(tiny_lm, fail_on_call=3)
     with pytest.raises(RuntimeError):
-        score_dataset_rows(failing, rows, ScoreCache(str(tmp_path), "run", {}), 2, batch_size=3,
-                           show_progress=False)
+        score_dataset_rows(failing, rows, ScoreCache(str(tmp_path), "run", {}), 2, batch_size=3, show_progress=False)
     done = ScoreCache(str(tmp_path), "run", {}).load_partial()
     assert all("rejected_sum_logp" in r for r in done.values())  # only rows with both halves are kept
-    resumed = score_dataset_rows(tiny_lm, rows, ScoreCache(str(tmp_path), "run", {}), 2, batch_size=3,
-                                 show_progress=False)
+    resumed = score_dataset_rows(
+        tiny_lm, rows, ScoreCache(str(tmp_path), "run", {}), 2, batch_size=3, show_progress=False
+    )
     for k in clean:
         for f in ("sum_logp", "rejected_sum_logp"):
             assert resumed[k][f] == pytest.approx(clean[k][f], abs=1e-5)
@@ -463,9 +472,23 @@ def _non_utf8_meta(cache):
     open(cache.meta_path, "wb").write(b"\xff" + data)
 
 
-CORRUPTIONS = {f.__name__.strip("_"): f for f in (_truncate, _garble, _nan, _inf, _drop_row, _meta_garbled,
-                                                    _meta_other_key, _meta_incomplete, _edited_value, _edited_key,
-                                                    _non_utf8_scores, _non_utf8_meta)}
+CORRUPTIONS = {
+    f.__name__.strip("_"): f
+    for f in (
+        _truncate,
+        _garble,
+        _nan,
+        _inf,
+        _drop_row,
+        _meta_garbled,
+        _meta_other_key,
+        _meta_incomplete,
+        _edited_value,
+        _edited_key,
+        _non_utf8_scores,
+        _non_utf8_meta,
+    )
+}
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
@@ -480,8 +503,9 @@ def test_corrupt_cache_is_detected_with_a_warning(tmp_path, name):
 
 def test_corrupt_partial_rows_are_rescored_not_used(tmp_path, tiny_lm):
     rows = synthetic_rows(5, seed=3)
-    clean = score_dataset_rows(tiny_lm, rows, ScoreCache(str(tmp_path), "clean", {}), 2, batch_size=2,
-                               show_progress=False)
+    clean = score_dataset_rows(
+        tiny_lm, rows, ScoreCache(str(tmp_path), "clean", {}), 2, batch_size=2, show_progress=False
+    )
     cache = ScoreCache(str(tmp_path), "run", {})
     good = clean[rows[0]["token_key"]]
     os.makedirs(cache.dir, exist_ok=True)
@@ -529,8 +553,14 @@ def test_run_pass_recomputes_a_corrupt_cache_and_then_reuses_it(tmp_path, tiny_l
 
     first = run_pass(rows, {"kind": "reference"}, load, _TrainingArgs(), fa, desc="Reference scores")
     assert len(loads) == 1 and "scored 4 rows" in log.text()
-    key = make_key(dict({"kind": "reference"}, dataset=dataset_fingerprint(rows), plugin=llamafactory_minor.__version__,
-                        key_scheme=KEY_SCHEME))
+    key = make_key(
+        dict(
+            {"kind": "reference"},
+            dataset=dataset_fingerprint(rows),
+            plugin=llamafactory_minor.__version__,
+            key_scheme=KEY_SCHEME,
+        )
+    )
     cache = ScoreCache(str(tmp_path), key, {})
     _nan(cache)
     second = run_pass(rows, {"kind": "reference"}, load, _TrainingArgs(), fa, desc="Reference scores")

@@ -27,20 +27,48 @@ def fake_model_dir(path, payload=b"w" * 1000):
 
 
 def make_section(model, keys, template="smollm2", split="train", pairwise=False, role="reference", **meta_over):
-    meta = {"kind": role, "model": model, "weights": weights_digest(model), "adapter": None, "template": template,
-            "cutoff_len": 128, "train_on_prompt": False, "mask_history": False, "dtype": "None",
-            "dataset": keys_fingerprint(keys), "plugin": "0.1.0"}
+    meta = {
+        "kind": role,
+        "model": model,
+        "weights": weights_digest(model),
+        "adapter": None,
+        "template": template,
+        "cutoff_len": 128,
+        "train_on_prompt": False,
+        "mask_history": False,
+        "dtype": "None",
+        "dataset": keys_fingerprint(keys),
+        "plugin": "0.1.0",
+    }
     if role == "aligned":
         for k in ("adapter", "train_on_prompt", "mask_history"):
             meta.pop(k)
     meta.update(meta_over)
-    header = {"role": role, "model": model, "template": template, "split": split, "pairwise": pairwise,
-              "num_rows": len(keys), "weights": meta["weights"], "dataset_fingerprint": meta["dataset"],
-              "cutoff_len": 128, "dtype": "None", "adapter": None, "cache_key": make_key(meta), "cache_meta": meta}
+    header = {
+        "role": role,
+        "model": model,
+        "template": template,
+        "split": split,
+        "pairwise": pairwise,
+        "num_rows": len(keys),
+        "weights": meta["weights"],
+        "dataset_fingerprint": meta["dataset"],
+        "cutoff_len": 128,
+        "dtype": "None",
+        "adapter": None,
+        "cache_key": make_key(meta),
+        "cache_meta": meta,
+    }
     rows = []
     for i, k in enumerate(keys):
-        row = {"key": k, "sum_logp": -1.25 * (i + 1), "num_tokens": i + 1, "model": model, "template": template,
-               "split": split}
+        row = {
+            "key": k,
+            "sum_logp": -1.25 * (i + 1),
+            "num_tokens": i + 1,
+            "model": model,
+            "template": template,
+            "split": split,
+        }
         if pairwise:
             row.update(rejected_sum_logp=-2.5 * (i + 1), rejected_num_tokens=i + 2)
         rows.append(row)
@@ -53,8 +81,14 @@ def make_file(path, sections):
             h["rows_digest"] = rows_digest({r["key"]: file_format.cache_row(r) for r in rows})
         except (ValueError, KeyError):  # a bad row: write_score_file must refuse it
             h["rows_digest"] = None
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": "2026-01-01T00:00:00Z",
-              "plugin_version": "0.1.0", "backend": "transformers", "sections": [h for h, _ in sections]}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": "2026-01-01T00:00:00Z",
+        "plugin_version": "0.1.0",
+        "backend": "transformers",
+        "sections": [h for h, _ in sections],
+    }
     return write_score_file(str(path), header, [r for _, r in sections])
 
 
@@ -68,8 +102,9 @@ def model_dir(tmp_path):
 
 @pytest.fixture
 def score_file(tmp_path, model_dir):
-    return make_file(tmp_path / "scores.jsonl", [make_section(model_dir, KEYS),
-                                                 make_section(model_dir, KEYS[:2], split="eval")])
+    return make_file(
+        tmp_path / "scores.jsonl", [make_section(model_dir, KEYS), make_section(model_dir, KEYS[:2], split="eval")]
+    )
 
 
 def _lines(path):
@@ -187,10 +222,27 @@ def _edited_digest(lines):
     lines[0] = json.dumps(header) + "\n"
 
 
-BAD_FILES = {f.__name__.strip("_"): f for f in (
-    _nan_line, _inf_line, _string_score, _negative_count, _garbled, _torn_last_line, _missing_row, _duplicate_key,
-    _edited_key, _unknown_section, _edited_header, _not_a_score_file, _future_version, _edited_value, _edited_count,
-    _edited_digest)}
+BAD_FILES = {
+    f.__name__.strip("_"): f
+    for f in (
+        _nan_line,
+        _inf_line,
+        _string_score,
+        _negative_count,
+        _garbled,
+        _torn_last_line,
+        _missing_row,
+        _duplicate_key,
+        _edited_key,
+        _unknown_section,
+        _edited_header,
+        _not_a_score_file,
+        _future_version,
+        _edited_value,
+        _edited_count,
+        _edited_digest,
+    )
+}
 
 
 @pytest.mark.parametrize("name", list(BAD_FILES))
@@ -209,7 +261,7 @@ def test_bad_files_are_refused_and_nothing_is_imported(tmp_path, score_file, nam
 def test_non_utf8_file_is_refused_naming_the_file(score_file):
     data = open(score_file, "rb").read()
     at = data.index(b"\n") + 10
-    open(score_file, "wb").write(data[:at] + b"\xff\xfe" + data[at + 2:])
+    open(score_file, "wb").write(data[:at] + b"\xff\xfe" + data[at + 2 :])
     with pytest.raises(ScoreFileError, match=f"{score_file}: not UTF-8 text"):
         read_score_file(score_file)
 
@@ -303,8 +355,15 @@ def test_import_interrupted_leaves_no_complete_entry(tmp_path, score_file, monke
 # --------------------------------------------------------------------------------------------------
 def _expected(model, keys, template="smollm2", split="train", role="reference", **meta_over):
     h, _ = make_section(model, keys, template=template, split=split, role=role, **meta_over)
-    return {"role": role, "model": model, "template": template, "split": split, "meta": h["cache_meta"],
-            "key": h["cache_key"], "rows": {"token_key": list(keys)}}
+    return {
+        "role": role,
+        "model": model,
+        "template": template,
+        "split": split,
+        "meta": h["cache_meta"],
+        "key": h["cache_key"],
+        "rows": {"token_key": list(keys)},
+    }
 
 
 def _sections(path):
@@ -335,8 +394,9 @@ def test_match_refuses_another_dataset_naming_missing_rows(tmp_path, score_file,
     assert "aaaaaaaaaaaaaaaa" in msg and "2 scored rows are not in the config's data" in msg
 
 
-@pytest.mark.parametrize("field,value", [("template", "chatml"), ("cutoff_len", 64), ("dtype", "torch.bfloat16"),
-                                         ("train_on_prompt", True)])
+@pytest.mark.parametrize(
+    "field,value", [("template", "chatml"), ("cutoff_len", 64), ("dtype", "torch.bfloat16"), ("train_on_prompt", True)]
+)
 def test_match_refuses_other_settings(score_file, model_dir, field, value):
     template = value if field == "template" else "smollm2"
     over = {} if field == "template" else {field: value}
@@ -356,8 +416,9 @@ def test_split_options_validation():
         standalone.split_score_options({"score_models": "a,b", "score_templates": "t"})
     with pytest.raises(Exception, match="transformers or vllm"):
         standalone.split_score_options({"score_backend": "onnx"})
-    lf, opts = standalone.split_score_options({"model_name_or_path": "m", "score_models": "a, b",
-                                               "score_templates": "t1,t2", "score_batch_size": "3"})
+    lf, opts = standalone.split_score_options(
+        {"model_name_or_path": "m", "score_models": "a, b", "score_templates": "t1,t2", "score_batch_size": "3"}
+    )
     assert lf == {"model_name_or_path": "m"} and opts["score_models"] == ["a", "b"] and opts["score_batch_size"] == 3
 
 

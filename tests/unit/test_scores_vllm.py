@@ -24,7 +24,7 @@ from llamafactory_minor.scores.vllm_backend import (
 from llamafactory_minor_core.io import JsonlTail
 from llamafactory_minor_core.vllm_scoring import sequence_from_prompt_logprobs
 
-FAKE_VLLM = textwrap.dedent('''
+FAKE_VLLM = textwrap.dedent("""
     # A stand-in for vllm (standard library only, so the subprocess starts fast): prompt log-probs come
     # from a table the test computed with a transformers forward of the tiny model.
     import json, os, runpy, sys, types
@@ -70,7 +70,7 @@ FAKE_VLLM = textwrap.dedent('''
     script = sys.argv[1]
     sys.argv = sys.argv[1:] + ["--chunk", "2"]
     runpy.run_path(script, run_name="__main__")
-''')
+""")
 
 
 @pytest.fixture
@@ -159,8 +159,9 @@ def _table(lm, rows, path):
     return str(path)
 
 
-def test_vllm_driver_matches_transformers_and_resumes_after_a_crash(tmp_path, fake_python, tiny_model, tiny_lm,
-                                                                     monkeypatch):
+def test_vllm_driver_matches_transformers_and_resumes_after_a_crash(
+    tmp_path, fake_python, tiny_model, tiny_lm, monkeypatch
+):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the driver's work folder goes
@@ -205,6 +206,7 @@ def test_python_without_vllm_is_a_clear_error(tiny_model, tmp_path, monkeypatch)
     python = sys.executable  # the LF environment: no vllm here
     try:
         import vllm  # noqa: F401
+
         pytest.skip("vllm is importable in this environment")
     except ImportError:
         pass

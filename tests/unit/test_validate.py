@@ -20,9 +20,19 @@ POFT = dict(poft_aligned_models="some/aligned", poft_aligned_templates="smollm2"
 
 def cfg(tmp_path, stage="minorsft", **overrides):
     pairwise = stage == "dpo"
-    base = dict(model_name_or_path="unused/model", stage=stage, do_train=True, finetuning_type="full",
-                dataset="dpo_en_tiny" if pairwise else "alpaca_en_tiny", dataset_dir=FIXTURES, template="smollm2",
-                output_dir=str(tmp_path / "out"), overwrite_output_dir=True, report_to="none", cutoff_len=128)
+    base = dict(
+        model_name_or_path="unused/model",
+        stage=stage,
+        do_train=True,
+        finetuning_type="full",
+        dataset="dpo_en_tiny" if pairwise else "alpaca_en_tiny",
+        dataset_dir=FIXTURES,
+        template="smollm2",
+        output_dir=str(tmp_path / "out"),
+        overwrite_output_dir=True,
+        report_to="none",
+        cutoff_len=128,
+    )
     base.update(overrides)
     return base
 
@@ -52,8 +62,14 @@ def refused_by_cli_parse(args, *pieces):
 # --------------------------------------------------------------------------------------------------
 # A. one clear message
 # --------------------------------------------------------------------------------------------------
-STAGES = [("minorsft", {}), ("sftdpo", {}), ("poft", POFT), ("dpo", {"pref_loss": "minordpo"}),
-          ("dpo", {"pref_loss": "dpop"}), ("sft", {"track_m_theta": True})]
+STAGES = [
+    ("minorsft", {}),
+    ("sftdpo", {}),
+    ("poft", POFT),
+    ("dpo", {"pref_loss": "minordpo"}),
+    ("dpo", {"pref_loss": "dpop"}),
+    ("sft", {"track_m_theta": True}),
+]
 
 
 @pytest.mark.parametrize("stage,extra", STAGES)
@@ -88,8 +104,20 @@ def test_misspelled_key_as_cli_override(tmp_path, monkeypatch, write_yaml):
     from llamafactory.hparams.parser import _parse_train_args
 
     with pytest.raises(PluginError, match="dpop_lambda"):
-        _parse_train_args(["--stage", "dpo", "--pref_loss", "dpop", "--model_name_or_path", "m",
-                           "--output_dir", str(tmp_path), "--dpop_lamda", "3"])
+        _parse_train_args(
+            [
+                "--stage",
+                "dpo",
+                "--pref_loss",
+                "dpop",
+                "--model_name_or_path",
+                "m",
+                "--output_dir",
+                str(tmp_path),
+                "--dpop_lamda",
+                "3",
+            ]
+        )
 
 
 def test_stock_typo_keeps_lfs_own_error(tmp_path):
@@ -108,8 +136,16 @@ def test_lf_value_errors_become_one_line_for_plugin_configs(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # B. silent no-ops and wrong combinations
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage,extra", [("minorsft", {}), ("sftdpo", {}), ("dpo", {"pref_loss": "minordpo"}),
-                                         ("dpo", {"pref_loss": "dpop"}), ("sft", {"track_m_theta": True})])
+@pytest.mark.parametrize(
+    "stage,extra",
+    [
+        ("minorsft", {}),
+        ("sftdpo", {}),
+        ("dpo", {"pref_loss": "minordpo"}),
+        ("dpo", {"pref_loss": "dpop"}),
+        ("sft", {"track_m_theta": True}),
+    ],
+)
 def test_pissa_with_a_reference_is_refused(tmp_path, stage, extra):
     refused(cfg(tmp_path, stage, finetuning_type="lora", pissa_init=True, **extra), "`pissa_init`", "residual")
 
@@ -121,10 +157,15 @@ def test_pissa_with_poft_is_allowed(tmp_path):
 
 
 @pytest.mark.parametrize("stage,extra", [("minorsft", {}), ("sftdpo", {}), ("poft", POFT)])
-@pytest.mark.parametrize("key,value,piece", [("dpo_label_smoothing", 0.1, "one answer per row"),
-                                             ("ld_alpha", 0.5, "one answer per row"),
-                                             ("pref_bco_weight", 0.5, "set it to 0"),
-                                             ("use_dft_loss", True, "objective replaces the loss")])
+@pytest.mark.parametrize(
+    "key,value,piece",
+    [
+        ("dpo_label_smoothing", 0.1, "one answer per row"),
+        ("ld_alpha", 0.5, "one answer per row"),
+        ("pref_bco_weight", 0.5, "set it to 0"),
+        ("use_dft_loss", True, "objective replaces the loss"),
+    ],
+)
 def test_pairwise_only_options_refused_on_single_answer_stages(tmp_path, stage, extra, key, value, piece):
     refused(cfg(tmp_path, stage, **{key: value}, **extra), f"`{key}`", f"stage: {stage}", piece)
 
@@ -147,19 +188,22 @@ def test_track_m_theta_with_packing_is_refused(tmp_path, key, stage):
         refused(args, "`track_m_theta`", f"`{key}`", "per pack")
 
 
-@pytest.mark.parametrize("env,overrides,piece", [
-    ({"USE_MCA": "1"}, {}, "USE_MCA"),
-    ({"USE_RAY": "1"}, {}, "USE_RAY"),
-    ({"USE_KT": "1"}, {}, "KTransformers"),
-    ({}, {"use_hyper_parallel": True}, "use_hyper_parallel"),
-    ({"USE_V1": "1"}, {}, "USE_V1"),
-])
+@pytest.mark.parametrize(
+    "env,overrides,piece",
+    [
+        ({"USE_MCA": "1"}, {}, "USE_MCA"),
+        ({"USE_RAY": "1"}, {}, "USE_RAY"),
+        ({"USE_KT": "1"}, {}, "KTransformers"),
+        ({}, {"use_hyper_parallel": True}, "use_hyper_parallel"),
+        ({"USE_V1": "1"}, {}, "USE_V1"),
+    ],
+)
 def test_lf_modes_that_bypass_the_plugin_are_refused(tmp_path, monkeypatch, env, overrides, piece):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from llamafactory_minor.integration.validate import check_parsed
-
     from llamafactory.hparams.parser import _parse_train_args
+
+    from llamafactory_minor.integration.validate import check_parsed
 
     if "USE_MCA" in env:  # mcore_adapter is not installed here: LF's MCA parser cannot even be built; the check
         monkeypatch.delenv("USE_MCA")  # sees the environment variable, so parse without it and check with it
@@ -214,8 +258,12 @@ def test_plugin_keys_match_the_argument_dataclass():
 # disabled plugin: a minimal guard on the raw config
 # --------------------------------------------------------------------------------------------------
 def _py(code, **env):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, LLAMAFACTORY_MINOR_DISABLE="1", **env))
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LLAMAFACTORY_MINOR_DISABLE="1", **env),
+    )
 
 
 DISABLED_PARSE = """
@@ -232,9 +280,14 @@ except ValueError as e:
 """
 
 
-@pytest.mark.parametrize("extra,piece", [({"pref_loss": "minordpo"}, "pref_loss: minordpo"),
-                                         ({"stage": "minorsft"}, "stage: minorsft"),
-                                         ({"pref_loss": "sigmoid", "track_m_theta": True}, "track_m_theta")])
+@pytest.mark.parametrize(
+    "extra,piece",
+    [
+        ({"pref_loss": "minordpo"}, "pref_loss: minordpo"),
+        ({"stage": "minorsft"}, "stage: minorsft"),
+        ({"pref_loss": "sigmoid", "track_m_theta": True}, "track_m_theta"),
+    ],
+)
 def test_disabled_plugin_refuses_configs_that_need_it(tmp_path, extra, piece):
     proc = _py(DISABLED_PARSE.format(out=str(tmp_path), extra=repr(extra)))
     lines = proc.stdout.strip().splitlines()
@@ -248,17 +301,22 @@ def test_disabled_plugin_leaves_stock_configs_to_lf(tmp_path):
 
 
 def test_disabled_guard_costs_nothing_at_start_up():
-    proc = _py("import sys; print('torch' in sys.modules, 'llamafactory' in sys.modules, "
-               "'llamafactory_minor.integration.validate' in sys.modules)")
+    proc = _py(
+        "import sys; print('torch' in sys.modules, 'llamafactory' in sys.modules, "
+        "'llamafactory_minor.integration.validate' in sys.modules)"
+    )
     assert proc.stdout.strip() == "False False False", proc.stderr
 
 
 def test_use_v1_cli_refuses_a_plugin_config(tmp_path, write_yaml):
     """USE_V1=1: `llamafactory-cli train x.yaml` goes to LF's v1 launcher, which the plugin does not patch."""
     path = write_yaml(tmp_path, cfg(tmp_path, "minorsft"))
-    code = ("import sys\nimport llamafactory.v1.launcher as v1\n"
-            f"sys.argv = ['llamafactory-cli', 'train', {path!r}]\nv1.launch()\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, USE_V1="1"))
+    code = (
+        "import sys\nimport llamafactory.v1.launcher as v1\n"
+        f"sys.argv = ['llamafactory-cli', 'train', {path!r}]\nv1.launch()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, USE_V1="1")
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "USE_V1" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

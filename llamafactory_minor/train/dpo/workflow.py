@@ -30,14 +30,18 @@ def run_dpo(model_args, data_args, training_args, finetuning_args, callbacks=Non
         return load_reference(model_args_, finetuning_args_)
 
     with ExitStack() as stack:
-        stack.enter_context(plugin_dataset(f"pref_loss: {finetuning_args.pref_loss}",
-                                           keyed=finetuning_args.precompute_ref_log_probs))
+        stack.enter_context(
+            plugin_dataset(f"pref_loss: {finetuning_args.pref_loss}", keyed=finetuning_args.precompute_ref_log_probs)
+        )
         stack.enter_context(lf.trainer_swapped("dpo", MinorDPOFamilyTrainer))
         stack.enter_context(lf.swapped(lf_dpo, "create_ref_model", create_ref_model))
         stack.enter_context(lf.swapped(lf_dpo, "plot_loss", plot_loss))
         if finetuning_args.precompute_ref_log_probs:
             from ...scores.reference import patch_workflow_with_reference
 
-            stack.enter_context(patch_workflow_with_reference(lf_dpo, "PairwiseDataCollatorWithPadding", model_args,
-                                                              data_args, training_args, finetuning_args))
+            stack.enter_context(
+                patch_workflow_with_reference(
+                    lf_dpo, "PairwiseDataCollatorWithPadding", model_args, data_args, training_args, finetuning_args
+                )
+            )
         lf_dpo.run_dpo(model_args, data_args, training_args, finetuning_args, callbacks)

@@ -43,8 +43,9 @@ class DeviationTrackingTrainer(lf.CustomSeq2SeqTrainer):
         loss, outputs = super().compute_loss(model, inputs, True, *args, **kwargs)
         witness.loss_computed()
         with torch.no_grad():
-            policy_logps, num_tokens = sequence_log_probs(outputs.logits.detach(), inputs["labels"],
-                                                          ignore_index=lf.IGNORE_INDEX)
+            policy_logps, num_tokens = sequence_log_probs(
+                outputs.logits.detach(), inputs["labels"], ignore_index=lf.IGNORE_INDEX
+            )
             if ref_logps_given is not None:
                 inputs = dict(inputs, ref_logps=ref_logps_given)
             ref_logps = self._reference_logps(model, inputs)
@@ -56,7 +57,9 @@ class DeviationTrackingTrainer(lf.CustomSeq2SeqTrainer):
         split = "train" if "loss" in logs else "eval"
         values = self._m_theta.pop(split, None)
         # every rank takes part in the reduce, with or without values (a NaN placeholder stays NaN-free below)
-        stat = torch.tensor([sum(values or []), len(values or [])], dtype=torch.float64, device=self.accelerator.device)
+        stat = torch.tensor(
+            [sum(values or []), len(values or [])], dtype=torch.float64, device=self.accelerator.device
+        )
         stat = self.accelerator.reduce(stat, "sum")
         if stat[1] > 0:
             logs["m_theta" if split == "train" else "eval_m_theta"] = (stat[0] / stat[1]).item()

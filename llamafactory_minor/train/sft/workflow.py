@@ -32,6 +32,9 @@ def run_sft(model_args, data_args, training_args, finetuning_args, generating_ar
         if finetuning_args.precompute_ref_log_probs:
             from ...scores.reference import patch_workflow_with_reference
 
-            stack.enter_context(patch_workflow_with_reference(lf_sft, "SFTDataCollatorWith4DAttentionMask", model_args,
-                                                              data_args, training_args, finetuning_args))
+            stack.enter_context(
+                patch_workflow_with_reference(
+                    lf_sft, "SFTDataCollatorWith4DAttentionMask", model_args, data_args, training_args, finetuning_args
+                )
+            )
         lf_sft.run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
