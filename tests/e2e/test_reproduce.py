@@ -44,7 +44,8 @@ def test_minorsft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
         assert len(run["m_theta"]) == 2, name  # m_theta logged at both steps, for SFT too (track_m_theta)
         assert run["accuracy"] is not None and 0.0 <= run["accuracy"] <= 1.0
         assert isinstance(run["drift_m_theta"], float)
-        assert os.path.isfile(os.path.join(run["dir"], "minor_run.json"))
+        assert not os.path.isabs(run["dir"])  # results.json names folders relative to --out (portable)
+        assert os.path.isfile(os.path.join(out, run["dir"], "minor_run.json"))
     assert results["runs"]["minorsft"]["lr"] == 2 * results["runs"]["sft"]["lr"]
     assert (out / "m_theta.png").read_bytes()[:4] == b"\x89PNG"
     assert len(results["verdict"]) == 2
