@@ -85,6 +85,13 @@ def append_jsonl(path, records: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def read_rows(path) -> list:
+    """The rows of a dataset file: a JSON list (``.json``) or one record a line (``.jsonl``, every line must parse)."""
+    if str(path).endswith(".jsonl"):
+        return read_jsonl(path, tolerate_partial_last_line=False)
+    return read_json(path)
+
+
 def iter_jsonl_lines(path) -> Iterator[tuple[int, object]]:
     """``(line number, record)`` per non-blank line; ``record`` is None where the line is not valid UTF-8 JSON
     (garbled, or the torn last line of an interrupted append)."""

@@ -27,6 +27,8 @@ import json
 import os
 import random
 
+from llamafactory_minor_core.io import read_rows
+
 
 class NoiseError(ValueError):
     """Bad input for the noise tool: the message names the dataset, file or option."""
@@ -55,11 +57,7 @@ def corrupt_text(text: str, rng: random.Random, char_rate: float = 0.1) -> str:
 def _read_rows(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise NoiseError(f"dataset file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            rows = [json.loads(line) for line in f if line.strip()]
-        else:
-            rows = json.load(f)
+    rows = read_rows(path)
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise NoiseError(f"{path} must hold a non-empty JSON list of rows")
     return rows

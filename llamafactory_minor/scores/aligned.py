@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from llamafactory_minor_core.io import read_rows
+
 from .. import lf
 from ..errors import PluginError
 from .cache import weights_digest
@@ -77,13 +79,6 @@ def _keys_of(names, data_args, dataset_dir, model_args, training_args, template,
     return set(module["train_dataset"]["sample_key"])
 
 
-def _read_rows(path: str) -> list:
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return json.load(f)
-
-
 def write_flagged_rows(dataset_dir: str, datasets: list[str], column: str, folder: str) -> list[str]:
     """bi-PoFT's per-row flag: the rows of each local training dataset whose ``column`` is true, written with a
     copy of their ``dataset_info.json`` entry into ``folder``; returns the names written (datasets with no flagged
@@ -106,7 +101,7 @@ def write_flagged_rows(dataset_dir: str, datasets: list[str], column: str, folde
                 f"`poft_noise_column: {column}` needs local json/jsonl datasets; `{name}` is not one "
                 f"(in {info_path}). Use `poft_noise_dataset` for it, or download it to a file."
             )
-        rows = _read_rows(path)
+        rows = read_rows(path)
         flagged = []
         for i, row in enumerate(rows):
             if isinstance(row, dict) and column in row:
