@@ -9,8 +9,8 @@ import os
 import sys
 
 from . import __version__
+from .benchmarks import BENCHMARKS
 from .config import build_config, load_yaml
-from .data import BENCHMARKS
 from .errors import EvalError
 from .options import add_arguments, overrides_from, split_pair
 
@@ -54,18 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_benchmarks() -> str:
-    from .prompts import build_prompt
-
     lines = []
     example = {"A": "<A>", "B": "<B>", "C": "<C>", "D": "<D>"}
     for b in BENCHMARKS.values():
         lines.append(
             f"{b.name} ({b.title}): hub {b.hub}; default split {b.default_split}; few-shot from {b.shots_split}; "
-            f"{'four-option multiple choice' if b.kind == 'mc' else 'math word problems'}"
+            f"{b.description}"
         )
-        lines.append(
-            "  prompt: " + build_prompt(b.name, "<question>", example if b.kind == "mc" else None).replace("\n", "\\n")
-        )
+        lines.append("  prompt: " + b.prompt("<question>", example if b.kind == "mc" else None).replace("\n", "\\n"))
     return "\n".join(lines)
 
 

@@ -105,3 +105,62 @@ def m_theta(policy: list[float], reference: list[float], lengths: list[int]) -> 
     from llamafactory_minor_core.metrics import m_theta as core_m_theta
 
     return core_m_theta(policy, reference, lengths)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the pass over the dataset, per model, and the m_theta of each checkpoint against its reference
+
+
+def run_deviation(cfg, store, unit, samples: list[DeviationSample], backend, encoder, log) -> None:
+    """The answer log-probs of every pair under ``unit``'s model, written to its ``deviation.json`` (store.py)."""
+    import time
+
+    from .scoring import progress_bar
+
+    pairs, lengths = [], []
+    for s in samples:
+        x, y = encoder.encode_pair(s.prompt, s.answer, s.system)
+        y = y[: cfg.deviation_max_length]
+        x = x[-max(1, cfg.deviation_max_length - len(y)) :] if len(x) + len(y) > cfg.deviation_max_length else x
+        pairs.append((x, y))
+        lengths.append(len(y))
+    bar, tick = progress_bar(cfg, len(pairs), f"{unit.ckpt.name} | deviation")
+    t0 = time.time()
+    try:
+        logps = backend.sequence_logprobs(pairs, progress=tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    store.write_deviation(
+        unit,
+        {
+            "model": unit.ckpt.name,
+            "n": len(pairs),
+            "logprobs": [round(v, 6) for v in logps],
+            "lengths": lengths,
+            "mean_logprob_per_token": sum(v / m for v, m in zip(logps, lengths)) / len(lengths),
+            "elapsed_s": round(time.time() - t0, 2),
+        },
+    )
+    log(f"[deviation] {unit.ckpt.name}: answer log-probs of {len(pairs)} pairs written")
+
+
+def deviation_values(cfg, store, units, refs, errors: list[str]) -> dict[str, dict[str, object]]:
+    """m_theta of every checkpoint whose own and reference passes are stored; a tokenizer mismatch is added to
+    ``errors``."""
+    out: dict[str, dict[str, object]] = {}
+    for ckpt in cfg.checkpoints:
+        ref = refs.get(ckpt.name)
+        unit = next(u for u in units if u.is_checkpoint and u.ckpt.name == ckpt.name)
+        if ref is None or not store.deviation_done(unit) or not store.deviation_done(ref):
+            continue
+        mine, theirs = store.read_deviation(unit), store.read_deviation(ref)
+        if mine["lengths"] != theirs["lengths"]:
+            errors.append(
+                f"{ckpt.name}: m_theta needs the same tokenizer as its reference {ref.ckpt.name} "
+                "(answer lengths differ)"
+            )
+            continue
+        value = 0.0 if ref is unit else m_theta(mine["logprobs"], theirs["logprobs"], mine["lengths"])
+        out[ckpt.name] = {"m_theta": value, "reference": ref.ckpt.name, "n": mine["n"]}
+    return out

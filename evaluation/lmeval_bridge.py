@@ -214,9 +214,11 @@ def load_ours(backend: str, model: str, batch_size: int = 8, dtype: str = "float
 
         return TransformersBackend(model, dtype=dtype, device="cpu", batch_size=batch_size)
     if backend == "vllm":
+        from llamafactory_minor_core.vllm_scoring import CPU_KV_CACHE_GB
+
         from .backends.vllm_backend import VLLMBackend, VLLMEngine
 
-        engine = VLLMEngine(model, dtype=dtype, kv_cache_gb=1, **(vllm_kwargs or {}))
+        engine = VLLMEngine(model, dtype=dtype, kv_cache_gb=CPU_KV_CACHE_GB, **(vllm_kwargs or {}))
         return VLLMBackend(engine)
     raise EvalError(f"unknown backend {backend!r}; use transformers or vllm")
 
@@ -242,10 +244,9 @@ def lmeval_model(
     if backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        kwargs = dict(
-            pretrained=model, dtype=dtype, enforce_eager=True, batch_size="auto", kv_cache_memory_bytes=1 << 30
-        )
+        from .engines import lmeval_vllm_kwargs
+
+        kwargs = lmeval_vllm_kwargs(model, dtype, cpu=True)  # the core's CPU settings, as our engine's
         kwargs.update(vllm_kwargs or {})
         return VLLM(**kwargs)
     raise EvalError(f"unknown backend {backend!r}; use transformers or vllm")

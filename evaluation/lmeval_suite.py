@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llamafactory_minor_core.vllm_scoring import on_cpu
+
 from .errors import EvalError
 from .io_utils import atomic_write_json, atomic_write_text, jsonl_text, read_json
 
@@ -229,7 +231,7 @@ def _lm(ckpt, backend: str, batch_size: int, dtype: str):
             pretrained=os.path.expanduser(ckpt.model_path),
             batch_size=batch_size,
             dtype=dtype,
-            device="cpu" if not _cuda() else "cuda",
+            device="cpu" if on_cpu() else "cuda",
         )
         if ckpt.adapter:
             kwargs["peft"] = os.path.expanduser(ckpt.adapter)
@@ -237,15 +239,9 @@ def _lm(ckpt, backend: str, batch_size: int, dtype: str):
     if backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
-        kwargs = dict(
-            pretrained=os.path.expanduser(ckpt.model_path),
-            dtype="float32" if not _cuda() else "auto",
-            batch_size="auto",
-            enforce_eager=True,
-        )
-        if not _cuda():
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            kwargs["kv_cache_memory_bytes"] = 1 << 30
+        from .engines import lmeval_vllm_kwargs
+
+        kwargs = lmeval_vllm_kwargs(os.path.expanduser(ckpt.model_path))  # the core's CPU settings
         if ckpt.adapter:
             from .models import adapter_rank
 
@@ -254,15 +250,6 @@ def _lm(ckpt, backend: str, batch_size: int, dtype: str):
             )
         return VLLM(**kwargs)
     raise EvalError(f"unknown backend {backend!r}")
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
 
 
 def _metrics_from(result: dict, task: LmEvalTask, ckpt_name: str, backend: str, elapsed: float) -> tuple:

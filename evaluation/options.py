@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data import BENCHMARKS
+from .benchmarks import BENCHMARKS
 
 
 @dataclass(frozen=True)

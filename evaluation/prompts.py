@@ -10,6 +10,7 @@
   ("... to concat the question content").
 """
 
+import re
 from collections.abc import Sequence
 
 CEVAL_TEMPLATE = (
@@ -47,18 +48,34 @@ def fin_prompt(question: str, options: dict[str, str]) -> str:
     return FIN_INSTRUCTION + FIN_SEPARATOR + ceval_prompt(question, options)
 
 
-def gsm8k_prompt(question: str) -> str:
+def gsm8k_prompt(question: str, options: dict[str, str] | None = None) -> str:
     return GSM8K_PREFIX + " " + question
 
 
 def build_prompt(benchmark: str, question: str, options: dict[str, str] | None = None) -> str:
-    if benchmark == "ceval":
-        return ceval_prompt(question, options)
-    if benchmark in ("financeiq", "fineval"):
-        return fin_prompt(question, options)
-    if benchmark == "gsm8k":
-        return gsm8k_prompt(question)
-    raise KeyError(benchmark)
+    """The prompt of a question of ``benchmark``: the ``prompt`` of its declaration (benchmarks.py)."""
+    from .benchmarks import BENCHMARKS
+
+    if benchmark not in BENCHMARKS:
+        raise KeyError(benchmark)
+    return BENCHMARKS[benchmark].prompt(question, options)
+
+
+# the assistant turn of a few-shot example (the ``shot_answer`` of a benchmark's declaration)
+
+
+def letter_answer(sample) -> str:
+    """Multiple choice: the gold letter."""
+    return sample.gold
+
+
+_CALC_RE = re.compile(r"<<[^<>]*>>")
+
+
+def gsm8k_answer(sample) -> str:
+    """GSM8K: the worked solution without its calculator marks, then the prompt's answer line."""
+    body = _CALC_RE.sub("", sample.solution or "").rsplit("####", 1)[0].strip()
+    return f"{body}\nSo the answer is: {sample.gold}"
 
 
 def build_messages(

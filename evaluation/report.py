@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .data import BENCHMARKS
+from .benchmarks import BENCHMARKS
 from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from .models import Checkpoint, safe_name
 
@@ -582,7 +582,10 @@ def summary_markdown(
 
 
 def _chance(rows: list[dict], name: str) -> float | None:
-    """Chance level of a column: 25% for our four-option benchmarks, the stored one of an lm-eval task."""
+    """Chance level of a column: our benchmark's declared one (25% for four options), the stored one of an lm-eval
+    task."""
+    if name in BENCHMARKS:
+        return BENCHMARKS[name].chance
     if _kind(name) == "mc":
         return 0.25
     if _kind(name) == "lmeval":

@@ -29,6 +29,7 @@ import sys
 import time
 
 IGNORE_INDEX = -100
+CPU_KV_CACHE_GB = 1  # vLLM's KV cache on CPU unless given (GiB): VLLM_CPU_KVCACHE_SPACE, kv_cache_memory_bytes
 WORKER_CHUNK = 64  # requests per generate() call: results are flushed (and resumable) per chunk
 
 
@@ -54,10 +55,11 @@ def engine_dtype(dtype: str = "auto", cpu: bool | None = None) -> str:
 
 def set_cpu_env(env=None, kv_cache_gb: float | None = None, all_cores: bool = False):
     """vLLM's CPU settings as defaults of ``env`` (``os.environ`` when None; values already set win): the KV cache
-    size ``VLLM_CPU_KVCACHE_SPACE`` (GiB, ``kv_cache_gb`` rounded up, else 1), usage statistics off, and with
-    ``all_cores`` no core reserved for vLLM's scheduler (``VLLM_CPU_NUM_OF_RESERVED_CPU=0``). Returns ``env``."""
+    size ``VLLM_CPU_KVCACHE_SPACE`` (GiB, ``kv_cache_gb`` rounded up, else :data:`CPU_KV_CACHE_GB`), usage
+    statistics off, and with ``all_cores`` no core reserved for vLLM's scheduler (``VLLM_CPU_NUM_OF_RESERVED_CPU=0``).
+    Returns ``env``."""
     env = os.environ if env is None else env
-    space = max(1, int(math.ceil(float(kv_cache_gb)))) if kv_cache_gb else 1
+    space = max(1, int(math.ceil(float(kv_cache_gb)))) if kv_cache_gb else CPU_KV_CACHE_GB
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(space))
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     if all_cores:
