@@ -30,7 +30,6 @@ from .deviation import DeviationSample, deviation_values, load_deviation_data, r
 from .engines import EnginePool, lmeval_dtype, transformers_backend
 from .errors import EvalError
 from .io_utils import atomic_write_text
-from .metrics import compute_metrics  # noqa: F401  (importable from here, as before the split)
 from .plan import Unit, UnitPlanner, load_data, plan_lmeval, resolve_checkpoints
 from .report import collect_rows, write_reports
 from .samples import BenchmarkData

@@ -9,9 +9,9 @@ from llamafactory_minor_eval.cli import _split_pair, build_parser
 from llamafactory_minor_eval.config import build_config, expand_grid
 from llamafactory_minor_eval.errors import EvalError
 from llamafactory_minor_eval.io_utils import atomic_write_text, read_jsonl
+from llamafactory_minor_eval.metrics import compute_metrics
 from llamafactory_minor_eval.models import Checkpoint, safe_name
 from llamafactory_minor_eval.report import write_reports
-from llamafactory_minor_eval.runner import compute_metrics
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "eval")
 
