@@ -1,7 +1,7 @@
 """``llamafactory-minor``: the plugin's own command line (training stays ``llamafactory-cli train``).
 
-llamafactory-minor score CONFIG.yaml [key=value ...]       score a dataset, write a score file
-llamafactory-minor import-scores FILE.jsonl [CONFIG.yaml [key=value ...]] [--cache-dir DIR]
+llamafactory-minor score CONFIG.yaml [key=value ...]       score a dataset, write a score folder
+llamafactory-minor import-scores FOLDER [CONFIG.yaml [key=value ...]] [--cache-dir DIR]
 llamafactory-minor version
 llamafactory-minor help [COMMAND]
 """
@@ -14,12 +14,13 @@ from . import __version__
 
 SCORE_HELP = """\
 Score every tokenized row of a dataset exactly as training does (LF's get_dataset: same template,
-cutoff, masking) and write a score file. CONFIG.yaml holds the same LF keys as a training config
+cutoff, masking) and write a score folder. CONFIG.yaml holds the same LF keys as a training config
 (model_name_or_path, template, dataset, dataset_dir, cutoff_len, max_samples, val_size, bf16,
 ref_model, stage, minor_cache_dir, ...); `key=value` arguments override it, as with llamafactory-cli.
 
 Score keys:
-  score_output: PATH           the JSONL file to write (required); written atomically
+  score_output: PATH           the folder to write (required); built under a temporary name and
+                               renamed into place (an earlier score folder there is replaced)
   score_backend: transformers  or vllm (prompt_logprobs over the same token ids)
   score_batch_size: 8          rows per forward pass (transformers; sorted by length)
   score_models: a,b            score with these models instead of the reference ...
@@ -38,29 +39,35 @@ Scores go through training's score cache (minor_cache_dir, $LLAMAFACTORY_MINOR_S
 a later `llamafactory-cli train` of the same config on this machine reuses them (transformers
 backend; vLLM results reach training's cache only through `llamafactory-minor import-scores`).
 
-File format (JSONL): line 1 is a header {"format": "llamafactory-minor-scores", "format_version": 2,
-"backend", "created", "plugin_version", "sections": [{"role", "model", "template", "split",
-"pairwise", "num_rows", "weights" (digest of all weight bytes), "dataset_fingerprint", "cutoff_len",
-"dtype", "cache_key", "cache_meta", "rows_digest"}, ...]}; then one line per tokenized row:
-  {"key": <token_key: digest of its token ids and labels>, "sum_logp": float, "num_tokens": int,
-   "model", "template", "split"}
+Folder format: the score-cache entries exactly as training stores them, one sub-folder per section
+(model, template, split), named by its cache key:
+  manifest.json          {"format": "llamafactory-minor-scores", "format_version": 3, "backend",
+                          "created", "plugin_version", "stage", "dataset", "sections": [{"role",
+                          "model", "template", "split", "pairwise", "entry": <cache key>}, ...]}
+  <cache key>/meta.json  the cache key's components ("kind", "model", "weights" (digest of all
+                         weight bytes), "template", "cutoff_len", "dtype", "dataset" (fingerprint
+                         of the token keys), ...) + "cache_key", "complete", "num_rows", "rows_digest"
+  <cache key>/scores.jsonl  one line per tokenized row, sorted by key:
+  {"key": <token_key: digest of its token ids and labels>, "num_tokens": int, "sum_logp": float}
   (+ "rejected_sum_logp", "rejected_num_tokens" for pairs)
 sum_logp = sum of log p(token t | tokens < t) over the answer tokens (LF label != -100).
+The single-file format of earlier versions (format_version 2) is not read: re-run this command.
 """
 
 IMPORT_HELP = """\
-Place a score file (from `llamafactory-minor score`, possibly made on another machine) into the
-score cache so that `llamafactory-cli train` with `precompute_ref_log_probs: true` or `stage: poft`
+Verify a score folder (from `llamafactory-minor score`, possibly made on another machine) and copy
+its entries into the score cache so that `llamafactory-cli train` with `precompute_ref_log_probs: true` or `stage: poft`
 finds it and does not score.
 
 With CONFIG.yaml (the training config; recommended): the file is checked against what that run will
 look up -- model weights fingerprint (the path may differ), template, cutoff, masking, dtype and the
 dataset (fingerprint of the sample keys) -- and refused with a clear error on a mismatch; the cache
-folder is the config's minor_cache_dir unless --cache-dir is given. Without a config, the file's
-recorded cache keys are used (same model path needed at training time).
+folder is the config's minor_cache_dir unless --cache-dir is given. Without a config, the entries
+keep their cache keys (same model path needed at training time).
 
-Corrupt files, NaN/inf scores and missing rows are refused; nothing is written unless every part is
-valid, and each cache folder is completed atomically.
+Edited or corrupt entries (each meta.json's cache key is recomputed, each scores.jsonl checked
+against its rows_digest), NaN/inf scores and missing rows are refused naming the file; nothing is
+written unless every entry is valid, and the entries are staged and renamed into place.
 """
 
 
@@ -153,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     score = sub.add_parser(
         "score",
-        help="score a dataset with the reference / aligned models; write a JSONL file",
+        help="score a dataset with the reference / aligned models; write a score folder",
         description=SCORE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -161,11 +168,11 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     imp = sub.add_parser(
         "import-scores",
-        help="place a score file into the score cache used by training",
+        help="verify a score folder and copy it into the score cache used by training",
         description=IMPORT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    imp.add_argument("file", help="score file written by `llamafactory-minor score`")
+    imp.add_argument("file", metavar="folder", help="score folder written by `llamafactory-minor score`")
     imp.add_argument("config", nargs="?", help="the training config that will use the scores")
     imp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     imp.add_argument("--cache-dir", default=None, help="score cache folder (default: the config's minor_cache_dir)")
@@ -203,12 +210,12 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--title", default=None)
     ps = sub.add_parser(
         "plot-scores",
-        help="histograms of per-token scores from score files or cache folders",
+        help="histograms of per-token scores from score folders or cache folders",
         description="Overlaid histograms of r = sum_logp / num_tokens (PoFT's preference score) "
-        "of each section of score files (llamafactory-minor score) or of score-cache "
+        "of each section of score folders (llamafactory-minor score) or of score-cache "
         "folders, e.g. clean vs noisy data as in PoFT's Fig. 2 and 3d.",
     )
-    ps.add_argument("sources", nargs="+", metavar="FILE_OR_CACHE_DIR")
+    ps.add_argument("sources", nargs="+", metavar="SCORE_OR_CACHE_DIR")
     ps.add_argument("--out", default="scores.png")
     ps.add_argument("--labels", nargs="+", default=None, help="one name per source")
     ps.add_argument("--bins", type=int, default=40)
@@ -397,13 +404,11 @@ def main(argv=None) -> int:
                 reproduce_poft(args)
             return 0
         if args.command == "import-scores":
-            from .scores.standalone import import_score_file
+            from .scores.standalone import import_scores
 
             if args.overrides and not args.config:
                 return _fail("key=value overrides need a CONFIG.yaml")
-            folders = import_score_file(
-                args.file, cache_dir=args.cache_dir, config=args.config, overrides=args.overrides
-            )
+            folders = import_scores(args.file, cache_dir=args.cache_dir, config=args.config, overrides=args.overrides)
             for folder in folders:
                 print(f"[llamafactory-minor] imported into {folder}", flush=True)
             return 0

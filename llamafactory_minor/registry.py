@@ -90,7 +90,8 @@ class Objective:
     ``fn`` is ``"module:function"``: for a stage ``fn(SingleAnswerInputs) -> (losses [B], metrics dict)``,
     for a pair loss ``fn(PairInputs) -> (losses, chosen_rewards, rejected_rewards)``
     (``llamafactory_minor.objectives.interface``). ``scores``: ``"module:function"`` returning an attacher of
-    extra score columns (PoFT's aligned-LLM scores), or None. ``check``: ``"module:function(finetuning_args)"``
+    extra score columns (PoFT's aligned-LLM scores), or None; ``aligned_model_keys``: its
+    (models, templates) keys, the models ``llamafactory-minor score`` scores for it. ``check``: ``"module:function(finetuning_args)"``
     for cross-option checks beyond the parameters' bounds. ``label``: the stage's name in LlamaBoard's stage
     dropdown (en / zh; LF's stage labels are not translated, the English one is used there).
     """
@@ -109,6 +110,7 @@ class Objective:
     fixes_stock: bool = False
     averaged_log_probs: bool = False
     scores: str | None = None
+    aligned_model_keys: tuple = ()
     check: str | None = None
     paper: str = ""
 
@@ -309,6 +311,7 @@ BUILTIN = (
         plot_keys=("loss", "poft/r_theta", "poft/r_aligned"),
         ui_plot=("poft/r_theta", "poft/r_aligned"),
         scores="llamafactory_minor.scores.aligned:aligned_score_attacher",
+        aligned_model_keys=("poft_aligned_models", "poft_aligned_templates"),
         check="llamafactory_minor.objectives.poft:check_config",
         paper="PoFT Eq. 6",
     ),
@@ -472,6 +475,11 @@ def all_pref_losses() -> tuple:
 
 def single_answer_stages() -> tuple:
     return tuple(o.name for o in objectives("stage") if not o.pairwise)
+
+
+def aligned_score_stages() -> tuple:
+    """Stages whose training attaches scores of other (aligned) models, named by ``aligned_model_keys``."""
+    return tuple(o.name for o in objectives("stage") if o.aligned_model_keys)
 
 
 def ref_pref_losses() -> tuple:

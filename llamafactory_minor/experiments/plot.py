@@ -155,23 +155,23 @@ def format_summary(summary: dict, metrics: list[str]) -> str:
 
 def score_rewards(path: str) -> dict[str, list[float]]:
     """Per-row rewards ``r = sum_logp / num_tokens`` (PoFT Eq. 6's length-normalised log-likelihood) of a score
-    file (``llamafactory-minor score``) or a score-cache folder (``<cache>/<key>/``), per section / model."""
-    if os.path.isdir(path):
+    folder (``llamafactory-minor score``; per section / model) or of one score-cache entry (``<cache>/<key>/``)."""
+    from ..scores.file_format import MANIFEST, ScoreFileError, read_score_folder
+
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, MANIFEST)):
         rows_path = os.path.join(path, "scores.jsonl")
         if not os.path.isfile(rows_path):
-            raise PlotError(f"{path} is not a score-cache folder (no scores.jsonl)")
+            raise PlotError(f"{path} is not a score-cache folder (no scores.jsonl) nor a score folder (no {MANIFEST})")
         out = [row["sum_logp"] / row["num_tokens"] for row in json_lines(rows_path) if row.get("num_tokens")]
         return {os.path.basename(os.path.normpath(path)): out}
-    from ..scores.file_format import ScoreFileError, read_score_file
-
     try:
-        header, sections = read_score_file(path)
+        _, sections = read_score_folder(path)
     except ScoreFileError as e:
         raise PlotError(str(e)) from None
     out = {}
-    for sec, rows in zip(header["sections"], sections):
+    for sec in sections:
         label = f"{os.path.basename(str(sec['model']))} ({sec['template']}, {sec['split']})"
-        out[label] = [r["sum_logp"] / r["num_tokens"] for r in rows.values() if r["num_tokens"]]
+        out[label] = [r["sum_logp"] / r["num_tokens"] for r in sec["rows"].values() if r["num_tokens"]]
     return out
 
 
@@ -182,7 +182,7 @@ def plot_score_histograms(
     bins: int = 40,
     title: str | None = None,
 ) -> dict:
-    """Overlaid, density-normalised histograms of the rewards of each score file / cache folder (as PoFT's
+    """Overlaid, density-normalised histograms of the rewards of each score folder / cache folder (as PoFT's
     Fig. 2 and 3d show the preference-score distributions of clean and noisy data); returns per-series stats."""
     series_ = []
     for i, p in enumerate(paths):

@@ -17,8 +17,10 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
+import uuid
 
 from llamafactory_minor_core.io import append_jsonl, atomic_write_text, iter_jsonl_lines
 
@@ -158,6 +160,49 @@ def rows_digest(rows: dict) -> str:
     return hashlib.sha256(render_rows(rows).encode("utf-8")).hexdigest()
 
 
+# fields of meta.json that are not components of the cache key: what a finished entry adds ...
+ENTRY_FIELDS = ("cache_key", "complete", "num_rows", "rows_digest")
+# ... and what an import adds (where the scores came from)
+PROVENANCE_FIELDS = ("imported_from", "scored_backend", "scored_at", "scored_model_path")
+
+
+def key_parts(meta: dict) -> dict:
+    """The components of the cache key in a ``meta.json``: ``make_key(key_parts(meta)) == meta["cache_key"]``."""
+    return {k: v for k, v in meta.items() if k not in ENTRY_FIELDS + PROVENANCE_FIELDS}
+
+
+def entry_meta_text(meta: dict, rows: dict) -> str:
+    """The text of a finished entry's ``meta.json`` (``meta`` holds ``cache_key``)."""
+    return json.dumps(dict(meta, complete=True, num_rows=len(rows), rows_digest=rows_digest(rows)), indent=2)
+
+
+def write_entry(folder: str, meta: dict, rows: dict) -> None:
+    """Write one finished cache entry (``scores.jsonl``, then its completion marker ``meta.json``), each file
+    atomically: the training cache (:meth:`ScoreCache.finish`) and the score folder of ``llamafactory-minor
+    score`` write entries with this one function, hence with the same bytes."""
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_text(os.path.join(folder, "scores.jsonl"), render_rows(rows))
+    atomic_write_text(os.path.join(folder, "meta.json"), entry_meta_text(meta, rows))
+
+
+def replace_dir(staged: str, target: str) -> None:
+    """Move the finished folder ``staged`` to ``target`` (same file system); an existing ``target`` is renamed
+    aside first and removed after, so ``target`` is at every moment either the old or the new folder (or
+    briefly absent), never a mix."""
+    old = None
+    if os.path.lexists(target):
+        old = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(target, old)
+    try:
+        os.rename(staged, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 class ScoreCache:
     """One cache folder. Nothing is created on disk before the first scored rows are written."""
 
@@ -246,12 +291,7 @@ class ScoreCache:
         append_jsonl(self.partial_path, rows)
 
     def finish(self, rows: dict) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        atomic_write_text(self.final_path, render_rows(rows))
-        atomic_write_text(
-            self.meta_path,
-            json.dumps(dict(self.meta, complete=True, num_rows=len(rows), rows_digest=rows_digest(rows)), indent=2),
-        )
+        write_entry(self.dir, self.meta, rows)
         if os.path.exists(self.partial_path):
             os.unlink(self.partial_path)
 

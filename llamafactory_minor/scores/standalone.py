@@ -3,13 +3,15 @@
 ``score(args) -> path`` takes the same LF keys as ``llamafactory-cli train`` (model_name_or_path,
 template, dataset, dataset_dir, cutoff_len, max_samples, val_size, bf16, ref_model, stage, ...) plus:
 
-- ``score_output`` (required): the JSONL file to write (format: ``scores.file_format``);
+- ``score_output`` (required): the folder to write: score-cache entries as training stores them plus a
+  ``manifest.json`` (format: ``scores.file_format``);
 - ``score_backend``: ``transformers`` (default; batched, sorted by length, no grad, progress bar) or
   ``vllm`` (``prompt_logprobs`` over the same token ids, see ``scores.vllm_backend``);
 - ``score_batch_size`` (default 8, transformers backend);
 - ``score_models: a,b`` + ``score_templates: t1,t2``: score with these models, each with its own LF
-  template (PoFT's aligned LLMs). Without them a ``stage: poft`` config scores its
-  ``poft_aligned_models`` / ``poft_aligned_templates``, and any other config scores the model that
+  template (PoFT's aligned LLMs). Without them a config of a stage with aligned-model scores (the registry's
+  ``aligned_model_keys``: ``stage: poft`` scores its ``poft_aligned_models`` / ``poft_aligned_templates``)
+  scores those, and any other config scores the model that
   training uses as its reference (``ref_model`` [+ ``ref_model_adapters``] if set, else
   ``model_name_or_path`` [+ ``adapter_name_or_path``]);
 - ``score_backend_python``: python of the environment that has vLLM (default: the current one, or
@@ -22,18 +24,22 @@ or, without ``stage``, a dataset marked ``"ranking": true`` -- else ``sft``), ea
 ``sample_key``. Scores go through the same :class:`~.cache.ScoreCache` as training, under the same cache
 key (so an interrupted pass resumes, and a later ``llamafactory-cli train`` on this machine with the same
 config reuses them). vLLM scores are staged under a separate key (they agree with transformers to ~1e-3
-per token, not 1e-5) and reach training's cache only through an explicit :func:`import_score_file`.
+per token, not 1e-5) and reach training's cache only through an explicit :func:`import_scores`.
 
-``import_score_file(path, cache_dir=None, config=None)`` places a score file into the score-cache layout.
-With a training ``config`` (dict or YAML path) it checks the file against what that training run will
-look up -- same model weights (fingerprint; the path may differ between machines), template, cutoff,
-masking, dtype and dataset (fingerprint of the sample keys) -- refuses a mismatch with an error naming
-it, and files the scores under the key training computes. Without a config the recorded cache keys are
-used (the model path must then be the same on the training machine).
+``import_scores(path, cache_dir=None, config=None)`` verifies the score folder's entries
+(``file_format.read_score_folder``) and copies them into the score cache. With a training ``config`` (dict
+or YAML path) it checks them against what that training run will look up -- same model weights
+(fingerprint; the path may differ between machines), template, cutoff, masking, dtype and dataset
+(fingerprint of the token keys) -- refuses a mismatch with an error naming it, and files each entry under
+the key training computes (``scores.jsonl`` copied byte for byte, ``meta.json`` = training's key components
+plus where the scores came from). Without a config the entries keep their keys (the model path must then be
+the same on the training machine).
 """
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from importlib import metadata
@@ -42,16 +48,18 @@ from typing import Any
 from .. import lf, registry
 from ..errors import PluginError
 from ..version import __version__
-from .cache import ScoreCache, make_key, rows_digest, weights_digest
+from . import cache as cache_mod
+from .cache import ScoreCache, entry_meta_text, key_parts, make_key, replace_dir, weights_digest
 from .file_format import (
     FORMAT,
     FORMAT_VERSION,
     ScoreFileError,
     cache_row,
+    check_output,
     keys_fingerprint,
     now_utc,
-    read_score_file,
-    write_score_file,
+    read_score_folder,
+    write_score_folder,
 )
 
 SCORE_DEFAULTS = {
@@ -242,8 +250,9 @@ def plan_sections(
     from .reference import _reference_meta
 
     fa = finetuning_args
-    if not score_models and fa.stage == "poft":
-        score_models, score_templates = fa.poft_aligned_models, fa.poft_aligned_templates
+    if not score_models and fa.stage in registry.aligned_score_stages():
+        models_key, templates_key = registry.get(fa.stage, "stage").aligned_model_keys
+        score_models, score_templates = getattr(fa, models_key), getattr(fa, templates_key)
     sections = []
     if score_models:
         for path, template_name in zip(score_models, score_templates):
@@ -324,7 +333,7 @@ def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
             )
         if sec["quantization_bit"]:
             raise PluginError("`score_backend: vllm` does not support `quantization_bit`; use transformers")
-        # vLLM numbers are staged apart from training's cache; only import_score_file files them there
+        # vLLM numbers are staged apart from training's cache; only import_scores files them there
         meta = dict(sec["meta"], backend="vllm")
         cache = ScoreCache(cache_root(finetuning_args), make_key(meta), meta, logger=logger)
     else:
@@ -352,40 +361,22 @@ def _score_section(sec, opts, model_args, finetuning_args, desc) -> dict:
     return cached_or_scored(cache, desc, score)
 
 
-def _section_header(sec) -> dict:
-    meta = sec["meta"]
+def _entry(sec: dict, scores: dict) -> dict:
+    """The score folder's entry of a section: the cache entry training stores under the section's key."""
+    from .passes import join
+
+    counts = dict(zip(sec["rows"]["token_key"], sec["rows"]["answer_tokens"]))
+    keys = list(counts)
+    joined = join(sec["rows"], scores, f"score from `{sec['model']}`", keys=keys, counts=[counts[k] for k in keys])
     return {
         "role": sec["role"],
         "model": sec["model"],
         "template": sec["template"],
         "split": sec["split"],
         "pairwise": "chosen_input_ids" in sec["rows"].column_names,
-        "num_rows": len(_unique_keys(sec["rows"])),
-        "weights": meta["weights"],
-        "dataset_fingerprint": meta["dataset"],
-        "cutoff_len": meta["cutoff_len"],
-        "dtype": meta["dtype"],
-        "adapter": meta.get("adapter"),
-        "cache_key": sec["key"],
-        "cache_meta": meta,
+        "meta": dict(sec["meta"], cache_key=sec["key"]),
+        "rows": {key: cache_row(dict(s, key=key)) for key, s in zip(keys, joined)},
     }
-
-
-def _with_rows_digest(section: dict, rows: list[dict]) -> dict:
-    return dict(section, rows_digest=rows_digest({r["key"]: cache_row(r) for r in rows}))
-
-
-def _file_rows(sec, scores) -> list[dict]:
-    from .passes import join
-
-    counts = dict(zip(sec["rows"]["token_key"], sec["rows"]["answer_tokens"]))
-    keys = list(counts)
-    joined = join(sec["rows"], scores, f"score from `{sec['model']}`", keys=keys, counts=[counts[k] for k in keys])
-    out = []
-    for key, s in zip(keys, joined):
-        row = dict(cache_row(s), key=key, model=sec["model"], template=sec["template"], split=sec["split"])
-        out.append(row)
-    return out
 
 
 def _lf_version() -> str | None:
@@ -396,7 +387,7 @@ def _lf_version() -> str | None:
 
 
 def score(args: dict | str, overrides: Sequence[str] = ()) -> str:
-    """Score a dataset as training would and write the score file; returns its path.
+    """Score a dataset as training would and write the score folder; returns its path.
 
     ``args``: a dict of LF training keys plus the ``score_*`` keys (or a YAML path); ``overrides``:
     ``key=value`` strings applied on top.
@@ -405,26 +396,27 @@ def score(args: dict | str, overrides: Sequence[str] = ()) -> str:
     lf_cfg, opts = split_score_options(cfg)
     output = opts["score_output"]
     if not output:
-        raise PluginError("set `score_output: path/to/scores.jsonl` (the file to write)")
+        raise PluginError("set `score_output: path/to/scores` (the folder to write)")
     output = os.path.abspath(os.path.expanduser(str(output)))
     try:  # fail before a long pass, not after it
         os.makedirs(os.path.dirname(output), exist_ok=True)
     except OSError as e:
         raise PluginError(f"cannot create the folder of `score_output: {output}` ({e})") from None
-    if not os.access(os.path.dirname(output), os.W_OK) or os.path.isdir(output):
-        raise PluginError(f"cannot write `score_output: {output}`; choose a writable file path")
+    if not os.access(os.path.dirname(output), os.W_OK):
+        raise PluginError(f"cannot write `score_output: {output}`; choose a writable folder path")
+    check_output(output)
     model_args, data_args, training_args, finetuning_args = parse_training_args(lf_cfg)
     stage = data_stage(lf_cfg, finetuning_args, data_args)
     sections = plan_sections(
         model_args, data_args, training_args, finetuning_args, stage, opts["score_models"], opts["score_templates"]
     )
     logger = _logger()
-    all_rows = []
+    entries = []
     for i, sec in enumerate(sections):
         desc = f"Scores {i + 1}/{len(sections)}: {sec['role']} {sec['model']} ({sec['template']}, {sec['split']})"
         scores = _score_section(sec, opts, model_args, finetuning_args, desc)
-        all_rows.append(_file_rows(sec, scores))
-    header = {
+        entries.append(_entry(sec, scores))
+    manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": now_utc(),
@@ -442,10 +434,9 @@ def score(args: dict | str, overrides: Sequence[str] = ()) -> str:
         "dataset": ",".join(data_args.dataset or []),
         "eval_dataset": ",".join(data_args.eval_dataset or []) or None,
         "dataset_dir": data_args.dataset_dir,
-        "sections": [_with_rows_digest(_section_header(s), r) for s, r in zip(sections, all_rows)],
     }
-    write_score_file(output, header, all_rows)
-    total = sum(len(r) for r in all_rows)
+    write_score_folder(output, manifest, entries)
+    total = sum(len(e["rows"]) for e in entries)
     logger.info_rank0(
         f"Wrote {total} score rows ({len(sections)} section(s), backend {opts['score_backend']}) to {output}."
     )
@@ -461,10 +452,11 @@ def expected_sections(config: dict | str, overrides: Sequence[str] = ()) -> tupl
     lf_cfg, _ = split_score_options(cfg)
     model_args, data_args, training_args, finetuning_args = parse_training_args(lf_cfg)
     fa = finetuning_args
-    if fa.stage != "poft" and not fa.precompute_ref_log_probs:
+    aligned_stages = registry.aligned_score_stages()
+    if fa.stage not in aligned_stages and not fa.precompute_ref_log_probs:
         raise PluginError(
             "this training config uses no precomputed scores: set `precompute_ref_log_probs: true` "
-            "(reference scores) or use `stage: poft` (aligned-model scores)"
+            f"(reference scores) or use {' / '.join(f'`stage: {s}`' for s in aligned_stages)} (aligned-model scores)"
         )
     stage = data_stage(lf_cfg, fa, data_args)
     return plan_sections(model_args, data_args, training_args, fa, stage), fa
@@ -486,57 +478,43 @@ _COMPARED = (
 )
 
 
-def _match(expected: dict, file_sections: list[tuple[dict, dict]], path: str):
-    """The file section (header, rows) that holds exactly the scores ``expected`` needs, or a clear error."""
+def _match(expected: dict, sections: list[dict], path: str) -> dict:
+    """The score folder's section whose entry holds exactly the scores ``expected`` needs, or a clear error."""
     want = expected["meta"]
     where = f"{expected['role']} scores of `{expected['model']}` ({expected['template']}, {expected['split']})"
-    candidates = [(h, r) for h, r in file_sections if h["cache_meta"].get("kind") == want["kind"]]
+    candidates = [s for s in sections if s["meta"].get("kind") == want["kind"]]
     if not candidates:
         raise ScoreFileError(f"{path} holds no {want['kind']} scores; the training config needs the {where}")
-    by_model = [(h, r) for h, r in candidates if h["cache_meta"].get("weights") == want["weights"]]
+    by_model = [s for s in candidates if s["meta"].get("weights") == want["weights"]]
     if not by_model:
-        made = ", ".join(sorted({f"{h['model']} (weights {h['cache_meta'].get('weights')})" for h, _ in candidates}))
+        made = ", ".join(sorted({f"{s['model']} (weights {s['meta'].get('weights')})" for s in candidates}))
         raise ScoreFileError(
             f"{path} was made for another model: it scores {made}, the training config needs "
             f"`{expected['model']}` (weights {want['weights']})."
         )
-    by_settings = []
-    for h, r in by_model:
-        diff = [k for k in _COMPARED if h["cache_meta"].get(k) != want.get(k)]
-        if not diff:
-            by_settings.append((h, r))
+    by_settings = [s for s in by_model if all(s["meta"].get(k) == want.get(k) for k in _COMPARED)]
     if not by_settings:
-        h = by_model[0][0]
+        meta = by_model[0]["meta"]
         diff = ", ".join(
-            f"{k}: file {h['cache_meta'].get(k)!r} vs config {want.get(k)!r}"
+            f"{k}: score folder {meta.get(k)!r} vs config {want.get(k)!r}"
             for k in _COMPARED
-            if h["cache_meta"].get(k) != want.get(k)
+            if meta.get(k) != want.get(k)
         )
         raise ScoreFileError(f"{path} was scored with other settings than the training config's {where}: {diff}")
-    for h, r in by_settings:
-        if h["cache_meta"].get("dataset") == want["dataset"]:
-            return h, r
+    for s in by_settings:
+        if s["meta"].get("dataset") == want["dataset"]:
+            return s
     keys = _unique_keys(expected["rows"])
-    h, r = min(by_settings, key=lambda hr: sum(k not in hr[1] for k in keys))
-    missing = [k for k in keys if k not in r]
-    extra = len(set(r) - set(keys))
+    best = min(by_settings, key=lambda s: sum(k not in s["rows"] for k in keys))
+    missing = [k for k in keys if k not in best["rows"]]
+    extra = len(set(best["rows"]) - set(keys))
     raise ScoreFileError(
         f"{path} was made for another dataset: the training config's {expected['split']} split has {len(keys)} "
-        f"rows (fingerprint {want['dataset']}), the file's section has {len(r)} (fingerprint "
-        f"{h['cache_meta'].get('dataset')}); {len(missing)} of the config's rows have no score"
+        f"rows (fingerprint {want['dataset']}), the score folder's section has {len(best['rows'])} (fingerprint "
+        f"{best['meta'].get('dataset')}); {len(missing)} of the config's rows have no score"
         f"{' (sample keys ' + ', '.join(missing[:5]) + (', ...' if len(missing) > 5 else '') + ')' if missing else ''}"
         f", {extra} scored rows are not in the config's data. Score this config's data instead."
     )
-
-
-def _place(cache_dir: str, key: str, meta: dict, rows: dict, extra: dict) -> str:
-    """Write one complete cache folder. The completion marker (meta.json) goes first and comes back last,
-    so an interruption leaves a folder training treats as missing, never a half-written complete one."""
-    cache = ScoreCache(cache_dir, key, dict(meta, **extra), logger=None)
-    if os.path.exists(cache.meta_path):
-        os.unlink(cache.meta_path)
-    cache.finish({k: cache_row(v) for k, v in rows.items()})
-    return cache.dir
 
 
 def default_cache_root(minor_cache_dir: str | None = None) -> str:
@@ -548,53 +526,81 @@ def default_cache_root(minor_cache_dir: str | None = None) -> str:
     )
 
 
-def import_score_file(
+def _copy_entries(root: str, plan: list[tuple[str, dict, dict]]) -> list[str]:
+    """Copy verified entries into the cache at ``root``: all are staged in one temporary folder there (each
+    ``scores.jsonl`` copied and its bytes checked against ``rows_digest`` again, then ``meta.json``), then each
+    is renamed into place. A failure before the renames leaves the cache as it was."""
+    created = not os.path.isdir(root)
+    try:
+        os.makedirs(root, exist_ok=True)
+        stage = tempfile.mkdtemp(prefix=".import-", dir=root)
+    except OSError as e:
+        raise PluginError(
+            f"Cannot write the score cache at {root} ({e}); set `minor_cache_dir` or --cache-dir."
+        ) from None
+    written = []
+    try:
+        for key, meta, sec in plan:
+            folder = os.path.join(stage, key)
+            os.makedirs(folder)
+            target = os.path.join(folder, "scores.jsonl")
+            shutil.copyfile(os.path.join(sec["dir"], "scores.jsonl"), target)
+            with open(target, "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != sec["meta"]["rows_digest"]:
+                    raise ScoreFileError(f"{sec['dir']}: scores.jsonl changed while it was imported; import again")
+            cache_mod.atomic_write_text(os.path.join(folder, "meta.json"), entry_meta_text(meta, sec["rows"]))
+        for key, _, _ in plan:
+            replace_dir(os.path.join(stage, key), os.path.join(root, key))
+            written.append(os.path.join(root, key))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not os.listdir(root):
+            os.rmdir(root)
+    return written
+
+
+def import_scores(
     path: str, cache_dir: str | None = None, config: dict | str | None = None, overrides: Sequence[str] = ()
 ) -> list[str]:
-    """Place a score file into the score cache so that training finds it; returns the cache folders written.
+    """Verify a score folder and copy its entries into the score cache so that training finds them; returns
+    the cache folders written.
 
-    Everything is validated before anything is written: a corrupt file, NaN/inf scores, missing rows, a
-    file for another model or dataset, or a changed model are refused with a :class:`ScoreFileError`.
+    Everything is verified before anything is written: a corrupt or edited folder, NaN/inf scores, missing
+    rows, a folder for another model or dataset, or a changed model are refused with a :class:`ScoreFileError`.
     """
-    header, rows = read_score_file(path)
-    file_sections = list(zip(header["sections"], rows))
-    extra = {
+    manifest, sections = read_score_folder(path)
+    provenance = {
         "imported_from": os.path.abspath(path),
-        "backend": header.get("backend"),
-        "scored_at": header.get("created"),
+        "scored_backend": manifest.get("backend"),
+        "scored_at": manifest.get("created"),
     }
     plan = []
     if config is not None:
         expected, fa = expected_sections(config, overrides)
         for exp in expected:
-            h, r = _match(exp, file_sections, path)
-            if h["model"] != exp["model"]:
-                extra_model = dict(extra, scored_model_path=h["model"])
-            else:
-                extra_model = extra
-            plan.append((exp["key"], exp["meta"], r, extra_model, exp))
+            sec = _match(exp, sections, path)
+            moved = {"scored_model_path": sec["model"]} if sec["model"] != exp["model"] else {}
+            plan.append((exp["key"], dict(exp["meta"], cache_key=exp["key"], **provenance, **moved), sec))
         root = cache_dir or default_cache_root(fa.minor_cache_dir)
     else:
-        for h, r in file_sections:
-            model = h["model"]
+        for sec in sections:
+            model = sec["model"]
             if os.path.isdir(model):
                 current = weights_digest(model)
-                if current != h["cache_meta"].get("weights"):
+                if current != sec["meta"].get("weights"):
                     raise ScoreFileError(
                         f"{path}: the model at {model} is not the one that was scored (weights "
-                        f"fingerprint {current}, file {h['cache_meta'].get('weights')}); rescore."
+                        f"fingerprint {current}, score folder {sec['meta'].get('weights')}); rescore."
                     )
-            plan.append((h["cache_key"], h["cache_meta"], r, extra, h))
+            plan.append((sec["entry"], dict(sec["meta"], **provenance), sec))
         root = cache_dir or default_cache_root()
-    for key, meta, r, _, _ in plan:  # a consistency guard on what is about to be filed
-        if make_key(meta) != key or keys_fingerprint(r) != meta["dataset"]:
+    for key, meta, sec in plan:  # a consistency guard on what is about to be filed
+        if make_key(key_parts(meta)) != key or keys_fingerprint(sec["rows"]) != meta["dataset"]:
             raise ScoreFileError(f"internal: inconsistent cache entry for {key}")
-    written = []
-    for key, meta, r, ex, _ in plan:
-        written.append(_place(root, key, meta, r, ex))
+    written = _copy_entries(root, plan)
     if written and config is not None:  # LF is imported then; a config-less import stays light
         _logger().info_rank0(f"Imported {path} into {len(written)} score cache folder(s): {', '.join(written)}.")
     return written
 
 
-__all__ = ["import_score_file", "load_config", "read_score_file", "score"]
+__all__ = ["import_scores", "load_config", "read_score_folder", "score"]

@@ -1,7 +1,7 @@
-"""``llamafactory-minor score`` end to end on the tiny model: the file's numbers equal the training-time
-online reference (LF's collated batch + ``sequence_log_probs``, 1e-5 in float32), an imported file makes
-``llamafactory-cli train`` with ``precompute_ref_log_probs`` reuse it without scoring, PoFT finds imported
-aligned scores, files for another model / dataset / settings are refused. The vLLM agreement test runs on
+"""``llamafactory-minor score`` end to end on the tiny model: the score folder's numbers equal the training-time
+online reference (LF's collated batch + ``sequence_log_probs``, 1e-5 in float32), its entries are the bytes of the
+training cache's, an imported folder makes ``llamafactory-cli train`` with ``precompute_ref_log_probs`` reuse it
+without scoring, PoFT finds imported aligned scores, folders for another model / dataset / settings are refused. The vLLM agreement test runs on
 SmolLM2-135M-Instruct with the separate vLLM venv (skipped without it)."""
 
 import math
@@ -94,7 +94,7 @@ def assert_file_equals_online(rows, online):
         if len(ref) == 4:
             assert row["rejected_num_tokens"] == ref[3]
             worst = max(worst, abs(row["rejected_sum_logp"] - ref[2]))
-    assert worst <= TOL, f"score file vs online reference: max |diff| {worst}"
+    assert worst <= TOL, f"score folder vs online reference: max |diff| {worst}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,12 +119,19 @@ def test_help_version_and_refusal_without_lf(run_cli, tmp_path):
     assert "--cache-dir" in run_cli(["import-scores", "--help"], exe="llamafactory-minor").stdout
     assert run_cli(["version"], exe="llamafactory-minor").stdout.startswith("llamafactory-minor ")
 
-    bad = tmp_path / "scores.jsonl"
-    bad.write_text('{"format": "llamafactory-minor-scores", "format_version": 2, "sections": []}\n')
-    proc = run_cli(
-        ["import-scores", str(bad), "--cache-dir", str(tmp_path / "cache")], exe="llamafactory-minor", check=False
+    bad = tmp_path / "scores"
+    bad.mkdir()
+    (bad / "manifest.json").write_text(
+        '{"format": "llamafactory-minor-scores", "format_version": 3, "sections": []}\n'
     )
-    assert proc.returncode == 2 and "error:" in proc.stderr and "no sections" in proc.stderr
+    old = tmp_path / "scores.jsonl"  # the single-file format of earlier versions
+    old.write_text('{"format": "llamafactory-minor-scores", "format_version": 2, "sections": []}\n')
+    for path, expected in ((bad, "lists no sections"), (old, "re-run `llamafactory-minor score`")):
+        proc = run_cli(
+            ["import-scores", str(path), "--cache-dir", str(tmp_path / "cache")], exe="llamafactory-minor", check=False
+        )
+        assert proc.returncode == 2 and "error:" in proc.stderr and expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
     assert not (tmp_path / "cache").exists()
     missing = run_cli(["score", str(tmp_path / "nope.yaml")], exe="llamafactory-minor", check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -132,23 +139,25 @@ def test_help_version_and_refusal_without_lf(run_cli, tmp_path):
     config.write_text("model_name_or_path: m\ndataset: d\n")
     for args, expected in (
         [[], "set `score_output"],
-        [["score_output=/proc/nope/s.jsonl"], "cannot create the folder"],
-        [["score_output=s.jsonl", "score_outptu=x"], "unknown key(s) score_outptu"],
-        [["score_output=s.jsonl", "score_models=a,b", "score_templates=t"], "one LF template per"],
+        [["score_output=/proc/nope/scores"], "cannot create the folder"],
+        [[f"score_output={old}"], "is a file"],
+        [[f"score_output={tmp_path}"], "not a score folder"],
+        [["score_output=scores", "score_outptu=x"], "unknown key(s) score_outptu"],
+        [["score_output=scores", "score_models=a,b", "score_templates=t"], "one LF template per"],
     ):
         proc = run_cli(["score", str(config)] + args, exe="llamafactory-minor", check=False)
         assert proc.returncode == 2 and expected in proc.stderr, (args, proc.stderr)
 
 
 # --------------------------------------------------------------------------------------------------
-# reference scores: CLI file == online reference; import; training reuses them
+# reference scores: CLI folder == online reference == the training cache's entry; import; training reuses them
 # --------------------------------------------------------------------------------------------------
 def test_cli_scores_equal_online_reference_and_training_reuses_the_import(
     tiny_train_cfg, run_cli, write_yaml, read_log_history, tmp_path, tiny_model
 ):
     from llamafactory_minor.scores.cache import weights_digest
-    from llamafactory_minor.scores.file_format import read_score_file
-    from llamafactory_minor.scores.standalone import import_score_file
+    from llamafactory_minor.scores.file_format import read_score_folder
+    from llamafactory_minor.scores.standalone import import_scores
 
     cfg = tiny_train_cfg(
         "minorsft",
@@ -159,25 +168,33 @@ def test_cli_scores_equal_online_reference_and_training_reuses_the_import(
         minor_cache_dir=str(tmp_path / "scoring_box_cache"),
     )
     config = write_yaml(tmp_path, cfg, "minorsft.yaml")
-    out = tmp_path / "out" / "scores.jsonl"
+    out = tmp_path / "out" / "scores"
     proc = run_cli(["score", config, f"score_output={out}", "score_batch_size=3"], exe="llamafactory-minor")
     assert "scored 8 rows" in proc.stdout + proc.stderr and f"scores written to {out}" in proc.stdout
-    assert sorted(os.listdir(out.parent)) == ["scores.jsonl"]  # no temp files left
+    assert sorted(os.listdir(out.parent)) == ["scores"]  # no temp folders left
 
-    header, rows = read_score_file(str(out))
-    (section,) = header["sections"]
-    assert header["backend"] == "transformers" and header["stage"] == "sft"
+    manifest, (section,) = read_score_folder(str(out))
+    assert sorted(os.listdir(out)) == sorted(["manifest.json", section["entry"]])
+    meta = section["meta"]
+    assert manifest["backend"] == "transformers" and manifest["stage"] == "sft"
     assert section["role"] == "reference" and section["model"] == tiny_model and section["template"] == "smollm2"
-    assert section["num_rows"] == 8 and section["weights"] == weights_digest(tiny_model)
-    assert section["cutoff_len"] == 128 and section["pairwise"] is False
-    assert_file_equals_online(rows[0], online_reference(cfg))
+    assert meta["num_rows"] == 8 and meta["weights"] == weights_digest(tiny_model)
+    assert meta["cutoff_len"] == 128 and section["pairwise"] is False
+    assert_file_equals_online(section["rows"], online_reference(cfg))
+    # the entry is the scoring box's training cache entry itself: same folder name, same bytes
+    box_entry = tmp_path / "scoring_box_cache" / section["entry"]
+    for name in ("meta.json", "scores.jsonl"):
+        assert (box_entry / name).read_bytes() == (out / section["entry"] / name).read_bytes(), name
 
     # the training machine: a fresh cache, the scores imported, no scoring at training time
     train_cache = tmp_path / "training_box_cache"
     train_cfg = dict(cfg, minor_cache_dir=str(train_cache))
-    folders = import_score_file(str(out), config=train_cfg)
-    assert [os.path.basename(f) for f in folders] == [section["cache_key"]]
+    folders = import_scores(str(out), config=train_cfg)
+    assert [os.path.basename(f) for f in folders] == [section["entry"]]
     assert os.path.dirname(folders[0]) == str(train_cache)
+    assert (train_cache / section["entry"] / "scores.jsonl").read_bytes() == (
+        out / section["entry"] / "scores.jsonl"
+    ).read_bytes()
     proc = run_cli(train_cfg)
     text = proc.stdout + proc.stderr
     assert "reusing cached scores (8 rows)" in text and " scored " not in text
@@ -186,12 +203,12 @@ def test_cli_scores_equal_online_reference_and_training_reuses_the_import(
 
 
 # --------------------------------------------------------------------------------------------------
-# pairs, and files for another model / dataset / settings
+# pairs, and score folders for another model / dataset / settings
 # --------------------------------------------------------------------------------------------------
 def test_pairwise_scores_equal_online_reference_and_mismatches_are_refused(tiny_train_cfg, tmp_path, tiny_model_large):
-    from llamafactory_minor.scores.cache import ScoreCache
-    from llamafactory_minor.scores.file_format import ScoreFileError, read_score_file
-    from llamafactory_minor.scores.standalone import import_score_file, score
+    from llamafactory_minor.scores.cache import ScoreCache, key_parts
+    from llamafactory_minor.scores.file_format import ScoreFileError, read_score_folder
+    from llamafactory_minor.scores.standalone import import_scores, score
 
     cfg = tiny_train_cfg(
         "dpo",
@@ -202,25 +219,25 @@ def test_pairwise_scores_equal_online_reference_and_mismatches_are_refused(tiny_
         val_size=2,
         minor_cache_dir=str(tmp_path / "cache"),
     )
-    out = score(dict(cfg, score_output=str(tmp_path / "pairs.jsonl")))
-    header, rows = read_score_file(out)
-    assert header["stage"] == "rm" and [s["split"] for s in header["sections"]] == ["train", "eval"]
-    assert [s["num_rows"] for s in header["sections"]] == [4, 2] and header["sections"][0]["pairwise"]
-    assert_file_equals_online(rows[0], online_reference(cfg))
+    out = score(dict(cfg, score_output=str(tmp_path / "pairs")))
+    manifest, sections = read_score_folder(out)
+    assert manifest["stage"] == "rm" and [s["split"] for s in sections] == ["train", "eval"]
+    assert [s["meta"]["num_rows"] for s in sections] == [4, 2] and sections[0]["pairwise"]
+    assert_file_equals_online(sections[0]["rows"], online_reference(cfg))
 
     # the scoring pass went through training's own cache key: a rerun reuses it
-    sec = header["sections"][0]
-    assert ScoreCache(str(tmp_path / "cache"), sec["cache_key"], sec["cache_meta"]).load_complete() is not None
+    sec = sections[0]
+    assert ScoreCache(str(tmp_path / "cache"), sec["entry"], key_parts(sec["meta"])).load_complete() == sec["rows"]
 
     fresh = str(tmp_path / "import")
     with pytest.raises(ScoreFileError, match="made for another dataset"):
-        import_score_file(out, cache_dir=fresh, config=dict(cfg, max_samples=5))
+        import_scores(out, cache_dir=fresh, config=dict(cfg, max_samples=5))
     with pytest.raises(ScoreFileError, match="made for another model"):
-        import_score_file(out, cache_dir=fresh, config=dict(cfg, model_name_or_path=tiny_model_large))
+        import_scores(out, cache_dir=fresh, config=dict(cfg, model_name_or_path=tiny_model_large))
     with pytest.raises(ScoreFileError, match="other settings.*cutoff_len"):
-        import_score_file(out, cache_dir=fresh, config=dict(cfg, cutoff_len=256))
+        import_scores(out, cache_dir=fresh, config=dict(cfg, cutoff_len=256))
     assert not os.path.exists(fresh) or not os.listdir(fresh)  # nothing half-written
-    assert len(import_score_file(out, cache_dir=fresh, config=cfg)) == 2  # train and eval splits
+    assert len(import_scores(out, cache_dir=fresh, config=cfg)) == 2  # train and eval splits
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,21 +250,22 @@ def test_aligned_scores_import_and_poft_finds_them_without_scoring(tiny_train_cf
 
     from llamafactory_minor.integration.data import plugin_dataset
     from llamafactory_minor.scores import aligned
-    from llamafactory_minor.scores.file_format import read_score_file
-    from llamafactory_minor.scores.standalone import import_score_file, score
+    from llamafactory_minor.scores.file_format import read_score_folder
+    from llamafactory_minor.scores.standalone import import_scores, score
 
     # score on the "GPU box": two aligned models (here the same weights) with their own templates
     sft = tiny_train_cfg("sft", max_samples=6, minor_cache_dir=str(tmp_path / "box"))
     out = score(
         dict(
             sft,
-            score_output=str(tmp_path / "aligned.jsonl"),
+            score_output=str(tmp_path / "aligned"),
             score_models=f"{tiny_model},{tiny_model}",
             score_templates="smollm2,chatml",
         )
     )
-    header, rows = read_score_file(out)
-    assert [(s["role"], s["template"]) for s in header["sections"]] == [("aligned", "smollm2"), ("aligned", "chatml")]
+    _, sections = read_score_folder(out)
+    rows = [s["rows"] for s in sections]
+    assert [(s["role"], s["template"]) for s in sections] == [("aligned", "smollm2"), ("aligned", "chatml")]
     assert len(rows[0]) == len(rows[1]) == 6
     assert not rows[0].keys() & rows[1].keys()  # another template, other tokens: other token keys
 
@@ -259,7 +277,7 @@ def test_aligned_scores_import_and_poft_finds_them_without_scoring(tiny_train_cf
         poft_aligned_templates="smollm2,chatml",
         minor_cache_dir=str(tmp_path / "train"),
     )
-    assert len(import_score_file(out, config=poft)) == 2
+    assert len(import_scores(out, config=poft)) == 2
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(dict(poft))
     tm = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tm["tokenizer"], data_args)

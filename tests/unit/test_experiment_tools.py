@@ -270,6 +270,35 @@ def test_plot_scores_from_cache_folders(tmp_path):
     assert bad.returncode == 2 and "is not a score-cache folder" in bad.stderr
 
 
+def test_plot_scores_from_a_score_folder(tmp_path):
+    from llamafactory_minor.scores.cache import make_key
+    from llamafactory_minor.scores.file_format import FORMAT, FORMAT_VERSION, keys_fingerprint, write_score_folder
+
+    entries = []
+    for split, base in (("train", -0.5), ("eval", -3.0)):
+        rows = {
+            f"{split}{i}": {"key": f"{split}{i}", "sum_logp": base * (i + 1), "num_tokens": i + 1} for i in range(4)
+        }
+        meta = {"kind": "aligned", "model": "m", "template": "smollm2", "dataset": keys_fingerprint(rows)}
+        entries.append(
+            dict(role="aligned", model="m", template="smollm2", split=split, pairwise=False, rows=rows,
+                 meta=dict(meta, cache_key=make_key(meta)))
+        )  # fmt: skip
+    folder = write_score_folder(
+        str(tmp_path / "scores"), {"format": FORMAT, "format_version": FORMAT_VERSION}, entries
+    )
+    proc = _cli("plot-scores", folder, "--out", str(tmp_path / "h.png"))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "m (smollm2, train): n=4 mean r=-0.5000" in proc.stdout
+        and "m (smollm2, eval): n=4 mean r=-3.0000" in proc.stdout
+    )
+    with open(tmp_path / "scores" / entries[0]["meta"]["cache_key"] / "scores.jsonl", "a") as f:
+        f.write('{"key": "x", "num_tokens": 1, "sum_logp": -1.0}\n')  # an edited folder is refused, naming the file
+    bad = _cli("plot-scores", folder, "--out", str(tmp_path / "h2.png"))
+    assert bad.returncode == 2 and "scores.jsonl has 5 rows" in bad.stderr
+
+
 def test_plot_derives_the_beta_free_margin(tmp_path):
     d = tmp_path / "dpo"
     d.mkdir()
