@@ -165,7 +165,7 @@ def verdict(results: dict) -> list[str]:
     """The paper's claims, checked on the numbers (plain sentences; 'does not hold' where it does not)."""
     lines = []
     sft, minor = results["runs"].get("sft"), results["runs"].get("minorsft")
-    if sft and minor and sft["m_theta"] and minor["m_theta"]:
+    if sft and minor and sft.get("m_theta") and minor.get("m_theta"):
         steps = sorted(set(sft["m_theta"]) & set(minor["m_theta"]))
         below = [s for s in steps if minor["m_theta"][s] < sft["m_theta"][s]]
         not_first = [s for s in steps if s != steps[0]]
@@ -186,14 +186,69 @@ def verdict(results: dict) -> list[str]:
     return lines
 
 
+TASK_FILES = ("arith_sft.json", "arith_dpo.json", "arith_test.jsonl")
+
+
+def _check_or_write_data(data_dir: str, args) -> None:
+    """Generate the task data; a folder that already holds it must hold exactly what these arguments generate.
+
+    The runs and evaluations in ``--out`` are reused by name, so data written by another ``--train`` /
+    ``--test`` / ``--seed`` would silently be mixed with them: that is an error (``--overwrite`` rewrites it).
+    """
+    import filecmp
+    import tempfile
+
+    if not os.path.isfile(os.path.join(data_dir, TASK_FILES[0])):
+        tasks.write_task(data_dir, n_train=args.train, n_test=args.test, seed=args.seed)
+        return
+    os.makedirs(os.path.dirname(data_dir), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(data_dir), prefix=".data-check-") as tmp:
+        tasks.write_task(tmp, n_train=args.train, n_test=args.test, seed=args.seed)
+        differ = [
+            name
+            for name in TASK_FILES
+            if not os.path.isfile(os.path.join(data_dir, name))
+            or not filecmp.cmp(os.path.join(tmp, name), os.path.join(data_dir, name), shallow=False)
+        ]
+    if not differ:
+        return
+    if not args.overwrite:
+        raise ReproduceError(
+            f"{data_dir} holds task data generated with other arguments ({', '.join(differ)} differ from what "
+            f"--train {args.train} --test {args.test} --seed {args.seed} generate), and the runs in {os.path.dirname(data_dir)} "
+            "were trained on it: use the arguments of the first run, another --out, or --overwrite to start again"
+        )
+    tasks.write_task(data_dir, n_train=args.train, n_test=args.test, seed=args.seed)
+
+
+def _config_differences(path: str, cfg: dict) -> list[str]:
+    """Keys whose value differs between the config a finished run was trained with and ``cfg`` (all if unreadable)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return ["(its config file is missing or unreadable)"]
+    moved = ("output_dir", "dataset_dir")  # follow --out: a moved folder is the same run
+    return sorted(k for k in set(old) | set(cfg) if k not in moved and old.get(k) != cfg.get(k))
+
+
 def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     data_dir = os.path.join(out, "data")
-    if not os.path.isfile(os.path.join(data_dir, "arith_sft.json")):
-        tasks.write_task(data_dir, n_train=args.train, n_test=args.test, seed=args.seed)
+    _check_or_write_data(data_dir, args)
     print(f"[reproduce] data: {data_dir}", flush=True)
+    previous = {}
+    if os.path.isfile(os.path.join(out, "results.json")):  # a reused run keeps the training time measured before
+        try:
+            with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+                previous = json.load(f).get("times_s") or {}
+        except (OSError, ValueError):
+            previous = {}
     results = {
+        "_previous_times_s": previous,
         "experiment": experiment,
         "model": args.model,
         "steps": args.steps,
@@ -205,19 +260,40 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     return out, data_dir, results, time.time()
 
 
+def _recorded_seconds(run_dir: str, fallback):
+    """The training time a finished run recorded (its RUN_INFO file, else the previous results.json)."""
+    try:
+        with open(os.path.join(run_dir, plot_mod.RUN_INFO), encoding="utf-8") as f:
+            value = json.load(f).get("train_seconds")
+    except (OSError, ValueError):
+        value = None
+    return value if value is not None else fallback
+
+
 def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, dataset: str, metrics) -> None:
     """Train every run through ``llamafactory-cli train`` (finished runs reused); record the metrics per step."""
     import yaml
 
     for run in runs:
         run_dir = os.path.join(out, "runs", run["name"])
+        cfg = dict(train_config(run, args, data_dir, run_dir), dataset=dataset, **run.get("extra", {}))
+        cfg = {k: v for k, v in cfg.items() if v is not None}
+        config_path = os.path.join(out, "configs", f"{run['name']}.yaml")
         if os.path.isfile(os.path.join(run_dir, "all_results.json")) and not args.overwrite:
+            differ = _config_differences(config_path, cfg)
+            if differ:
+                raise ReproduceError(
+                    f"{run_dir} was trained with another configuration than these arguments give "
+                    f"({', '.join(differ)} differ; see {config_path}): use the arguments of the first run, another "
+                    "--out, or --overwrite to train again"
+                )
             print(f"[reproduce] {run['name']}: done, reused ({run_dir})", flush=True)
+            results.setdefault("reused", []).append(run["name"])
+            seconds = _recorded_seconds(run_dir, results["_previous_times_s"].get(run["name"]))
+            if seconds is not None:
+                results["times_s"][run["name"]] = seconds
         else:
-            cfg = dict(train_config(run, args, data_dir, run_dir), dataset=dataset, **run.get("extra", {}))
-            cfg = {k: v for k, v in cfg.items() if v is not None}
             os.makedirs(os.path.join(out, "configs"), exist_ok=True)
-            config_path = os.path.join(out, "configs", f"{run['name']}.yaml")
             with open(config_path, "w", encoding="utf-8") as f:
                 yaml.safe_dump(cfg, f, sort_keys=False)
             print(f"[reproduce] $ llamafactory-cli train {config_path}", flush=True)
@@ -227,9 +303,11 @@ def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, datas
                 f"training {run['name']}",
             )
             results["times_s"][run["name"]] = round(seconds, 1)
+            results.setdefault("trained", []).append(run["name"])
             with open(os.path.join(run_dir, plot_mod.RUN_INFO), "w", encoding="utf-8") as f:
                 label = f"{run['method']} lr={run['lr']:g}" + (f" beta={run['beta']}" if "beta" in run else "")
-                json.dump({"name": label, "values": {k: v for k, v in run.items() if k not in ("name", "extra")}}, f)
+                values = {k: v for k, v in run.items() if k not in ("name", "extra")}
+                json.dump({"name": label, "values": values, "train_seconds": round(seconds, 1)}, f)
         history = plot_mod.read_history(run_dir)
         entry = {"method": run["method"], "lr": run["lr"], "beta": run.get("beta"), "dir": run_dir}
         for metric in metrics:
@@ -240,6 +318,11 @@ def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, datas
 
 def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) -> None:
     eval_dir = os.path.join(out, "eval")
+    from llamafactory_minor_eval.models import safe_name
+
+    for run in runs:  # the evaluation resumes by checkpoint path: a run trained again here is evaluated again
+        if results["runs"][run["name"]].get("of", run["name"]) in results.get("trained", ()):
+            shutil.rmtree(os.path.join(eval_dir, safe_name(run["name"])), ignore_errors=True)
     cmd = [_bin("llamafactory-minor-eval"), "--model", f"base={args.model}"]
     for run in runs:
         cmd += ["--model", f"{run['name']}={results['runs'][run['name']]['dir']}"]
@@ -274,7 +357,9 @@ def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) ->
     )
     results["times_s"]["evaluation"] = round(_run(cmd, os.path.join(out, "eval.log"), "evaluation"), 1)
     for name, row in _summary_rows(eval_dir).items():
-        entry = results["runs"].setdefault(name, {}) if name != "base" else results.setdefault("base", {})
+        if name != "base" and name not in results["runs"]:  # evaluated by an earlier invocation, not selected now
+            continue
+        entry = results["runs"][name] if name != "base" else results.setdefault("base", {})
         entry["accuracy"], entry["accuracy_flexible"] = _accuracy(row)
         entry["drift_m_theta"] = _drift(row)
         entry["degenerate"] = degenerate_share(os.path.join(eval_dir, name, "gsm8k", "samples.jsonl"))
@@ -335,6 +420,7 @@ def _finish(
     plot_mod.plot_runs([results["runs"][r]["dir"] for r in png_runs], metrics, out=png, title=title)
     results["plot"] = png
     results["verdict"] = verdict_fn(results)
+    results.pop("_previous_times_s", None)
     results["times_s"]["total"] = round(time.time() - start, 1)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     shown = portable(results, out)
@@ -500,8 +586,21 @@ def reproduce_poft(args) -> dict:
     from .noise import make_noise
 
     out, data_dir, results, start = _prepare(args, "poft")
-    if not os.path.isfile(os.path.join(data_dir, "arith_sft_noisy.json")):
+    noise_args = {"rate": args.noise_rate, "seed": args.seed}
+    noise_record = os.path.join(data_dir, "noise_args.json")
+    if os.path.isfile(os.path.join(data_dir, "arith_sft_noisy.json")) and not args.overwrite:
+        if os.path.isfile(noise_record):
+            with open(noise_record, encoding="utf-8") as f:
+                made = json.load(f)
+            if made != noise_args:
+                raise ReproduceError(
+                    f"{data_dir} holds noise made with {made}, not {noise_args}: use the arguments of the first run, "
+                    "another --out, or --overwrite to start again"
+                )
+    else:
         results["noise"] = make_noise(data_dir, "arith_sft", rate=args.noise_rate, seed=args.seed)
+        with open(noise_record, "w", encoding="utf-8") as f:
+            json.dump(noise_args, f)
     lr = args.lr
     results.update(lr=lr, epochs=args.epochs, noise_rate=args.noise_rate, aligned=[args.model])
     runs = select_runs(poft_runs(lr, args.model, args.template, args.poft_beta), getattr(args, "runs", None))

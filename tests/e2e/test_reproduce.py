@@ -10,34 +10,18 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+def _minorsft_args(out, model, **changed) -> list[str]:
+    opts = {"steps": 2, "batch": 4, "train": 32, "test": 8, "eval-limit": 4, "max-new-tokens": 8, "deviation-limit": 4}
+    opts.update({k.replace("_", "-"): v for k, v in changed.items()})
+    args = ["reproduce", "minorsft", "--out", str(out), "--model", model]
+    for key, value in opts.items():
+        args += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+    return args
+
+
 def test_minorsft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     out = tmp_path / "repro"
-    proc = run_cli(
-        [
-            "reproduce",
-            "minorsft",
-            "--out",
-            str(out),
-            "--model",
-            tiny_model,
-            "--steps",
-            "2",
-            "--batch",
-            "4",
-            "--train",
-            "32",
-            "--test",
-            "8",
-            "--eval-limit",
-            "4",
-            "--max-new-tokens",
-            "8",
-            "--deviation-limit",
-            "4",
-        ],
-        exe="llamafactory-minor",
-        timeout=1800,
-    )
+    proc = run_cli(_minorsft_args(out, tiny_model), exe="llamafactory-minor", timeout=1800)
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]) == {"sft", "sftdpo", "minorsft"}
     for name, run in results["runs"].items():
@@ -53,6 +37,24 @@ def test_minorsft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     assert "Claim 1" in proc.stdout and "| minorsft |" in proc.stdout
     # the evaluated test set is the generated one, disjoint from training by problem
     assert (out / "eval_data" / "gsm8k" / "test.jsonl").read_text() == (out / "data" / "arith_test.jsonl").read_text()
+
+    # Run again in the same folder. Finished runs are reused only when they were trained on what these
+    # arguments give, and they keep the training time measured when they trained.
+    first_sft_seconds = results["times_s"]["sft"]
+    again = run_cli(_minorsft_args(out, tiny_model, runs="sft"), exe="llamafactory-minor", timeout=1800)
+    assert "sft: done, reused" in again.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["reused"] == ["sft"] and results["times_s"]["sft"] == first_sft_seconds
+    for changed, says in ({"test": 6}, "generated with other arguments"), ({"lr": 1e-3}, "learning_rate"):
+        bad = run_cli(_minorsft_args(out, tiny_model, runs="sft", **changed), exe="llamafactory-minor", check=False)
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    # --overwrite trains again, and the evaluation of the retrained run is redone, not resumed from its path
+    samples = out / "eval" / "sft" / "gsm8k" / "samples.jsonl"
+    before = samples.stat().st_mtime_ns
+    run_cli(_minorsft_args(out, tiny_model, runs="sft", overwrite=True), exe="llamafactory-minor", timeout=1800)
+    results = json.loads((out / "results.json").read_text())
+    assert results["trained"] == ["sft"] and "reused" not in results
+    assert samples.stat().st_mtime_ns != before
 
 
 def test_minordpo_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
