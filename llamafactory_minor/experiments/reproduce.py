@@ -624,8 +624,8 @@ def reproduce_poft(args) -> dict:
     # the aligned model's score distribution, clean vs noisy rows (PoFT Fig. 2 / 3d)
     sources = []
     for dataset in ("arith_sft", "arith_sft_noisy_noise"):
-        score_out = os.path.join(out, "scores", f"{dataset}.jsonl")
-        if not os.path.isfile(score_out):
+        score_out = os.path.join(out, "scores", dataset)  # a score folder (scores.file_format)
+        if not os.path.isfile(os.path.join(score_out, "manifest.json")):
             cfg_path = os.path.join(out, "configs", f"score_{dataset}.yaml")
             import yaml
 
