@@ -142,7 +142,7 @@ def join(
         shown = ", ".join(missing[:5])
         raise PluginError(
             f"{len(missing)} of {len(keys)} training rows have no {what} (token keys {shown}"
-            f"{', ...' if len(missing) > 5 else ''}); check that the score file was made for "
+            f"{', ...' if len(missing) > 5 else ''}); check that the imported scores were made for "
             "this dataset, model and template, or let training score it (remove the import)."
         )
     out = []
