@@ -10,10 +10,10 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .data import LIMIT_MODES, benchmark_info
+from .benchmarks import benchmark_info
 from .errors import EvalError
 from .models import Checkpoint, safe_name
-from .options import MC_MODES, int_settings  # noqa: F401  (MC_MODES: kept importable from here)
+from .options import MC_MODES, check_settings, int_settings  # noqa: F401  (MC_MODES: kept importable from here)
 
 
 @dataclass
@@ -107,34 +107,10 @@ class RunConfig:
                     name = benchmark_info(key).name
                     if name != key:
                         mapping[name] = mapping.pop(key)
-        if self.mc_mode not in MC_MODES:
-            raise EvalError(f"mc_mode must be one of {', '.join(MC_MODES)}, got {self.mc_mode!r}")
-        if self.backend not in ("transformers", "vllm"):
-            raise EvalError(f"backend must be transformers or vllm, got {self.backend!r}")
-        if self.chat_template not in ("auto", "on", "off"):
-            raise EvalError(f"chat_template must be auto, on or off, got {self.chat_template!r}")
-        if self.table_metric not in ("micro", "macro", "both"):
-            raise EvalError(f"table_metric must be micro, macro or both, got {self.table_metric!r}")
-        for name in ("limit_per_subject", "deviation_limit", "lmeval_limit", "lmeval_max_gen_toks"):
-            value = getattr(self, name)
-            if value is not None and int(value) <= 0:
-                raise EvalError(f"{name} must be a positive number, got {value}")
+        check_settings(self)  # choices and minimums of the option table (options.py)
         for key, value in self.limit.items():
             if int(value) <= 0:
                 raise EvalError(f"limit{'' if key == '*' else ' of ' + key} must be a positive number, got {value}")
-        if self.limit_mode not in LIMIT_MODES:
-            raise EvalError(f"limit_mode must be one of {', '.join(LIMIT_MODES)}, got {self.limit_mode!r}")
-        for name in (
-            "batch_size",
-            "mc_max_new_tokens",
-            "gsm8k_max_new_tokens",
-            "tensor_parallel_size",
-            "deviation_max_length",
-        ):
-            if int(getattr(self, name)) <= 0:
-                raise EvalError(f"{name} must be a positive number, got {getattr(self, name)}")
-        if self.few_shot < 0:
-            raise EvalError(f"few_shot must be >= 0, got {self.few_shot}")
         names = [c.name for c in self.checkpoints]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

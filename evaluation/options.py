@@ -1,10 +1,12 @@
 """Every option of ``llamafactory-minor-eval``, declared once.
 
 One row per option: its flags, its group in ``--help``, its kind (how the command-line value becomes a
-setting), choices, help. The argument parser (cli.py), the command-line overrides of a run file and the
-int checks of the merged settings (config.py) are derived from this table; ``key`` is the
-``RunConfig`` field and YAML key (``None`` for options of the command itself: ``--config``,
-``--report-only`` ...). A unit test checks that the table and ``RunConfig`` list the same settings.
+setting), choices, help, smallest value. The argument parser (cli.py), the command-line overrides of a run
+file and the checks of the merged settings (whole numbers, choices, minimums: config.py) are derived from this
+table; ``key`` is the ``RunConfig`` field and YAML key (``None`` for options of the command itself:
+``--config``, ``--report-only`` ...). Defaults are ``RunConfig``'s only: a help text says ``{default}`` where it
+names one. Unit tests check that the table and ``RunConfig`` list the same settings and that the help states
+RunConfig's defaults.
 
 Kinds: ``str``, ``int``, ``float``, ``choice``; ``flag`` (``store_true``, unset = None so that the run
 file decides), ``noflag`` (``--no-x`` / ``store_false``); ``list`` (comma-separated, repeatable);
@@ -17,7 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llamafactory_minor_core.vllm_scoring import CPU_KV_CACHE_GB
+
 from .benchmarks import BENCHMARKS
+from .selection import LIMIT_MODES
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class Option:
     metavar: str | None = None
     choices: Sequence[str] | None = None
     dest: str | None = None  # argparse dest when it differs from key
+    minimum: int | None = None  # whole-number settings: the smallest value accepted (config.py checks it)
+    check_choices: bool = True  # a run file's value must be one of ``choices`` (config.py checks it)
 
     @property
     def argparse_dest(self) -> str:
@@ -132,7 +139,15 @@ OPTIONS: list[Option] = [
         "--limit-mode",
         metavar="[BENCH=]N",
     ),
-    Option("limit_per_subject", ("--limit-per-subject",), DATA, "int", "at most N questions per subject", metavar="N"),
+    Option(
+        "limit_per_subject",
+        ("--limit-per-subject",),
+        DATA,
+        "int",
+        "at most N questions per subject",
+        metavar="N",
+        minimum=1,
+    ),
     Option(
         "limit_mode",
         ("--limit-mode",),
@@ -140,17 +155,18 @@ OPTIONS: list[Option] = [
         "choice",
         "how --limit / --limit-per-subject choose: 'random' (default; a uniform sample seeded by --seed) or 'first' "
         "(the first N in file order); the chosen questions keep file order",
-        choices=("random", "first"),
+        choices=LIMIT_MODES,
     ),
-    Option("seed", ("--seed",), DATA, "int", "seed of the down-sampling (default 42)", metavar="S"),
+    Option("seed", ("--seed",), DATA, "int", "seed of the down-sampling (default {default})", metavar="S"),
     Option(
         "few_shot",
         ("--few-shot",),
         DATA,
         "int",
-        "K solved examples before each question as earlier chat turns (default 0 = zero-shot as in the papers): "
+        "K solved examples before each question as earlier chat turns (default {default} = zero-shot as in the papers): "
         "from the dev split of the same subject (C-Eval, FinanceIQ, FinEval) or the GSM8K train split",
         metavar="K",
+        minimum=0,
     ),
     Option(
         "mc_mode",
@@ -165,16 +181,18 @@ OPTIONS: list[Option] = [
         ("--mc-max-new-tokens",),
         ANSWER,
         "int",
-        "token budget of multiple-choice generation (default 16)",
+        "token budget of multiple-choice generation (default {default})",
         metavar="N",
+        minimum=1,
     ),
     Option(
         "gsm8k_max_new_tokens",
         ("--gsm8k-max-new-tokens",),
         ANSWER,
         "int",
-        "token budget of GSM8K generation (default 512)",
+        "token budget of GSM8K generation (default {default})",
         metavar="N",
+        minimum=1,
     ),
     Option(
         "chat_template",
@@ -197,7 +215,7 @@ OPTIONS: list[Option] = [
         ("--backend",),
         BACKEND,
         "choice",
-        "inference backend (default transformers)",
+        "inference backend (default {default})",
         choices=("transformers", "vllm"),
     ),
     Option(
@@ -205,16 +223,18 @@ OPTIONS: list[Option] = [
         ("--batch-size",),
         BACKEND,
         "int",
-        "questions per forward/generate call, transformers backend (default 8)",
+        "questions per forward/generate call, transformers backend (default {default})",
         metavar="N",
+        minimum=1,
     ),
     Option(
         "dtype",
         ("--dtype",),
         BACKEND,
         "choice",
-        "weights dtype (default auto: float32 on CPU, bfloat16/float16 on GPU)",
+        "weights dtype (default {default}: float32 on CPU, bfloat16/float16 on GPU)",
         choices=("auto", "float32", "bfloat16", "float16"),
+        check_choices=False,  # a run file may also give the spellings backends/hf.py accepts (fp32 ...)
     ),
     Option(
         "device",
@@ -232,8 +252,9 @@ OPTIONS: list[Option] = [
         ("--tensor-parallel-size",),
         BACKEND,
         "int",
-        "vLLM: GPUs per model (default 1)",
+        "vLLM: GPUs per model (default {default})",
         metavar="N",
+        minimum=1,
     ),
     Option(
         "vllm_max_model_len",
@@ -256,7 +277,7 @@ OPTIONS: list[Option] = [
         ("--vllm-kv-cache-gb",),
         BACKEND,
         "float",
-        "vLLM: KV cache size (on CPU default 1 GiB via VLLM_CPU_KVCACHE_SPACE)",
+        f"vLLM: KV cache size (on CPU default {CPU_KV_CACHE_GB} GiB via VLLM_CPU_KVCACHE_SPACE)",
         metavar="GB",
     ),
     Option(
@@ -301,6 +322,7 @@ OPTIONS: list[Option] = [
         "int",
         "the first N documents of each lm-eval task / MMLU subject (lm-eval's --limit; default all)",
         metavar="N",
+        minimum=1,
     ),
     Option(
         "lmeval_max_gen_toks",
@@ -309,6 +331,7 @@ OPTIONS: list[Option] = [
         "int",
         "token budget of lm-eval's generation tasks (gsm8k; default the task's own, 256)",
         metavar="N",
+        minimum=1,
     ),
     Option(
         "deviation_data",
@@ -320,15 +343,22 @@ OPTIONS: list[Option] = [
         metavar="FILE",
     ),
     Option(
-        "deviation_limit", ("--deviation-limit",), DEV, "int", "pairs to use (seeded sample; default 200)", metavar="N"
+        "deviation_limit",
+        ("--deviation-limit",),
+        DEV,
+        "int",
+        "pairs to use (seeded sample; default {default})",
+        metavar="N",
+        minimum=1,
     ),
     Option(
         "deviation_max_length",
         ("--deviation-max-length",),
         DEV,
         "int",
-        "truncate prompt+answer to N tokens (default 1024)",
+        "truncate prompt+answer to N tokens (default {default})",
         metavar="N",
+        minimum=1,
     ),
     Option(
         "reference",
@@ -344,7 +374,7 @@ OPTIONS: list[Option] = [
         ("--output-dir", "-o"),
         RUN,
         "str",
-        "results folder (default outputs/eval, git-ignored in this repo)",
+        "results folder (default {default}, git-ignored in this repo)",
         metavar="DIR",
     ),
     Option(
@@ -366,7 +396,7 @@ OPTIONS: list[Option] = [
         ("--table-metric",),
         RUN,
         "choice",
-        "multiple-choice accuracy shown in summary.md and the chart: micro, macro or both side by side (default both)",
+        "multiple-choice accuracy shown in summary.md and the chart: micro, macro or both side by side (default {default})",
         choices=("micro", "macro", "both"),
     ),
     Option("chart", ("--no-chart",), RUN, "noflag", "do not write summary.png"),
@@ -385,6 +415,15 @@ OPTIONS: list[Option] = [
 SETTINGS = {o.key: o for o in OPTIONS if o.key}
 
 
+def help_text(opt: Option) -> str:
+    """The option's help with ``{default}`` replaced by its RunConfig default (the one place defaults are set)."""
+    if "{default}" not in opt.help:
+        return opt.help
+    from .config import RunConfig
+
+    return opt.help.replace("{default}", str(getattr(RunConfig(), opt.key)))
+
+
 def add_arguments(parser) -> None:
     """Every option of the table on an ``argparse`` parser, in groups, in table order."""
     groups: dict[str, Any] = {}
@@ -392,7 +431,7 @@ def add_arguments(parser) -> None:
         if opt.group not in groups:
             groups[opt.group] = parser.add_argument_group(opt.group)
         g = groups[opt.group]
-        kw: dict[str, Any] = {"help": opt.help, "dest": opt.argparse_dest}
+        kw: dict[str, Any] = {"help": help_text(opt), "dest": opt.argparse_dest}
         if opt.kind in ("command",) and opt.metavar is None:
             kw["action"] = "store_true"
         elif opt.kind == "command":
@@ -460,3 +499,19 @@ def overrides_from(args) -> dict[str, Any]:
 
 def int_settings() -> list[str]:
     return [o.key for o in OPTIONS if o.key and o.kind == "int"]
+
+
+def check_settings(cfg) -> None:
+    """The table's checks of merged settings (a run file's values and the command line's): ``choices`` and
+    ``minimum``. Optional whole numbers may stay unset."""
+    from .errors import EvalError
+
+    for opt in OPTIONS:
+        if opt.kind not in ("choice", "int"):
+            continue
+        value = getattr(cfg, opt.key)
+        if opt.kind == "choice" and opt.check_choices and value not in opt.choices:
+            raise EvalError(f"{opt.key} must be one of {', '.join(opt.choices)}, got {value!r}")
+        if opt.minimum is not None and value is not None and int(value) < opt.minimum:
+            what = "a positive number" if opt.minimum == 1 else f">= {opt.minimum}"
+            raise EvalError(f"{opt.key} must be {what}, got {value}")

@@ -1,14 +1,16 @@
 """The option table of llamafactory-minor-eval (evaluation/options.py): declared once, the parser, the
 command-line overrides and the YAML keys derive from it."""
 
+import re
 from dataclasses import fields
 
 import pytest
 
+from llamafactory_minor_core.vllm_scoring import CPU_KV_CACHE_GB
 from llamafactory_minor_eval.cli import build_parser
 from llamafactory_minor_eval.config import RunConfig, build_config
 from llamafactory_minor_eval.errors import EvalError
-from llamafactory_minor_eval.options import OPTIONS, SETTINGS, overrides_from
+from llamafactory_minor_eval.options import OPTIONS, SETTINGS, help_text, overrides_from
 
 
 def test_table_and_runconfig_list_the_same_settings():
@@ -87,3 +89,35 @@ def test_whole_number_settings_from_yaml():
         build_config(dict(base, seed=None), {})
     with pytest.raises(EvalError, match="lmeval_limit must be a whole number"):
         build_config(dict(base, lmeval_limit="x"), {})
+
+
+def test_choices_and_minimums_of_the_table_check_a_run_file():
+    base = {"checkpoints": ["a/b"], "benchmarks": ["ceval"]}
+    checked = [o for o in OPTIONS if o.kind == "choice" and o.check_choices]
+    assert {o.key for o in checked} == {"limit_mode", "mc_mode", "chat_template", "backend", "table_metric"}
+    for opt in checked:
+        assert getattr(build_config(dict(base, **{opt.key: opt.choices[-1]}), {}), opt.key) == opt.choices[-1]
+        with pytest.raises(EvalError, match=f"{opt.key} must be one of {', '.join(opt.choices)}, got 'nope'"):
+            build_config(dict(base, **{opt.key: "nope"}), {})
+    bounded = [o for o in OPTIONS if o.minimum is not None]
+    assert {o.key for o in bounded} >= {"batch_size", "few_shot", "deviation_max_length", "lmeval_limit"}
+    for opt in bounded:
+        assert getattr(build_config(dict(base, **{opt.key: opt.minimum}), {}), opt.key) == opt.minimum
+        what = "a positive number" if opt.minimum == 1 else f">= {opt.minimum}"
+        with pytest.raises(EvalError, match=f"^{opt.key} must be {what}, got {opt.minimum - 1}$"):
+            build_config(dict(base, **{opt.key: opt.minimum - 1}), {})
+
+
+def test_help_states_the_runconfig_defaults():
+    text = " ".join(build_parser().format_help().split())
+    defaults = RunConfig()
+    templated = [o for o in OPTIONS if "{default}" in o.help]
+    assert {o.key for o in templated} >= {"seed", "batch_size", "mc_max_new_tokens", "gsm8k_max_new_tokens", "backend"}
+    for opt in templated:
+        assert str(getattr(defaults, opt.key)) in text
+        assert " ".join(help_text(opt).split()) in text
+    for opt in OPTIONS:  # a default written out as a number would not follow RunConfig
+        if opt.key == "vllm_kv_cache_gb":  # not a RunConfig default: the shared core's CPU setting
+            assert f"on CPU default {CPU_KV_CACHE_GB} GiB" in opt.help
+            continue
+        assert not re.search(r"default:? \d", opt.help), opt.flags
