@@ -147,7 +147,8 @@ def write_score_folder(path: str, manifest: dict, entries: list[dict]) -> str:
         sections = []
         for e in entries:
             key = e["meta"]["cache_key"]
-            write_entry(os.path.join(staged, key), e["meta"], e["rows"])
+            if not os.path.isdir(os.path.join(staged, key)):  # sections with one key share one entry
+                write_entry(os.path.join(staged, key), e["meta"], e["rows"])
             sections.append(dict({k: e[k] for k in SECTION_FIELDS if k != "entry"}, entry=key))
         with open(os.path.join(staged, MANIFEST), "w", encoding="utf-8") as f:
             f.write(json.dumps(dict(manifest, sections=sections), indent=2, ensure_ascii=False) + "\n")
@@ -267,16 +268,16 @@ def read_score_folder(path: str) -> tuple[dict, list[dict]]:
         name = sec["entry"]
         if not isinstance(name, str) or not name or name.startswith(".") or os.path.basename(name) != name:
             raise ScoreFileError(f"{manifest_path}: section {i} names no entry folder ({name!r})")
-        if name in names:
-            raise ScoreFileError(f"{manifest_path}: entry {name} is listed twice")
-        names.append(name)
+        names.append(name)  # two sections may share an entry (same key: the same model, template and rows)
     stray = sorted(n for n in os.listdir(path) if not n.startswith(".") and n != MANIFEST and n not in names)
     if stray:
         raise ScoreFileError(f"{path} holds {', '.join(stray)}, which {MANIFEST} does not list (edited folder?)")
-    out = []
+    out, verified = [], {}
     for i, sec in enumerate(sections):
         folder = os.path.join(path, sec["entry"])
-        meta, rows = read_entry(folder, bool(sec["pairwise"]))
+        if (folder, bool(sec["pairwise"])) not in verified:
+            verified[folder, bool(sec["pairwise"])] = read_entry(folder, bool(sec["pairwise"]))
+        meta, rows = verified[folder, bool(sec["pairwise"])]
         for field, meta_field in _AGREE:
             if meta.get(meta_field) != sec[field]:
                 raise ScoreFileError(

@@ -539,6 +539,7 @@ def _copy_entries(root: str, plan: list[tuple[str, dict, dict]]) -> list[str]:
             f"Cannot write the score cache at {root} ({e}); set `minor_cache_dir` or --cache-dir."
         ) from None
     written = []
+    plan = list({key: (key, meta, sec) for key, meta, sec in plan}.values())  # one copy of a shared entry
     try:
         for key, meta, sec in plan:
             folder = os.path.join(stage, key)

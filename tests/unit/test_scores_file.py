@@ -148,6 +148,19 @@ def test_entries_are_the_training_cache_bytes(tmp_path, model_dir):
     assert cache.load_complete() == entry["rows"]
 
 
+def test_sections_with_one_key_share_one_entry(tmp_path, model_dir):
+    """Splits (or models) with the same rows and settings have one cache key: one entry, listed twice."""
+    path = make_folder(
+        tmp_path / "scores", [make_section(model_dir, KEYS), make_section(model_dir, KEYS, split="eval")]
+    )
+    _, sections = read_score_folder(path)
+    assert [s["split"] for s in sections] == ["train", "eval"] and sections[0]["entry"] == sections[1]["entry"]
+    assert sorted(os.listdir(path)) == sorted([MANIFEST, sections[0]["entry"]])
+    assert [os.path.basename(f) for f in import_scores(path, cache_dir=str(tmp_path / "cache"))] == [
+        sections[0]["entry"]
+    ]
+
+
 def test_pairwise_rows_need_the_rejected_half(tmp_path, model_dir):
     entry = make_section(model_dir, KEYS[:3], pairwise=True)
     path = make_folder(tmp_path / "pairs", [entry])
