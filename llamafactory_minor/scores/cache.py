@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from typing import Any
 
 from llamafactory_minor_core.io import append_jsonl, atomic_write_text, iter_jsonl_lines
 
@@ -206,7 +207,7 @@ def replace_dir(staged: str, target: str) -> None:
 class ScoreCache:
     """One cache folder. Nothing is created on disk before the first scored rows are written."""
 
-    def __init__(self, cache_dir: str, key: str, meta: dict, logger=None):
+    def __init__(self, cache_dir: str, key: str, meta: dict, logger: Any = None):
         self.root = cache_dir
         self.dir = os.path.join(cache_dir, key)
         self.meta = dict(meta, cache_key=key)

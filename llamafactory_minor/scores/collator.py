@@ -14,7 +14,7 @@ DROP_COLUMNS = KEY_COLUMNS  # the key columns of scores.keys: never model inputs
 class ScoredCollator:
     """Wraps an LF collator: pops the score columns from each row, stacks them, pads the rest as LF does."""
 
-    def __init__(self, collator, pairwise: bool = False):
+    def __init__(self, collator: Any, pairwise: bool = False):
         self.collator = collator
         self.pairwise = pairwise  # LF's pairwise batches are [chosen rows..., rejected rows...]
 

@@ -22,18 +22,19 @@ import hashlib
 import json
 import threading
 from array import array
+from collections.abc import Iterable, Iterator
 
 _state = threading.local()
 IGNORE_INDEX = -100
 KEY_COLUMNS = ("sample_key", "token_key", "answer_tokens")
 
 
-def current_stage_for_errors():
+def current_stage_for_errors() -> str | None:
     return getattr(_state, "stage", None)
 
 
 @contextlib.contextmanager
-def plugin_dataset(stage: str, keyed: bool = False):
+def plugin_dataset(stage: str, keyed: bool = False) -> Iterator[None]:
     """While active, dataset errors name the plugin ``stage`` and rows carry the key columns if ``keyed``."""
     prev = (getattr(_state, "stage", None), getattr(_state, "keyed", False))
     _state.stage, _state.keyed = stage, keyed
@@ -43,7 +44,7 @@ def plugin_dataset(stage: str, keyed: bool = False):
         _state.stage, _state.keyed = prev
 
 
-def sample_key(prompt, response, system, tools) -> str:
+def sample_key(prompt: list, response: list, system: str | None, tools: str | None) -> str:
     """Content key of one converted LF example (messages, system, tools): 16 hex chars of sha256."""
     payload = json.dumps([prompt, response, system or "", tools or ""], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
@@ -59,7 +60,7 @@ def sequences_of(row: dict) -> list[tuple[str, list[int], list[int]]]:
     return [("chosen", row["input_ids"], row["labels"])]
 
 
-def token_key(sequences) -> str:
+def token_key(sequences: Iterable[tuple[str, list[int], list[int]]]) -> str:
     """Digest (32 hex, blake2b) of the token ids and labels of ``sequences`` = [(part, ids, labels)]."""
     h = hashlib.blake2b(digest_size=16)
     for part, ids, labels in sequences:
@@ -69,7 +70,7 @@ def token_key(sequences) -> str:
     return h.hexdigest()
 
 
-def answer_token_counts(sequences) -> list[int]:
+def answer_token_counts(sequences: Iterable[tuple[str, list[int], list[int]]]) -> list[int]:
     """Scored positions per sequence: labels after the first that are not IGNORE_INDEX (list.count runs in C)."""
     return [max(0, len(labels) - 1 - labels[1:].count(IGNORE_INDEX)) for _, _, labels in sequences]
 

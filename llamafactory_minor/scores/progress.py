@@ -18,12 +18,13 @@ import re
 import tempfile
 import threading
 import time
+from typing import Any
 
 PROGRESS_FILE = "minor_scoring_progress.json"
 _run = threading.local()
 
 
-def set_run_args(parsed) -> None:
+def set_run_args(parsed: tuple | None) -> None:
     """The parsed arguments of this training process (``integration.dispatch`` calls it; None between runs)."""
     _run.parsed = parsed
 
@@ -33,7 +34,7 @@ def _parsed_args():
     return getattr(_run, "parsed", None)
 
 
-def which_model(desc: str, parsed=None):
+def which_model(desc: str, parsed: tuple | None = None) -> tuple[int | None, int | None, str | None]:
     """``(j, M, name)`` of the model scoring in the pass ``desc`` (``j``/``M`` None when unknown)."""
     match = re.search(r"\bmodel (\d+)\s*(?:/|of)\s*(\d+)", desc)
     if match:
@@ -75,7 +76,7 @@ def _webui_dir():
 class ScoringProgress:
     """``update(n)`` after each batch of ``total`` sequences (``batch_size`` per batch), ``close()`` at the end."""
 
-    def __init__(self, total: int, batch_size: int, desc: str, pairwise: bool = False, logger=None):
+    def __init__(self, total: int, batch_size: int, desc: str, pairwise: bool = False, logger: Any = None):
         parsed = _parsed_args()
         self.total, self.desc, self.done, self.batches = total, desc, 0, 0
         self.unit = "sequences (chosen + rejected)" if pairwise else "rows"

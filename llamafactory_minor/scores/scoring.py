@@ -87,7 +87,7 @@ class RowAssembler:
     """Collects scored parts; a row goes to the cache (and ``done``) once all its parts are in: the chosen
     answer, and the rejected one for pairs."""
 
-    def __init__(self, cache, done: dict, pairwise: bool):
+    def __init__(self, cache: "ScoreCache", done: dict, pairwise: bool):
         self.cache, self.done, self.pairwise = cache, done, pairwise
         self.pending = {}
 

@@ -11,7 +11,9 @@ with all-reduce and LF's optimizer/scheduler/sampler choices), ``create_ref_mode
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 
@@ -23,8 +25,11 @@ from ..scores.collator import SCORE_COLUMNS, ScoredCollator
 from ..scores.keys import plugin_dataset
 from . import witness
 
+# attach_scores(dataset_module, template, tokenizer_module) -> dataset_module with score columns
+ScoreAttacher = Callable[[dict, Any, dict], dict]
 
-def load_reference(model_args, finetuning_args):
+
+def load_reference(model_args: Any, finetuning_args: Any) -> torch.nn.Module | None:
     """The reference as LF's DPO makes it: ``ref_model`` path; LoRA: None (adapters disabled); else a copy."""
     try:
         return lf.create_ref_model(model_args, finetuning_args)
@@ -52,13 +57,17 @@ class SingleAnswerTrainer(lf.CustomDPOTrainer):
     def plot_keys(self) -> tuple:
         return self.objective.plot_keys
 
-    def concatenated_forward(self, model, batch, is_ref_model: bool = False) -> dict[str, torch.Tensor]:
+    def concatenated_forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], is_ref_model: bool = False
+    ) -> dict[str, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k != "labels" and k not in SCORE_COLUMNS}
         logits = model(**inputs, return_dict=True, use_cache=False).logits
         logps, num_tokens = sequence_log_probs(logits, batch["labels"], ignore_index=lf.IGNORE_INDEX)
         return {"logps": logps, "num_tokens": num_tokens}
 
-    def compute_reference_log_probs(self, model, batch):
+    def compute_reference_log_probs(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
         if not self.needs_reference:
             return None
         if "ref_logps" in batch:  # precomputed
@@ -70,7 +79,13 @@ class SingleAnswerTrainer(lf.CustomDPOTrainer):
         with torch.no_grad(), ref_context:
             return self.concatenated_forward(ref_model, batch, is_ref_model=True)["logps"]
 
-    def compute_objective(self, policy_logps, num_tokens, ref_logps, batch):
+    def compute_objective(
+        self,
+        policy_logps: torch.Tensor,
+        num_tokens: torch.Tensor,
+        ref_logps: torch.Tensor | None,
+        batch: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The registry objective's per-sample losses (plus LF's SFT term) and its metrics."""
         obj = self.objective
         params = {p.name: getattr(self.finetuning_args, p.name, p.default) for p in obj.params}
@@ -84,7 +99,9 @@ class SingleAnswerTrainer(lf.CustomDPOTrainer):
             metrics["sft_loss"] = sft.mean().item()
         return losses, metrics
 
-    def get_batch_loss_metrics(self, model, batch, train_eval="train"):
+    def get_batch_loss_metrics(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], train_eval: str = "train"
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.concatenated_forward(model, batch)
         policy_logps, num_tokens = out["logps"], out["num_tokens"]
         ref_logps = self.compute_reference_log_probs(model, batch)
@@ -101,7 +118,13 @@ class SingleAnswerTrainer(lf.CustomDPOTrainer):
         prefix = "eval_" if train_eval == "eval" else ""
         return losses.mean(), {f"{prefix}{k}": v for k, v in metrics.items()}
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor, None, None]:
         with torch.no_grad():
             loss, metrics = self.get_batch_loss_metrics(model, inputs, train_eval="eval")
         self.store_metrics(metrics, train_eval="eval")
@@ -115,8 +138,14 @@ def trainer_class(objective: registry.Objective) -> type:
 
 
 def run_single_answer(
-    trainer_cls, model_args, data_args, training_args, finetuning_args, callbacks, attach_scores=None
-):
+    trainer_cls: type[SingleAnswerTrainer],
+    model_args: Any,
+    data_args: Any,
+    training_args: Any,
+    finetuning_args: Any,
+    callbacks: list | None,
+    attach_scores: ScoreAttacher | None = None,
+) -> None:
     """LF's SFT-shaped workflow for the plugin's single-answer stages.
 
     ``attach_scores(dataset_module, template, tokenizer_module)`` may add score columns (PoFT's aligned
@@ -179,16 +208,16 @@ def run_single_answer(
 
 
 def finish_training(
-    trainer,
-    plot_keys,
-    model_args,
-    data_args,
-    training_args,
-    finetuning_args,
-    dataset_module,
-    plot_loss,
-    create_modelcard_and_push,
-):
+    trainer: Any,
+    plot_keys: Sequence[str],
+    model_args: Any,
+    data_args: Any,
+    training_args: Any,
+    finetuning_args: Any,
+    dataset_module: dict,
+    plot_loss: Callable[..., Any],
+    create_modelcard_and_push: Callable[..., Any],
+) -> None:
     """Train, save, log, plot (LF's ``plot_loss`` with the plugin's keys), evaluate, model card."""
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -205,7 +234,7 @@ def finish_training(
     create_modelcard_and_push(trainer, model_args, data_args, training_args, finetuning_args)
 
 
-def score_attacher(model_args, data_args, training_args, finetuning_args):
+def score_attacher(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any) -> ScoreAttacher | None:
     """``precompute_ref_log_probs: true``: join cached reference scores instead of loading a reference."""
     if not finetuning_args.precompute_ref_log_probs:
         return None

@@ -11,7 +11,9 @@ instead of silently training LF's stock loss under the plugin objective's name.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .. import lf
 from ..errors import ObjectiveNotApplied
@@ -59,7 +61,7 @@ def _callback_class():
 
 
 @contextmanager
-def expect_plugin_loss(what: str, callbacks: list | None, training_args):
+def expect_plugin_loss(what: str, callbacks: list | None, training_args: Any) -> Iterator[None]:
     """Run a plugin workflow; fail loudly if the plugin's trainer never computed the loss.
 
     ``what`` names the configuration (`` `pref_loss: minordpo` ``). ``callbacks`` (LF's list, handed to the

@@ -8,12 +8,14 @@ workflow with the stage's trainer); ``stage: dpo`` -> LF's ``run_dpo`` with the 
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import registry
 from . import witness
-from .common import run_single_answer, score_attacher, trainer_class
+from .common import ScoreAttacher, run_single_answer, score_attacher, trainer_class
 
 
-def _chain(*attachers):
+def _chain(*attachers: ScoreAttacher | None) -> ScoreAttacher | None:
     attachers = [a for a in attachers if a is not None]
     if not attachers:
         return None
@@ -26,7 +28,14 @@ def _chain(*attachers):
     return attach
 
 
-def run_stage(objective, model_args, data_args, training_args, finetuning_args, callbacks=None):
+def run_stage(
+    objective: registry.Objective,
+    model_args: Any,
+    data_args: Any,
+    training_args: Any,
+    finetuning_args: Any,
+    callbacks: list | None = None,
+) -> None:
     """A registry single-answer stage: its scores attached (``objective.scores``; precomputed reference scores)."""
     own = (
         registry.resolve(objective.scores)(model_args, data_args, training_args, finetuning_args)
@@ -45,7 +54,7 @@ def run_stage(objective, model_args, data_args, training_args, finetuning_args, 
     )
 
 
-def describe(finetuning_args) -> str:
+def describe(finetuning_args: Any) -> str:
     obj = finetuning_args.objective
     if obj is not None:
         return obj.yaml
@@ -53,7 +62,14 @@ def describe(finetuning_args) -> str:
     return f"`stage: {finetuning_args.stage}` with " + " / ".join(f"`{k}`" for k in keys)
 
 
-def run_plugin(model_args, data_args, training_args, finetuning_args, generating_args=None, callbacks=None):
+def run_plugin(
+    model_args: Any,
+    data_args: Any,
+    training_args: Any,
+    finetuning_args: Any,
+    generating_args: Any = None,
+    callbacks: list | None = None,
+) -> None:
     """The plugin workflow of a configuration the plugin trains (``finetuning_args.plugin_trains``)."""
     obj = finetuning_args.objective
     with witness.expect_plugin_loss(describe(finetuning_args), callbacks, training_args):

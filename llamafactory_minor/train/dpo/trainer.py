@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import torch
 
 from ... import lf, registry
@@ -21,7 +23,7 @@ class MinorDPOFamilyTrainer(lf.CustomDPOTrainer):
     """
 
     @property
-    def objective(self):
+    def objective(self) -> registry.Objective | None:
         return registry.get(self.loss_type, "pref_loss")
 
     @property
@@ -29,7 +31,9 @@ class MinorDPOFamilyTrainer(lf.CustomDPOTrainer):
         obj = self.objective
         return obj is not None and obj.averaged_log_probs
 
-    def concatenated_forward(self, model, batch, is_ref_model: bool = False):
+    def concatenated_forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], is_ref_model: bool = False
+    ) -> dict[str, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k != "labels" and k not in SCORE_COLUMNS}
         logits = model(**inputs, return_dict=True, use_cache=False).logits
         all_logps, lengths = sequence_log_probs(logits, batch["labels"], ignore_index=lf.IGNORE_INDEX)
@@ -49,21 +53,27 @@ class MinorDPOFamilyTrainer(lf.CustomDPOTrainer):
             "chosen_logps_avg": chosen_logps if self.averaged_log_probs else chosen_logps / chosen_len.clamp(min=1),
         }
 
-    def compute_reference_log_probs(self, model, batch):
+    def compute_reference_log_probs(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if "ref_logps" in batch:  # precomputed: [2B] in LF's concatenated order (chosen rows, then rejected)
             ref = batch["ref_logps"].to(self.accelerator.device)
             n = ref.size(0) // 2
             return ref[:n], ref[n:]
         return super().compute_reference_log_probs(model, batch)
 
-    def compute_preference_loss(self, pc, pr, rc, rr):
+    def compute_preference_loss(
+        self, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor | None, rr: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         obj = self.objective
         if obj is None:
             return super().compute_preference_loss(pc, pr, rc, rr)
         params = {p.name: getattr(self.finetuning_args, p.name, p.default) for p in obj.params}
         return obj.function()(PairInputs(pc, pr, rc, rr, self.beta, params))
 
-    def get_batch_loss_metrics(self, model, batch, train_eval="train"):
+    def get_batch_loss_metrics(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], train_eval: str = "train"
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.concatenated_forward(model, batch)
         pc, pr = out["chosen_logps"], out["rejected_logps"]
         rc, rr = self.compute_reference_log_probs(model, batch)

@@ -7,7 +7,10 @@ for ``MinorDPOFamilyTrainer`` for the duration of the call (``lf.trainer_swapped
 LF symbols: ``lf.PATCH_POINTS["llamafactory.train.dpo.workflow"]``, ``lf.TRAINER_SLOTS["dpo"]``.
 """
 
+from __future__ import annotations
+
 from contextlib import ExitStack
+from typing import Any
 
 from ... import lf, registry
 from ...scores.keys import plugin_dataset
@@ -17,7 +20,9 @@ from .trainer import MinorDPOFamilyTrainer
 PLOT_KEYS = list(registry.DPO_PLOT_KEYS)
 
 
-def run_dpo(model_args, data_args, training_args, finetuning_args, callbacks=None):
+def run_dpo(
+    model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any, callbacks: list | None = None
+) -> None:
     lf_dpo = lf.workflow("dpo")
     original_plot = lf_dpo.plot_loss
 

@@ -1,5 +1,8 @@
+from __future__ import annotations
+
 from collections import defaultdict
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 
@@ -15,7 +18,7 @@ class DeviationTrackingTrainer(lf.CustomSeq2SeqTrainer):
     MinorSFT as in the paper's Fig. 1. The policy's log-probs are read from the logits of the training
     forward (no extra policy pass); the reference costs one no-grad forward (none if precomputed)."""
 
-    def __init__(self, *args, m_theta_ref_model=None, **kwargs):
+    def __init__(self, *args: Any, m_theta_ref_model: torch.nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._m_theta = defaultdict(list)
         self._m_theta_ref = m_theta_ref_model
@@ -38,7 +41,14 @@ class DeviationTrackingTrainer(lf.CustomSeq2SeqTrainer):
             logits = ref_model(**forward_inputs, return_dict=True, use_cache=False).logits
             return sequence_log_probs(logits, inputs["labels"], ignore_index=lf.IGNORE_INDEX)[0]
 
-    def compute_loss(self, model, inputs, return_outputs=False, *args, **kwargs):
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         ref_logps_given = inputs.pop("ref_logps", None)
         loss, outputs = super().compute_loss(model, inputs, True, *args, **kwargs)
         witness.loss_computed()
@@ -53,7 +63,7 @@ class DeviationTrackingTrainer(lf.CustomSeq2SeqTrainer):
             self._m_theta[split].append(deviation_metric(policy_logps, ref_logps, num_tokens).item())
         return (loss, outputs) if return_outputs else loss
 
-    def log(self, logs, *args, **kwargs):
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         split = "train" if "loss" in logs else "eval"
         values = self._m_theta.pop(split, None)
         # every rank takes part in the reduce, with or without values (a NaN placeholder stays NaN-free below)

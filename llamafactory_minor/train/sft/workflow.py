@@ -4,8 +4,11 @@ Runs LF's ``run_sft`` with its trainer class (``lf.TRAINER_SLOTS["sft"]``) swapp
 ``DeviationTrackingTrainer`` during the call, and adds ``m_theta`` to the plotted keys.
 """
 
+from __future__ import annotations
+
 from contextlib import ExitStack
 from functools import partial
+from typing import Any
 
 from ... import lf
 from ...scores.keys import plugin_dataset
@@ -13,7 +16,14 @@ from ..common import load_reference
 from .trainer import DeviationTrackingTrainer
 
 
-def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None):
+def run_sft(
+    model_args: Any,
+    data_args: Any,
+    training_args: Any,
+    finetuning_args: Any,
+    generating_args: Any,
+    callbacks: list | None = None,
+) -> None:
     lf_sft = lf.workflow("sft")
 
     ref_model = None
