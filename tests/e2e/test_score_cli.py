@@ -1,8 +1,9 @@
 """``llamafactory-minor score`` end to end on the tiny model: the score folder's numbers equal the training-time
 online reference (LF's collated batch + ``sequence_log_probs``, 1e-5 in float32), its entries are the bytes of the
 training cache's, an imported folder makes ``llamafactory-cli train`` with ``precompute_ref_log_probs`` reuse it
-without scoring, PoFT finds imported aligned scores, folders for another model / dataset / settings are refused. The vLLM agreement test runs on
-SmolLM2-135M-Instruct with the separate vLLM venv (skipped without it)."""
+without scoring, PoFT finds imported aligned scores, folders for another model / dataset / settings are refused. The vLLM tests (per-token agreement;
+the vLLM score folder keyed as training and imported) run on SmolLM2-135M-Instruct with the separate vLLM venv
+(skipped without it)."""
 
 import math
 import os
@@ -373,3 +374,42 @@ def test_vllm_agrees_with_transformers_per_token(smollm2, repo_root, tmp_path, r
         f"{worst_token:.2e}, max per-row mean |diff| {worst_mean:.2e}, vLLM pass {vllm_seconds:.0f}s"
     )
     assert worst_token < 1e-3, f"max per-token |diff| {worst_token}"
+
+
+@pytest.mark.slow
+def test_vllm_score_folder_is_keyed_as_training_and_imports(smollm2, repo_root, tmp_path):
+    """``score_backend: vllm``: the folder's entry carries the key training computes (the transformers entry's),
+    the manifest says vllm, the scoring box's training cache is not filled with vLLM numbers (staged apart), and
+    an import files them where training looks, recording the backend."""
+    from conftest import tiny_train_config
+
+    from llamafactory_minor.scores.cache import ScoreCache, key_parts
+    from llamafactory_minor.scores.file_format import read_score_folder
+    from llamafactory_minor.scores.standalone import import_scores, score
+
+    python = _vllm_python(repo_root)
+    cfg = tiny_train_config(
+        smollm2, tmp_path / "unused", stage="sft", max_samples=8, minor_cache_dir=str(tmp_path / "box")
+    )
+    vllm_out = score(dict(cfg, score_output=str(tmp_path / "vllm"), score_backend="vllm", score_backend_python=python))
+    manifest, (vsec,) = read_score_folder(vllm_out)
+    # on the scoring box, training's key holds no vLLM numbers (they are staged under another key)
+    assert ScoreCache(str(tmp_path / "box"), vsec["entry"], key_parts(vsec["meta"])).load_complete() is None
+    hf_out = score(dict(cfg, score_output=str(tmp_path / "hf")))
+    (hsec,) = read_score_folder(hf_out)[1]
+    assert manifest["backend"] == "vllm" and manifest["backend_dtype"]
+    assert vsec["entry"] == hsec["entry"] and key_parts(vsec["meta"]) == key_parts(hsec["meta"])
+    assert set(vsec["rows"]) == set(hsec["rows"]) and len(vsec["rows"]) == 8
+    for key, row in vsec["rows"].items():
+        assert row["num_tokens"] == hsec["rows"][key]["num_tokens"]
+        assert abs(row["sum_logp"] - hsec["rows"][key]["sum_logp"]) / max(1, row["num_tokens"]) < 1e-3
+
+    train_cache = tmp_path / "train"
+    (folder,) = import_scores(
+        vllm_out, config=dict(cfg, track_m_theta=True, precompute_ref_log_probs=True, minor_cache_dir=str(train_cache))
+    )
+    assert os.path.basename(folder) == vsec["entry"]
+    imported = ScoreCache(str(train_cache), vsec["entry"], key_parts(vsec["meta"])).load_complete()
+    assert imported == vsec["rows"]
+    with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
+        assert '"scored_backend": "vllm"' in f.read()
