@@ -1,9 +1,9 @@
 """``llamafactory-minor score`` end to end on the tiny model: the score folder's numbers equal the training-time
 online reference (LF's collated batch + ``sequence_log_probs``, 1e-5 in float32), its entries are the bytes of the
 training cache's, an imported folder makes ``llamafactory-cli train`` with ``precompute_ref_log_probs`` reuse it
-without scoring, PoFT finds imported aligned scores, folders for another model / dataset / settings are refused. The vLLM tests (per-token agreement;
-the vLLM score folder keyed as training and imported) run on SmolLM2-135M-Instruct with the separate vLLM venv
-(skipped without it)."""
+without scoring, PoFT finds imported aligned scores, folders for another model / dataset / settings are refused.
+The vLLM tests (per-token agreement; the vLLM score folder keyed as training and imported) run on
+SmolLM2-135M-Instruct with the separate vLLM venv (skipped without it)."""
 
 import math
 import os
