@@ -186,9 +186,9 @@ def _read_mc(benchmark: str, subject: str, path: Path, category: str | None) -> 
     return samples
 
 
-def _read_gsm8k(path: Path) -> list[Sample]:
+def _read_gsm8k(path: Path, benchmark: str = "gsm8k") -> list[Sample]:
     rows, columns, original = _read_table(path)
-    _require(path, columns, ["question", "answer"], "gsm8k", original)
+    _require(path, columns, ["question", "answer"], benchmark, original)
     samples = []
     for i, row in enumerate(rows):
         where = f"{path}:{'line' if path.suffix.lower() == '.jsonl' else 'row'} {i + 1}"
@@ -196,8 +196,8 @@ def _read_gsm8k(path: Path) -> list[Sample]:
         gold = gsm8k_gold(solution, where)
         samples.append(
             Sample(
-                benchmark="gsm8k",
-                subject="gsm8k",
+                benchmark=benchmark,
+                subject=benchmark,
                 id=_text(row["id"]) if "id" in row and _text(row.get("id")) else str(i),
                 question=_text(row["question"]),
                 gold=format_number(gold),
@@ -233,7 +233,7 @@ def read_gsm8k_split(benchmark: str, root: Path, files: list[tuple[str, Path]]) 
     """GSM8K: ``question`` and ``answer`` (the worked solution ending in ``#### <number>``) per row."""
     samples: list[Sample] = []
     for n, (_, path) in enumerate(files):
-        part = _read_gsm8k(path)
+        part = _read_gsm8k(path, benchmark)
         if len(files) > 1:  # keep ids unique across shards
             for sample in part:
                 sample.id = f"{n}-{sample.id}"

@@ -98,3 +98,25 @@ def test_a_benchmark_added_by_its_declaration_alone_is_loaded_prompted_scored_an
         cli.list_benchmarks()
     )
     assert report._chance([], "toy") == 0.25
+
+
+def test_a_benchmark_in_gsm8ks_format_and_layout_by_its_declaration_alone(monkeypatch, tmp_path):
+    root = tmp_path / "arith"
+    root.mkdir()
+    rows = [
+        '{"question": "What is 2 + 3?", "answer": "2 + 3 = <<2+3=5>>5\\n#### 5"}',
+        '{"question": "7 - 4?", "answer": "#### 3"}',
+    ]
+    (root / "test.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    arith = dataclasses.replace(BENCHMARKS["gsm8k"], name="arith", title="Arith", hub="someone/arith", folder="arith")
+    arith = dataclasses.replace(arith, aliases=(), default_split="test", shots_split="test")
+    monkeypatch.setitem(BENCHMARKS, "arith", arith)
+
+    d = data.load_benchmark("arith", data_dir=str(tmp_path), few_shot=1)
+    assert [(s.benchmark, s.subject, s.gold) for s in d.samples] == [("arith", "arith", "5"), ("arith", "arith", "3")]
+    first, second = d.samples
+    assert data.shots_for(second, d, 1) == [first]
+    assert data.shot_answer(first) == "2 + 3 = 5\nSo the answer is: 5"
+    assert arith.score("So the answer is: 3", second)["correct"] is True
+    with pytest.raises(EvalError, match=r"arith: no 'dev' split under .*looked for .*/dev\.jsonl"):
+        data.load_split("arith", root, "dev")
