@@ -19,111 +19,25 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import uuid
 from typing import Any
 
+from llamafactory_minor_core.digest import DIGEST_MEMO_ENV, HubIdentityError, file_digest  # noqa: F401 (re-exported)
+from llamafactory_minor_core.digest import weights_digest as _core_weights_digest
 from llamafactory_minor_core.io import append_jsonl, atomic_write_text, iter_jsonl_lines
 
 from ..errors import PluginError
 
-DIGEST_MEMO_ENV = "LLAMAFACTORY_MINOR_DIGEST_MEMO"
-_memo_lock = threading.Lock()
-_memo: dict | None = None
-
-
-def _memo_path() -> str:
-    return os.environ.get(DIGEST_MEMO_ENV) or os.path.join(
-        os.path.expanduser("~"), ".cache", "llamafactory_minor", "weights-digests.json"
-    )
-
-
-def _load_memo() -> dict:
-    global _memo
-    if _memo is None:
-        try:
-            with open(_memo_path(), encoding="utf-8") as f:
-                _memo = json.load(f)
-            if not isinstance(_memo, dict):
-                _memo = {}
-        except (OSError, ValueError):  # missing or unreadable memo: digests are recomputed
-            _memo = {}
-    return _memo
-
-
-def _save_memo() -> None:
-    path = _memo_path()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_text(path, json.dumps(_memo, indent=0, sort_keys=True))
-    except OSError:  # a read-only home: the memo only saves time
-        pass
-
-
-def _hasher():
-    try:
-        import xxhash  # a dependency of `datasets`, hence always there with LF
-
-        return xxhash.xxh3_128()
-    except ImportError:  # pragma: no cover
-        return hashlib.blake2b(digest_size=16)
-
-
-def file_digest(path: str) -> str:
-    """Digest of every byte of ``path`` (xxh3-128), memoised by (real path, size, mtime): each version of a
-    file is read once, however often it is looked up."""
-    st = os.stat(path)
-    memo_key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
-    with _memo_lock:
-        found = _load_memo().get(memo_key)
-    if found:
-        return found
-    h = _hasher()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 23), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    with _memo_lock:
-        _load_memo()[memo_key] = digest
-        _save_memo()
-    return digest
-
-
-def _hub_snapshot(name: str, revision: str | None) -> str:
-    """The commit a hub id resolves to: a content address of every file of the repository."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = snapshot_download(name, revision=revision or "main", local_files_only=True)
-        return os.path.basename(os.path.normpath(folder))
-    except Exception as local_error:  # not in the local hub cache: ask the hub for the commit
-        try:
-            from huggingface_hub import model_info
-
-            return model_info(name, revision=revision or "main").sha
-        except Exception as e:
-            raise PluginError(
-                f"Cannot identify the weights of `{name}`: it is not a local folder, not in the Hugging Face "
-                f"cache ({type(local_error).__name__}), and the hub did not answer ({type(e).__name__}: {e}). "
-                "Give a local model folder, or download it once with the hub reachable."
-            ) from None
-
 
 def weights_digest(path: str, revision: str | None = None) -> str:
-    """Identity of a model by content: a digest over the names and digests of all files of its folder
-    (weights, config, tokenizer files; hidden files and sub-folders such as checkpoints excluded). A hub
-    id is identified by the commit it resolves to (``hf:<id>@<commit>``)."""
-    if path is None:
-        return None
-    if not os.path.isdir(path):
-        return f"hf:{path}@{_hub_snapshot(path, revision)}"
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if name.startswith(".") or not os.path.isfile(full):
-            continue
-        h.update(f"{name}:{file_digest(full)}\n".encode())
-    return h.hexdigest()[:32]
+    """Identity of a model by content (``llamafactory_minor_core.digest.weights_digest``: a digest over the names
+    and digests of all files of its folder -- weights, config, tokenizer files; hidden files and sub-folders such
+    as checkpoints excluded). A hub id is identified by the commit it resolves to (``hf:<id>@<commit>``); one that
+    cannot be resolved is a :class:`PluginError`."""
+    try:
+        return _core_weights_digest(path, revision)
+    except HubIdentityError as e:
+        raise PluginError(str(e)) from None
 
 
 def adapters_digest(adapters: str | list[str] | None) -> list | None:

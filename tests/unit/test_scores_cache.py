@@ -22,6 +22,7 @@ from llamafactory_minor.scores.cache import ScoreCache, atomic_write_text, make_
 from llamafactory_minor.scores.passes import KEY_SCHEME, dataset_fingerprint, join, pass_key, run_pass
 from llamafactory_minor.scores.reference import _reference_meta
 from llamafactory_minor.scores.scoring import score_dataset_rows
+from llamafactory_minor_core import digest as core_digest
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_aligned_cache_key_changes_with_every_component(tmp_path):
 
 def test_weights_digest_reads_every_byte(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAFACTORY_MINOR_DIGEST_MEMO", str(tmp_path / "memo.json"))
-    monkeypatch.setattr(cache_mod, "_memo", None)
+    monkeypatch.setattr(core_digest, "_memo", None)
     a = fake_model_dir(tmp_path / "a")
     b = fake_model_dir(tmp_path / "b")  # same content elsewhere: same identity
     assert weights_digest(a) == weights_digest(b)
@@ -206,7 +207,7 @@ def test_weights_digest_reads_every_byte(tmp_path, monkeypatch):
 
 def test_weights_digest_is_memoised_per_file_version(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAFACTORY_MINOR_DIGEST_MEMO", str(tmp_path / "memo.json"))
-    monkeypatch.setattr(cache_mod, "_memo", None)
+    monkeypatch.setattr(core_digest, "_memo", None)
     model = fake_model_dir(tmp_path / "m", payload=b"q" * 100_000)
     reads = []
     real_open = open
@@ -218,7 +219,7 @@ def test_weights_digest_is_memoised_per_file_version(tmp_path, monkeypatch):
 
     monkeypatch.setattr("builtins.open", counting_open)
     first = weights_digest(model)
-    monkeypatch.setattr(cache_mod, "_memo", None)  # a new process: the memo file is read back
+    monkeypatch.setattr(core_digest, "_memo", None)  # a new process: the memo file is read back
     assert weights_digest(model) == first
     assert len(reads) == 1, "each file version is hashed once"
     path = os.path.join(model, "model.safetensors")
