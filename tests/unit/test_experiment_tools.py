@@ -354,3 +354,23 @@ def test_results_json_paths_are_relative_to_the_output_folder(tmp_path):
     assert shown["model"] == os.path.join(".cache", "models", "SmolLM2") and shown["plot"] == "m.png"
     assert shown["elsewhere"] == "/opt/data/x.json" and shown["text"] == "a/b"
     assert results["plot"] == os.path.join(out, "m.png")  # the caller's dict is not changed
+
+
+def test_poft_verdict_follows_the_numbers_and_says_when_claim_2_is_not_tested():
+    from llamafactory_minor.experiments.reproduce import verdict_poft
+
+    def res(sft, poft, n=50):
+        runs = {name: {"epochs": [{"accuracy": a} for a in accs]} for name, accs in (("sft", sft), ("poft", poft))}
+        return {"runs": runs, "n_eval": n}
+
+    # SFT peaks at epoch 2 and drops 10 points; PoFT drops 2: both claims hold
+    lines = verdict_poft(res([0.3, 0.5, 0.4], [0.3, 0.5, 0.48]))
+    assert " HOLDS here" in lines[0] and " HOLDS here" in lines[1] and "n = 50" in lines[2]
+    # PoFT below SFT at an epoch, and dropping more: neither holds
+    lines = verdict_poft(res([0.3, 0.5, 0.45], [0.2, 0.5, 0.3]))
+    assert " DOES NOT HOLD here" in lines[0] and " DOES NOT HOLD here" in lines[1]
+    # nothing degraded (both still rising at the last epoch): claim 2 is not tested, not "holds"
+    lines = verdict_poft(res([0.02, 0.04, 0.06], [0.02, 0.08, 0.12]))
+    assert " HOLDS here" in lines[0] and "NOT TESTED here" in lines[1] and "HOLDS" not in lines[1]
+    # the interval note: at 12% of 50 the 95% Wilson half-width is ~9 points
+    assert "2 x 9 points" in lines[2]
