@@ -25,6 +25,7 @@ Steps (each a real user command, resumable: a finished run or evaluation is reus
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
 import os
@@ -135,7 +136,9 @@ def _eval_data(args, data_dir: str, out: str) -> str:
         raise ReproduceError(
             f"--eval-file {source} does not exist (GSM8K-format JSONL: question, answer '... #### N')"
         )
-    shutil.copyfile(source, os.path.join(root, "gsm8k", "test.jsonl"))
+    target = os.path.join(root, "gsm8k", "test.jsonl")
+    if not (os.path.isfile(target) and filecmp.cmp(source, target, shallow=False)):  # unchanged: left untouched
+        shutil.copyfile(source, target)
     return root
 
 
@@ -565,6 +568,53 @@ def _epoch_checkpoints(run_dir: str) -> list[str]:
     return [os.path.join(run_dir, d) for d in sorted(found, key=lambda d: int(d.split("-")[-1]))]
 
 
+def wilson_interval(p: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion p over n items."""
+    z = 1.959963984540054
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def plot_accuracy_by_epoch(results: dict, out: str) -> str | None:
+    """PoFT Fig. 3e: held-out accuracy per epoch, one line per method, 95% Wilson intervals, the base as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = results.get("n_eval")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for name, run in results["runs"].items():
+        points = [(e["epoch"], e["accuracy"]) for e in run.get("epochs", []) if e.get("accuracy") is not None]
+        if not points:
+            continue
+        xs, ys = zip(*points)
+        if n:
+            lo, hi = zip(*(wilson_interval(y, n) for y in ys))
+            err = [[100 * (y - a) for y, a in zip(ys, lo)], [100 * (b - y) for y, b in zip(ys, hi)]]
+        else:
+            err = None
+        ax.errorbar(xs, [100 * y for y in ys], yerr=err, marker="o", capsize=3, label=name)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    base = (results.get("base") or {}).get("accuracy")
+    if base is not None:
+        ax.axhline(100 * base, color="grey", linestyle="--", label="base")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"held-out accuracy, strict (%){f', n = {n}' if n else ''}")
+    ax.set_title("Accuracy per epoch (bars: 95% Wilson intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def verdict_poft(results: dict) -> list[str]:
     lines = []
     acc = {name: [e.get("accuracy") for e in r.get("epochs", [])] for name, r in results["runs"].items()}
@@ -600,9 +650,8 @@ def verdict_poft(results: dict) -> list[str]:
 
 def _ci_halfwidth(p: float, n: int) -> float:
     """Half the width of the 95% Wilson interval of a proportion p over n items, in points."""
-    z = 1.959963984540054
-    centre_pm = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * centre_pm
+    lo, hi = wilson_interval(p, n)
+    return 100 * (hi - lo) / 2
 
 
 def reproduce_poft(args) -> dict:
@@ -683,6 +732,7 @@ def reproduce_poft(args) -> dict:
         title=f"Aligned model's r on clean vs noisy rows ({os.path.basename(args.model)})",
     )
     results["score_plot"] = hist
+    results["accuracy_plot"] = plot_accuracy_by_epoch(results, os.path.join(out, "accuracy_by_epoch.png"))
     return _finish(
         results,
         out,

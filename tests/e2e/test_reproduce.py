@@ -132,4 +132,6 @@ def test_poft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     stats = results["score_distribution"]
     assert stats["clean rows"]["n"] == 8 and stats["noise rows"]["n"] == 4
     assert all(math.isfinite(st["mean"]) and st["mean"] < 0 for st in stats.values())  # per-token log-probs
-    assert (out / "aligned_scores.png").read_bytes()[:4] == b"\x89PNG" and len(results["verdict"]) == 2
+    assert (out / "aligned_scores.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "accuracy_by_epoch.png").read_bytes()[:4] == b"\x89PNG"  # Fig. 3e: accuracy per epoch
+    assert [line[:7] for line in results["verdict"] if line.startswith("Claim")] == ["Claim 1", "Claim 2"]

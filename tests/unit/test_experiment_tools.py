@@ -374,3 +374,18 @@ def test_poft_verdict_follows_the_numbers_and_says_when_claim_2_is_not_tested():
     assert " HOLDS here" in lines[0] and "NOT TESTED here" in lines[1] and "HOLDS" not in lines[1]
     # the interval note: at 12% of 50 the 95% Wilson half-width is ~9 points
     assert "2 x 9 points" in lines[2]
+
+
+def test_accuracy_by_epoch_plot_and_wilson_interval(tmp_path):
+    from llamafactory_minor.experiments.reproduce import plot_accuracy_by_epoch, wilson_interval
+
+    lo, hi = wilson_interval(0.4, 100)  # the textbook value: [0.309, 0.498]
+    assert abs(lo - 0.3094) < 1e-3 and abs(hi - 0.4980) < 1e-3
+    runs = {
+        "sft": {"epochs": [{"epoch": 1, "accuracy": 0.1}, {"epoch": 2, "accuracy": 0.2}]},
+        "sft_e1": {"epoch": 1, "accuracy": 0.1},
+    }
+    out = plot_accuracy_by_epoch({"runs": runs, "n_eval": 50, "base": {"accuracy": 0.04}}, str(tmp_path / "a.png"))
+    assert out and (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_accuracy_by_epoch({"runs": {"x": {}}}, str(tmp_path / "b.png")) is None  # nothing to draw
+    assert not (tmp_path / "b.png").exists()
