@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llamafactory_minor_core.digest import folder_digest
+
 from .errors import EvalError
 
 
@@ -35,7 +37,27 @@ class Checkpoint:
         return "lora" if self.adapter else "full"
 
     def identity(self) -> dict[str, str | None]:
+        """Where the checkpoint is read from (absolute paths, or the hub id): which models share an engine."""
         return {"model": _abs(self.model_path), "adapter": _abs(self.adapter) if self.adapter else None}
+
+    def content_identity(self) -> dict[str, str | None]:
+        """What the checkpoint is: a digest of every byte of every top-level file of the model folder (weights,
+        config, tokenizer) and of the adapter folder (``llamafactory_minor_core.digest.folder_digest``, memoised
+        per file version); a hub id is its id. The same files under another path give the same identity."""
+        return {
+            "model": content_digest(self.model_path),
+            "adapter": content_digest(self.adapter) if self.adapter else None,
+        }
+
+
+def content_digest(path: str | None) -> str | None:
+    """A local folder by the digest of its files, anything else (a hub id) by its name (``hub:<id>``)."""
+    if path is None:
+        return None
+    folder = os.path.expanduser(path)
+    if os.path.isdir(folder):
+        return folder_digest(folder)
+    return f"hub:{path}"
 
 
 def _abs(path: str | None) -> str | None:

@@ -43,7 +43,7 @@ class Runner:
         self.out = Path(os.path.expanduser(cfg.output_dir))
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.data: dict[str, BenchmarkData] = {}
-        self.store = ResultStore(cfg, self.data)
+        self.store = ResultStore(cfg, self.data, log=self.log)
         self.pool = EnginePool(cfg)
         self.dev_samples: list[DeviationSample] = []
         self.refs: dict[str, Unit] = {}  # checkpoint name -> reference unit
@@ -60,6 +60,7 @@ class Runner:
         self.data.update(load_data(cfg, self.log))
         if cfg.deviation_data:
             self.dev_samples = load_deviation_data(cfg.deviation_data, cfg.deviation_limit, cfg.seed)
+            self.store.dev_samples = self.dev_samples  # their digest is part of deviation.json's fingerprint
             self.log(f"[data] deviation: {len(self.dev_samples)} pairs from {cfg.deviation_data}")
         self.units, self.refs = UnitPlanner(cfg, self.out).plan(
             self.store.pair_status, self.store.deviation_done, with_deviation=bool(self.dev_samples)

@@ -5,10 +5,23 @@ pair was run with; other settings in the folder are an error unless ``--overwrit
 (answered questions of an unfinished pair, appended chunk by chunk), then ``samples.jsonl`` and
 ``metrics.json`` (a finished pair: skipped on a rerun). Per model, ``deviation.json`` carries its own
 fingerprint. Every file is written atomically (io_utils.py).
+
+Results are keyed by content: the fingerprint holds a digest of every byte of the checkpoint's files (model
+folder and adapter, :meth:`Checkpoint.content_identity`), of the questions and few-shot examples actually asked,
+and of the deviation pairs used. The paths they were read from are kept beside the digests as information
+(``checkpoint``, ``data``: where the pair was read last), not compared: the same files moved elsewhere are
+reused; other bytes at the same path (a checkpoint retrained or re-exported in place, edited data files) make
+the results stale, and they are redone without ``--overwrite``. Other bytes at another path (another model
+under the same name) or any other setting is an error. A fingerprint of an older version (paths, no digests)
+is re-keyed when the settings and paths are the same and no file there was modified after it was written;
+otherwise it is an error too (those results were identified by path only).
 """
 
+import hashlib
+import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunConfig
@@ -18,21 +31,110 @@ from .models import Checkpoint
 from .plan import Unit
 from .prompts import PROMPT_VERSION
 from .samples import BenchmarkData, Sample
+from .selection import shots_for
+
+# information keys of a fingerprint (where the content was read) -> the digest key that is compared instead
+PAIR_INFO = {"checkpoint": "checkpoint_digest", "data": "data_digest"}
+DEVIATION_INFO = {"model": "model_digest", "data": "data_digest"}
+_WHAT = {"checkpoint_digest": "the checkpoint's files", "model_digest": "the model's files", "data_digest": "the data"}
+
+
+def compare_fingerprints(old: dict, new: dict, info: dict[str, str]) -> tuple[list[str], list[str], bool]:
+    """(differing compared keys, the stale ones among them, legacy). A digest key is stale when its content
+    changed at the same path (the information key is equal); ``legacy`` when ``old`` holds no digest at all."""
+    keys = (set(old) | set(new)) - set(info)
+    diff = sorted(k for k in keys if old.get(k) != new.get(k))
+    legacy = all(old.get(d) is None for d in info.values())
+    stale = [] if legacy else [d for i, d in info.items() if d in diff and old.get(i) == new.get(i)]
+    return diff, stale, legacy
+
+
+def _files_under(path: str | Path, top_level: bool = False) -> list[str]:
+    """The files a folder holds (only its top-level ones with ``top_level``, as the checkpoint digest reads);
+    nothing for a hub id."""
+    folder = os.path.expanduser(str(path))
+    if not os.path.isdir(folder):
+        return [folder] if os.path.isfile(folder) else []
+    if top_level:
+        return [os.path.join(folder, n) for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))]
+    return [os.path.join(root, n) for root, _, names in os.walk(folder) for n in names]
+
+
+def _digest_lines(lines) -> str:
+    h = hashlib.sha256()
+    for item in lines:
+        h.update(json.dumps(item, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n")
+    return h.hexdigest()[:32]
+
+
+def _sample_content(s: Sample) -> dict[str, object]:
+    """What a question contributes to a result (its ``source``, file:row, is where it was read: not content)."""
+    return {
+        "benchmark": s.benchmark,
+        "subject": s.subject,
+        "id": s.id,
+        "question": s.question,
+        "gold": s.gold,
+        "options": s.options,
+        "solution": s.solution,
+        "category": s.category,
+    }
 
 
 class ResultStore:
-    def __init__(self, cfg: RunConfig, data: dict[str, BenchmarkData]):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: dict[str, BenchmarkData],
+        dev_samples: list | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
         self.cfg = cfg
         self.data = data
+        self.dev_samples = dev_samples  # the deviation pairs used (loaded from cfg.deviation_data when None)
+        self.log = log or (lambda msg: None)
+        self._digests: dict[tuple, object] = {}  # per run: each folder and data set is digested once
+
+    # ------------------------------------------------------------------------------------- digests
+    def _checkpoint_digest(self, ckpt: Checkpoint) -> dict[str, str | None]:
+        key = ("ckpt", ckpt.model_path, ckpt.adapter)
+        if key not in self._digests:
+            self._digests[key] = ckpt.content_identity()
+        return self._digests[key]
+
+    def _data_digest(self, name: str) -> str:
+        """The questions asked and the few-shot examples of each, in order."""
+        key = ("data", name)
+        if key not in self._digests:
+            d, k = self.data[name], self.cfg.few_shot
+            self._digests[key] = _digest_lines(
+                [_sample_content(s), [_sample_content(x) for x in shots_for(s, d, k)]] for s in d.samples
+            )
+        return self._digests[key]
+
+    def _deviation_digest(self) -> str:
+        """The (system, prompt, answer) pairs used for m_theta (after --deviation-limit)."""
+        key = ("deviation",)
+        if key not in self._digests:
+            if self.dev_samples is None:
+                from .deviation import load_deviation_data
+
+                self.dev_samples = load_deviation_data(
+                    self.cfg.deviation_data, self.cfg.deviation_limit, self.cfg.seed
+                )
+            self._digests[key] = _digest_lines([s.system, s.prompt, s.answer] for s in self.dev_samples)
+        return self._digests[key]
 
     # ------------------------------------------------------------------------------------- fingerprints
     def pair_fingerprint(self, ckpt: Checkpoint, name: str) -> dict[str, object]:
         cfg, d = self.cfg, self.data[name]
         fp = {
-            "checkpoint": ckpt.identity(),
+            "checkpoint": ckpt.identity(),  # information: where it was read (not compared)
+            "checkpoint_digest": self._checkpoint_digest(ckpt),
             "benchmark": name,
             "split": d.split,
-            "data": str(Path(d.root).resolve()),
+            "data": str(Path(d.root).resolve()),  # information: where it was read (not compared)
+            "data_digest": self._data_digest(name),
             "subjects": cfg.subjects_for(name),
             "limit": cfg.limit_for(name),
             "limit_per_subject": cfg.limit_per_subject,
@@ -57,8 +159,10 @@ class ResultStore:
     def deviation_fingerprint(self, unit: Unit) -> dict[str, object]:
         cfg = self.cfg
         return {
-            "model": unit.ckpt.identity(),
-            "data": str(Path(os.path.expanduser(cfg.deviation_data)).resolve()),
+            "model": unit.ckpt.identity(),  # information (not compared)
+            "model_digest": self._checkpoint_digest(unit.ckpt),
+            "data": str(Path(os.path.expanduser(cfg.deviation_data)).resolve()),  # information (not compared)
+            "data_digest": self._deviation_digest(),
             "limit": cfg.deviation_limit,
             "seed": cfg.seed,
             "max_length": cfg.deviation_max_length,
@@ -74,22 +178,50 @@ class ResultStore:
         return unit.folder / name
 
     def pair_status(self, unit: Unit, name: str) -> str:
-        """ "done" (a finished pair made with these settings) or "todo"; other settings are an error (or, with
+        """ "done" (a finished pair made with these settings and this content) or "todo". Content changed at the
+        same path makes the pair stale: removed and redone; other settings are an error (or, with
         ``--overwrite``, removed)."""
         folder = self.pair_dir(unit, name)
         fp = self.pair_fingerprint(unit.ckpt, name)
         old_fp = None
         if (folder / "fingerprint.json").is_file():
             old_fp = read_json(folder / "fingerprint.json")
-        if old_fp is not None and old_fp != fp:
-            if self.cfg.overwrite:
+        if old_fp is not None and self._adopt_legacy(
+            old_fp,
+            fp,
+            PAIR_INFO,
+            self._checkpoint_files(unit.ckpt) + _files_under(self.data[name].root),
+            folder / "fingerprint.json",
+        ):
+            self.log(f"[rekey] {unit.ckpt.name} | {name}: results of an older version kept (files unchanged since)")
+            atomic_write_json(folder / "fingerprint.json", fp)
+            old_fp = fp
+        if old_fp is not None:
+            diff, stale, legacy = compare_fingerprints(old_fp, fp, PAIR_INFO)
+            if diff and diff == stale:
+                what = " and ".join(_WHAT[k] for k in stale)
+                self.log(
+                    f"[redo] {unit.ckpt.name} | {name}: {what} changed at the same path since these results "
+                    "were made: evaluated again"
+                )
                 shutil.rmtree(folder)
                 return "todo"
-            diff = sorted(k for k in set(fp) | set(old_fp) if fp.get(k) != old_fp.get(k))
-            raise EvalError(
-                f"{folder} holds results made with other settings (different: {', '.join(diff)}); "
-                f"use --overwrite to redo them, or another --output-dir"
-            )
+            if diff:
+                if self.cfg.overwrite:
+                    shutil.rmtree(folder)
+                    return "todo"
+                why = (
+                    " -- they were written by an older version that identified checkpoints and data by path only, "
+                    "and these are not provably the files they were made from (other paths, or modified since)"
+                    if legacy
+                    else ""
+                )
+                raise EvalError(
+                    f"{folder} holds results made with other settings (different: {', '.join(diff)}){why}; "
+                    f"use --overwrite to redo them, or another --output-dir"
+                )
+            if old_fp != fp:  # the same content read from another path: record where it is now
+                atomic_write_json(folder / "fingerprint.json", fp)
         if (folder / "metrics.json").is_file() and (folder / "samples.jsonl").is_file():
             return "done"
         return "todo"
@@ -114,12 +246,42 @@ class ResultStore:
 
     # -------------------------------------------------------------------------------------- deviation
     def deviation_done(self, unit: Unit) -> bool:
+        """A stored pass made with these settings from the same model and pairs (paths are not compared)."""
         path = unit.folder / "deviation.json"
         if not path.is_file():
             return False
         try:
-            return read_json(path).get("fingerprint") == self.deviation_fingerprint(unit)
+            old = read_json(path).get("fingerprint")
         except ValueError:
+            return False
+        if not isinstance(old, dict):
+            return False
+        fp = self.deviation_fingerprint(unit)
+        files = self._checkpoint_files(unit.ckpt) + [os.path.expanduser(self.cfg.deviation_data)]
+        if self._adopt_legacy(old, fp, DEVIATION_INFO, files, path):
+            atomic_write_json(path, {**read_json(path), "fingerprint": fp})
+            return True
+        diff, _, _ = compare_fingerprints(old, fp, DEVIATION_INFO)
+        return not diff
+
+    # ----------------------------------------------------------------------- results of older versions
+    @staticmethod
+    def _checkpoint_files(ckpt: Checkpoint) -> list[str]:
+        return [f for p in (ckpt.model_path, ckpt.adapter) if p for f in _files_under(p, top_level=True)]
+
+    @staticmethod
+    def _adopt_legacy(old: dict, fp: dict, info: dict[str, str], files: list[str], stamp: Path) -> bool:
+        """Whether ``old``, a fingerprint of an older version (paths, no digests), describes ``fp``: the same
+        settings and paths, and none of ``files`` (what those paths hold) modified after ``stamp`` was written
+        (the pair's fingerprint.json is written before its first question). Then its results are kept."""
+        if any(old.get(d) is not None for d in info.values()):
+            return False
+        if old != {k: v for k, v in fp.items() if k not in info.values()}:
+            return False
+        try:
+            written = os.stat(stamp).st_mtime_ns
+            return all(os.stat(f).st_mtime_ns <= written for f in files)
+        except OSError:
             return False
 
     def write_deviation(self, unit: Unit, result: dict[str, object]) -> None:

@@ -73,6 +73,7 @@ def test_backend_batching_matches_single_sequences(tiny_model, lora):
 
 def test_cli_full_and_lora_on_all_benchmarks_then_resume(tiny_model, lora, tmp_path, run_cli):
     out = tmp_path / "out"
+    lora = shutil.copytree(lora, tmp_path / "lora")  # its own copy: its weights are replaced below
     args = [
         "--model",
         f"base={tiny_model}",
@@ -135,6 +136,31 @@ def test_cli_full_and_lora_on_all_benchmarks_then_resume(tiny_model, lora, tmp_p
     )
     assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert len(_jsonl(out / "base" / "ceval" / "samples.jsonl")) == 3
+
+    # the adapter retrained in place (same folder, other weights): its pairs and m_theta are redone, base's reused
+    base_before = {n: (out / "base" / n / "samples.jsonl").read_bytes() for n in ("ceval", "gsm8k")}
+    lora_before = {n: _jsonl(out / "lora" / n / "samples.jsonl") for n in ("ceval", "gsm8k")}
+    other = make_lora(tiny_model, str(tmp_path / "retrained"), seed=1, scale=0.5)
+    weights = os.path.join(lora, "adapter_model.safetensors")
+    with open(os.path.join(other, "adapter_model.safetensors"), "rb") as src, open(weights, "r+b") as dst:
+        dst.truncate(0)
+        dst.write(src.read())
+    proc = run_cli(args, exe="llamafactory-minor-eval")
+    assert "[skip] base: all pairs already done" in proc.stderr
+    assert "[load] lora:" in proc.stderr and "for ceval, financeiq, fineval, gsm8k, deviation" in proc.stderr
+    assert "[redo] lora | ceval: the checkpoint's files changed at the same path" in proc.stderr
+    assert {n: (out / "base" / n / "samples.jsonl").read_bytes() for n in ("ceval", "gsm8k")} == base_before
+    after = {n: _jsonl(out / "lora" / n / "samples.jsonl") for n in ("ceval", "gsm8k")}
+    assert [r["scores"] for r in after["ceval"]] != [r["scores"] for r in lora_before["ceval"]]
+    m_theta = float(_rows(out / "summary.csv")[1]["m_theta"])
+    assert m_theta != float(rows[1]["m_theta"])
+
+    # the same files moved to another folder: every pair is reused, nothing is loaded
+    moved = shutil.move(lora, tmp_path / "moved_lora")
+    moved_args = [a if a != f"lora={lora}" else f"lora={moved}" for a in args]
+    proc = run_cli(moved_args, exe="llamafactory-minor-eval")
+    assert "[load]" not in proc.stderr and "[redo]" not in proc.stderr
+    assert float(_rows(out / "summary.csv")[1]["m_theta"]) == m_theta
 
 
 def test_generation_mode_parses_and_counts_unparsed(tiny_model, tmp_path, capsys):

@@ -31,7 +31,7 @@ def _loaded_after(code: str) -> dict:
 def test_core_imports_neither_lf_nor_the_plugin_nor_the_evaluation_suite():
     loaded = _loaded_after(
         "import llamafactory_minor_core.io, llamafactory_minor_core.logprobs, "
-        "llamafactory_minor_core.metrics, llamafactory_minor_core.vllm_scoring"
+        "llamafactory_minor_core.metrics, llamafactory_minor_core.vllm_scoring, llamafactory_minor_core.digest"
     )
     assert loaded == {
         "llamafactory": False,
@@ -45,7 +45,7 @@ def test_evaluation_uses_the_core_and_still_never_imports_lf():
     loaded = _loaded_after(
         "import llamafactory_minor_eval.runner, llamafactory_minor_eval.backends.hf, "
         "llamafactory_minor_eval.backends.vllm_backend, llamafactory_minor_eval.deviation, "
-        "llamafactory_minor_eval.io_utils"
+        "llamafactory_minor_eval.io_utils, llamafactory_minor_eval.store"
     )
     assert not loaded["llamafactory"] and not loaded["llamafactory_minor"] and not loaded["vllm"]
 
@@ -64,17 +64,22 @@ def test_the_vllm_worker_script_needs_only_the_standard_library_at_import():
 
 
 def test_one_implementation_on_both_sides():
+    import llamafactory_minor_core.digest as core_digest
     import llamafactory_minor_core.io as core_io
     import llamafactory_minor_core.logprobs as core_lp
     import llamafactory_minor_core.metrics as core_metrics
     import llamafactory_minor_eval.io_utils as eval_io
+    import llamafactory_minor_eval.models as eval_models
     from llamafactory_minor.objectives import deviation_metric, sequence_log_probs, token_log_probs
     from llamafactory_minor.objectives._common import safe_length
+    from llamafactory_minor.scores import cache
 
     assert (sequence_log_probs, token_log_probs) == (core_lp.sequence_log_probs, core_lp.token_log_probs)
     assert deviation_metric is core_metrics.deviation_metric and safe_length is core_metrics.safe_length
     for name in eval_io.__all__:
         assert getattr(eval_io, name) is getattr(core_io, name), name
+    # the model-content digest: the score cache's and the evaluation store's are the core's
+    assert cache.file_digest is core_digest.file_digest and eval_models.folder_digest is core_digest.folder_digest
 
 
 # --------------------------------------------------------------------------------------------------
