@@ -187,6 +187,33 @@ def verdict(results: dict) -> list[str]:
             f"held-out accuracy MinorSFT {100 * minor['accuracy']:.1f}% vs SFT {100 * sft['accuracy']:.1f}% "
             f"(n = {results.get('n_eval')})."
         )
+    lines += grid_lines(results)
+    return lines
+
+
+def grid_lines(results: dict) -> list[str]:
+    """``--grid`` (the paper's Fig. 2a): each further MinorSFT setting against SFT, on the same two measures."""
+    runs, lines = results["runs"], []
+    sft = runs.get("sft") or {}
+    for name, run in runs.items():
+        if run.get("method") != "minorsft" or name == "minorsft":
+            continue
+        parts = []
+        if sft.get("m_theta") and run.get("m_theta"):
+            steps = sorted(set(sft["m_theta"]) & set(run["m_theta"]))
+            below = sum(run["m_theta"][s] < sft["m_theta"][s] for s in steps)
+            parts.append(
+                f"m_theta below SFT's at {below} of {len(steps)} steps (final {run['m_theta'][steps[-1]]:.4f} vs "
+                f"{sft['m_theta'][steps[-1]]:.4f})"
+            )
+        if run.get("accuracy") is not None and sft.get("accuracy") is not None:
+            parts.append(f"accuracy {100 * run['accuracy']:.1f}% vs SFT {100 * sft['accuracy']:.1f}%")
+        if run.get("drift_m_theta") is not None and sft.get("drift_m_theta") is not None:
+            parts.append(f"drift {run['drift_m_theta']:.3f} vs SFT {sft['drift_m_theta']:.3f}")
+        if parts:
+            lines.append(
+                f"Grid (Fig. 2a), MinorSFT beta {run.get('beta')} lr {run['lr']:g}: " + "; ".join(parts) + "."
+            )
     return lines
 
 

@@ -389,3 +389,20 @@ def test_accuracy_by_epoch_plot_and_wilson_interval(tmp_path):
     assert out and (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert plot_accuracy_by_epoch({"runs": {"x": {}}}, str(tmp_path / "b.png")) is None  # nothing to draw
     assert not (tmp_path / "b.png").exists()
+
+
+def test_minorsft_grid_lines_compare_each_setting_with_sft():
+    from llamafactory_minor.experiments.reproduce import verdict
+
+    runs = {
+        "sft": {"method": "sft", "lr": 2e-4, "m_theta": {1: 0, 2: 0.5, 3: 0.9}, "accuracy": 0.39, "drift_m_theta": -0.28},
+        "minorsft": {"method": "minorsft", "lr": 4e-4, "beta": 0.04, "m_theta": {1: 0, 2: 0.6, 3: 1.0}, "accuracy": 0.3},
+        "minorsft_b0.1_lr0.0004": {
+            "method": "minorsft", "lr": 4e-4, "beta": 0.1, "m_theta": {1: 0, 2: 0.4, 3: 0.8},
+            "accuracy": 0.47, "drift_m_theta": -0.17,
+        },
+    }  # fmt: skip
+    lines = verdict({"runs": runs, "n_eval": 100})
+    assert [line[:7] for line in lines] == ["Claim 1", "Claim 2", "Grid (F"]
+    assert "beta 0.1 lr 0.0004: m_theta below SFT's at 2 of 3 steps" in lines[2]
+    assert "accuracy 47.0% vs SFT 39.0%" in lines[2] and "drift -0.170 vs SFT -0.280" in lines[2]
