@@ -70,56 +70,48 @@ def score_number(output: str, sample: Sample) -> dict[str, object]:
     return score_gsm8k(output, sample.gold)
 
 
+def four_option(**fields) -> BenchmarkInfo:
+    """A four-option multiple-choice benchmark with one file per subject: the fields its declaration does not set
+    are the ones every such benchmark shares (few-shot from dev, a letter answer, the choice cascade, chance 1/4)."""
+    shared = dict(
+        kind="mc",
+        shots_split="dev",
+        layout="subjects",
+        read=read_choice_split,
+        prompt=fin_prompt,
+        shot_answer=letter_answer,
+        score=score_choice,
+        metrics=compute_metrics,
+        chance=0.25,
+    )
+    return BenchmarkInfo(**{**shared, **fields})
+
+
 DECLARATIONS: tuple[BenchmarkInfo, ...] = (
-    BenchmarkInfo(
+    four_option(
         name="ceval",
         title="C-Eval",
-        kind="mc",
         hub="ceval/ceval-exam",
         folder="ceval",
         default_split="val",
-        shots_split="dev",
-        layout="subjects",
         read=read_ceval_split,
         prompt=ceval_prompt,
-        shot_answer=letter_answer,
-        score=score_choice,
-        metrics=compute_metrics,
-        chance=0.25,
         aliases=("c-eval", "ceval-exam", "c_eval"),
     ),
-    BenchmarkInfo(
+    four_option(
         name="financeiq",
         title="FinanceIQ",
-        kind="mc",
         hub="Duxiaoman-DI/FinanceIQ",
         folder="financeiq",
         default_split="test",
-        shots_split="dev",
-        layout="subjects",
-        read=read_choice_split,
-        prompt=fin_prompt,
-        shot_answer=letter_answer,
-        score=score_choice,
-        metrics=compute_metrics,
-        chance=0.25,
         aliases=("finance-iq", "finance_iq"),
     ),
-    BenchmarkInfo(
+    four_option(
         name="fineval",
         title="FinEval",
-        kind="mc",
         hub="djdropthebit/fineval",
         folder="fineval",
         default_split="val",
-        shots_split="dev",
-        layout="subjects",
-        read=read_choice_split,
-        prompt=fin_prompt,
-        shot_answer=letter_answer,
-        score=score_choice,
-        metrics=compute_metrics,
-        chance=0.25,
         aliases=("fin-eval", "fin_eval"),
     ),
     BenchmarkInfo(
