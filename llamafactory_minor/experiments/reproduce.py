@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -226,7 +225,6 @@ def _check_or_write_data(data_dir: str, args) -> None:
     The runs and evaluations in ``--out`` are reused by name, so data written by another ``--train`` /
     ``--test`` / ``--seed`` would silently be mixed with them: that is an error (``--overwrite`` rewrites it).
     """
-    import filecmp
     import tempfile
 
     if not os.path.isfile(os.path.join(data_dir, TASK_FILES[0])):
@@ -241,15 +239,15 @@ def _check_or_write_data(data_dir: str, args) -> None:
             if not os.path.isfile(os.path.join(data_dir, name))
             or not filecmp.cmp(os.path.join(tmp, name), os.path.join(data_dir, name), shallow=False)
         ]
-    if not differ:
-        return
-    if not args.overwrite:
-        raise ReproduceError(
-            f"{data_dir} holds task data generated with other arguments ({', '.join(differ)} differ from what "
-            f"--train {args.train} --test {args.test} --seed {args.seed} generate), and the runs in {os.path.dirname(data_dir)} "
-            "were trained on it: use the arguments of the first run, another --out, or --overwrite to start again"
-        )
-    tasks.write_task(data_dir, n_train=args.train, n_test=args.test, seed=args.seed)
+        if differ and not args.overwrite:
+            raise ReproduceError(
+                f"{data_dir} holds task data generated with other arguments ({', '.join(differ)} differ from what "
+                f"--train {args.train} --test {args.test} --seed {args.seed} generate), and the runs in "
+                f"{os.path.dirname(data_dir)} were trained on it: use the arguments of the first run, another --out, "
+                "or --overwrite to start again"
+            )
+        for name in differ:  # --overwrite: the files just generated replace the old ones
+            shutil.copyfile(os.path.join(tmp, name), os.path.join(data_dir, name))
 
 
 def _config_differences(path: str, cfg: dict) -> list[str]:
@@ -271,15 +269,7 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     data_dir = os.path.join(out, "data")
     _check_or_write_data(data_dir, args)
     print(f"[reproduce] data: {data_dir}", flush=True)
-    previous = {}
-    if os.path.isfile(os.path.join(out, "results.json")):  # a reused run keeps the training time measured before
-        try:
-            with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
-                previous = json.load(f).get("times_s") or {}
-        except (OSError, ValueError):
-            previous = {}
     results = {
-        "_previous_times_s": previous,
         "experiment": experiment,
         "model": args.model,
         "steps": args.steps,
@@ -291,21 +281,22 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     return out, data_dir, results, time.time()
 
 
-def _recorded_seconds(run_dir: str, fallback):
-    """The training time a finished run recorded (its RUN_INFO file, else the previous results.json)."""
-    try:
-        with open(os.path.join(run_dir, plot_mod.RUN_INFO), encoding="utf-8") as f:
-            value = json.load(f).get("train_seconds")
-    except (OSError, ValueError):
-        value = None
-    if value is None and fallback is None:  # LF's own measure of the training loop (model loading excluded)
+def _recorded_seconds(run_dir: str, out: str, name: str) -> float | None:
+    """The training time of a finished run: what it recorded (RUN_INFO), else what the last results.json in
+    ``out`` says (runs older than that record), else LF's ``train_runtime`` (the training loop alone)."""
+    for path, read in (
+        (os.path.join(run_dir, plot_mod.RUN_INFO), lambda d: d.get("train_seconds")),
+        (os.path.join(out, "results.json"), lambda d: (d.get("times_s") or {}).get(name)),
+        (os.path.join(run_dir, "all_results.json"), lambda d: d.get("train_runtime")),
+    ):
         try:
-            with open(os.path.join(run_dir, "all_results.json"), encoding="utf-8") as f:
-                runtime = json.load(f).get("train_runtime")
-            value = round(float(runtime), 1) if runtime is not None else None
-        except (OSError, ValueError, TypeError):
-            value = None
-    return value if value is not None else fallback
+            with open(path, encoding="utf-8") as f:
+                value = read(json.load(f))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, (int, float)):
+            return round(float(value), 1)
+    return None
 
 
 def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, dataset: str, metrics) -> None:
@@ -327,7 +318,7 @@ def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, datas
                 )
             print(f"[reproduce] {run['name']}: done, reused ({run_dir})", flush=True)
             results.setdefault("reused", []).append(run["name"])
-            seconds = _recorded_seconds(run_dir, results["_previous_times_s"].get(run["name"]))
+            seconds = _recorded_seconds(run_dir, out, run["name"])
             if seconds is not None:
                 results["times_s"][run["name"]] = seconds
         else:
@@ -455,7 +446,6 @@ def _finish(
     plot_mod.plot_runs([results["runs"][r]["dir"] for r in png_runs], metrics, out=png, title=title)
     results["plot"] = png
     results["verdict"] = verdict_fn(results)
-    results.pop("_previous_times_s", None)
     results["times_s"]["total"] = round(time.time() - start, 1)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     shown = portable(results, out)
@@ -595,20 +585,14 @@ def _epoch_checkpoints(run_dir: str) -> list[str]:
     return [os.path.join(run_dir, d) for d in sorted(found, key=lambda d: int(d.split("-")[-1]))]
 
 
-def wilson_interval(p: float, n: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion p over n items."""
-    z = 1.959963984540054
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 def plot_accuracy_by_epoch(results: dict, out: str) -> str | None:
     """PoFT Fig. 3e: held-out accuracy per epoch, one line per method, 95% Wilson intervals, the base as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from llamafactory_minor_eval.metrics import wilson_interval
 
     n = results.get("n_eval")
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -619,7 +603,7 @@ def plot_accuracy_by_epoch(results: dict, out: str) -> str | None:
             continue
         xs, ys = zip(*points)
         if n:
-            lo, hi = zip(*(wilson_interval(y, n) for y in ys))
+            lo, hi = zip(*(wilson_interval(round(y * n), n) for y in ys))
             err = [[100 * (y - a) for y, a in zip(ys, lo)], [100 * (b - y) for y, b in zip(ys, hi)]]
         else:
             err = None
@@ -677,7 +661,9 @@ def verdict_poft(results: dict) -> list[str]:
 
 def _ci_halfwidth(p: float, n: int) -> float:
     """Half the width of the 95% Wilson interval of a proportion p over n items, in points."""
-    lo, hi = wilson_interval(p, n)
+    from llamafactory_minor_eval.metrics import wilson_interval
+
+    lo, hi = wilson_interval(round(p * n), n)
     return 100 * (hi - lo) / 2
 
 

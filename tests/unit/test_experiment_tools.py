@@ -377,9 +377,10 @@ def test_poft_verdict_follows_the_numbers_and_says_when_claim_2_is_not_tested():
 
 
 def test_accuracy_by_epoch_plot_and_wilson_interval(tmp_path):
-    from llamafactory_minor.experiments.reproduce import plot_accuracy_by_epoch, wilson_interval
+    from llamafactory_minor.experiments.reproduce import plot_accuracy_by_epoch
+    from llamafactory_minor_eval.metrics import wilson_interval  # the one the plot's bars and the reports use
 
-    lo, hi = wilson_interval(0.4, 100)  # the textbook value: [0.309, 0.498]
+    lo, hi = wilson_interval(40, 100)  # the textbook value: [0.309, 0.498]
     assert abs(lo - 0.3094) < 1e-3 and abs(hi - 0.4980) < 1e-3
     runs = {
         "sft": {"epochs": [{"epoch": 1, "accuracy": 0.1}, {"epoch": 2, "accuracy": 0.2}]},
