@@ -120,12 +120,27 @@ claims, as measured. Finished runs are reused (--overwrite trains again).
 """
 
 
+def resolve_reproduce_defaults(args) -> None:
+    """Fill the options left unset with the experiment's defaults (``REPRODUCE_DEFAULTS``)."""
+    for key, value in REPRODUCE_DEFAULTS[args.experiment].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def _fail(error) -> int:
     print(f"[llamafactory-minor] error: {error}", file=sys.stderr, flush=True)
     return 2
 
 
 DEMO_MODEL = "SmolLM2-135M-Instruct"
+
+# each experiment's defaults for the options left unset: the runs docs/reproduction.md reports. PoFT trains every
+# row --epochs times and evaluates every epoch's checkpoint, so it takes fewer rows and held-out problems.
+REPRODUCE_DEFAULTS = {
+    "minorsft": {"lr": 2e-4, "train": 2000, "test": 100, "batch": 4},
+    "minordpo": {"lr": 5e-4, "train": 2000, "test": 100, "batch": 4},
+    "poft": {"lr": 1e-4, "train": 80, "test": 50, "batch": 8},
+}
 
 
 def _prepared_demo_model() -> str:
@@ -262,7 +277,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--template", default="smollm2")
     rp.add_argument("--finetuning-type", default="lora", choices=["lora", "full"])
     rp.add_argument("--steps", type=int, default=60)
-    rp.add_argument("--batch", type=int, default=4)
+    rp.add_argument(
+        "--batch", type=int, default=None, help="per-device batch (default 4; poft: 8, rows or pairs per step)"
+    )
     rp.add_argument("--cutoff", type=int, default=128)
     rp.add_argument(
         "--lr",
@@ -281,8 +298,13 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--runs", default=None, help="only these runs, comma-separated (e.g. sft,minorsft: what `make demo` trains)"
     )
-    rp.add_argument("--train", type=int, default=2000, help="training problems")
-    rp.add_argument("--test", type=int, default=100, help="held-out problems")
+    rp.add_argument(
+        "--train",
+        type=int,
+        default=None,
+        help="training problems (default 2000; poft: 80, each trained --epochs times)",
+    )
+    rp.add_argument("--test", type=int, default=None, help="held-out problems (default 100; poft: 50)")
     rp.add_argument("--eval-file", default=None, help="GSM8K-format JSONL to evaluate on instead")
     rp.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N held-out items only")
     rp.add_argument("--max-new-tokens", type=int, default=64)
@@ -392,16 +414,11 @@ def main(argv=None) -> int:
 
             if args.model is None:
                 args.model = _prepared_demo_model()
+            resolve_reproduce_defaults(args)
             args.deviation_data = args.deviation_data or DEFAULT_DEVIATION
-            if args.experiment == "minorsft":
-                args.lr = 2e-4 if args.lr is None else args.lr
-                reproduce_minorsft(args)
-            elif args.experiment == "minordpo":
-                args.lr = 5e-4 if args.lr is None else args.lr
-                reproduce_minordpo(args)
-            else:
-                args.lr = 1e-4 if args.lr is None else args.lr
-                reproduce_poft(args)
+            {"minorsft": reproduce_minorsft, "minordpo": reproduce_minordpo, "poft": reproduce_poft}[args.experiment](
+                args
+            )
             return 0
         if args.command == "import-scores":
             from .scores.standalone import import_scores

@@ -407,3 +407,21 @@ def test_minorsft_grid_lines_compare_each_setting_with_sft():
     assert [line[:7] for line in lines] == ["Claim 1", "Claim 2", "Grid (F"]
     assert "beta 0.1 lr 0.0004: m_theta below SFT's at 2 of 3 steps" in lines[2]
     assert "accuracy 47.0% vs SFT 39.0%" in lines[2] and "drift -0.170 vs SFT -0.280" in lines[2]
+
+
+@pytest.mark.parametrize(
+    "experiment, given, expected",
+    [
+        ("minorsft", [], {"lr": 2e-4, "train": 2000, "test": 100, "batch": 4}),
+        ("minordpo", [], {"lr": 5e-4, "train": 2000, "test": 100, "batch": 4}),
+        # PoFT trains every row --epochs times and evaluates every epoch: the reported run is its default
+        ("poft", [], {"lr": 1e-4, "train": 80, "test": 50, "batch": 8}),
+        ("poft", ["--train", "300", "--batch", "4"], {"lr": 1e-4, "train": 300, "test": 50, "batch": 4}),
+    ],
+)
+def test_reproduce_defaults_per_experiment_and_given_values_win(experiment, given, expected):
+    from llamafactory_minor import cli
+
+    args = cli._parser().parse_args(["reproduce", experiment, "--out", "x", *given])
+    cli.resolve_reproduce_defaults(args)
+    assert {k: getattr(args, k) for k in expected} == expected
