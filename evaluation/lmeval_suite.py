@@ -7,6 +7,12 @@ beside our own benchmarks, in the same layout (``<output>/<checkpoint>/<column>/
 metrics.json exists with the same fingerprint is skipped; the pending tasks of one checkpoint share one
 model load. Nothing of lm-eval is copied; its task YAMLs are read from the installed package.
 
+Pairs are resumed by content, by the rules (and the functions) of our own benchmarks' store (store.py): the
+fingerprint holds a digest of the checkpoint's files and of the lm-eval data files the task reads (hub data:
+``hub:<task>``), the paths only as information. The same files moved are reused; other bytes at the same path
+(a checkpoint retrained in place, an edited data file) are redone; a pair of the older path-keyed version is
+re-keyed when provably made from these files, else refused.
+
 The suite as the PoFT paper reports it (the Open LLM Leaderboard v1 settings)::
 
     arc_challenge 25-shot acc_norm | hellaswag 10-shot acc_norm | truthfulqa_mc2 0-shot acc |
@@ -18,6 +24,7 @@ Offline, every task can be pointed at local files in the hub datasets' own row f
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +34,7 @@ from llamafactory_minor_core.vllm_scoring import on_cpu
 
 from .errors import EvalError
 from .io_utils import atomic_write_json, atomic_write_text, jsonl_text, read_json
+from .store import PAIR_INFO, checkpoint_files, digest_lines, mtime_ns, resume_line, resume_status
 
 COLUMN_PREFIX = "lm-"
 
@@ -176,19 +184,55 @@ def _task_specs(task: LmEvalTask, data_dir: str | None) -> list[dict[str, object
 # ----------------------------------------------------------------------------------------------------
 
 
+def _spec_files(spec: dict) -> dict[str, list[str]]:
+    """{split: files} an lm-eval task spec reads (its ``dataset_kwargs.data_files``); {} for a hub dataset."""
+    files = (spec.get("dataset_kwargs") or {}).get("data_files") or {}
+    if not isinstance(files, dict):
+        files = {"": files}
+    return {split: [f] if isinstance(f, str) else list(f) for split, f in sorted(files.items())}
+
+
+def _data_files(specs: list[dict]) -> list[str]:
+    return [f for spec in specs for fs in _spec_files(spec).values() for f in fs]
+
+
+def _data_digest(task: LmEvalTask, specs: list[dict]) -> str:
+    """The data files each (sub-)task reads, by content: a digest over the sub-task names, splits and file digests
+    (not the paths); a task read from the hub is ``hub:<task>``."""
+    from llamafactory_minor_core.digest import file_digest
+
+    if not _data_files(specs):
+        return f"hub:{task.task}"
+    lines = []
+    for spec in specs:
+        digests = {}
+        for split, files in _spec_files(spec).items():
+            try:
+                digests[split] = [file_digest(os.path.expanduser(f)) for f in files]
+            except OSError as e:
+                raise EvalError(f"lm-eval task {spec['task']}: cannot read its {split} data file: {e}") from None
+        lines.append([spec["task"], digests])
+    return digest_lines(lines)
+
+
 def _fingerprint(
     ckpt,
+    ckpt_digest: dict,
     task: LmEvalTask,
+    specs: list[dict],
     backend: str,
     data_dir: str | None,
     limit: int | None,
     dtype: str = "float32",
     gen_kwargs: dict | None = None,
 ) -> dict:
+    """The settings and content a pair's results come from; ``checkpoint`` and ``data`` (where they were read)
+    are information only (store.PAIR_INFO: ``checkpoint_digest`` and ``data_digest`` are compared instead)."""
     import lm_eval
 
     fp = {
         "checkpoint": ckpt.identity(),
+        "checkpoint_digest": ckpt_digest,
         "lmeval_task": task.task,
         "subtasks": task.subtasks,
         "num_fewshot": task.num_fewshot,
@@ -196,6 +240,7 @@ def _fingerprint(
         "filter": task.filter,
         "backend": backend,
         "data": str(Path(os.path.expanduser(data_dir)).resolve()) if data_dir else "hub",
+        "data_digest": _data_digest(task, specs),
         "limit": limit,
         "dtype": dtype,
         "lm_eval": lm_eval.__version__,
@@ -330,31 +375,74 @@ def plan_pairs(
     limit: int | None = None,
     gen_kwargs: dict | None = None,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> tuple:
-    """(done {column: metrics}, pending [(task, specs, pair folder, fingerprint)]) of one checkpoint.
-    Results in the folder made with other settings are an error naming the differing keys (unless
+    """(done {column: metrics}, pending [(task, specs, pair folder, fingerprint)]) of one checkpoint, by the
+    content of its files and of the data files (store.resume_status): a stale pair (content changed at the same
+    path) is removed and pending; the same content at other paths is done (its fingerprint records the new
+    paths). Results in the folder made with other settings are an error naming the differing keys (unless
     ``overwrite``); missing local data files too. Loads no model."""
     from .models import safe_name
 
     folder = Path(os.path.expanduser(output_dir)) / safe_name(ckpt.name)
+    ckpt_digest = ckpt.content_identity()
     done: dict[str, dict] = {}
     pending = []
     for task in tasks:
         specs = _task_specs(task, data_dir)  # resolves mmlu's sub-tasks before the fingerprint
         pair = folder / task.column
-        fp = _fingerprint(ckpt, task, backend, data_dir, limit, dtype, gen_kwargs)
-        old = read_json(pair / "fingerprint.json") if (pair / "fingerprint.json").is_file() else None
-        if old is not None and old != fp and not overwrite:
-            diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
-            raise EvalError(
-                f"{pair} holds lm-eval results made with other settings (different: {', '.join(diff)}); "
-                "use --overwrite to redo them, or another --output-dir"
+        fp = _fingerprint(ckpt, ckpt_digest, task, specs, backend, data_dir, limit, dtype, gen_kwargs)
+        status = None
+        if (pair / "fingerprint.json").is_file():
+            files = checkpoint_files(ckpt) + _data_files(specs)
+            status, keys = resume_status(
+                read_json(pair / "fingerprint.json"),
+                fp,
+                PAIR_INFO,
+                files,
+                _run_started(pair),
+                overwrite,
+                pair,
+                "lm-eval results",
             )
-        if old == fp and (pair / "metrics.json").is_file() and (pair / "samples.jsonl").is_file():
+            line = resume_line(status, f"{ckpt.name} | {task.column}", keys)
+            if line and log:
+                log(line)
+            if status == "stale":
+                shutil.rmtree(pair)
+            elif status in ("rekey", "moved"):
+                atomic_write_json(pair / "fingerprint.json", fp)
+        finished = (pair / "metrics.json").is_file() and (pair / "samples.jsonl").is_file()
+        if status in ("same", "moved", "rekey") and finished:
             done[task.column] = read_json(pair / "metrics.json")
             continue
         pending.append((task, specs, pair, fp))
     return done, pending
+
+
+def _run_started(pair: Path) -> int | None:
+    """When the lm-eval run of a stored pair started, as far as its files tell (what results of the older
+    path-keyed version are checked against): its fingerprint.json is written after the run, so that file's time
+    minus metrics.json's ``elapsed_s`` and a second's margin; the fingerprint's own time when the pair never
+    finished (nothing of it is reused); None (not known) when metrics.json holds no ``elapsed_s``."""
+    written = mtime_ns(pair / "fingerprint.json")
+    if written is None or not (pair / "metrics.json").is_file():
+        return written
+    try:
+        elapsed = float(read_json(pair / "metrics.json")["elapsed_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return written - int((elapsed + 1.0) * 1e9)
+
+
+def store_pair(pair: Path, fp: dict, records: list[dict], metrics: dict) -> None:
+    """A finished pair as a rerun finds it: its fingerprint, lm-eval's per-document records, then its metrics
+    (never old metrics beside a new fingerprint)."""
+    pair.mkdir(parents=True, exist_ok=True)
+    (pair / "metrics.json").unlink(missing_ok=True)
+    atomic_write_json(pair / "fingerprint.json", fp)
+    atomic_write_text(pair / "samples.jsonl", jsonl_text(records))
+    atomic_write_json(pair / "metrics.json", metrics)
 
 
 def new_task_manager(tasks: list[LmEvalTask]):
@@ -389,7 +477,9 @@ def run_suite(
 
     done: dict[str, dict[str, dict]] = {}
     for ckpt in checkpoints:
-        finished, pending = plan_pairs(ckpt, tasks, output_dir, backend, data_dir, dtype, limit, gen_kwargs, overwrite)
+        finished, pending = plan_pairs(
+            ckpt, tasks, output_dir, backend, data_dir, dtype, limit, gen_kwargs, overwrite, log=log
+        )
         for task in tasks:
             if task.column in finished:
                 done.setdefault(ckpt.name, {})[task.column] = finished[task.column]
@@ -421,11 +511,7 @@ def run_suite(
                         f"lm-eval failed on {ckpt.name} | {task.title}: {type(exc).__name__}: {str(exc).strip()[:400]}"
                     ) from None
                 metrics, records = _metrics_from(result, task, ckpt.name, backend, time.time() - t0)
-                pair.mkdir(parents=True, exist_ok=True)
-                (pair / "metrics.json").unlink(missing_ok=True)  # never old metrics beside a new fingerprint
-                atomic_write_json(pair / "fingerprint.json", fp)
-                atomic_write_text(pair / "samples.jsonl", jsonl_text(records))
-                atomic_write_json(pair / "metrics.json", metrics)
+                store_pair(pair, fp, records, metrics)
                 done.setdefault(ckpt.name, {})[task.column] = metrics
                 log(f"[result] {ckpt.name} | {task.title}: {100 * metrics['accuracy']:.2f}% over {metrics['n']}")
         finally:

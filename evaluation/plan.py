@@ -147,6 +147,7 @@ def plan_lmeval(cfg: RunConfig, out: Path, tasks: list, dtype: str, log: Callabl
             cfg.lmeval_limit,
             cfg.lmeval_gen_kwargs(),
             cfg.overwrite,
+            log=log,
         )
         if pending:
             pending_by_ckpt[ckpt.name] = pending

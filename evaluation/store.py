@@ -14,14 +14,15 @@ reused; other bytes at the same path (a checkpoint retrained or re-exported in p
 the results stale, and they are redone without ``--overwrite``. Other bytes at another path (another model
 under the same name) or any other setting is an error. A fingerprint of an older version (paths, no digests)
 is re-keyed when the settings and paths are the same and no file there was modified after it was written;
-otherwise it is an error too (those results were identified by path only).
+otherwise it is an error too (those results were identified by path only). The lm-eval pairs
+(lmeval_suite.py) are resumed by the same rules, with this module's functions.
 """
 
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .config import RunConfig
@@ -49,6 +50,78 @@ def compare_fingerprints(old: dict, new: dict, info: dict[str, str]) -> tuple[li
     return diff, stale, legacy
 
 
+def resume_status(
+    old: dict,
+    fp: dict,
+    info: dict[str, str],
+    files: list[str],
+    written_ns: int | None,
+    overwrite: bool,
+    folder: Path,
+    what: str = "results",
+) -> tuple[str, list[str]]:
+    """What a pair folder holding fingerprint ``old`` is worth when ``fp`` is asked for: ``("rekey", [])`` an older
+    version's fingerprint of these very files (:func:`adopt_legacy`), ``("same", [])`` / ``("moved", [])`` the same
+    content and settings read from the same / other paths (the caller records ``fp``), ``("stale", keys)`` the
+    content of ``keys`` changed at the same path (redo), ``("overwrite", keys)`` other settings with
+    ``overwrite``. Other settings without it raise the EvalError naming the differing keys."""
+    if adopt_legacy(old, fp, info, files, written_ns):
+        return "rekey", []
+    diff, stale, legacy = compare_fingerprints(old, fp, info)
+    if diff and diff == stale:
+        return "stale", stale
+    if diff and overwrite:
+        return "overwrite", diff
+    if diff:
+        why = (
+            " -- they were written by an older version that identified checkpoints and data by path only, "
+            "and these are not provably the files they were made from (other paths, or modified since)"
+            if legacy
+            else ""
+        )
+        raise EvalError(
+            f"{folder} holds {what} made with other settings (different: {', '.join(diff)}){why}; "
+            f"use --overwrite to redo them, or another --output-dir"
+        )
+    return ("moved" if old != fp else "same"), []
+
+
+def resume_line(status: str, pair: str, keys: list[str]) -> str | None:
+    """The log line of a :func:`resume_status` worth telling (``pair``: "CHECKPOINT | BENCHMARK")."""
+    if status == "rekey":
+        return f"[rekey] {pair}: results of an older version kept (files unchanged since)"
+    if status == "stale":
+        what = " and ".join(_WHAT[k] for k in keys)
+        return f"[redo] {pair}: {what} changed at the same path since these results were made: evaluated again"
+    return None
+
+
+def adopt_legacy(old: dict, fp: dict, info: dict[str, str], files: list[str], written_ns: int | None) -> bool:
+    """Whether ``old``, a fingerprint of an older version (paths, no digests), describes ``fp``: the same settings
+    and paths, and none of ``files`` (what those paths hold) modified after ``written_ns``, the time the results
+    were started (None: unknown). Then its results are kept."""
+    if written_ns is None or any(old.get(d) is not None for d in info.values()):
+        return False
+    if old != {k: v for k, v in fp.items() if k not in info.values()}:
+        return False
+    try:
+        return all(os.stat(f).st_mtime_ns <= written_ns for f in files)
+    except OSError:
+        return False
+
+
+def mtime_ns(path: str | Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def checkpoint_files(ckpt: Checkpoint) -> list[str]:
+    """The files :meth:`Checkpoint.content_identity` reads (top-level files of the model and adapter folders)."""
+    return [f for p in (ckpt.model_path, ckpt.adapter) if p for f in _files_under(p, top_level=True)]
+
+
 def _files_under(path: str | Path, top_level: bool = False) -> list[str]:
     """The files a folder holds (only its top-level ones with ``top_level``, as the checkpoint digest reads);
     nothing for a hub id."""
@@ -60,7 +133,8 @@ def _files_under(path: str | Path, top_level: bool = False) -> list[str]:
     return [os.path.join(root, n) for root, _, names in os.walk(folder) for n in names]
 
 
-def _digest_lines(lines) -> str:
+def digest_lines(lines: Iterable[object]) -> str:
+    """A digest of JSON-serialisable items, in order."""
     h = hashlib.sha256()
     for item in lines:
         h.update(json.dumps(item, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n")
@@ -107,7 +181,7 @@ class ResultStore:
         key = ("data", name)
         if key not in self._digests:
             d, k = self.data[name], self.cfg.few_shot
-            self._digests[key] = _digest_lines(
+            self._digests[key] = digest_lines(
                 [_sample_content(s), [_sample_content(x) for x in shots_for(s, d, k)]] for s in d.samples
             )
         return self._digests[key]
@@ -122,7 +196,7 @@ class ResultStore:
                 self.dev_samples = load_deviation_data(
                     self.cfg.deviation_data, self.cfg.deviation_limit, self.cfg.seed
                 )
-            self._digests[key] = _digest_lines([s.system, s.prompt, s.answer] for s in self.dev_samples)
+            self._digests[key] = digest_lines([s.system, s.prompt, s.answer] for s in self.dev_samples)
         return self._digests[key]
 
     # ------------------------------------------------------------------------------------- fingerprints
@@ -183,45 +257,20 @@ class ResultStore:
         ``--overwrite``, removed)."""
         folder = self.pair_dir(unit, name)
         fp = self.pair_fingerprint(unit.ckpt, name)
-        old_fp = None
-        if (folder / "fingerprint.json").is_file():
-            old_fp = read_json(folder / "fingerprint.json")
-        if old_fp is not None and self._adopt_legacy(
-            old_fp,
-            fp,
-            PAIR_INFO,
-            self._checkpoint_files(unit.ckpt) + _files_under(self.data[name].root),
-            folder / "fingerprint.json",
-        ):
-            self.log(f"[rekey] {unit.ckpt.name} | {name}: results of an older version kept (files unchanged since)")
-            atomic_write_json(folder / "fingerprint.json", fp)
-            old_fp = fp
-        if old_fp is not None:
-            diff, stale, legacy = compare_fingerprints(old_fp, fp, PAIR_INFO)
-            if diff and diff == stale:
-                what = " and ".join(_WHAT[k] for k in stale)
-                self.log(
-                    f"[redo] {unit.ckpt.name} | {name}: {what} changed at the same path since these results "
-                    "were made: evaluated again"
-                )
+        stamp = folder / "fingerprint.json"  # written before the pair's first question
+        if stamp.is_file():
+            files = checkpoint_files(unit.ckpt) + _files_under(self.data[name].root)
+            status, keys = resume_status(
+                read_json(stamp), fp, PAIR_INFO, files, mtime_ns(stamp), self.cfg.overwrite, folder
+            )
+            line = resume_line(status, f"{unit.ckpt.name} | {name}", keys)
+            if line:
+                self.log(line)
+            if status in ("stale", "overwrite"):
                 shutil.rmtree(folder)
                 return "todo"
-            if diff:
-                if self.cfg.overwrite:
-                    shutil.rmtree(folder)
-                    return "todo"
-                why = (
-                    " -- they were written by an older version that identified checkpoints and data by path only, "
-                    "and these are not provably the files they were made from (other paths, or modified since)"
-                    if legacy
-                    else ""
-                )
-                raise EvalError(
-                    f"{folder} holds results made with other settings (different: {', '.join(diff)}){why}; "
-                    f"use --overwrite to redo them, or another --output-dir"
-                )
-            if old_fp != fp:  # the same content read from another path: record where it is now
-                atomic_write_json(folder / "fingerprint.json", fp)
+            if status in ("rekey", "moved"):  # the same content (read from another path: record where it is now)
+                atomic_write_json(stamp, fp)
         if (folder / "metrics.json").is_file() and (folder / "samples.jsonl").is_file():
             return "done"
         return "todo"
@@ -257,32 +306,12 @@ class ResultStore:
         if not isinstance(old, dict):
             return False
         fp = self.deviation_fingerprint(unit)
-        files = self._checkpoint_files(unit.ckpt) + [os.path.expanduser(self.cfg.deviation_data)]
-        if self._adopt_legacy(old, fp, DEVIATION_INFO, files, path):
+        files = checkpoint_files(unit.ckpt) + [os.path.expanduser(self.cfg.deviation_data)]
+        if adopt_legacy(old, fp, DEVIATION_INFO, files, mtime_ns(path)):
             atomic_write_json(path, {**read_json(path), "fingerprint": fp})
             return True
         diff, _, _ = compare_fingerprints(old, fp, DEVIATION_INFO)
         return not diff
-
-    # ----------------------------------------------------------------------- results of older versions
-    @staticmethod
-    def _checkpoint_files(ckpt: Checkpoint) -> list[str]:
-        return [f for p in (ckpt.model_path, ckpt.adapter) if p for f in _files_under(p, top_level=True)]
-
-    @staticmethod
-    def _adopt_legacy(old: dict, fp: dict, info: dict[str, str], files: list[str], stamp: Path) -> bool:
-        """Whether ``old``, a fingerprint of an older version (paths, no digests), describes ``fp``: the same
-        settings and paths, and none of ``files`` (what those paths hold) modified after ``stamp`` was written
-        (the pair's fingerprint.json is written before its first question). Then its results are kept."""
-        if any(old.get(d) is not None for d in info.values()):
-            return False
-        if old != {k: v for k, v in fp.items() if k not in info.values()}:
-            return False
-        try:
-            written = os.stat(stamp).st_mtime_ns
-            return all(os.stat(f).st_mtime_ns <= written for f in files)
-        except OSError:
-            return False
 
     def write_deviation(self, unit: Unit, result: dict[str, object]) -> None:
         atomic_write_json(unit.folder / "deviation.json", {"fingerprint": self.deviation_fingerprint(unit), **result})

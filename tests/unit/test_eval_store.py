@@ -7,39 +7,19 @@ functions, as a run writes them."""
 import json
 import os
 import shutil
+import sys
 
 import pytest
 
-from llamafactory_minor_core import digest as core_digest
 from llamafactory_minor_eval.config import build_config
 from llamafactory_minor_eval.errors import EvalError
 from llamafactory_minor_eval.runner import Runner
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval")
-
-
-@pytest.fixture(autouse=True)
-def _own_digest_memo(tmp_path, monkeypatch):
-    monkeypatch.setenv(core_digest.DIGEST_MEMO_ENV, str(tmp_path / "memo.json"))
-    monkeypatch.setattr(core_digest, "_memo", None)
-
-
-def _model(folder, payload: bytes = b"w" * 4096):
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump({"model_type": "llama", "hidden_size": 8}, f)
-    with open(os.path.join(folder, "model.safetensors"), "wb") as f:
-        f.write(payload)
-    return str(folder)
-
-
-def _rewrite_in_place(path, data: bytes):
-    """Other bytes at the same path (a retrained or re-exported checkpoint, edited data): written later than the
-    first version, so its mtime moves on even when the test runs faster than the file system's clock ticks."""
-    mtime = os.stat(path).st_mtime_ns
-    with open(path, "wb") as f:
-        f.write(data)
-    os.utime(path, ns=(mtime + 10_000_000, mtime + 10_000_000))
+sys.path.insert(0, os.path.abspath(FIX))
+from eval_helpers import fake_model as _model  # noqa: E402
+from eval_helpers import own_digest_memo  # noqa: E402, F401 (autouse: this module's own digest memo)
+from eval_helpers import rewrite_in_place as _rewrite_in_place  # noqa: E402
 
 
 def _data(tmp_path, name="data"):
