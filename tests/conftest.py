@@ -18,6 +18,11 @@ Fixtures (all paths are absolute strings):
   to a YAML file and run as ``train <file>``).
 * ``write_yaml``       -- ``write_yaml(directory, cfg, name="config.yaml") -> path``.
 * ``read_log_history`` -- ``read_log_history(output_dir) -> list[dict]`` (``trainer_state.json``).
+* ``train_once``       -- ``train_once(cfg, env=None) -> (output_dir, CompletedProcess)``: ``run_cli(cfg, env=env)``
+  once per session for each distinct config (every key but ``output_dir``) and environment; tests that need the
+  very same single-process run (e.g. the online run of ``test_precompute.py`` and the 1-process run
+  ``test_zero3.py`` compares with) share one run instead of training it again (same seed: the same logs).
+  Only for runs that no test changes afterwards.
 * ``tiny_train_cfg``   -- ``tiny_train_cfg(stage="sft", dataset=None, **overrides) -> dict``: a
   complete LF training config for a few CPU steps of full fine-tuning of the tiny model on the
   fixture data, writing into a fresh ``tmp_path`` sub-folder. Default dataset: ``dpo_en_tiny``
@@ -275,6 +280,22 @@ def write_yaml_fixture():
 @pytest.fixture(name="read_log_history")
 def read_log_history_fixture():
     return read_log_history
+
+
+@pytest.fixture(scope="session")
+def train_once(tmp_path_factory):
+    """``train_once(cfg, env=None) -> (output_dir, CompletedProcess)``: one run per distinct (config, env)."""
+    done: dict[str, tuple[str, subprocess.CompletedProcess]] = {}
+
+    def train(cfg: dict[str, Any], env: dict[str, str] | None = None):
+        settings = {k: v for k, v in cfg.items() if k != "output_dir"}
+        key = json.dumps({"cfg": settings, "env": env or {}}, sort_keys=True, default=str)
+        if key not in done:
+            out = tmp_path_factory.mktemp(f"shared-{cfg.get('stage', 'run')}")
+            done[key] = (str(out), run_cli(dict(settings, output_dir=str(out)), env=env))
+        return done[key]
+
+    return train
 
 
 @pytest.fixture
