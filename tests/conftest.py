@@ -57,6 +57,12 @@ FIXTURE_DATA_DIR = REPO_ROOT / "tests" / "fixtures" / "data"
 os.environ.setdefault("LLAMAFACTORY_MINOR_CACHE", str(REPO_ROOT / ".cache" / "models"))
 # DeepSpeed's JIT-built CPU op (deepspeed_shm_comm) in this checkout, as `make ds-ops` builds it (see the Makefile)
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions"))
+# torch's OpenMP threads (libgomp) wait for each other by spinning. On a loaded machine (CI; this 2-core box while
+# experiments run) a spinning thread holds the core its partner needs: at load average 2-3 here a SmolLM2-135M
+# forward (2 x 64 tokens) took 3.1-4.4 s with torch's default 2 spinning threads, 0.77 s with PASSIVE (1 thread:
+# 0.63-0.70 s); a training step of the tiny model (4 x 128) 1.08-1.19 s vs 0.60 s. PASSIVE changes only how an idle
+# thread waits (it sleeps): the same threads split the same work, the numbers do not change. Before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",  # the hub is not reachable here: fail fast instead of retrying
     "HF_DATASETS_OFFLINE": "1",
