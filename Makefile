@@ -57,7 +57,8 @@ test-recipes: install
 # DeepSpeed's CPU accelerator JIT-compiles its shared-memory all-reduce op (deepspeed_shm_comm, two C++ files)
 # when a ZeRO-3 run first starts deepspeed.comm: 434 s of C++ at load average 6-7 on 2 cores, inside the first
 # ZeRO-3 test (test_recipes_run's minordpo recipe: 465 s). Built here once; .ci/run builds it in the background
-# beside lint / models. The build lives in this checkout (.cache/torch_extensions; tests/conftest.py sets the same):
+# beside lint / models and the first tests (a ZeRO-3 run that comes first waits on torch's build lock, then loads it).
+# The build lives in this checkout (.cache/torch_extensions; tests/conftest.py sets the same):
 # in the shared ~/.cache/torch_extensions, two checkouts (two venv paths) rebuilt it in turn.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 ds-ops: install
