@@ -8,6 +8,7 @@ numbers are lm-eval's own). Shots are reduced to what the fixtures hold.
 """
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -90,6 +91,28 @@ def test_poft_suite_over_checkpoints_resumable(tiny_model, tmp_path):
     # other settings in the same folder: refused with the differing key named
     with pytest.raises(EvalError, match="other settings .*num_fewshot"):
         run_suite(ckpts[:1], suite_from_names(["winogrande@2"]), str(out), data_dir=LOCAL, log=logs.append)
+
+    # resumed by content: the adapter retrained into the same folder has its pair redone (not the old weights'
+    # results), the base's is reused; the same adapter moved elsewhere is reused
+    wino = [t for t in _suite() if t.task == "winogrande"]
+    before = (out / "lora" / "lm-winogrande" / "samples.jsonl").read_text()
+    shutil.rmtree(lora)
+    make_lora(tiny_model, lora, seed=1, scale=2.0)
+    logs.clear()
+    run_suite(ckpts, wino, str(out), data_dir=LOCAL, batch_size=4, log=logs.append)
+    assert [line for line in logs if line.startswith(("[redo]", "[load]"))] == [
+        "[redo] lora | lm-winogrande: the checkpoint's files changed at the same path since these results were made: "
+        "evaluated again",
+        "[load] lora: lm-eval transformers for winogrande",
+    ]
+    assert (out / "lora" / "lm-winogrande" / "samples.jsonl").read_text() != before
+    moved = resolve_checkpoint(Checkpoint(name="lora", path=shutil.move(lora, tmp_path / "lora-moved")))
+    logs.clear()
+    run_suite([ckpts[0], moved], wino, str(out), data_dir=LOCAL, batch_size=4, log=logs.append)
+    assert not [line for line in logs if line.startswith(("[redo]", "[load]", "[rekey]"))], logs
+    assert read_json(out / "lora" / "lm-winogrande" / "fingerprint.json")["checkpoint"]["adapter"] == os.path.realpath(
+        moved.adapter
+    )
 
 
 def test_suite_names_and_local_files_errors(tmp_path):
