@@ -1,6 +1,8 @@
 """Full fine-tuning of each objective through the CLI, online reference vs ``precompute_ref_log_probs``:
 metrics present and finite, loss down on a repeated batch, the same loss curve (same seed, 1e-4) with no
-reference model at training time, and a later run that reuses the cache without scoring."""
+reference model at training time, and a later run that reuses the cache without scoring. The online run is
+``train_once``'s: ``test_zero3.py`` (minorsft, minordpo) and ``test_train_cli.py`` (sft and dpo with m_theta
+tracking) compare with the very same run."""
 
 import pytest
 from train_checks import DPO_KEYS, SFT_SIDE_KEYS, check_metrics, train_logs
@@ -18,7 +20,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_precomputed_equals_online(name, tiny_train_cfg, run_cli, read_log_history, tmp_path):
+def test_precomputed_equals_online(name, tiny_train_cfg, run_cli, train_once, read_log_history, tmp_path):
     case = dict(CASES[name])
     stage = case.pop("stage")
     online = tiny_train_cfg(
@@ -30,10 +32,10 @@ def test_precomputed_equals_online(name, tiny_train_cfg, run_cli, read_log_histo
         precompute_ref_log_probs=True,
         minor_cache_dir=str(tmp_path / "cache"),
     )
-    run_cli(online)
+    online_dir, _ = train_once(online)
     first = run_cli(pre)
     assert "scored" in first.stdout + first.stderr
-    a, b = train_logs(read_log_history(online["output_dir"])), train_logs(read_log_history(pre["output_dir"]))
+    a, b = train_logs(read_log_history(online_dir)), train_logs(read_log_history(pre["output_dir"]))
     keys = SFT_SIDE_KEYS.get(stage, DPO_KEYS) if stage != "dpo" else DPO_KEYS
     check_metrics(a, keys)
     check_metrics(b, keys)

@@ -2,7 +2,9 @@
 
 Each run trains a few steps on one repeated batch (``max_samples`` = batch size), so the loss must go down.
 Full fine-tuning of every objective is covered (with its metrics) in ``test_precompute.py``; here LoRA, the
-fixed hinge/ipo losses, PoFT with aligned-model scoring, m_theta tracking for SFT, and stock stages.
+fixed hinge/ipo losses, PoFT with aligned-model scoring, m_theta tracking for SFT, and stock stages. The runs
+with m_theta tracking of the stock-stage tests are ``train_once``'s: ``test_precompute.py``'s online runs of
+``sft_m_theta`` and ``dpo`` have the same settings, so the session trains each once.
 """
 
 import os
@@ -69,29 +71,33 @@ def test_poft_aligned_models_scored_then_trained(tiny_model, tiny_train_cfg, run
     assert logs2[0]["poft/r_aligned"] >= logs[0]["poft/r_aligned"] - 1e-6  # max >= mean
 
 
-def test_stock_sft_unchanged_and_m_theta_tracking(tiny_train_cfg, run_cli, read_log_history, tmp_path):
-    on = tiny_train_cfg("sft", dataset="alpaca_en_tiny", **REPEATED)
+def test_stock_sft_unchanged_and_m_theta_tracking(tiny_train_cfg, run_cli, train_once, read_log_history, tmp_path):
+    on = tiny_train_cfg("sft", dataset="alpaca_en_tiny", **dict(REPEATED, max_steps=3))
     off = dict(on, output_dir=str(tmp_path / "off"))
-    tracked = dict(on, output_dir=str(tmp_path / "tracked"), track_m_theta=True)
     run_cli(on)
     run_cli(off, env={"LLAMAFACTORY_MINOR_DISABLE": "1"})
-    run_cli(tracked)
-    on_logs, off_logs, tracked_logs = (train_logs(read_log_history(c["output_dir"])) for c in (on, off, tracked))
-    assert len(on_logs) == 4
+    tracked_dir, _ = train_once(dict(on, track_m_theta=True))
+    on_logs, off_logs, tracked_logs = (
+        train_logs(read_log_history(d)) for d in (on["output_dir"], off["output_dir"], tracked_dir)
+    )
+    assert len(on_logs) == 3
     assert [e["loss"] for e in on_logs] == [e["loss"] for e in off_logs]  # the plugin does not touch stock sft
     assert [e["loss"] for e in tracked_logs] == [e["loss"] for e in on_logs]  # tracking leaves the loss alone
     check_metrics(tracked_logs, SFT_SIDE_KEYS["sft"])
     assert abs(tracked_logs[0]["m_theta"]) < 1e-6 and tracked_logs[-1]["m_theta"] > 0  # SFT raises likelihood
 
 
-def test_stock_dpo_unchanged(tiny_train_cfg, run_cli, read_log_history, tmp_path):
-    on = tiny_train_cfg("dpo", dataset="dpo_en_tiny", pref_loss="sigmoid", **dict(REPEATED, max_steps=3))
+def test_stock_dpo_unchanged(tiny_train_cfg, run_cli, train_once, read_log_history, tmp_path):
+    on = tiny_train_cfg(
+        "dpo", dataset="dpo_en_tiny", pref_loss="sigmoid", pref_beta=0.1, **dict(REPEATED, max_steps=3)
+    )  # LF's default beta, spelled out as in test_precompute.py's dpo case
     off = dict(on, output_dir=str(tmp_path / "off"))
-    tracked = dict(on, output_dir=str(tmp_path / "tracked"), track_m_theta=True)
     run_cli(on)
     run_cli(off, env={"LLAMAFACTORY_MINOR_DISABLE": "1"})
-    run_cli(tracked)
-    on_logs, off_logs, tracked_logs = (train_logs(read_log_history(c["output_dir"])) for c in (on, off, tracked))
+    tracked_dir, _ = train_once(dict(on, track_m_theta=True))
+    on_logs, off_logs, tracked_logs = (
+        train_logs(read_log_history(d)) for d in (on["output_dir"], off["output_dir"], tracked_dir)
+    )
     assert len(on_logs) == 3
     assert [e["loss"] for e in on_logs] == [e["loss"] for e in off_logs]
     assert "normalized_rewards/chosen" not in on_logs[0]  # LF's own trainer ran

@@ -2,7 +2,9 @@
 ``FORCE_TORCHRUN=1 NPROC_PER_NODE=2 llamafactory-cli train``, one run per new objective. For minorsft and
 minordpo the 2-process run must log the same first-step loss as a 1-process run over the same 4 samples
 (global batch 4 = 2 x 2); with precomputed reference scores each rank must get its own rows' scores, so the
-ZeRO-3 run with precomputed scores must log the same losses as the ZeRO-3 run with the online reference."""
+ZeRO-3 run with precomputed scores must log the same losses as the ZeRO-3 run with the online reference.
+The 1-process run is ``train_once``'s: the online run of ``test_precompute.py`` has the same settings, so the
+session trains it once."""
 
 import os
 
@@ -34,28 +36,21 @@ def _zero3(cfg, run_cli, out):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_zero3_two_processes(name, tiny_model, tiny_train_cfg, run_cli, read_log_history, tmp_path):
+def test_zero3_two_processes(name, tiny_model, tiny_train_cfg, run_cli, train_once, read_log_history, tmp_path):
     case = dict(CASES[name])
     stage = case.pop("stage")
     if stage == "poft":
         case["poft_aligned_models"] = tiny_model
-    single = tiny_train_cfg(
-        stage,
-        max_samples=4,
-        per_device_train_batch_size=4,
-        max_steps=3,
-        minor_cache_dir=str(tmp_path / "cache"),
-        **case,
-    )
-    multi = _zero3(single, run_cli, str(tmp_path / "zero3"))
+    single = tiny_train_cfg(stage, max_samples=4, per_device_train_batch_size=4, max_steps=3, **case)
+    multi = _zero3(dict(single, minor_cache_dir=str(tmp_path / "cache")), run_cli, str(tmp_path / "zero3"))
     two = train_logs(read_log_history(multi["output_dir"]))
     check_metrics(two, KEYS[stage])
     if name in ("minorsft", "minordpo"):
-        run_cli(single)
-        one = train_logs(read_log_history(single["output_dir"]))
+        one_dir, _ = train_once(single)
+        one = train_logs(read_log_history(one_dir))
         assert abs(one[0]["loss"] - two[0]["loss"]) < 1e-4, (one[0]["loss"], two[0]["loss"])
     if name == "minorsft":
-        pre = _zero3(dict(single, precompute_ref_log_probs=True), run_cli, str(tmp_path / "zero3_pre"))
+        pre = _zero3(dict(multi, precompute_ref_log_probs=True), run_cli, str(tmp_path / "zero3_pre"))
         three = train_logs(read_log_history(pre["output_dir"]))
         for a, b in zip(two, three):
             assert abs(a["loss"] - b["loss"]) < 1e-4 and abs(a["m_theta"] - b["m_theta"]) < 1e-4
