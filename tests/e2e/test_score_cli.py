@@ -3,7 +3,8 @@ online reference (LF's collated batch + ``sequence_log_probs``, 1e-5 in float32)
 training cache's, an imported folder makes ``llamafactory-cli train`` with ``precompute_ref_log_probs`` reuse it
 without scoring, PoFT finds imported aligned scores, folders for another model / dataset / settings are refused.
 The vLLM tests (per-token agreement; the vLLM score folder keyed as training and imported) run on
-SmolLM2-135M-Instruct with the separate vLLM venv (skipped without it)."""
+SmolLM2-135M-Instruct with the separate vLLM venv (skipped without it). They share one ``score_backend: vllm``
+pass (``vllm_pass``: one vLLM engine start, ~70 s on 2 cores, instead of two)."""
 
 import math
 import os
@@ -316,34 +317,47 @@ def _vllm_python(repo_root):
     return path
 
 
-@pytest.mark.slow
-def test_vllm_agrees_with_transformers_per_token(smollm2, repo_root, tmp_path, record_property):
+@pytest.fixture(scope="module")
+def vllm_pass(smollm2, repo_root, tmp_path_factory):
+    """``llamafactory-minor score`` with ``score_backend: vllm`` on alpaca_en_tiny (32 rows) as a user runs it
+    (``score()``, the worker in the vLLM venv), once for the module. The real ``score_rows_vllm`` is wrapped only to
+    also ask the worker for its per-token log-probs (``--per-token``) and to keep the rows and scores it returns."""
     from conftest import tiny_train_config
 
-    from llamafactory_minor.objectives import token_log_probs
-    from llamafactory_minor.scores.cache import ScoreCache
-    from llamafactory_minor.scores.standalone import parse_training_args, plan_sections, split_score_options
-    from llamafactory_minor.scores.vllm_backend import score_rows_vllm
+    from llamafactory_minor.scores import vllm_backend
+    from llamafactory_minor.scores.standalone import score
 
     python = _vllm_python(repo_root)
-    cfg = tiny_train_config(smollm2, tmp_path / "unused", stage="sft")  # alpaca_en_tiny, 32 rows, cutoff 128
-    lf_cfg, _ = split_score_options(cfg)
+    tmp = tmp_path_factory.mktemp("vllm_pass")
+    cfg = tiny_train_config(smollm2, tmp / "unused", stage="sft", minor_cache_dir=str(tmp / "box"))  # cutoff 128
+    seen = {"calls": 0, "per_token": {}}
+    real = vllm_backend.score_rows_vllm
+
+    def recording(rows, cache, model, **kwargs):
+        assert kwargs.get("per_token") is None  # score() never asks for them: the wrapper adds it
+        seen["calls"] += 1
+        seen["rows"] = rows
+        seen["scores"] = real(rows, cache, model, per_token=seen["per_token"], **kwargs)
+        return seen["scores"]
+
+    start = time.time()
+    with mock.patch.object(vllm_backend, "score_rows_vllm", recording):
+        folder = score(dict(cfg, score_output=str(tmp / "vllm"), score_backend="vllm", score_backend_python=python))
+    assert seen["calls"] == 1, "score() did not go through vllm_backend.score_rows_vllm once"
+    return dict(seen, cfg=cfg, folder=folder, python=python, seconds=time.time() - start, tmp=tmp)
+
+
+@pytest.mark.slow
+def test_vllm_agrees_with_transformers_per_token(vllm_pass, smollm2, record_property):
+    from llamafactory_minor.objectives import token_log_probs
+    from llamafactory_minor.scores.standalone import parse_training_args, plan_sections, split_score_options
+
+    lf_cfg, _ = split_score_options(dict(vllm_pass["cfg"]))
     model_args, data_args, training_args, finetuning_args = parse_training_args(lf_cfg)
     (section,) = plan_sections(model_args, data_args, training_args, finetuning_args, "sft")
     rows = section["rows"]
-
-    start = time.time()
-    per_token = {}
-    vllm_scores = score_rows_vllm(
-        rows,
-        ScoreCache(str(tmp_path), "vllm", {}),
-        smollm2,
-        python=python,
-        dtype="float32",
-        per_token=per_token,
-        desc="vLLM (SmolLM2)",
-    )
-    vllm_seconds = time.time() - start
+    assert len(rows) == 32 and list(rows["token_key"]) == list(vllm_pass["rows"]["token_key"])
+    vllm_scores, per_token, vllm_seconds = vllm_pass["scores"], vllm_pass["per_token"], vllm_pass["seconds"]
 
     model, tokenizer = section["load"]()
     assert next(model.parameters()).dtype == torch.float32
@@ -371,40 +385,34 @@ def test_vllm_agrees_with_transformers_per_token(smollm2, repo_root, tmp_path, r
     record_property("vllm_seconds", round(vllm_seconds, 1))
     print(
         f"\nvLLM vs transformers on SmolLM2-135M-Instruct, {len(rows)} rows: max per-token |diff| "
-        f"{worst_token:.2e}, max per-row mean |diff| {worst_mean:.2e}, vLLM pass {vllm_seconds:.0f}s"
+        f"{worst_token:.2e}, max per-row mean |diff| {worst_mean:.2e}, vLLM pass (score()) {vllm_seconds:.0f}s"
     )
     assert worst_token < 1e-3, f"max per-token |diff| {worst_token}"
 
 
 @pytest.mark.slow
-def test_vllm_score_folder_is_keyed_as_training_and_imports(smollm2, repo_root, tmp_path):
+def test_vllm_score_folder_is_keyed_as_training_and_imports(vllm_pass):
     """``score_backend: vllm``: the folder's entry carries the key training computes (the transformers entry's),
     the manifest says vllm, the scoring box's training cache is not filled with vLLM numbers (staged apart), and
     an import files them where training looks, recording the backend."""
-    from conftest import tiny_train_config
-
     from llamafactory_minor.scores.cache import ScoreCache, key_parts
     from llamafactory_minor.scores.file_format import read_score_folder
     from llamafactory_minor.scores.standalone import import_scores, score
 
-    python = _vllm_python(repo_root)
-    cfg = tiny_train_config(
-        smollm2, tmp_path / "unused", stage="sft", max_samples=8, minor_cache_dir=str(tmp_path / "box")
-    )
-    vllm_out = score(dict(cfg, score_output=str(tmp_path / "vllm"), score_backend="vllm", score_backend_python=python))
+    cfg, tmp, vllm_out = vllm_pass["cfg"], vllm_pass["tmp"], vllm_pass["folder"]
     manifest, (vsec,) = read_score_folder(vllm_out)
     # on the scoring box, training's key holds no vLLM numbers (they are staged under another key)
-    assert ScoreCache(str(tmp_path / "box"), vsec["entry"], key_parts(vsec["meta"])).load_complete() is None
-    hf_out = score(dict(cfg, score_output=str(tmp_path / "hf")))
+    assert ScoreCache(str(tmp / "box"), vsec["entry"], key_parts(vsec["meta"])).load_complete() is None
+    hf_out = score(dict(cfg, score_output=str(tmp / "hf")))
     (hsec,) = read_score_folder(hf_out)[1]
     assert manifest["backend"] == "vllm" and manifest["backend_dtype"]
     assert vsec["entry"] == hsec["entry"] and key_parts(vsec["meta"]) == key_parts(hsec["meta"])
-    assert set(vsec["rows"]) == set(hsec["rows"]) and len(vsec["rows"]) == 8
+    assert set(vsec["rows"]) == set(hsec["rows"]) and len(vsec["rows"]) == 32
     for key, row in vsec["rows"].items():
         assert row["num_tokens"] == hsec["rows"][key]["num_tokens"]
         assert abs(row["sum_logp"] - hsec["rows"][key]["sum_logp"]) / max(1, row["num_tokens"]) < 1e-3
 
-    train_cache = tmp_path / "train"
+    train_cache = tmp / "train"
     (folder,) = import_scores(
         vllm_out, config=dict(cfg, track_m_theta=True, precompute_ref_log_probs=True, minor_cache_dir=str(train_cache))
     )
