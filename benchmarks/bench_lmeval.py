@@ -141,6 +141,14 @@ def print_table(reports: dict) -> None:
                 f"{rate(b, 'lmeval'):.2f} | {rate(b, 'ours') / rate(b, 'lmeval'):.2f}x | "
                 f"{b.get('lmeval_model_s', float('nan'))}s of {b['lmeval_s']}s |"
             )
+    for backend, rep in reports.items():  # each round alone: a round both sides ran at the same load is the fair one
+        for name, b in rep["benchmarks"].items():
+            for d in b.get("per_round", []):
+                print(
+                    f"{name} {backend} round {d['round']} ({d['items']} rows, {d['first']} first): ours {d['ours_s']}s, "
+                    f"lm-eval {d['lmeval_s']}s, ours/theirs {d['lmeval_s'] / d['ours_s']:.2f}x; load after ours "
+                    f"{d['load_after_ours']}, after lm-eval {d['load_after_lm-eval']}"
+                )
     if "transformers" in reports and "vllm" in reports:
         for name in reports["vllm"]["benchmarks"]:
             h, v = reports["transformers"]["benchmarks"].get(name), reports["vllm"]["benchmarks"][name]

@@ -420,11 +420,20 @@ def crosscheck(
             if not chunk:
                 continue
             sides = (run_ours, run_theirs) if r % 2 == 0 else (run_theirs, run_ours)
+            b = report["benchmarks"][bench]
+            before = {"ours": b["ours_s"], "lm-eval": b["lmeval_s"]}
+            detail = {"round": r + 1, "items": len(chunk), "first": "ours" if r % 2 == 0 else "lm-eval"}
             for side in sides:
                 side(bench, chunk)
-            b = report["benchmarks"][bench]
+                # the 1-minute load average after each side: a figure taken under load is labelled as such
+                detail[f"load_after_{'ours' if side is run_ours else 'lm-eval'}"] = round(os.getloadavg()[0], 2)
+            detail["ours_s"] = round(b["ours_s"] - before["ours"], 2)
+            detail["lmeval_s"] = round(b["lmeval_s"] - before["lm-eval"], 2)
+            b.setdefault("per_round", []).append(detail)
             log(
-                f"[round {r + 1}/{rounds}] {bench}: {len(chunk)} items; so far ours {b['ours_s']:.1f}s, lm-eval {b['lmeval_s']:.1f}s"
+                f"[round {r + 1}/{rounds}] {bench}: {len(chunk)} items, ours {detail['ours_s']}s, lm-eval "
+                f"{detail['lmeval_s']}s ({detail['first']} first; load after ours {detail['load_after_ours']}, "
+                f"after lm-eval {detail['load_after_lm-eval']})"
             )
     if lm is not None:
         _release(lm, backend)
