@@ -5,7 +5,8 @@ and transformers backend set to the same prompt and extraction (evaluation/lmeva
 loaded model. Per-question predictions must agree on >= 99% and the accuracies within 0.5 points (here, with
 few questions, that means every prediction).
 
-Cost on 2 idle cores: ~1-2 min (20 C-Eval forwards and 4 GSM8K generations of 48 tokens, each done twice).
+Cost on 2 idle cores: ~1-2 min (20 C-Eval forwards and 4 GSM8K generations of 48 tokens, each done twice, the two sides interleaved
+over two slices).
 """
 
 import os
@@ -42,6 +43,8 @@ def test_ceval_valid_agrees_with_lm_eval(report):
     assert b["agreement"] >= 0.99, b["diffs"]
     assert abs(b["ours_acc"] - b["lmeval_acc"]) <= 0.005
     assert b["ours_s"] > 0 and b["lmeval_s"] > 0
+    # the sides ran interleaved on strided slices (lm-eval's doc ids mapped back: the prompts above match)
+    assert [(d["round"], d["items"], d["first"]) for d in b["per_round"]] == [(1, 10, "ours"), (2, 10, "lm-eval")]
 
 
 def test_gsm8k_agrees_with_lm_eval(report):
