@@ -308,7 +308,7 @@ def crosscheck(
     report: dict[str, object] = {"backend": backend, "model": model, "benchmarks": {}}
 
     # --- the questions (our loaders; lm-eval reads the same files through its tasks)
-    ceval_items, ceval_specs, ceval_index = [], [], {}
+    ceval_items, ceval_specs = [], []
     if ceval_per_subject is None or ceval_per_subject > 0:
         files = ceval_subject_files(str(data / "ceval"), "val")
         if ceval_subjects:
@@ -326,7 +326,6 @@ def crosscheck(
                 rows = rows[:ceval_per_subject]
             zh = CEVAL_SUBJECTS.get(subject, (subject, ""))[0]
             ceval_specs.append(ceval_task_spec(subject, val_file, dev_file))
-            ceval_index[f"ceval-valid_{subject}"] = list(range(len(rows)))
             for i, s in enumerate(rows):
                 ceval_items.append((f"ceval-valid_{subject}", i, ceval_lmeval_prompt(s.question, s.options, zh), s))
     gsm_items, gsm_specs = [], []
@@ -368,8 +367,8 @@ def crosscheck(
 
     def run_ours(bench: str, chunk: list[int]) -> None:
         nonlocal ours_backend
-        if lm is not None and backend == "vllm":
-            _release(lm, backend)
+        if lm is not None:
+            _release(lm, backend)  # vLLM: one engine at a time
         if ours_backend is None or getattr(ours_backend, "closed", False):
             t = time.time()
             ours_backend = load_ours(backend, model, batch_size, vllm_kwargs=vllm_kwargs)
