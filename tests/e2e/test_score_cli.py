@@ -3,8 +3,9 @@ online reference (LF's collated batch + ``sequence_log_probs``, 1e-5 in float32)
 training cache's, an imported folder makes ``llamafactory-cli train`` with ``precompute_ref_log_probs`` reuse it
 without scoring, PoFT finds imported aligned scores, folders for another model / dataset / settings are refused.
 The vLLM tests (per-token agreement; the vLLM score folder keyed as training and imported) run on
-SmolLM2-135M-Instruct with the separate vLLM venv (skipped without it). They share one ``score_backend: vllm``
-pass (``vllm_pass``: one vLLM engine start, ~70 s on 2 cores, instead of two)."""
+SmolLM2-135M-Instruct with the separate vLLM venv (skipped without it; under CI=true a failure: conftest's
+require_vllm). They share one ``score_backend: vllm`` pass (``vllm_pass``: one vLLM engine start, ~70 s on 2 cores,
+instead of two)."""
 
 import math
 import os
@@ -303,31 +304,17 @@ def test_aligned_scores_import_and_poft_finds_them_without_scoring(tiny_train_cf
 # --------------------------------------------------------------------------------------------------
 # vLLM vs transformers, per token, on SmolLM2-135M-Instruct (separate vLLM venv)
 # --------------------------------------------------------------------------------------------------
-def _vllm_python(repo_root):
-    env = os.environ.get("LLAMAFACTORY_MINOR_VLLM_PYTHON")
-    path = env or os.path.join(repo_root, ".venv-vllm", "bin", "python")
-    if not os.path.isfile(path):
-        why = (
-            f"no vLLM environment at {path}: build it with `make vllm` (bash evaluation/setup_vllm_cpu.sh) "
-            "(or set LLAMAFACTORY_MINOR_VLLM_PYTHON to the python of a vLLM venv)"
-        )
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # .ci/run builds it: a skip would hide it
-            pytest.fail("CI=true but " + why, pytrace=False)
-        pytest.skip(why)
-    return path
-
-
 @pytest.fixture(scope="module")
-def vllm_pass(smollm2, repo_root, tmp_path_factory):
+def vllm_pass(smollm2, tmp_path_factory):
     """``llamafactory-minor score`` with ``score_backend: vllm`` on alpaca_en_tiny (32 rows) as a user runs it
     (``score()``, the worker in the vLLM venv), once for the module. The real ``score_rows_vllm`` is wrapped only to
     also ask the worker for its per-token log-probs (``--per-token``) and to keep the rows and scores it returns."""
-    from conftest import tiny_train_config
+    from conftest import require_vllm, tiny_train_config
 
     from llamafactory_minor.scores import vllm_backend
     from llamafactory_minor.scores.standalone import score
 
-    python = _vllm_python(repo_root)
+    python = require_vllm()
     tmp = tmp_path_factory.mktemp("vllm_pass")
     cfg = tiny_train_config(smollm2, tmp / "unused", stage="sft", minor_cache_dir=str(tmp / "box"))  # cutoff 128
     seen = {"calls": 0, "per_token": {}}

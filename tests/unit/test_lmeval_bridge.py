@@ -38,8 +38,7 @@ def test_gold_cleanup_matches_lm_evals_exact_match_rules():
     assert clean_answer("1,000.") == "1000"
 
 
-def test_our_ceval_prompt_is_lm_evals():
-    pytest.importorskip("lm_eval")
+def test_our_ceval_prompt_is_lm_evals(lm_eval_harness):
     from llamafactory_minor_eval.ceval_subjects import CEVAL_SUBJECTS
     from llamafactory_minor_eval.data import load_split
     from llamafactory_minor_eval.lmeval_bridge import ceval_task_spec, group_spec, task_manager
