@@ -551,7 +551,7 @@ def _release(lm, backend: str) -> None:
 
 
 def _close_lmeval_vllm(lm) -> None:
-    from .backends.vllm_backend import shutdown_llm
+    from llamafactory_minor_core.vllm_scoring import shutdown_llm
 
     shutdown_llm(getattr(lm, "model", None))
 

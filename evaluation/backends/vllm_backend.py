@@ -102,7 +102,7 @@ class VLLMEngine:
     def close(self) -> None:
         llm = getattr(self, "llm", None)
         self.llm = None
-        shutdown_llm(llm)
+        vllm_scoring.shutdown_llm(llm)
 
 
 class VLLMBackend(Backend):
@@ -182,19 +182,3 @@ class VLLMBackend(Backend):
             )[0]
             for (x, y), out in zip(pairs, outs)
         ]
-
-
-def shutdown_llm(llm) -> None:
-    """Stop a ``vllm.LLM``'s engine (its worker processes) and free it; ``None`` is a no-op."""
-    import gc
-
-    if llm is not None:
-        engine = getattr(llm, "llm_engine", None)
-        shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
-        try:
-            if callable(shutdown):
-                shutdown()
-        except Exception:  # noqa: BLE001
-            pass
-    del llm
-    gc.collect()
