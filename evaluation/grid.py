@@ -13,6 +13,10 @@ A grid file (YAML)::
       keys: {beta: pref_beta, lr: learning_rate}    # axis -> LF YAML key (axes not listed only name the run)
       overrides: {precompute_ref_log_probs: true}   # key=value for every run (after the axes)
     base: {name: base, path: Qwen/Qwen1.5-7B-Chat}  # optional: the model every run started from
+    evaluate:                               # optional: what `llamafactory-minor sweep GRID --evaluate` runs next
+      config: examples/eval/minordpo_gsm8k.yaml     # an evaluation config with `grid: {file: <this file>}`
+      metrics: [normalized_rewards/chosen]          # the runs' logged metrics overlaid in the report
+      report: outputs/report/minordpo_fig6          # the report folder (llamafactory_minor.experiments.pipeline)
 
 ``llamafactory-minor sweep GRID`` (llamafactory_minor.experiments.sweep) trains every run (``llamafactory-cli train <recipe> key=value ...
 output_dir=<path>``); the evaluation reads the same file with ``grid: {file: GRID}`` in its config, so every

@@ -77,6 +77,19 @@ each run is `llamafactory-cli train <sweep.recipe> <axis keys>=<values> <sweep.o
 The evaluation reads the same file (`grid: {file: GRID}` in an evaluation config), so the paths it
 evaluates are the paths this writes. A run whose output_dir holds all_results.json is skipped (restart an
 interrupted sweep as it is). Grid format: see llamafactory_minor_eval/grid.py (evaluation/grid.py).
+
+With --evaluate, the paper's whole experiment in one command: after the training, the evaluation config the grid
+names (`evaluate: {config: EVAL.yaml}`, which must read this grid with `grid: {file: GRID}`; checked before any
+training) runs through `llamafactory-minor-eval --config EVAL.yaml`, then one report folder (`evaluate.report`,
+default <evaluation output_dir>/report) gets training_metrics.png (the runs' logged `evaluate.metrics` overlaid,
+as `llamafactory-minor plot`), the evaluation's tables (evaluation/summary.md, summary.csv, ...) and report.md /
+report.json naming every run: trained now, already done, or without a checkpoint. A missing checkpoint stays the
+evaluation's error listing every missing run, unless the config has `skip_missing: true` (the report then lists
+what was skipped); a failed training run stops before the evaluation. The evaluation covers the whole grid, also
+with --only. `--evaluate --dry-run` prints the three stages.
+
+  llamafactory-minor sweep examples/minordpo/grid.yaml --evaluate --dry-run
+  llamafactory-minor sweep examples/poft/grid.yaml --evaluate
 """
 
 
@@ -193,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--cache-dir", default=None, help="score cache folder (default: the config's minor_cache_dir)")
     sw = sub.add_parser(
         "sweep",
-        help="train every run of an experiment grid file with llamafactory-cli train",
+        help="train every run of an experiment grid file with llamafactory-cli train (--evaluate: then evaluate, report)",
         description=SWEEP_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -206,6 +219,23 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="AXIS=VALUE",
         help="keep the runs with this axis value (repeatable), e.g. --only method=minordpo",
+    )
+    sw.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="then run the grid's evaluation config and write the report (plots + tables)",
+    )
+    sw.add_argument(
+        "--eval-config",
+        default=None,
+        metavar="EVAL.yaml",
+        help="the evaluation config instead of the grid's evaluate.config (implies --evaluate)",
+    )
+    sw.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="report folder instead of the grid's evaluate.report (implies --evaluate)",
     )
     pl = sub.add_parser(
         "plot",
@@ -354,6 +384,17 @@ def main(argv=None) -> int:
             print(f"[llamafactory-minor] scores written to {path}", flush=True)
             return 0
         if args.command == "sweep":
+            if args.evaluate or args.eval_config or args.report:
+                from .experiments.pipeline import run_pipeline
+
+                return run_pipeline(
+                    args.grid,
+                    extra=args.overrides,
+                    dry_run=args.dry_run,
+                    only=args.only,
+                    eval_config=args.eval_config,
+                    report=args.report,
+                )
             from .experiments.sweep import sweep
 
             return sweep(args.grid, extra=args.overrides, dry_run=args.dry_run, only=args.only)

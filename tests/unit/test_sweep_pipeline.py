@@ -1,0 +1,143 @@
+"""`llamafactory-minor sweep GRID --evaluate`: training sweep -> evaluation -> report, from the one grid file.
+
+No model is trained or loaded here (tests/e2e/test_sweep_pipeline.py runs the whole pipeline on the tiny model)."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llamafactory_minor.experiments import pipeline
+from llamafactory_minor_eval import grid as grid_mod
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXE = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
+PAPER_GRIDS = [
+    "examples/minordpo/grid.yaml",
+    "examples/minorsft/grid.yaml",
+]
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_dry_run_prints_the_three_stages_of_a_paper_grid():
+    grid = "examples/minordpo/grid.yaml"
+    proc = _cli("sweep", grid, "--evaluate", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("#")]
+    assert [lines[i][:5] for i in headers] == ["# 1/3", "# 2/3", "# 3/3", "# + o"]
+    # stage 1 is exactly what `sweep --dry-run` prints; stage 2 the grid's evaluation config; stage 3 the plot
+    assert lines[headers[0] + 1 : headers[1]] == _cli("sweep", grid, "--dry-run").stdout.splitlines()
+    assert lines[headers[1] + 1 : headers[2]] == [
+        "llamafactory-minor-eval --config examples/eval/minordpo_gsm8k.yaml"
+    ]
+    plot = lines[headers[2] + 1].split()
+    assert plot[:2] == ["llamafactory-minor", "plot"] and plot[-2:] == [
+        "--out",
+        "outputs/report/minordpo_fig6/training_metrics.png",
+    ]
+    assert all(r.path in plot for r in grid_mod.runs(os.path.join(REPO, grid)))
+    assert "normalized_rewards/margin" in plot
+
+
+@pytest.mark.parametrize("grid_file", PAPER_GRIDS)
+def test_every_paper_grid_names_an_evaluation_that_reads_it(grid_file, monkeypatch):
+    monkeypatch.chdir(REPO)
+    p = pipeline.plan(grid_file)
+    assert os.path.isfile(p.eval_config) and p.report.startswith("outputs/report/")
+    assert p.skip_missing is False  # paper scale: a missing run is an error listing them all
+    out = io.StringIO()
+    assert pipeline.run_pipeline(grid_file, dry_run=True, out=out) == 0
+    assert f"llamafactory-minor-eval --config {p.eval_config}" in out.getvalue()
+
+
+def _grid(tmp_path, evaluate: str = "", runs=("a", "b")) -> str:
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        f"grids:\n  - path: {tmp_path}/runs/{{method}}\n    name: 'run {{method}}'\n    method: [{', '.join(runs)}]\n"
+        f"sweep:\n  recipe: {tmp_path}/recipe.yaml\n{evaluate}",
+        encoding="utf-8",
+    )
+    (tmp_path / "recipe.yaml").write_text("stage: sft\n", encoding="utf-8")
+    return str(path)
+
+
+def _eval_config(tmp_path, grid_file: str, skip_missing: bool = False, name: str = "eval.yaml", **extra) -> str:
+    path = tmp_path / name
+    lines = [
+        f"output_dir: {tmp_path / 'eval_out'}",
+        f"grid: {{file: {grid_file}, skip_missing: {str(skip_missing).lower()}}}",
+        "benchmarks: [gsm8k]",
+        *[f"{k}: {v}" for k, v in extra.items()],
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_the_evaluation_must_read_this_grid_and_is_checked_before_training(tmp_path):
+    for folder in ("other", "this"):
+        (tmp_path / folder).mkdir()
+    other = _grid(tmp_path / "other")
+    this = _grid(tmp_path / "this", evaluate=f"evaluate: {{config: {_eval_config(tmp_path, other)}}}\n")
+    proc = _cli("sweep", this, "--evaluate")
+    assert proc.returncode == 2 and f"does not evaluate the runs of {this}" in proc.stderr and other in proc.stderr
+    assert not os.path.exists(tmp_path / "this" / "runs")  # nothing was trained
+    proc = _cli("sweep", other, "--evaluate")
+    assert proc.returncode == 2 and "names no evaluation" in proc.stderr and "--eval-config" in proc.stderr
+    bad = _eval_config(tmp_path, other, name="bad.yaml", benchmarks="[mmlu]")
+    proc = _cli("sweep", other, "--eval-config", bad, "--dry-run")
+    assert proc.returncode == 2 and "unknown benchmark 'mmlu'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _fake_run(path, m_theta):
+    os.makedirs(path, exist_ok=True)
+    history = [{"step": i + 1, "loss": 1.0 - 0.1 * i, "m_theta": v} for i, v in enumerate(m_theta)]
+    with open(os.path.join(path, "trainer_state.json"), "w", encoding="utf-8") as f:
+        json.dump({"log_history": history}, f)
+    with open(os.path.join(path, "all_results.json"), "w", encoding="utf-8") as f:
+        json.dump({"train_loss": 0.5}, f)
+
+
+def test_missing_checkpoints_stay_the_evaluations_error(tmp_path):
+    grid = _grid(tmp_path)
+    _fake_run(tmp_path / "runs" / "a", [0.0, -0.1])  # done: the sweep skips it; b is never trained (--only)
+    cfg = _eval_config(tmp_path, grid)
+    proc = _cli("sweep", grid, "--eval-config", cfg, "--only", "method=a")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "1 of 2 runs" in proc.stderr and "run b" in proc.stderr and "skip_missing: true" in proc.stderr
+    assert "the evaluation failed (exit 2): no report written" in proc.stdout
+    assert not (tmp_path / "eval_out" / "report").exists()
+
+
+def test_report_names_every_run_plots_the_logs_and_copies_the_tables(tmp_path):
+    evaluate = (
+        f"evaluate: {{config: {tmp_path / 'eval.yaml'}, metrics: [m_theta, loss], report: {tmp_path / 'report'}}}\n"
+    )
+    grid = _grid(tmp_path, evaluate=evaluate, runs=("a", "b", "c"))
+    _eval_config(tmp_path, grid, skip_missing=True)
+    p = pipeline.plan(grid)
+    assert p.metrics == ["m_theta", "loss"] and p.report == str(tmp_path / "report") and p.skip_missing
+    all_runs = grid_mod.runs(grid)
+    _fake_run(all_runs[0].path, [0.0, -0.1])
+    _fake_run(all_runs[1].path, [0.0, -0.3])  # c has no checkpoint: left out by skip_missing
+    os.makedirs(p.eval_output_dir)
+    for name in ("summary.md", "summary.csv"):
+        (tmp_path / "eval_out" / name).write_text(f"| checkpoint | x |\n| run a | 1 |\n<!-- {name} -->\n")
+    lines = []
+    assert pipeline.write_report(p, all_runs, done_before={all_runs[0].path}, say=lines.append) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| run a |" in report and "already done (reused)" in report
+    assert "| run b |" in report and "trained now" in report
+    assert "| run c |" in report and "left out of the evaluation (skip_missing)" in report
+    assert "Skipped: 1 run(s)" in report and "<!-- summary.md -->" in report
+    assert (tmp_path / "report" / "training_metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "report" / "evaluation" / "summary.csv").is_file()
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert record["skipped"] == ["run c"] and [r["plotted"] for r in record["runs"]] == [True, True, False]
+    assert record["metric_summary"]["run b"]["m_theta"][:2] == [0.0, -0.3]
