@@ -15,6 +15,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PAPER_GRIDS = {
     "examples/minordpo/grid.yaml": "examples/eval/minordpo_gsm8k.yaml",
     "examples/minorsft/grid.yaml": "examples/eval/minorsft_paper.yaml",
+    "examples/poft/grid.yaml": "examples/eval/poft_leaderboard.yaml",
+    "examples/poft/grid_noise.yaml": "examples/eval/poft_noise_leaderboard.yaml",
 }
 
 
@@ -47,8 +49,39 @@ def test_every_evaluated_path_is_a_path_the_sweep_writes(grid_file, tmp_path, mo
     monkeypatch.chdir(tmp_path)  # the runs' relative paths now resolve under tmp_path
     data["grid"] = dict(data["grid"], file=os.path.join(REPO, data["grid"]["file"]))
     cfg = build_config(dict(data, output_dir=str(tmp_path / "eval")), {}, where=PAPER_GRIDS[grid_file])
-    evaluated = [c.path for c in cfg.checkpoints if c.name != "base"]
+    fixed = len(data.get("checkpoints") or [])  # the config's own checkpoints (base / aligned models) come first
+    assert [c.path for c in cfg.checkpoints[:fixed]] == [str(c["path"]) for c in data["checkpoints"]]
+    evaluated = [c.path for c in cfg.checkpoints[fixed:]]
     assert evaluated == written
+    # and the grid file names this evaluation, which `sweep GRID --evaluate` runs after the training
+    assert grid_mod.load(os.path.join(REPO, grid_file))["evaluate"]["config"] == PAPER_GRIDS[grid_file]
+
+
+def _sweep_commands(grid_file):
+    return {r.path: r.command() for r in grid_mod.runs(os.path.join(REPO, grid_file))}
+
+
+def test_poft_grids_are_the_papers_and_share_their_clean_runs():
+    table1 = grid_mod.runs(os.path.join(REPO, "examples/poft/grid.yaml"))
+    assert {(r.values["model"], r.values["data"], r.values["method"]) for r in table1} == {
+        (m, d, f)
+        for m in ("mistral_7b", "llama3_8b")
+        for d in ("ultrachat", "openhermes", "sharegpt")
+        for f in ("sft", "poft")
+    }
+    noise = grid_mod.runs(os.path.join(REPO, "examples/poft/grid_noise.yaml"))
+    assert len(noise) == 6 and {r.values["model"] for r in noise} == {"mistral_7b"}
+    bipoft = [r for r in noise if "poft_noise_column=is_noise" in r.overrides]
+    assert sorted(r.values["dataset"] for r in bipoft) == ["openhermes_noise100k", "openhermes_noise50k"]
+    assert all(r.recipe.endswith("mistral_7b_full_poft_openhermes_ds3.yaml") for r in bipoft)
+    # Fig. 3e / Fig. 5 compare with the runs on the original data: the very runs of Table 1's grid (same path and
+    # same training command), so the sweep of either grid reuses what the other trained
+    shared = set(_sweep_commands("examples/poft/grid.yaml")) & set(_sweep_commands("examples/poft/grid_noise.yaml"))
+    assert len(shared) == 2
+    for path in shared:
+        assert (
+            _sweep_commands("examples/poft/grid.yaml")[path] == _sweep_commands("examples/poft/grid_noise.yaml")[path]
+        )
 
 
 def test_minordpo_grid_is_the_papers(monkeypatch):

@@ -18,6 +18,8 @@ EXE = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
 PAPER_GRIDS = [
     "examples/minordpo/grid.yaml",
     "examples/minorsft/grid.yaml",
+    "examples/poft/grid.yaml",
+    "examples/poft/grid_noise.yaml",
 ]
 
 
