@@ -164,6 +164,15 @@ def print_table(reports: dict) -> None:
         )
 
 
+def write_json(path: str | None, before: str, after: str | None, reports: dict) -> None:
+    """The reports so far (``load_after`` None: the run is not over)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(
+                {"load_before": before, "load_after": after, "reports": reports}, f, indent=2, ensure_ascii=False
+            )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="HF model folder (default: SmolLM2-135M-Instruct from tools/cpu_models.py)")
@@ -219,6 +228,9 @@ def main(argv=None) -> int:
             reports[backend] = run_backend(backend, args)
             reports[backend]["load_after"] = load_line()
             print(f"[{backend}] done in {time.time() - t:.0f}s; {reports[backend]['load_after']}", flush=True)
+            if len(backends) > 1:  # a backend's figures as soon as it is done: a run stopped later keeps them
+                print_table({backend: reports[backend]})
+                write_json(args.json, before, None, reports)
     print_table(reports)
     for rep in reports.values():
         n = (rep["benchmarks"].get("ceval") or {}).get("n")
@@ -229,11 +241,7 @@ def main(argv=None) -> int:
             break
     after = load_line()
     print(f"end: {after}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"load_before": before, "load_after": after, "reports": reports}, f, indent=2, ensure_ascii=False
-            )
+    write_json(args.json, before, after, reports)
     return 0
 
 
