@@ -11,8 +11,10 @@ at the high lr, MinorDPO does not".
 
 Steps (each a real user command, resumable: a finished run or evaluation is reused):
 
-1. data: the arithmetic task (``llamafactory-minor make-task``; seeded, train/test disjoint by problem), or
-   ``--eval-file`` (GSM8K-format JSONL) as the held-out set;
+1. data: the arithmetic task (``llamafactory-minor make-task``; seeded, train/test disjoint by problem), and as
+   the held-out set its test set or ``--eval-file`` (GSM8K-format JSONL, as the generated ``arith_test.jsonl``;
+   read before anything is trained, a malformed file is one error naming the line); ``results.json`` names it
+   (``eval_file``) with the number of items asked (``n_eval``);
 2. training through stock ``llamafactory-cli train`` (LoRA by default): SFT at lr ``a`` with ``track_m_theta``
    (its loss unchanged), SFT using DPO and MinorSFT at lr ``2a`` with beta 0.04 -- the paper's setting -- plus,
    with ``--grid``, MinorSFT over beta {0.02, 0.04, 0.1} x lr {a, 2a} (its Fig. 2a);
@@ -126,19 +128,39 @@ def train_config(run: dict, args, data_dir: str, output_dir: str) -> dict:
     return cfg
 
 
-def _eval_data(args, data_dir: str, out: str) -> str:
-    """A folder ``<root>/gsm8k/test.jsonl`` for the evaluation: the generated test set or ``--eval-file``."""
+EVAL_FORMAT = (
+    'GSM8K-format JSONL as the generated arith_test.jsonl: one {"question": ..., "answer": "... #### N"} a line'
+)
+
+
+def _eval_data(args, data_dir: str, out: str) -> tuple[str, int]:
+    """A folder ``<root>/gsm8k/test.jsonl`` for the evaluation -- the generated test set or ``--eval-file`` -- and
+    how many items it holds, read by the evaluation's own GSM8K reader: a malformed ``--eval-file`` is one error
+    naming the file and line, before anything is trained (``_prepare`` calls this first)."""
+    from pathlib import Path
+
+    from llamafactory_minor_eval.data import load_split
+    from llamafactory_minor_eval.errors import EvalError
+
     root = os.path.join(out, "eval_data")
     os.makedirs(os.path.join(root, "gsm8k"), exist_ok=True)
     source = args.eval_file or os.path.join(data_dir, "arith_test.jsonl")
+    what = f"--eval-file {source}" if args.eval_file else f"the generated test set {source}"
     if not os.path.isfile(source):
-        raise ReproduceError(
-            f"--eval-file {source} does not exist (GSM8K-format JSONL: question, answer '... #### N')"
-        )
+        raise ReproduceError(f"{what} does not exist (expected {EVAL_FORMAT})")
     target = os.path.join(root, "gsm8k", "test.jsonl")
     if not (os.path.isfile(target) and filecmp.cmp(source, target, shallow=False)):  # unchanged: left untouched
         shutil.copyfile(source, target)
-    return root
+    try:
+        items = load_split("gsm8k", Path(root) / "gsm8k", "test")
+    except EvalError as e:
+        os.remove(target)  # never left for the evaluation
+        detail = str(e).replace(target, source).removeprefix(source).lstrip(": ")  # "line 2 is not valid JSON ..."
+        raise ReproduceError(f"{what}: {detail}; expected {EVAL_FORMAT}") from None
+    if not items:
+        os.remove(target)
+        raise ReproduceError(f"{what} holds no items; expected {EVAL_FORMAT}")
+    return root, len(items)
 
 
 def _summary_rows(eval_dir: str) -> dict:
@@ -268,6 +290,7 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     os.makedirs(out, exist_ok=True)
     data_dir = os.path.join(out, "data")
     _check_or_write_data(data_dir, args)
+    _, n_items = _eval_data(args, data_dir, out)  # checked before anything is trained
     print(f"[reproduce] data: {data_dir}", flush=True)
     results = {
         "experiment": experiment,
@@ -275,6 +298,9 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
         "steps": args.steps,
         "batch": args.batch,
         "finetuning_type": args.finetuning_type,
+        # the held-out set: --eval-file as given (else the generated test set) and how many of its items are asked
+        "eval_file": args.eval_file or os.path.join(data_dir, "arith_test.jsonl"),
+        "n_eval": min(n_items, args.eval_limit) if args.eval_limit else n_items,
         "runs": {},
         "times_s": {},
     }
@@ -356,7 +382,7 @@ def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) ->
         "-b",
         "gsm8k",
         "--data-dir",
-        _eval_data(args, data_dir, out),
+        _eval_data(args, data_dir, out)[0],
         "--split",
         "gsm8k=test",
         "--gsm8k-max-new-tokens",
@@ -390,7 +416,6 @@ def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) ->
         entry["drift_m_theta"] = _drift(row)
         entry["degenerate"] = degenerate_share(os.path.join(eval_dir, name, "gsm8k", "samples.jsonl"))
         entry["eval"] = row
-    results["n_eval"] = args.eval_limit or args.test
 
 
 def is_degenerate(text: str) -> bool:
@@ -781,5 +806,7 @@ def format_results(results: dict) -> str:
             f"{num(last(r.get('m_theta') or {}))} | {num(last(r.get('normalized_rewards/chosen') or {}))} | "
             f"{pct(r.get('accuracy'))} | {pct(r.get('degenerate'))} | {num(r.get('drift_m_theta'))} |"
         )
+    if results.get("eval_file"):
+        lines += ["", f"held-out set: {results['eval_file']} ({results.get('n_eval')} items asked)"]
     lines += ["", *results.get("verdict", []), f"plot: {results.get('plot')}", f"times (s): {results.get('times_s')}"]
     return "\n".join(lines)

@@ -37,17 +37,50 @@ def test_minorsft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     assert "Claim 1" in proc.stdout and "| minorsft |" in proc.stdout
     # the evaluated test set is the generated one, disjoint from training by problem
     assert (out / "eval_data" / "gsm8k" / "test.jsonl").read_text() == (out / "data" / "arith_test.jsonl").read_text()
+    assert results["eval_file"] == os.path.join("data", "arith_test.jsonl") and results["n_eval"] == 4  # --eval-limit
 
-    # Run again in the same folder. Finished runs are reused only when they were trained on what these
-    # arguments give, and they keep the training time measured when they trained.
+    # Run again in the same folder, on other held-out items: --eval-file, a file in the generated test set's format
+    # whose items it does not hold (three-digit problems; the task's are two-digit). Finished runs are reused only
+    # when they were trained on what these arguments give, and they keep the training time measured when they
+    # trained; the base and the reused run are evaluated on the file's items.
+    from llamafactory_minor.experiments import tasks
+
+    items = []
+    for k, problem in enumerate([(123, "+", 456), (700, "-", 250), (315, "+", 208)]):
+        question, solution, c = tasks.render(problem, (k, tasks.NAMES[k], tasks.ITEMS[k]))
+        items.append({"question": question, "answer": solution.rsplit("\n", 1)[0] + f"\n#### {c}"})
+    generated = [json.loads(line) for line in (out / "data" / "arith_test.jsonl").read_text().splitlines()]
+    assert set(items[0]) == set(generated[0]) and generated[0]["answer"].count("\n#### ") == 1  # the same format
+    assert not {i["question"] for i in items} & {g["question"] for g in generated}
+    eval_file = tmp_path / "my_test.jsonl"
+    eval_file.write_text("".join(json.dumps(i) + "\n" for i in items))
     first_sft_seconds = results["times_s"]["sft"]
-    again = run_cli(_minorsft_args(out, tiny_model, runs="sft"), exe="llamafactory-minor", timeout=1800)
+    again = run_cli(
+        _minorsft_args(out, tiny_model, runs="sft", eval_file=eval_file), exe="llamafactory-minor", timeout=1800
+    )
     assert "sft: done, reused" in again.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["reused"] == ["sft"] and results["times_s"]["sft"] == first_sft_seconds
-    for changed, says in ({"test": 6}, "generated with other arguments"), ({"lr": 1e-3}, "learning_rate"):
+    assert results["eval_file"] == str(eval_file) and results["n_eval"] == 3  # the file's 3 items (--eval-limit 4)
+    assert f"held-out set: {eval_file} (3 items asked)" in again.stdout
+    for name, entry in (("base", results["base"]), ("sft", results["runs"]["sft"])):
+        assert entry["eval"]["benchmarks"]["gsm8k"]["n"] == 3, name
+        asked = [
+            json.loads(line) for line in (out / "eval" / name / "gsm8k" / "samples.jsonl").read_text().splitlines()
+        ]
+        assert [r["gold"] for r in asked] == [i["answer"].rsplit("#### ", 1)[1] for i in items], name
+        assert all(i["question"] in r["input"] for r, i in zip(asked, items)), name
+    # a malformed --eval-file is one clear error before anything is trained; so are changed training arguments
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text(json.dumps(items[0]) + "\n" + '{"question": "What is 2 + 2?", "answer": 4\n')
+    for changed, says in (
+        ({"test": 6}, "generated with other arguments"),
+        ({"lr": 1e-3}, "learning_rate"),
+        ({"eval_file": malformed}, f"--eval-file {malformed}: line 2 is not valid JSON"),
+    ):
         bad = run_cli(_minorsft_args(out, tiny_model, runs="sft", **changed), exe="llamafactory-minor", check=False)
         assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert "$ llamafactory-cli train" not in bad.stdout and "llamafactory-minor-eval" not in bad.stdout
     # --overwrite trains again, and the evaluation of the retrained run is redone, not resumed from its path
     samples = out / "eval" / "sft" / "gsm8k" / "samples.jsonl"
     before = samples.stat().st_mtime_ns
