@@ -186,6 +186,12 @@ def run_pipeline(
     return write_report(p, all_runs, done_before, say)
 
 
+def _grid_title(grid_path: str) -> str:
+    """``poft/grid_noise.yaml``: the grid file with its folder (the experiment's name)."""
+    full = os.path.abspath(grid_path)
+    return f"{os.path.basename(os.path.dirname(full))}/{os.path.basename(full)}"
+
+
 def _has_log(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, f)) for f in ("trainer_state.json", "trainer_log.jsonl"))
 
@@ -216,7 +222,7 @@ def write_report(p: Plan, all_runs, done_before: set, say=print) -> int:
             p.metrics,
             out=png,
             labels=[r.name for r, _ in logged],
-            title=os.path.basename(os.path.dirname(os.path.abspath(p.grid))) + ": " + ", ".join(p.metrics),
+            title=_grid_title(p.grid) + ": " + ", ".join(p.metrics),
         )
         for _, row in logged:
             row["plotted"] = True

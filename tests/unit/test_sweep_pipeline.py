@@ -1,6 +1,6 @@
 """`llamafactory-minor sweep GRID --evaluate`: training sweep -> evaluation -> report, from the one grid file.
 
-No model is trained or loaded here (tests/e2e/test_sweep_pipeline.py runs the whole pipeline on the tiny model)."""
+No model is trained or loaded here (tests/e2e/test_sweep_evaluate.py runs the whole pipeline on the tiny model)."""
 
 import io
 import json
