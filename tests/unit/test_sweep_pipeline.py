@@ -36,9 +36,7 @@ def test_dry_run_prints_the_three_stages_of_a_paper_grid():
     assert [lines[i][:5] for i in headers] == ["# 1/3", "# 2/3", "# 3/3", "# + o"]
     # stage 1 is exactly what `sweep --dry-run` prints; stage 2 the grid's evaluation config; stage 3 the plot
     assert lines[headers[0] + 1 : headers[1]] == _cli("sweep", grid, "--dry-run").stdout.splitlines()
-    assert lines[headers[1] + 1 : headers[2]] == [
-        "llamafactory-minor-eval --config examples/eval/minordpo_gsm8k.yaml"
-    ]
+    assert lines[headers[1] + 1 : headers[2]] == ["llamafactory-minor-eval --config examples/eval/minordpo_gsm8k.yaml"]
     plot = lines[headers[2] + 1].split()
     assert plot[:2] == ["llamafactory-minor", "plot"] and plot[-2:] == [
         "--out",
