@@ -88,7 +88,7 @@ setup(
     packages=find_packages(include=["llamafactory_minor", "llamafactory_minor.*", "llamafactory_minor_core"])
     + ["llamafactory_minor_eval", "llamafactory_minor_eval.backends"],
     package_dir={"llamafactory_minor_eval": "evaluation"},
-    package_data={"llamafactory_minor": ["webui/*.json"]},
+    package_data={"llamafactory_minor": ["webui/*.json", "experiments/data/*.json"]},
     install_requires=[
         "llamafactory==0.9.5",
         "transformers>=4.55.0,<=5.6.0",

@@ -39,7 +39,9 @@ from . import plot as plot_mod
 from . import tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_DEVIATION = os.path.join(REPO, "tests", "fixtures", "data", "alpaca_en_tiny.json")
+# the drift set: 32 answers of LF's alpaca demo (provenance: tests/fixtures/data/PROVENANCE.md, where the test
+# fixture of the same name links here), package data so that a pip-installed plugin has it
+DEFAULT_DEVIATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "alpaca_en_tiny.json")
 
 
 class ReproduceError(ValueError):
@@ -291,6 +293,10 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     data_dir = os.path.join(out, "data")
     _check_or_write_data(data_dir, args)
     _, n_items = _eval_data(args, data_dir, out)  # checked before anything is trained
+    if not os.path.isfile(args.deviation_data):  # the drift is measured after training: checked before it
+        raise ReproduceError(
+            f"--deviation-data {args.deviation_data} does not exist (alpaca-format JSON: instruction, input, output)"
+        )
     print(f"[reproduce] data: {data_dir}", flush=True)
     results = {
         "experiment": experiment,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT
 
 from llamafactory_minor.experiments import noise, plot, tasks
 
@@ -425,3 +426,33 @@ def test_reproduce_defaults_per_experiment_and_given_values_win(experiment, give
     args = cli._parser().parse_args(["reproduce", experiment, "--out", "x", *given])
     cli.resolve_reproduce_defaults(args)
     assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_drift_set_is_package_data_and_checked_before_training(tmp_path, tiny_model, capsys):
+    """reproduce's default drift set ships inside the package (a pip-installed plugin has no tests/ folder: it
+    failed at the evaluation, after every run had trained), setup.py's package_data covers it, the test fixture
+    of the same name links to it; a missing --deviation-data is one error before anything trains."""
+    import fnmatch
+
+    import llamafactory_minor
+    from llamafactory_minor.cli import main
+    from llamafactory_minor.experiments.reproduce import DEFAULT_DEVIATION
+
+    package = os.path.dirname(os.path.abspath(llamafactory_minor.__file__))
+    assert os.path.isfile(DEFAULT_DEVIATION) and os.path.commonpath([DEFAULT_DEVIATION, package]) == package
+    setup_py = open(os.path.join(REPO_ROOT, "setup.py"), encoding="utf-8").read()
+    patterns = re.search(r'package_data=\{"llamafactory_minor": \[([^\]]*)\]', setup_py).group(1)
+    assert any(
+        fnmatch.fnmatch(os.path.relpath(DEFAULT_DEVIATION, package), p.strip().strip('"')) for p in patterns.split(",")
+    )
+    fixture = os.path.join(REPO_ROOT, "tests", "fixtures", "data", "alpaca_en_tiny.json")
+    assert os.path.samefile(fixture, DEFAULT_DEVIATION)
+    assert len(json.load(open(DEFAULT_DEVIATION, encoding="utf-8"))) == 32
+
+    out = tmp_path / "repro"
+    missing = str(tmp_path / "no_such.json")
+    args = ["reproduce", "minorsft", "--out", str(out), "--model", tiny_model, "--deviation-data", missing]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--deviation-data {missing} does not exist" in err and "Traceback" not in err
+    assert not (out / "runs").exists() and not any(out.glob("**/trainer_log.jsonl"))
