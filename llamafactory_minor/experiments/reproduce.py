@@ -188,6 +188,12 @@ def _drift(row: dict) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def final_value(series: dict):
+    """The value at the last step of a ``{step: value}`` series; the steps are ints, or strings once the series has
+    been through results.json (where ``max`` of the strings picked step "9" of 60)."""
+    return series[max(series, key=int)]
+
+
 def verdict(results: dict) -> list[str]:
     """The paper's claims, checked on the numbers (plain sentences; 'does not hold' where it does not)."""
     lines = []
@@ -554,13 +560,13 @@ def verdict_minordpo(results: dict) -> list[str]:
         chosen_d = dpo.get("normalized_rewards/chosen") if dpo else None
         chosen_m = minor.get("normalized_rewards/chosen") or {}
         if chosen_d and chosen_m:
-            last_d = chosen_d[max(chosen_d)]
+            last_d = final_value(chosen_d)
             later = [v for s, v in sorted(chosen_m.items())[1:]]
             ok = last_d < 0 and all(v >= 0 for v in later)
             lines.append(
                 f"Claim 1 (lr {minor['lr']:g}: DPO's chosen log-ratio goes negative, MinorDPO's stays >= 0): "
                 f"{'HOLDS' if ok else 'DOES NOT HOLD'} here -- DPO final {last_d:.4f}; MinorDPO min "
-                f"{min(later) if later else float('nan'):.4f}, final {chosen_m[max(chosen_m)]:.4f} (per-token "
+                f"{min(later) if later else float('nan'):.4f}, final {final_value(chosen_m):.4f} (per-token "
                 "log pi/pi_ref of the chosen answers)."
             )
         if dpo and dpo.get("accuracy") is not None and minor.get("accuracy") is not None:
@@ -796,7 +802,7 @@ def format_results(results: dict) -> str:
         return "-" if v is None else f"{v:.4f}"
 
     def last(series):
-        return series[max(series)] if series else None
+        return final_value(series) if series else None
 
     lines = [
         "",

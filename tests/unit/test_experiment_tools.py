@@ -456,3 +456,15 @@ def test_drift_set_is_package_data_and_checked_before_training(tmp_path, tiny_mo
     err = capsys.readouterr().err
     assert f"--deviation-data {missing} does not exist" in err and "Traceback" not in err
     assert not (out / "runs").exists() and not any(out.glob("**/trainer_log.jsonl"))
+
+
+def test_results_table_final_value_is_the_last_step_after_json():
+    """results.md's "final" columns are the last step's value also for series read back from results.json (string
+    steps): ``max`` of the strings took step "9" of 60 (docs/reproduction/minorsft/results.md showed step 9)."""
+    from llamafactory_minor.experiments.reproduce import final_value, format_results
+
+    series = {step: step / 100 for step in range(1, 61)}
+    results = {"runs": {"sft": {"lr": 2e-4, "m_theta": series}}, "base": {}}
+    for r in (results, json.loads(json.dumps(results))):
+        assert final_value(r["runs"]["sft"]["m_theta"]) == 0.6
+        assert "| sft | 0.0002 | - | 0.6000 |" in format_results(r)
