@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from llamafactory_minor_eval import grid as grid_mod
 
 from . import plot as plot_mod
-from .sweep import select, sweep
+from .sweep import console_script, select, sweep
 
 SECTION = "evaluate"
 SECTION_KEYS = ("config", "metrics", "report")
@@ -76,12 +76,6 @@ class Plan:
             "--out",
             os.path.join(self.report, PLOT_PNG),
         ]
-
-
-def _console_script(name: str) -> str:
-    """This environment's console script (the venv's bin), else the one on PATH."""
-    path = os.path.join(os.path.dirname(sys.executable), name)
-    return path if os.path.exists(path) else name
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -178,7 +172,7 @@ def run_pipeline(
         say("[pipeline] training failed: the evaluation is not started (rerun the same command to resume)")
         return rc
     say(f"[pipeline 2/3] evaluate: $ {grid_mod.format_command(p.eval_command())}")
-    proc = subprocess.run([_console_script("llamafactory-minor-eval"), *p.eval_command()[1:]])
+    proc = subprocess.run([console_script("llamafactory-minor-eval"), *p.eval_command()[1:]])
     if proc.returncode != 0:
         say(f"[pipeline] the evaluation failed (exit {proc.returncode}): no report written")
         return proc.returncode
@@ -190,10 +184,6 @@ def _grid_title(grid_path: str) -> str:
     """``poft/grid_noise.yaml``: the grid file with its folder (the experiment's name)."""
     full = os.path.abspath(grid_path)
     return f"{os.path.basename(os.path.dirname(full))}/{os.path.basename(full)}"
-
-
-def _has_log(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, f)) for f in ("trainer_state.json", "trainer_log.jsonl"))
 
 
 def write_report(p: Plan, all_runs, done_before: set, say=print) -> int:
@@ -211,7 +201,7 @@ def write_report(p: Plan, all_runs, done_before: set, say=print) -> int:
         else:
             status = "folder exists, not finished (no all_results.json)"
         rows.append({"name": r.name, "path": r.path, "values": r.values, "status": status, "plotted": False})
-    logged = [(r, row) for r, row in zip(all_runs, rows) if _has_log(os.path.expanduser(r.path))]
+    logged = [(r, row) for r, row in zip(all_runs, rows) if plot_mod.has_history(os.path.expanduser(r.path))]
     png = os.path.join(p.report, PLOT_PNG)
     plot_error, summary = None, {}
     try:

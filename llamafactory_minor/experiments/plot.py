@@ -34,10 +34,17 @@ def json_lines(path: str):
                 yield row
 
 
+HISTORY_FILES = ("trainer_state.json", "trainer_log.jsonl")  # read in this order by read_history
+
+
+def has_history(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a training log :func:`read_history` reads."""
+    return any(os.path.isfile(os.path.join(run_dir, name)) for name in HISTORY_FILES)
+
+
 def read_history(run_dir: str) -> list[dict]:
     """The logged training steps of one LF run (``loss`` entries of ``log_history``), in step order."""
-    state = os.path.join(run_dir, "trainer_state.json")
-    live = os.path.join(run_dir, "trainer_log.jsonl")
+    state, live = (os.path.join(run_dir, name) for name in HISTORY_FILES)
     if os.path.isfile(state):
         try:
             with open(state, encoding="utf-8") as f:

@@ -32,11 +32,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 from . import plot as plot_mod
 from . import tasks
+from .sweep import console_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # the drift set: 32 answers of LF's alpaca demo (provenance: tests/fixtures/data/PROVENANCE.md, where the test
@@ -46,11 +46,6 @@ DEFAULT_DEVIATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "da
 
 class ReproduceError(ValueError):
     """A pipeline step failed: the message names the step, the command and its log."""
-
-
-def _bin(name: str) -> str:
-    path = os.path.join(os.path.dirname(sys.executable), name)
-    return path if os.path.exists(path) else name
 
 
 def _run(cmd: list[str], log_path: str, step: str) -> float:
@@ -135,16 +130,20 @@ EVAL_FORMAT = (
 )
 
 
-def _eval_data(args, data_dir: str, out: str) -> tuple[str, int]:
-    """A folder ``<root>/gsm8k/test.jsonl`` for the evaluation -- the generated test set or ``--eval-file`` -- and
-    how many items it holds, read by the evaluation's own GSM8K reader: a malformed ``--eval-file`` is one error
+def _eval_root(out: str) -> str:
+    return os.path.join(out, "eval_data")
+
+
+def _eval_data(args, data_dir: str, out: str) -> int:
+    """Writes ``<_eval_root(out)>/gsm8k/test.jsonl`` for the evaluation -- the generated test set or ``--eval-file``
+    -- and returns how many items it holds, read by the evaluation's own GSM8K reader: a malformed ``--eval-file`` is one error
     naming the file and line, before anything is trained (``_prepare`` calls this first)."""
     from pathlib import Path
 
     from llamafactory_minor_eval.data import load_split
     from llamafactory_minor_eval.errors import EvalError
 
-    root = os.path.join(out, "eval_data")
+    root = _eval_root(out)
     os.makedirs(os.path.join(root, "gsm8k"), exist_ok=True)
     source = args.eval_file or os.path.join(data_dir, "arith_test.jsonl")
     what = f"--eval-file {source}" if args.eval_file else f"the generated test set {source}"
@@ -162,7 +161,7 @@ def _eval_data(args, data_dir: str, out: str) -> tuple[str, int]:
     if not items:
         os.remove(target)
         raise ReproduceError(f"{what} holds no items; expected {EVAL_FORMAT}")
-    return root, len(items)
+    return len(items)
 
 
 def _summary_rows(eval_dir: str) -> dict:
@@ -298,7 +297,7 @@ def _prepare(args, experiment: str) -> tuple[str, str, dict, float]:
     os.makedirs(out, exist_ok=True)
     data_dir = os.path.join(out, "data")
     _check_or_write_data(data_dir, args)
-    _, n_items = _eval_data(args, data_dir, out)  # checked before anything is trained
+    n_items = _eval_data(args, data_dir, out)  # checked before anything is trained
     if not os.path.isfile(args.deviation_data):  # the drift is measured after training: checked before it
         raise ReproduceError(
             f"--deviation-data {args.deviation_data} does not exist (alpaca-format JSON: instruction, input, output)"
@@ -365,7 +364,7 @@ def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, datas
                 yaml.safe_dump(cfg, f, sort_keys=False)
             print(f"[reproduce] $ llamafactory-cli train {config_path}", flush=True)
             seconds = _run(
-                [_bin("llamafactory-cli"), "train", config_path],
+                [console_script("llamafactory-cli"), "train", config_path],
                 os.path.join(out, f"{run['name']}.log"),
                 f"training {run['name']}",
             )
@@ -387,14 +386,14 @@ def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) ->
     # the evaluation resumes by content (a digest of each run folder's files): a run trained again here into the
     # same folder is evaluated again, an unchanged one is reused
     eval_dir = os.path.join(out, "eval")
-    cmd = [_bin("llamafactory-minor-eval"), "--model", f"base={args.model}"]
+    cmd = [console_script("llamafactory-minor-eval"), "--model", f"base={args.model}"]
     for run in runs:
         cmd += ["--model", f"{run['name']}={results['runs'][run['name']]['dir']}"]
     cmd += [
         "-b",
         "gsm8k",
         "--data-dir",
-        _eval_data(args, data_dir, out)[0],
+        _eval_root(out),  # written and checked by _prepare (_eval_data)
         "--split",
         "gsm8k=test",
         "--gsm8k-max-new-tokens",
@@ -769,7 +768,7 @@ def reproduce_poft(args) -> dict:
                     f,
                 )
             _run(
-                [_bin("llamafactory-minor"), "score", cfg_path],
+                [console_script("llamafactory-minor"), "score", cfg_path],
                 os.path.join(out, f"score_{dataset}.log"),
                 f"scoring {dataset} with the aligned model",
             )

@@ -15,6 +15,12 @@ import sys
 from llamafactory_minor_eval import grid as grid_mod
 
 
+def console_script(name: str) -> str:
+    """This environment's console script (the venv's bin), else the one on PATH."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.path.exists(path) else name
+
+
 def select(all_runs, only=()):
     for item in only:
         if "=" not in item:
