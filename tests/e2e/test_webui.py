@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import LF_TEMPLATE, REPO_ROOT, cli_env, read_log_history
+from conftest import LF_TEMPLATE, REPO_ROOT, cli_env, missing_prerequisite, read_log_history
 
 CHROMIUM = "/usr/bin/chromium"
 # flags that work on this workplace's machines (no network: background services off)
@@ -84,12 +84,18 @@ def _tail(path: Path, lines: int = 60) -> str:
 @pytest.fixture(scope="module")
 def sync_playwright():
     if not os.path.exists(CHROMIUM):
-        pytest.skip(
+        missing_prerequisite(
             f"{CHROMIUM} is absent: install Debian's chromium and chromium-driver "
-            "(apt-get install -y chromium chromium-driver) to run the web UI tests"
+            "(apt-get install -y chromium chromium-driver) to run the web UI tests",
+            ".ci/run installs chromium and chromium-driver with apt-get when they are missing",
         )
-    module = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    return module.sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_prerequisite(
+            "playwright is not installed (pip install -e '.[test]')", "make install installs the test extra"
+        )
+    return sync_playwright
 
 
 @pytest.fixture(scope="module")

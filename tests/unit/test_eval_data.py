@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from conftest import require_shared_dir
 
 from llamafactory_minor_eval.data import (
     benchmark_info,
@@ -18,7 +19,6 @@ from llamafactory_minor_eval.deviation import load_deviation_data, m_theta
 from llamafactory_minor_eval.errors import EvalError
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval")
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 
 
 def test_ceval_dev_and_val_with_mapping():
@@ -318,16 +318,16 @@ def test_deviation_data_formats_and_metric(tmp_path):
     assert m_theta([-10.0, -4.0], [-12.0, -4.0], [4, 2]) == pytest.approx(((2 / 4) + 0) / 2)
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data is not present (real benchmark files)")
 def test_real_shared_data_loads_completely():
-    assert len(load_split("ceval", f"{SHARED}/ceval", "dev")) == 260
-    assert len(load_split("ceval", f"{SHARED}/ceval", "val")) == 141
-    assert len(load_split("financeiq", f"{SHARED}/financeiq", "dev")) == 50
-    fin = load_split("fineval", f"{SHARED}/fineval", "dev")
+    data = os.path.join(require_shared_dir(), "data")  # skips without ../shared; fails under CI=true
+    assert len(load_split("ceval", f"{data}/ceval", "dev")) == 260
+    assert len(load_split("ceval", f"{data}/ceval", "val")) == 141
+    assert len(load_split("financeiq", f"{data}/financeiq", "dev")) == 50
+    fin = load_split("fineval", f"{data}/fineval", "dev")
     assert len(fin) == 170 and len({s.subject for s in fin}) == 34
     golds = [s.gold for s in fin]
     assert (golds.count("A"), golds.count("B"), golds.count("C"), golds.count("D")) == (51, 43, 46, 30)
-    gsm = load_split("gsm8k", f"{SHARED}/gsm8k", "train")
+    gsm = load_split("gsm8k", f"{data}/gsm8k", "train")
     assert len(gsm) == 7473
-    cats = {s.category for s in load_split("ceval", f"{SHARED}/ceval", "dev")}
+    cats = {s.category for s in load_split("ceval", f"{data}/ceval", "dev")}
     assert cats == {"STEM", "Social Sciences", "Humanities", "Other"}

@@ -4,6 +4,7 @@ import os
 from decimal import Decimal
 
 import pytest
+from conftest import require_shared_dir
 
 from llamafactory_minor_eval import prompts
 from llamafactory_minor_eval.errors import EvalError
@@ -19,8 +20,6 @@ from llamafactory_minor_eval.parsing import (
     parse_choice,
     parse_number,
 )
-
-PAPERS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "papers")
 
 CEVAL_PAPER = (
     "You need to choose one of the four options A, B, C, and D as the most appropriate answer to the question. "
@@ -60,9 +59,9 @@ def test_gsm8k_prompt_is_the_minordpo_wording():
 
 
 def _paper(name):
-    path = os.path.join(PAPERS, name)
+    path = os.path.join(require_shared_dir(), "papers", name)  # no shared/: skip, or fail under CI=true
     if not os.path.isfile(path):
-        pytest.skip(f"paper text {path} not present (../shared/papers is not checked out)")
+        pytest.fail(f"paper text {path} is missing from shared/papers", pytrace=False)
     return open(path, encoding="utf-8").read()
 
 
