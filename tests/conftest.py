@@ -25,6 +25,10 @@ Fixtures (all paths are absolute strings):
   very same single-process run (e.g. the online run of ``test_precompute.py`` and the 1-process run
   ``test_zero3.py`` compares with) share one run instead of training it again (same seed: the same logs).
   Only for runs that no test changes afterwards.
+* ``built_wheel``      -- the path of this tree's wheel (:func:`build_wheel`), built once per session.
+* ``installed_plugin`` -- :class:`InstalledPlugin`: that wheel installed with ``pip install --no-deps --target``
+  (once per session), for running the console scripts from the installed package instead of this checkout
+  (``env()``, ``script()``; ``check_imports()`` proves afterwards where every process imported the packages from).
 * ``tiny_train_cfg``   -- ``tiny_train_cfg(stage="sft", dataset=None, **overrides) -> dict``: a
   complete LF training config for a few CPU steps of full fine-tuning of the tiny model on the
   fixture data, writing into a fresh ``tmp_path`` sub-folder. Default dataset: ``dpo_en_tiny``
@@ -46,6 +50,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -313,6 +318,154 @@ def _model_or_skip(getter, *args):
 
 
 # --------------------------------------------------------------------------------------------------
+# the installed package: this tree's wheel, installed outside the checkout
+# --------------------------------------------------------------------------------------------------
+# the wheel's top-level packages and the source folder of each (setup.py's package_dir)
+PACKAGE_SOURCES = {
+    "llamafactory_minor": "llamafactory_minor",
+    "llamafactory_minor_eval": "evaluation",
+    "llamafactory_minor_core": "llamafactory_minor_core",
+}
+# what build_wheel copies when the tree is not a git checkout (setup.py reads README.md)
+_BUILD_INPUTS = ("setup.py", "pyproject.toml", "README.md", *PACKAGE_SOURCES.values())
+IMPORT_RECORDS_ENV = "LLAMAFACTORY_MINOR_TEST_IMPORT_RECORDS"
+# sitecustomize.py of InstalledPlugin.env(): Python imports it at start-up, after the site-packages .pth files (so after
+# the venv's hook has imported llamafactory_minor), in every process started with that environment. It shadows a
+# sitecustomize later on sys.path (the interpreter's own; the venv has none).
+_IMPORT_PROBE = """\
+# written by tests/conftest.py (InstalledPlugin): at exit, record where this process imported the packages from
+import atexit
+import json
+import os
+import sys
+
+_START_CWD = os.getcwd()
+
+
+def _record():
+    folder = os.environ.get("@ENV@")
+    if not folder:
+        return
+    modules = {
+        name: getattr(module, "__file__", None)
+        for name, module in list(sys.modules.items())
+        if name.split(".")[0] in @PACKAGES@
+    }
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{os.getpid()}.json"), "w", encoding="utf-8") as f:
+        json.dump({"argv": sys.argv, "cwd": _START_CWD, "modules": modules}, f)
+
+
+atexit.register(_record)
+""".replace("@ENV@", IMPORT_RECORDS_ENV).replace("@PACKAGES@", repr(tuple(PACKAGE_SOURCES)))
+
+
+def source_files() -> list[str]:
+    """The tree's files (paths relative to the repository): every file git lists, tracked or new and not ignored,
+    as a clone plus the working tree's new files has them; without git, the files of setup.py's inputs (package
+    folders without __pycache__ / egg-info)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        files = [f for f in listed.split("\0") if f and os.path.lexists(REPO_ROOT / f)]  # not deleted files
+    except (OSError, subprocess.CalledProcessError):
+        files = []
+    if files:
+        return files
+    found = []
+    for name in _BUILD_INPUTS:
+        if (REPO_ROOT / name).is_file():
+            found.append(name)
+        for root, dirs, names in os.walk(REPO_ROOT / name):
+            dirs[:] = [d for d in dirs if d != "__pycache__" and not d.endswith(".egg-info")]
+            found += [os.path.relpath(os.path.join(root, n), REPO_ROOT) for n in names if not n.endswith(".pyc")]
+    return found
+
+
+def build_wheel(dest: str | os.PathLike) -> str:
+    """Build this tree's wheel into ``dest/dist`` and return its path: ``pip wheel --no-deps --no-build-isolation``
+    (the venv's setuptools, no network) of a copy of the tree in ``dest/src`` (:func:`source_files`), so the
+    build's build/ and egg-info folders stay out of the checkout."""
+    dest = Path(dest)
+    src = dest / "src"
+    for rel in source_files():
+        target = src / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, target, follow_symlinks=False)
+    cmd = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q"]
+    proc = subprocess.run(cmd + ["-w", str(dest / "dist")], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wheels = sorted((dest / "dist").glob("llamafactory_minor-*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        raise CliError(
+            f"building the wheel failed (exit {proc.returncode}, wheels: {wheels}): {shlex.join(cmd)}\n"
+            f"--- stdout (tail) ---\n{_tail(proc.stdout)}\n--- stderr (tail) ---\n{_tail(proc.stderr)}"
+        )
+    return str(wheels[0])
+
+
+class InstalledPlugin:
+    """This tree's wheel installed with ``pip install --no-deps --target ROOT/site``: a console script run with
+    :meth:`env` (and a folder outside the checkout as its cwd) imports the wheel's copy of the packages, and so
+    does every Python process it starts (they inherit the environment).
+
+    The venv's own start-up files still run in those processes: the editable install's finder
+    (``__editable___llamafactory_minor_*_finder.py``, which maps the package names to this checkout; it is appended
+    to ``sys.meta_path``, after the ``sys.path`` search) and ``llamafactory_minor.pth`` (``import
+    llamafactory_minor._hook``). ``PYTHONPATH`` comes before site-packages on ``sys.path``, so the ``sys.path``
+    search finds the wheel's copy first, for the hook's import too. :meth:`check_imports` verifies afterwards that
+    it did, from what each process recorded at exit (the sitecustomize.py that :meth:`env` puts on the path)."""
+
+    def __init__(self, wheel: str, root: str | os.PathLike):
+        root = Path(root)
+        self.wheel = str(wheel)
+        self.site = str(root / "site")
+        self.probe = str(root / "probe")
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--target", self.site, "-q", self.wheel]
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise CliError(
+                f"exit code {proc.returncode}: {shlex.join(cmd)}\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
+            )
+        os.makedirs(self.probe, exist_ok=True)
+        Path(self.probe, "sitecustomize.py").write_text(_IMPORT_PROBE, encoding="utf-8")
+
+    def script(self, name: str) -> str:
+        """The wheel's console script ``name`` (``llamafactory-minor``, ``llamafactory-minor-eval``)."""
+        path = os.path.join(self.site, "bin", name)
+        assert os.path.isfile(path), f"the wheel installed no console script {name} into {self.site}/bin"
+        return path
+
+    def env(self, records: str | os.PathLike) -> dict[str, str]:
+        """The environment (for ``run_cli(env=...)``) that imports the packages from the wheel; each Python process
+        records its imports in the folder ``records``. Replaces any PYTHONPATH of this process."""
+        return {"PYTHONPATH": os.pathsep.join([self.site, self.probe]), IMPORT_RECORDS_ENV: str(records)}
+
+    def check_imports(self, records: str | os.PathLike, cwd: str | os.PathLike) -> list[dict[str, Any]]:
+        """The records of every Python process run with ``env(records)`` (``argv``, ``cwd``: the folder it started
+        in, ``modules``: name -> ``__file__`` of each module of the three packages it imported). Fails unless every
+        such module came from the wheel's ``site`` and every process started in ``cwd`` (outside the checkout)."""
+        cwd = os.path.realpath(cwd)
+        site = os.path.realpath(self.site)
+        assert os.path.commonpath([cwd, str(REPO_ROOT)]) != str(REPO_ROOT), f"{cwd} is inside the checkout"
+        found = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(records).glob("*.json"))]
+        assert found, f"no process recorded its imports in {records}: was it run with InstalledPlugin.env()?"
+        wrong = []
+        for record in found:
+            command = shlex.join(record["argv"])
+            for name, file in sorted(record["modules"].items()):
+                if not file or os.path.commonpath([os.path.realpath(file), site]) != site:
+                    wrong.append(f"{command}: {name} from {file}")
+            if os.path.realpath(record["cwd"]) != cwd:
+                wrong.append(f"{command}: started in {record['cwd']}")
+        assert not wrong, f"not run from the installed wheel ({site}) in {cwd}:\n" + "\n".join(wrong)
+        return found
+
+
+# --------------------------------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
@@ -349,6 +502,18 @@ def shared_dir() -> str:
 @pytest.fixture(scope="session")
 def lm_eval_harness():
     return require_lm_eval()
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> str:
+    """This tree's wheel (:func:`build_wheel`), built once per session (~2 s)."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed_plugin(built_wheel, tmp_path_factory) -> InstalledPlugin:
+    """:class:`InstalledPlugin`: ``built_wheel`` installed outside the checkout, once per session (~1 s)."""
+    return InstalledPlugin(built_wheel, tmp_path_factory.mktemp("installed"))
 
 
 @pytest.fixture(name="run_cli")

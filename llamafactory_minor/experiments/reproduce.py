@@ -55,7 +55,6 @@ def _run(cmd: list[str], log_path: str, step: str) -> float:
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
             env=dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")),
         )
     if proc.returncode != 0:
