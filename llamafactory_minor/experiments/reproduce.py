@@ -186,10 +186,16 @@ def _drift(row: dict) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def steps_in_order(steps) -> list:
+    """The steps of a ``{step: value}`` series (or any steps) in numeric order. They are ints, or strings once the
+    series has been through results.json, where plain ``sorted`` / ``max`` put "10" before "9" (and picked step "9"
+    of 60 as the last); every ordering of steps here goes through this."""
+    return sorted(steps, key=int)
+
+
 def final_value(series: dict):
-    """The value at the last step of a ``{step: value}`` series; the steps are ints, or strings once the series has
-    been through results.json (where ``max`` of the strings picked step "9" of 60)."""
-    return series[max(series, key=int)]
+    """The value at the last step of a ``{step: value}`` series (ints or results.json's strings)."""
+    return series[steps_in_order(series)[-1]]
 
 
 def verdict(results: dict) -> list[str]:
@@ -197,7 +203,7 @@ def verdict(results: dict) -> list[str]:
     lines = []
     sft, minor = results["runs"].get("sft"), results["runs"].get("minorsft")
     if sft and minor and sft.get("m_theta") and minor.get("m_theta"):
-        steps = sorted(set(sft["m_theta"]) & set(minor["m_theta"]))
+        steps = steps_in_order(set(sft["m_theta"]) & set(minor["m_theta"]))
         below = [s for s in steps if minor["m_theta"][s] < sft["m_theta"][s]]
         not_first = [s for s in steps if s != steps[0]]
         ok = all(minor["m_theta"][s] < sft["m_theta"][s] for s in not_first) if not_first else False
@@ -227,7 +233,7 @@ def grid_lines(results: dict) -> list[str]:
             continue
         parts = []
         if sft.get("m_theta") and run.get("m_theta"):
-            steps = sorted(set(sft["m_theta"]) & set(run["m_theta"]))
+            steps = steps_in_order(set(sft["m_theta"]) & set(run["m_theta"]))
             below = sum(run["m_theta"][s] < sft["m_theta"][s] for s in steps)
             parts.append(
                 f"m_theta below SFT's at {below} of {len(steps)} steps (final {run['m_theta'][steps[-1]]:.4f} vs "
@@ -559,7 +565,7 @@ def verdict_minordpo(results: dict) -> list[str]:
         chosen_m = minor.get("normalized_rewards/chosen") or {}
         if chosen_d and chosen_m:
             last_d = final_value(chosen_d)
-            later = [v for s, v in sorted(chosen_m.items())[1:]]
+            later = [chosen_m[s] for s in steps_in_order(chosen_m)[1:]]
             ok = last_d < 0 and all(v >= 0 for v in later)
             lines.append(
                 f"Claim 1 (lr {minor['lr']:g}: DPO's chosen log-ratio goes negative, MinorDPO's stays >= 0): "

@@ -468,3 +468,32 @@ def test_results_table_final_value_is_the_last_step_after_json():
     for r in (results, json.loads(json.dumps(results))):
         assert final_value(r["runs"]["sft"]["m_theta"]) == 0.6
         assert "| sft | 0.0002 | - | 0.6000 |" in format_results(r)
+
+
+def test_verdicts_order_steps_numerically_also_after_json():
+    """Series read back from results.json have string steps, where plain ``sorted`` puts "10" before "9": the
+    verdicts' step orderings (first step, last step, "every later step") are numeric for int and string steps."""
+    from llamafactory_minor.experiments.reproduce import steps_in_order, verdict, verdict_minordpo
+
+    assert steps_in_order(["10", "9", "1", "12"]) == ["1", "9", "10", "12"] and steps_in_order({3: 0, 1: 0}) == [1, 3]
+    sft = {s: s / 10 for s in range(1, 13)}  # 0.1 .. 1.2
+    minor = {s: s / 20 for s in range(1, 13)}  # below SFT's after step 1
+    runs = {
+        "sft": {"method": "sft", "lr": 2e-4, "m_theta": sft, "accuracy": 0.3},
+        "minorsft": {"method": "minorsft", "lr": 4e-4, "beta": 0.04, "m_theta": minor, "accuracy": 0.4},
+        "minorsft_b0.1_lr0.0002": {"method": "minorsft", "lr": 2e-4, "beta": 0.1, "m_theta": minor},
+    }
+    results = {"runs": runs, "n_eval": 10}
+    lines = verdict(results)
+    assert lines == verdict(json.loads(json.dumps(results)))
+    assert "final: MinorSFT 0.6000, SFT 1.2000; at step 1 both start" in lines[0]  # step 12, not "9"
+    assert "(final 0.6000 vs 1.2000)" in lines[2]
+    # MinorDPO logged from step 8 (its first step, the reference, is left out of "stays >= 0"): "10" sorts first
+    chosen_m = {8: -0.5, 9: 0.01, 10: 0.02, 11: 0.03, 12: 0.04}
+    dpo_runs = {
+        "dpo": {"method": "dpo", "lr": 5e-4, "normalized_rewards/chosen": {s: -s / 100 for s in chosen_m}},
+        "minordpo": {"method": "minordpo", "lr": 5e-4, "normalized_rewards/chosen": chosen_m},
+    }
+    (line,) = verdict_minordpo({"runs": dpo_runs})
+    assert " HOLDS here" in line and "MinorDPO min 0.0100, final 0.0400" in line and "DPO final -0.1200" in line
+    assert verdict_minordpo(json.loads(json.dumps({"runs": dpo_runs}))) == [line]
