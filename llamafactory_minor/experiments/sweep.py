@@ -9,16 +9,37 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 from llamafactory_minor_eval import grid as grid_mod
 
+# what provides each console script the experiments run
+INSTALLS = {
+    "llamafactory-cli": "pip install llamafactory==0.9.5",
+    "llamafactory-minor": "pip install llamafactory-minor",
+    "llamafactory-minor-eval": "pip install llamafactory-minor",
+}
+
+
+class MissingConsoleScript(FileNotFoundError):
+    """A console script the experiment runs is not installed: the message names what to install."""
+
 
 def console_script(name: str) -> str:
-    """This environment's console script (the venv's bin), else the one on PATH."""
+    """The path of this environment's console script ``name`` (next to ``sys.executable``: the venv's bin), else
+    the one on PATH; neither is one error naming what to install."""
     path = os.path.join(os.path.dirname(sys.executable), name)
-    return path if os.path.exists(path) else name
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return path
+    found = shutil.which(name)
+    if found:
+        return found
+    raise MissingConsoleScript(
+        f"`{name}` is not installed: neither {path} nor a `{name}` on PATH exists; install it into this "
+        f"environment ({INSTALLS.get(name, 'pip install ' + name)})"
+    )
 
 
 def select(all_runs, only=()):
@@ -46,7 +67,7 @@ def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout) -
     for r in all_runs:
         if not os.path.isfile(r.recipe):
             raise grid_mod.GridError(f"{path}: run {r.name!r} needs the recipe {r.recipe}, which does not exist")
-    cli = os.path.join(os.path.dirname(sys.executable), "llamafactory-cli")
+    cli = None  # found before the first run that trains (a dry run or a finished sweep needs none)
     failed = []
     for i, r in enumerate(all_runs, 1):
         cmd = r.command(extra)
@@ -57,7 +78,8 @@ def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout) -
             print(f"[sweep {i}/{len(all_runs)}] {r.name}: {r.path} is done, skipping", file=out, flush=True)
             continue
         print(f"[sweep {i}/{len(all_runs)}] {r.name} -> {r.path}", file=out, flush=True)
-        proc = subprocess.run([cli if os.path.exists(cli) else "llamafactory-cli", *cmd[1:]])
+        cli = cli or console_script(cmd[0])
+        proc = subprocess.run([cli, *cmd[1:]])
         if proc.returncode != 0:
             failed.append(f"{r.name} (exit {proc.returncode})")
         elif os.path.isdir(r.path):  # names the run in plots and tables (llamafactory-minor plot)

@@ -141,3 +141,43 @@ def test_report_names_every_run_plots_the_logs_and_copies_the_tables(tmp_path):
     record = json.loads((tmp_path / "report" / "report.json").read_text())
     assert record["skipped"] == ["run c"] and [r["plotted"] for r in record["runs"]] == [True, True, False]
     assert record["metric_summary"]["run b"]["m_theta"][:2] == [0.0, -0.3]
+
+
+def test_console_scripts_come_from_the_venv_then_path_else_one_error_naming_the_install(tmp_path, monkeypatch, capsys):
+    """The sweep, the pipeline and reproduce find their console scripts with console_script(): the environment's bin
+    (next to sys.executable), else PATH; missing, one error naming the package to install, not a traceback."""
+    from llamafactory_minor.cli import main
+    from llamafactory_minor.experiments import sweep as sweep_mod
+
+    venv_bin, on_path = tmp_path / "venv" / "bin", tmp_path / "path"
+    venv_bin.mkdir(parents=True)
+    on_path.mkdir()
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+
+    def script(folder, name):
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+        return str(folder / name)
+
+    with pytest.raises(
+        sweep_mod.MissingConsoleScript, match=r"`llamafactory-cli` is not installed.*llamafactory==0\.9\.5"
+    ):
+        sweep_mod.console_script("llamafactory-cli")
+    found = script(on_path, "llamafactory-cli")
+    assert sweep_mod.console_script("llamafactory-cli") == found  # PATH
+    in_venv = script(venv_bin, "llamafactory-cli")
+    assert sweep_mod.console_script("llamafactory-cli") == in_venv  # the environment's own first
+    with pytest.raises(sweep_mod.MissingConsoleScript, match=r"pip install llamafactory-minor\)"):
+        sweep_mod.console_script("llamafactory-minor-eval")
+
+    # the sweep itself: no llamafactory-cli anywhere is the one message, before any run starts
+    (venv_bin / "llamafactory-cli").unlink()
+    (on_path / "llamafactory-cli").unlink()
+    (tmp_path / "recipe.yaml").write_text("stage: sft\n")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"grids:\n  - path: {tmp_path}/runs/{{m}}\n    m: [a]\nsweep:\n  recipe: {tmp_path}/recipe.yaml\n")
+    assert main(["sweep", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert "`llamafactory-cli` is not installed" in err and "pip install llamafactory==0.9.5" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
