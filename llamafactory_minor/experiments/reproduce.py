@@ -38,7 +38,6 @@ from . import plot as plot_mod
 from . import tasks
 from .sweep import console_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # the drift set: 32 answers of LF's alpaca demo (provenance: tests/fixtures/data/PROVENANCE.md, where the test
 # fixture of the same name links here), package data so that a pip-installed plugin has it
 DEFAULT_DEVIATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "alpaca_en_tiny.json")
@@ -466,15 +465,19 @@ def select_runs(runs: list[dict], wanted: str | None) -> list[dict]:
     return [r for r in runs if r["name"] in names]
 
 
-def portable(value, out: str):
-    """A copy of ``results`` whose paths are relative to the output folder (or the repository), so results.json
-    can be committed or moved without naming the machine's folders."""
+def portable(value, out: str, cwd: str | None = None):
+    """A copy of ``results`` whose paths are relative to the output folder, else to the folder reproduce was started
+    in (``cwd``, default the current one: where the user's relative paths resolve, as for the subprocesses), so
+    results.json can be committed or moved without naming the machine's folders. (Not the package's parent: in a
+    pip install that is site-packages.)"""
+    cwd = os.path.abspath(cwd or os.getcwd())
+    roots = [os.path.abspath(out)] + ([cwd] if os.path.dirname(cwd) != cwd else [])  # never the filesystem root
     if isinstance(value, dict):
-        return {k: portable(v, out) for k, v in value.items()}
+        return {k: portable(v, out, cwd) for k, v in value.items()}
     if isinstance(value, list):
-        return [portable(v, out) for v in value]
+        return [portable(v, out, cwd) for v in value]
     if isinstance(value, str) and os.path.isabs(value):
-        for root in (out, REPO):
+        for root in roots:
             if os.path.commonpath([os.path.abspath(value), root]) == root:
                 return os.path.relpath(value, root)
     return value

@@ -65,10 +65,8 @@ NOT_SHIPPED = {
 }
 # names the package code derives from its own __file__ that lead out of the package (in an installed package: into
 # site-packages' parent), allowed only where they name no file: (module, name) -> the only functions that use it
-OUTSIDE_THE_PACKAGE = {
-    # results.json names paths inside the checkout relative to it (portable()); nothing is opened or run there
-    ("llamafactory_minor/experiments/reproduce.py", "REPO"): {"portable"},
-}
+# (reproduce.REPO, once used by portable(), is gone: results.json's paths are relative to --out or the caller's folder)
+OUTSIDE_THE_PACKAGE: dict[tuple[str, str | None], set[str]] = {}
 
 
 def _wheel_names(wheel: str) -> set:
