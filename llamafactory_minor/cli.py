@@ -316,7 +316,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="minorsft: SFT's lr a (default 2e-4; SFT using DPO and MinorSFT use 2a); minordpo: the lr "
-        "(default 5e-4, high for LoRA)",
+        "(default 5e-4, high for LoRA); poft: every run's lr (default 1e-4)",
     )
     rp.add_argument("--lrs", default=None, help="minordpo: several lrs, comma-separated (e.g. 5e-5,5e-4)")
     rp.add_argument("--dpop-lambda", type=float, default=50.0)

@@ -191,10 +191,15 @@ def plot_score_histograms(
 ) -> dict:
     """Overlaid, density-normalised histograms of the rewards of each score folder / cache folder (as PoFT's
     Fig. 2 and 3d show the preference-score distributions of clean and noisy data); returns per-series stats."""
+    if labels and len(labels) != len(paths):
+        raise PlotError(f"--labels gives {len(labels)} names for {len(paths)} score folders")
     series_ = []
     for i, p in enumerate(paths):
-        for label, values in score_rewards(p).items():
-            series_.append((labels[i] if labels and len(labels) == len(paths) else label, values))
+        sections = score_rewards(p)
+        for label, values in sections.items():
+            if labels:  # the user's name for the source; its sections (if several) keep theirs after it
+                label = labels[i] if len(sections) == 1 else f"{labels[i]}: {label}"
+            series_.append((label, values))
     if not series_ or not any(v for _, v in series_):
         raise PlotError("no scores to plot")
     import matplotlib
