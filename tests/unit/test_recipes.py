@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from recipe_files import EXAMPLES, RECIPES, REPO_ROOT, load_yaml
+from recipe_files import EXAMPLES, GRIDS, RECIPES, REPO_ROOT, load_yaml
 from recipe_files import rel as _rel
 
 DS_Z3 = "examples/deepspeed/ds_z3_config.json"
@@ -422,3 +422,27 @@ def test_sharegpt_conversion(tmp_path):
     info = json.loads((out.parent / "dataset_info.json").read_text(encoding="utf-8"))
     committed = json.loads((EXAMPLES / "data" / "dataset_info.json").read_text(encoding="utf-8"))
     assert dict(info["sg"], file_name="sharegpt_en.json") == committed["sharegpt_en"]
+
+
+@pytest.mark.parametrize("grid_path", GRIDS, ids=[_rel(p) for p in GRIDS])
+def test_every_grid_run_parses_with_its_overrides(grid_path: Path, parse):
+    """Every run of every grid under examples/ is its recipe + the run's key=value overrides, merged as LF's
+    ``read_args`` merges ``llamafactory-cli train RECIPE key=value ...`` (the sweep's command line), through the same
+    parser as the recipes: an override LF rejects (unknown key, bad value) fails here, not on a GPU node."""
+    from llamafactory_minor_eval import grid as grid_mod
+
+    runs = grid_mod.runs(str(grid_path))
+    assert runs and all(r.recipe for r in runs)
+    for run in runs:
+        cmd = run.command()
+        assert cmd[:3] == ["llamafactory-cli", "train", run.recipe]
+        recipe, overrides = REPO_ROOT / cmd[2], cmd[3:]
+        cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(recipe), OmegaConf.from_cli(overrides)))
+        model_args, data_args, training_args, fa = parse(cfg)
+        assert not literal_violations(model_args, data_args, fa), run.name
+        assert cfg["output_dir"] == run.path  # the path the evaluation reads (the parser got a temporary one)
+        for key, value in (o.split("=", 1) for o in overrides if not o.startswith("output_dir=")):
+            parsed = next(
+                (getattr(a, key) for a in (model_args, data_args, training_args, fa) if hasattr(a, key)), None
+            )
+            assert parsed is not None, f"{run.name}: override {key}={value} reached none of LF's arguments"
