@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EvalError
-from .metrics import compute_metrics
+from .metrics import chance_level, compute_metrics
 from .parsing import score_gsm8k, score_mc
 from .prompts import ceval_prompt, fin_prompt, gsm8k_answer, gsm8k_prompt, letter_answer
 from .readers import read_ceval_split, read_choice_split, read_gsm8k_split
@@ -82,7 +82,7 @@ def four_option(**fields) -> BenchmarkInfo:
         shot_answer=letter_answer,
         score=score_choice,
         metrics=compute_metrics,
-        chance=0.25,
+        chance=chance_level("mc"),
     )
     return BenchmarkInfo(**{**shared, **fields})
 

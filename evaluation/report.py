@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .benchmarks import BENCHMARKS
 from .io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .metrics import chance_level
 from .models import Checkpoint, safe_name
 
 CATEGORY_ORDER = ("STEM", "Social Sciences", "Humanities", "Other")
@@ -587,7 +588,7 @@ def _chance(rows: list[dict], name: str) -> float | None:
     if name in BENCHMARKS:
         return BENCHMARKS[name].chance
     if _kind(name) == "mc":
-        return 0.25
+        return chance_level("mc")
     if _kind(name) == "lmeval":
         found = {r["metrics"][name].get("chance") for r in rows if name in r["metrics"]}
         return found.pop() if len(found) == 1 else None
