@@ -39,6 +39,11 @@ def which_model(desc: str, parsed: tuple | None = None) -> tuple[int | None, int
     match = re.search(r"\bmodel (\d+)\s*(?:/|of)\s*(\d+)", desc)
     if match:
         return int(match.group(1)), int(match.group(2)), None
+    # `llamafactory-minor score`'s passes (scores.standalone): "Scores i/N: <role> <model> (<template>, <split>)",
+    # i/N counting sections (model x split), not models; no parsed training arguments there to count the models
+    match = re.match(r"Scores \d+/\d+: (?:aligned|reference) (.+) \([^()]*\)$", desc)
+    if match:
+        return None, None, match.group(1)
     parsed = parsed if parsed is not None else _parsed_args()
     if not parsed:
         return None, None, None

@@ -634,3 +634,21 @@ def test_default_cache_root_is_trainings(monkeypatch, tmp_path):
             monkeypatch.delenv("LLAMAFACTORY_MINOR_SCORE_CACHE", raising=False)
         for mcd in (None, str(tmp_path / "mcd")):
             assert standalone.default_cache_root(mcd) == cache_root(SimpleNamespace(minor_cache_dir=mcd))
+
+
+def test_which_model_names_the_scorer_of_each_pass():
+    """The progress record's model: the aligned model a PoFT pass scores with (matched against
+    poft_aligned_models), the reference of a DPO pass, and the model of a standalone `score` section, whose
+    "Scores i/N" counts sections, not models."""
+    from types import SimpleNamespace
+
+    from llamafactory_minor.scores.progress import which_model
+
+    fa = SimpleNamespace(poft_aligned_models=["/m/a", "/m/ab"], ref_model=None)
+    parsed = (SimpleNamespace(model_name_or_path="/m/target"), None, None, fa, None)
+    assert which_model("Aligned scores /m/a (train_dataset)", parsed) == (1, 2, "/m/a")
+    assert which_model("Aligned scores /m/ab (train_dataset)", parsed) == (2, 2, "/m/ab")
+    assert which_model("Reference scores (train_dataset)", parsed) == (1, 1, "/m/target")
+    assert which_model("Scores 3/4: aligned /m/y (llama3, train)", None) == (None, None, "/m/y")
+    assert which_model("Scores 1/2: reference org/x (qwen, eval)", None) == (None, None, "org/x")
+    assert which_model("Scoring", None) == (None, None, None)
