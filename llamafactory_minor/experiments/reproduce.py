@@ -577,17 +577,42 @@ def verdict_minordpo(results: dict) -> list[str]:
                 "log pi/pi_ref of the chosen answers)."
             )
         if dpo and dpo.get("accuracy") is not None and minor.get("accuracy") is not None:
-            ok = minor["accuracy"] >= dpo["accuracy"] and (minor.get("degenerate") or 0) <= (
-                dpo.get("degenerate") or 0
-            )
+            n = results.get("n_eval")
+            acc = _compare(minor["accuracy"], dpo["accuracy"], n)
+            deg = _compare(minor.get("degenerate") or 0, dpo.get("degenerate") or 0, n)
+            # holds: MinorDPO's accuracy above DPO's and its degenerate share not above; with n known, "above"
+            # means the 95% Wilson intervals are disjoint, and a difference inside them is not resolved
+            if acc == "below" or deg == "above":
+                word = "DOES NOT HOLD"
+            elif acc == "above" and deg != "above":
+                word = "HOLDS"
+            else:
+                word = "NOT RESOLVED"
             base = (results.get("base") or {}).get("accuracy")
             lines.append(
-                f"Claim 2 (lr {minor['lr']:g}: DPO degrades, MinorDPO does not): {'HOLDS' if ok else 'DOES NOT HOLD'} "
-                f"here -- held-out accuracy DPO {100 * dpo['accuracy']:.1f}%, MinorDPO {100 * minor['accuracy']:.1f}%"
+                f"Claim 2 (lr {minor['lr']:g}: DPO degrades, MinorDPO does not): {word} here -- held-out accuracy DPO "
+                f"{100 * dpo['accuracy']:.1f}%, MinorDPO {100 * minor['accuracy']:.1f}%"
                 f"{'' if base is None else f', base {100 * base:.1f}%'}; degenerate outputs DPO "
-                f"{100 * (dpo.get('degenerate') or 0):.0f}%, MinorDPO {100 * (minor.get('degenerate') or 0):.0f}%."
+                f"{100 * (dpo.get('degenerate') or 0):.0f}%, MinorDPO {100 * (minor.get('degenerate') or 0):.0f}%"
+                + (
+                    f" (n = {n}; accuracy difference {'resolved' if acc != 'unresolved' else 'within the 95% intervals'}"
+                    f", degenerate-share difference {'resolved' if deg != 'unresolved' else 'within the 95% intervals'})."
+                    if n
+                    else "."
+                )
             )
     return lines
+
+
+def _compare(a: float, b: float, n: int | None) -> str:
+    """'above' / 'below' / 'unresolved': proportion a vs b. With n (items per evaluation) only a difference whose
+    95% Wilson intervals are disjoint counts; without n, the point values decide (a tie is 'unresolved')."""
+    if not n:
+        return "above" if a > b else "below" if a < b else "unresolved"
+    from llamafactory_minor_eval.metrics import wilson_interval
+
+    (alo, ahi), (blo, bhi) = wilson_interval(round(a * n), n), wilson_interval(round(b * n), n)
+    return "above" if alo > bhi else "below" if ahi < blo else "unresolved"
 
 
 def reproduce_minordpo(args) -> dict:

@@ -229,6 +229,23 @@ def test_minordpo_verdict_follows_the_numbers():
     assert len(fails) == 2 and all(" DOES NOT HOLD here" in line for line in fails)
 
 
+def test_minordpo_claim_2_counts_only_resolved_differences():
+    from llamafactory_minor.experiments.reproduce import verdict_minordpo
+
+    def claim2(acc_dpo, acc_minor, deg_dpo, deg_minor, n=100):
+        res = _dpo_results([0, -0.1], [0, 0.1], acc_dpo, acc_minor, deg_dpo, deg_minor)
+        res["n_eval"] = n
+        return verdict_minordpo(res)[1]
+
+    # the default run of 2026-12-02: 1% vs 28% accuracy resolved; 5% vs 6% degenerate is not (it said DOES NOT HOLD)
+    line = claim2(0.01, 0.28, 0.05, 0.06)
+    assert " HOLDS here" in line and "degenerate-share difference within the 95% intervals" in line
+    assert " NOT RESOLVED here" in claim2(0.30, 0.34, 0.0, 0.0)  # 4 points at n = 100
+    assert " DOES NOT HOLD here" in claim2(0.30, 0.34, 0.02, 0.30)  # resolved more degenerate outputs
+    assert " DOES NOT HOLD here" in claim2(0.40, 0.10, 0.0, 0.0)
+    assert " HOLDS here" in claim2(0.30, 0.34, 0.0, 0.0, n=5000)  # the same 4 points resolved on 5000 items
+
+
 def test_minorsft_verdict_follows_the_numbers():
     from llamafactory_minor.experiments.reproduce import verdict
 
