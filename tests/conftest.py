@@ -339,7 +339,8 @@ import json
 import os
 import sys
 
-_START_CWD = os.getcwd()
+# as started: llamafactory-cli's launch() pops its command from sys.argv
+_START_ARGV, _START_CWD = list(sys.argv), os.getcwd()
 
 
 def _record():
@@ -353,7 +354,7 @@ def _record():
     }
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{os.getpid()}.json"), "w", encoding="utf-8") as f:
-        json.dump({"argv": sys.argv, "cwd": _START_CWD, "modules": modules}, f)
+        json.dump({"argv": _START_ARGV, "cwd": _START_CWD, "modules": modules}, f)
 
 
 atexit.register(_record)
@@ -445,9 +446,11 @@ class InstalledPlugin:
         return {"PYTHONPATH": os.pathsep.join([self.site, self.probe]), IMPORT_RECORDS_ENV: str(records)}
 
     def check_imports(self, records: str | os.PathLike, cwd: str | os.PathLike) -> list[dict[str, Any]]:
-        """The records of every Python process run with ``env(records)`` (``argv``, ``cwd``: the folder it started
-        in, ``modules``: name -> ``__file__`` of each module of the three packages it imported). Fails unless every
-        such module came from the wheel's ``site`` and every process started in ``cwd`` (outside the checkout)."""
+        """The records of every Python process run with ``env(records)`` (``argv`` and ``cwd``: its command line
+        and folder as it started, ``modules``: name -> ``__file__`` of each module of the three packages it
+        imported). Fails unless every such module came from the wheel's ``site`` and every process started in
+        ``cwd`` (outside the checkout). A module the wheel lacks would come from the checkout: the editable finder
+        resolves what the ``sys.path`` search does not find."""
         cwd = os.path.realpath(cwd)
         site = os.path.realpath(self.site)
         assert os.path.commonpath([cwd, str(REPO_ROOT)]) != str(REPO_ROOT), f"{cwd} is inside the checkout"

@@ -1,6 +1,8 @@
 """`llamafactory-minor reproduce minorsft|minordpo|poft` end to end on the tiny model for a few steps, so the
-pipelines (data -> llamafactory-cli train -> llamafactory-minor-eval -> plots -> results.json + verdict) cannot rot."""
+pipelines (data -> llamafactory-cli train -> llamafactory-minor-eval -> plots -> results.json + verdict) cannot rot.
+MinorSFT and MinorDPO run from this checkout (the editable install), PoFT from the installed wheel."""
 
+import collections
 import json
 import math
 import os
@@ -129,14 +131,27 @@ def test_minordpo_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG" and len(results["verdict"]) == 2
 
 
-def test_poft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
-    out = tmp_path / "repro"
+def _kind(record: dict) -> str:
+    """``llamafactory-cli train``, ``llamafactory-minor reproduce`` ... : the console script and its subcommand."""
+    script = os.path.basename(record["argv"][0])
+    return script if script == "llamafactory-minor-eval" else " ".join([script, *record["argv"][1:2]])
+
+
+def test_poft_pipeline_runs_end_to_end_from_the_installed_wheel(tiny_model, installed_plugin, run_cli, tmp_path):
+    """Run from this tree's wheel (conftest's installed_plugin), not the checkout, in a folder outside the
+    repository: the pipeline an installed user runs (issue 10: reproduce's default drift set pointed into tests/).
+    PoFT's is the pipeline with the most console scripts: llamafactory-cli train, llamafactory-minor score and
+    llamafactory-minor-eval. Every Python process it starts records where it imported the packages from."""
+    work = tmp_path / "work"  # the cwd, and the relative --out below
+    work.mkdir()
+    records = tmp_path / "imports"
+    out = work / "repro"
     run_cli(
         [
             "reproduce",
             "poft",
             "--out",
-            str(out),
+            "repro",
             "--model",
             tiny_model,
             "--epochs",
@@ -154,9 +169,25 @@ def test_poft_pipeline_runs_end_to_end(tiny_model, run_cli, tmp_path):
             "--deviation-limit",
             "4",
         ],
-        exe="llamafactory-minor",
+        exe=installed_plugin.script("llamafactory-minor"),
+        env=installed_plugin.env(records),
+        cwd=work,
         timeout=1800,
     )
+    # every process imported the packages from the wheel and started in `work`; which processes ran
+    found = installed_plugin.check_imports(records, cwd=work)
+    kinds = collections.Counter(_kind(r) for r in found)
+    expected = {"llamafactory-minor reproduce": 1, "llamafactory-cli train": 3, "llamafactory-minor score": 2}
+    assert {k: kinds[k] for k in expected} == expected and kinds["llamafactory-minor-eval"] == 1, kinds
+    (main,) = [r for r in found if _kind(r) == "llamafactory-minor reproduce"]
+    assert main["argv"][0] == installed_plugin.script("llamafactory-minor")  # the wheel's console script
+    imported = {name.split(".")[0] for r in found for name in r["modules"]}
+    assert imported == {"llamafactory_minor", "llamafactory_minor_eval", "llamafactory_minor_core"}, imported
+    for record in found:  # the plugin's start-up hook (it patches LF) in each of them, the evaluation suite in its CLI
+        if _kind(record) in expected or _kind(record) == "llamafactory-minor-eval":
+            assert "llamafactory_minor._hook" in record["modules"], record["argv"]
+    (evaluation,) = [r for r in found if _kind(r) == "llamafactory-minor-eval"]
+    assert "llamafactory_minor_eval.cli" in evaluation["modules"]
     results = json.loads((out / "results.json").read_text())
     assert results["noise"]["noise_rows"] == 4  # 50% of 8 rows
     for name in ("sft", "poft", "bipoft"):
