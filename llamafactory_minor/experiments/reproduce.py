@@ -213,11 +213,19 @@ def verdict(results: dict) -> list[str]:
             f"{sft['m_theta'][steps[-1]]:.4f}; at step {steps[0]} both start from the reference)."
         )
     if sft and minor and sft.get("accuracy") is not None and minor.get("accuracy") is not None:
-        ok = minor["accuracy"] >= sft["accuracy"]
+        # "at least": contradicted only by a resolved shortfall (disjoint 95% intervals); below within them is open
+        if minor["accuracy"] >= sft["accuracy"]:
+            word = "HOLDS"
+        else:
+            word = (
+                "DOES NOT HOLD"
+                if _compare(minor["accuracy"], sft["accuracy"], results.get("n_eval")) == "below"
+                else "NOT RESOLVED"
+            )
         lines.append(
-            f"Claim 2 (MinorSFT's accuracy is at least SFT's): {'HOLDS' if ok else 'DOES NOT HOLD'} here -- "
+            f"Claim 2 (MinorSFT's accuracy is at least SFT's): {word} here -- "
             f"held-out accuracy MinorSFT {100 * minor['accuracy']:.1f}% vs SFT {100 * sft['accuracy']:.1f}% "
-            f"(n = {results.get('n_eval')})."
+            f"(n = {results.get('n_eval')}{'; below SFT within the 95% intervals' if word == 'NOT RESOLVED' else ''})."
         )
     lines += grid_lines(results)
     return lines

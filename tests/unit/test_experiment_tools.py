@@ -260,7 +260,10 @@ def test_minorsft_verdict_follows_the_numbers():
 
     assert all(" HOLDS here" in x for x in verdict(res([0, 0.2, 0.5], [0, 0.1, 0.2], 0.3, 0.4)))
     lines = verdict(res([0, 0.2, 0.5], [0, 0.3, 0.2], 0.3, 0.2))
-    assert all(" DOES NOT HOLD here" in x for x in lines) and "1 of 3" in lines[0]
+    assert " DOES NOT HOLD here" in lines[0] and "1 of 3" in lines[0]
+    # 20% vs 30% on 10 items is within the 95% intervals: not resolved, not "does not hold"
+    assert " NOT RESOLVED here" in lines[1] and "within the 95% intervals" in lines[1]
+    assert " DOES NOT HOLD here" in verdict(res([0, 0.2], [0, 0.1], 0.9, 0.1))[1]  # 10% vs 90%: resolved
 
 
 def test_plot_scores_from_cache_folders(tmp_path):
