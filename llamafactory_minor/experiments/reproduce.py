@@ -592,7 +592,7 @@ def verdict_minordpo(results: dict) -> list[str]:
             # means the 95% Wilson intervals are disjoint, and a difference inside them is not resolved
             if acc == "below" or deg == "above":
                 word = "DOES NOT HOLD"
-            elif acc == "above" and deg != "above":
+            elif acc == "above":
                 word = "HOLDS"
             else:
                 word = "NOT RESOLVED"

@@ -362,13 +362,11 @@ def test_runs_subset_by_name_and_unknown_names_listed():
 def test_results_json_paths_are_relative_to_the_output_folder_or_the_callers(tmp_path, monkeypatch):
     """Relative to --out, else to the folder reproduce runs in (where a relative --model resolves): not to the
     package's parent, which in a pip install is site-packages (a checkout's root only by accident)."""
-    from llamafactory_minor.experiments import reproduce
     from llamafactory_minor.experiments.reproduce import portable
 
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr(reproduce, "REPO", str(tmp_path / "site-packages"), raising=False)
     out = str(work / "repro")
     results = {
         "runs": {"sft": {"dir": os.path.join(out, "runs", "sft"), "lr": 1e-4}},

@@ -63,10 +63,6 @@ NOT_SHIPPED = {
     "evaluation/README.md": "the evaluation tool's documentation, read in the repository",
     "evaluation/setup_vllm_cpu.sh": "builds the separate vLLM venv from a clone (`make vllm`); no package code runs it",
 }
-# names the package code derives from its own __file__ that lead out of the package (in an installed package: into
-# site-packages' parent), allowed only where they name no file: (module, name) -> the only functions that use it
-# (reproduce.REPO, once used by portable(), is gone: results.json's paths are relative to --out or the caller's folder)
-OUTSIDE_THE_PACKAGE: dict[tuple[str, str | None], set[str]] = {}
 
 
 def _wheel_names(wheel: str) -> set:
@@ -139,8 +135,8 @@ def _from_file(node, module_file: str, names: dict) -> str | None:
 
 
 def _file_relative_paths():
-    """(module, line, assigned name or None, path relative to the repository) of every path a module of the packages
-    builds from its own ``__file__`` (the outermost expression; names assigned such a path are followed)."""
+    """(module, line, path relative to the repository) of every path a module of the packages builds from its own
+    ``__file__`` (the outermost expression; names assigned such a path are followed)."""
     found = []
     for rel in source_files():
         if not rel.endswith(".py") or not _in_wheel(rel):
@@ -162,11 +158,7 @@ def _file_relative_paths():
                 continue
             if isinstance(node, ast.Name) and node.id != "__file__":
                 continue  # a use of a name: its assignment is the finding
-            parent = parents.get(node)
-            target = None
-            if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name):
-                target = parent.targets[0].id
-            found.append((rel, node.lineno, target, os.path.relpath(path, REPO)))
+            found.append((rel, node.lineno, os.path.relpath(path, REPO)))
     return found
 
 
@@ -193,11 +185,11 @@ def test_files_the_code_finds_by_its_own_path_are_in_the_wheel(built_wheel):
     folders = {name.rsplit("/", k)[0] for name in names for k in range(1, name.count("/") + 1)}
     found = _file_relative_paths()
     in_wheel, outside = {}, []
-    for rel, line, target, path in found:
+    for rel, line, path in found:
         module_package = rel.split("/")[0]
         if path.split(os.sep)[0] == module_package and _in_wheel(path):
             in_wheel[f"{rel}:{line}"] = _in_wheel(path)
-        elif (rel, target) not in OUTSIDE_THE_PACKAGE:
+        else:
             outside.append(f"{rel}:{line}: {path}")
     # the scan sees what the code opens: the drift set (reproduce's default --deviation-data) and the web UI texts
     assert {"llamafactory_minor/experiments/data/alpaca_en_tiny.json", "llamafactory_minor/webui/locales.json"} <= set(
@@ -206,14 +198,6 @@ def test_files_the_code_finds_by_its_own_path_are_in_the_wheel(built_wheel):
     missing = sorted(f"{where}: {name}" for where, name in in_wheel.items() if name not in names | folders)
     assert not missing, f"paths the code builds from __file__ that the wheel lacks (setup.py package_data): {missing}"
     assert not outside, f"paths built from __file__ that lead out of the package (absent when installed): {outside}"
-    for (rel, name), allowed in OUTSIDE_THE_PACKAGE.items():
-        with open(os.path.join(REPO, rel), encoding="utf-8") as f:
-            tree = ast.parse(f.read(), rel)
-        users = set()
-        for func in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
-            if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(func)):
-                users.add(func.name)
-        assert users <= allowed, f"{rel}: {name} (outside the package when installed) is used in {users - allowed}"
 
 
 def test_reproduce_runs_its_steps_in_the_callers_folder(tmp_path, monkeypatch):
