@@ -382,24 +382,70 @@ def test_results_json_paths_are_relative_to_the_output_folder_or_the_callers(tmp
     assert results["plot"] == os.path.join(out, "m.png")  # the caller's dict is not changed
 
 
+def _poft_results(sft, poft, n=50):
+    runs = {name: {"epochs": [{"accuracy": a} for a in accs]} for name, accs in (("sft", sft), ("poft", poft))}
+    return {"runs": runs, "n_eval": n}
+
+
 def test_poft_verdict_follows_the_numbers_and_says_when_claim_2_is_not_tested():
     from llamafactory_minor.experiments.reproduce import verdict_poft
 
-    def res(sft, poft, n=50):
-        runs = {name: {"epochs": [{"accuracy": a} for a in accs]} for name, accs in (("sft", sft), ("poft", poft))}
-        return {"runs": runs, "n_eval": n}
-
-    # SFT peaks at epoch 2 and drops 10 points; PoFT drops 2: both claims hold
-    lines = verdict_poft(res([0.3, 0.5, 0.4], [0.3, 0.5, 0.48]))
-    assert " HOLDS here" in lines[0] and " HOLDS here" in lines[1] and "n = 50" in lines[2]
+    # without n the point values decide: SFT peaks at epoch 2 and drops 10 points, PoFT drops 2: both claims hold
+    lines = verdict_poft(_poft_results([0.3, 0.5, 0.4], [0.3, 0.5, 0.48], n=None))
+    assert len(lines) == 2 and " HOLDS here" in lines[0] and " HOLDS here" in lines[1]
     # PoFT below SFT at an epoch, and dropping more: neither holds
-    lines = verdict_poft(res([0.3, 0.5, 0.45], [0.2, 0.5, 0.3]))
+    lines = verdict_poft(_poft_results([0.3, 0.5, 0.45], [0.2, 0.5, 0.3], n=None))
     assert " DOES NOT HOLD here" in lines[0] and " DOES NOT HOLD here" in lines[1]
-    # nothing degraded (both still rising at the last epoch): claim 2 is not tested, not "holds"
-    lines = verdict_poft(res([0.02, 0.04, 0.06], [0.02, 0.08, 0.12]))
+    # nothing degraded (both still rising at the last epoch): claim 2 is not tested, not "holds"; claim 1 holds in
+    # order (the committed 3-epoch run), and the line says that the differences are within the intervals
+    lines = verdict_poft(_poft_results([0.02, 0.04, 0.06], [0.02, 0.08, 0.12]))
     assert " HOLDS here" in lines[0] and "NOT TESTED here" in lines[1] and "HOLDS" not in lines[1]
-    # the interval note: at 12% of 50 the 95% Wilson half-width is ~9 points
-    assert "2 x 9 points" in lines[2]
+    assert "(n = 50; equal at epoch 1; above SFT within the 95% intervals at epochs 2, 3)" in lines[0]
+
+
+def test_poft_claim_1_counts_only_resolved_shortfalls():
+    """'At least as good' as verdict's MinorSFT claim 2: DOES NOT HOLD only where PoFT is resolvably below SFT
+    (disjoint 95% Wilson intervals at n_eval), HOLDS at or above SFT at every epoch, else NOT RESOLVED."""
+    from llamafactory_minor.experiments.reproduce import verdict_poft
+
+    # resolved below: 10% vs 50% at epoch 2 of 50 items (intervals [11, 33] and [37, 63])
+    line = verdict_poft(_poft_results([0.3, 0.5, 0.5], [0.3, 0.2, 0.5]))[0]
+    assert " DOES NOT HOLD here" in line and "below SFT, resolved, at epoch 2" in line
+    # within the intervals: the committed 5-epoch run (below SFT at epochs 2 and 4 by 2 and 6 points, n = 50);
+    # the point values said DOES NOT HOLD
+    e5 = _poft_results([0.06, 0.38, 0.28, 0.52, 0.32], [0.1, 0.36, 0.36, 0.46, 0.42])
+    line = verdict_poft(e5)[0]
+    assert " NOT RESOLVED here" in line and "below SFT within the 95% intervals at epochs 2, 4" in line
+    assert "above SFT within the 95% intervals at epochs 1, 3, 5" in line
+    # the same 6 points on 5000 items are resolved
+    assert " DOES NOT HOLD here" in verdict_poft(dict(e5, n_eval=5000))[0]
+    assert " DOES NOT HOLD here" in verdict_poft(dict(e5, n_eval=None))[0]  # without n: the point values
+
+
+def test_poft_claim_2_counts_only_resolved_drops():
+    """A drop from the best epoch to the last counts only when the two epochs' 95% intervals are disjoint."""
+    from llamafactory_minor.experiments.reproduce import verdict_poft
+
+    # the committed 5-epoch run: SFT 52% -> 32%, PoFT 46% -> 42%, neither resolved at n = 50 (it said HOLDS)
+    e5 = _poft_results([0.06, 0.38, 0.28, 0.52, 0.32], [0.1, 0.36, 0.36, 0.46, 0.42])
+    line = verdict_poft(e5)[1]
+    assert " NOT RESOLVED here" in line and "SFT's drop, epoch 4 -> 5, within the 95% intervals" in line
+    assert " HOLDS here" in verdict_poft(dict(e5, n_eval=None))[1]  # without n: 4 points vs 20
+    # resolved degradation of SFT (80% -> 30%), PoFT's 60% -> 50% within the intervals: holds
+    line = verdict_poft(_poft_results([0.3, 0.8, 0.3], [0.3, 0.6, 0.5]))[1]
+    assert " HOLDS here" in line and "SFT's drop, epoch 2 -> 3, resolved" in line
+    assert "PoFT's drop, epoch 2 -> 3, within the 95% intervals" in line
+    # PoFT's 24% -> 0% is resolved, SFT's larger 46% -> 20% is not: PoFT degraded, SFT not resolvably
+    line = verdict_poft(_poft_results([0.3, 0.46, 0.2], [0.1, 0.24, 0.0]))[1]
+    assert " DOES NOT HOLD here" in line and "PoFT's drop, epoch 2 -> 3, resolved" in line
+    # both resolved: the sizes decide (SFT 90% -> 10%, PoFT 90% -> 40%)
+    line = verdict_poft(_poft_results([0.5, 0.9, 0.1], [0.5, 0.9, 0.4]))[1]
+    assert " HOLDS here" in line and "both drops resolved" in line
+    # PoFT's last epoch is its best: no drop to resolve
+    line = verdict_poft(_poft_results([0.3, 0.8, 0.3], [0.3, 0.5, 0.6]))[1]
+    assert " HOLDS here" in line and "PoFT did not drop" in line
+    # SFT's drop not resolved and PoFT did not drop: not resolved, not "holds"
+    assert " NOT RESOLVED here" in verdict_poft(_poft_results([0.3, 0.5, 0.4], [0.3, 0.5, 0.6]))[1]
 
 
 def test_accuracy_by_epoch_plot_and_wilson_interval(tmp_path):
