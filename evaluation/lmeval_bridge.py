@@ -35,11 +35,13 @@ from pathlib import Path
 
 from .backends.base import cut_at_stop
 from .errors import EvalError
+from .parsing import GSM8K_FLEXIBLE_RE
 
 CEVAL_COLUMNS = ["id", "question", "A", "B", "C", "D", "answer"]
 GSM8K_STOP = ("Question:", "</s>", "<|im_end|>")
-# lm-eval's gsm8k "flexible-extract" filter and exact-match clean-up (lm_eval/tasks/gsm8k/gsm8k.yaml)
-FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+# lm-eval's gsm8k "flexible-extract" filter (the evaluation's own regex, one copy) and its exact-match clean-up
+# (lm_eval/tasks/gsm8k/gsm8k.yaml; tests/unit/test_lmeval_bridge.py checks both against lm-eval's)
+FLEXIBLE_RE = GSM8K_FLEXIBLE_RE
 _IGNORE_RES = (re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
 LMEVAL_SPEC = "lm-eval>=0.4.9,<0.5"
 

@@ -213,7 +213,8 @@ _NUMBER_RE = re.compile(
 )
 GSM8K_CUE = r"(?:so,?\s+)?the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is)?\s*:|####|答案(?:是|为|：|:)"
 _ANSWER_CUE_RE = re.compile(GSM8K_CUE, re.IGNORECASE)
-_FLEX_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")  # lm-eval-harness gsm8k "flexible-extract"
+# lm-eval-harness gsm8k "flexible-extract" (also the lm-eval cross-check's, lmeval_bridge.FLEXIBLE_RE)
+GSM8K_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _OP_RE = re.compile(r"\s*([+\-\u2212*x×/÷=])\s*")
 
 
@@ -291,7 +292,7 @@ def flexible_match(text: str | None) -> str | None:
     """lm-eval's flexible-extract: the last regex match, commas, "$" and one final "." removed."""
     if not text:
         return None
-    matches = _FLEX_RE.findall(text)
+    matches = GSM8K_FLEXIBLE_RE.findall(text)
     if not matches:
         return None
     raw = next(m for m in matches[-1] if m)
