@@ -585,30 +585,7 @@ def verdict_minordpo(results: dict) -> list[str]:
                 "log pi/pi_ref of the chosen answers)."
             )
         if dpo and dpo.get("accuracy") is not None and minor.get("accuracy") is not None:
-            n = results.get("n_eval")
-            acc = _compare(minor["accuracy"], dpo["accuracy"], n)
-            deg = _compare(minor.get("degenerate") or 0, dpo.get("degenerate") or 0, n)
-            # holds: MinorDPO's accuracy above DPO's and its degenerate share not above; with n known, "above"
-            # means the 95% Wilson intervals are disjoint, and a difference inside them is not resolved
-            if acc == "below" or deg == "above":
-                word = "DOES NOT HOLD"
-            elif acc == "above":
-                word = "HOLDS"
-            else:
-                word = "NOT RESOLVED"
-            base = (results.get("base") or {}).get("accuracy")
-            lines.append(
-                f"Claim 2 (lr {minor['lr']:g}: DPO degrades, MinorDPO does not): {word} here -- held-out accuracy DPO "
-                f"{100 * dpo['accuracy']:.1f}%, MinorDPO {100 * minor['accuracy']:.1f}%"
-                f"{'' if base is None else f', base {100 * base:.1f}%'}; degenerate outputs DPO "
-                f"{100 * (dpo.get('degenerate') or 0):.0f}%, MinorDPO {100 * (minor.get('degenerate') or 0):.0f}%"
-                + (
-                    f" (n = {n}; accuracy difference {'resolved' if acc != 'unresolved' else 'within the 95% intervals'}"
-                    f", degenerate-share difference {'resolved' if deg != 'unresolved' else 'within the 95% intervals'})."
-                    if n
-                    else "."
-                )
-            )
+            lines.append(_minordpo_claim_2(results, dpo, minor))
     return lines
 
 
@@ -621,6 +598,101 @@ def _compare(a: float, b: float, n: int | None) -> str:
 
     (alo, ahi), (blo, bhi) = wilson_interval(round(a * n), n), wilson_interval(round(b * n), n)
     return "above" if alo > bhi else "below" if ahi < blo else "unresolved"
+
+
+def _relation(a: float, b: float, n: int | None) -> str:
+    """Proportion a against b in a verdict's words: 'resolvably above' / 'above within the 95% intervals' / 'equal'
+    (and the same with 'below'); with n, 'resolvably' means disjoint 95% Wilson intervals (``_compare``); without n
+    only the point values ('above' / 'below' / 'equal')."""
+    if a == b:
+        return "equal"
+    side = "above" if a > b else "below"
+    if not n:
+        return side
+    return f"resolvably {side}" if _compare(a, b, n) == side else f"{side} within the 95% intervals"
+
+
+def _minordpo_claim_2(results: dict, dpo: dict, minor: dict) -> str:
+    """MinorDPO's claim 2 at one lr, "DPO degrades at the high lr, MinorDPO does not", judged as its two halves on
+    the strict held-out accuracy (with n_eval, "resolvably" = disjoint 95% Wilson intervals, ``_compare``; without
+    it the point values decide):
+
+    - "DPO degrades": established when DPO is resolvably below the base model, or below DPO at a lower lr of the
+      same run (``--lrs``); otherwise contradicted when it is resolvably above the base; otherwise not resolved;
+    - "MinorDPO does not degrade": contradicted when MinorDPO is resolvably below the base, or its degenerate share
+      resolvably above the base's; otherwise established (not resolved without the base's accuracy).
+
+    HOLDS when both halves are established, DOES NOT HOLD when either is contradicted, else NOT RESOLVED. How
+    MinorDPO compares with DPO is stated as well, but does not decide."""
+    n = results.get("n_eval")
+    base = results.get("base") or {}
+    base_acc, base_deg = base.get("accuracy"), base.get("degenerate")
+
+    def pct(value: float, digits: int = 1) -> str:
+        return f"{100 * value:.{digits}f}%"
+
+    # first half: DPO against the base, and against DPO at each lower lr of this run
+    lr = dpo.get("lr")
+    lower = sorted(
+        (
+            r
+            for r in results["runs"].values()
+            if r.get("method") == "dpo"
+            and r.get("accuracy") is not None
+            and r.get("lr") is not None
+            and lr is not None
+            and r["lr"] < lr
+        ),
+        key=lambda r: r["lr"],
+    )
+    refs = ([("base", base_acc)] if base_acc is not None else []) + [
+        (f"DPO at lr {r['lr']:g}", r["accuracy"]) for r in lower
+    ]
+    drops = [_compare(dpo["accuracy"], acc, n) for _, acc in refs]
+    if "below" in drops:
+        first = "established"
+    elif base_acc is not None and drops[0] == "above":
+        first = "contradicted"
+    else:
+        first = "not resolved"
+    first_detail = (
+        f"strict held-out accuracy DPO {pct(dpo['accuracy'])} vs "
+        + "; vs ".join(f"{what} {pct(acc)}: {_relation(dpo['accuracy'], acc, n)}" for what, acc in refs)
+        if refs
+        else "no base accuracy and no lower lr to compare with"
+    )
+    # second half: MinorDPO against the base, on accuracy and on the share of degenerate outputs
+    if base_acc is None:
+        second, second_detail = "not resolved", "no base accuracy to compare with"
+    else:
+        fall = _compare(minor["accuracy"], base_acc, n)
+        second_detail = (
+            f"MinorDPO {pct(minor['accuracy'])} vs base {pct(base_acc)}: {_relation(minor['accuracy'], base_acc, n)}"
+        )
+        minor_deg, more = minor.get("degenerate"), None
+        if minor_deg is not None and base_deg is not None:
+            more = _compare(minor_deg, base_deg, n)
+            second_detail += (
+                f"; degenerate outputs MinorDPO {pct(minor_deg, 0)} vs base {pct(base_deg, 0)}: "
+                f"{_relation(minor_deg, base_deg, n)}"
+            )
+        else:
+            second_detail += "; degenerate shares not compared (not measured)"
+        second = "contradicted" if fall == "below" or more == "above" else "established"
+    if "contradicted" in (first, second):
+        word = "DOES NOT HOLD"
+    elif first == second == "established":
+        word = "HOLDS"
+    else:
+        word = "NOT RESOLVED"
+    deg_d, deg_m = dpo.get("degenerate") or 0, minor.get("degenerate") or 0
+    return (
+        f"Claim 2 (lr {minor['lr']:g}: DPO degrades, MinorDPO does not): {word} here -- first half, DPO degrades: "
+        f"{first} ({first_detail}); second half, MinorDPO does not degrade: {second} ({second_detail}); MinorDPO vs "
+        f"DPO: accuracy {pct(minor['accuracy'])} vs {pct(dpo['accuracy'])}: "
+        f"{_relation(minor['accuracy'], dpo['accuracy'], n)}; degenerate outputs {pct(deg_m, 0)} vs {pct(deg_d, 0)}: "
+        f"{_relation(deg_m, deg_d, n)}" + (f" (n = {n})." if n else ".")
+    )
 
 
 def reproduce_minordpo(args) -> dict:

@@ -201,7 +201,9 @@ def test_degenerate_repetition():
     assert not is_degenerate("")
 
 
-def _dpo_results(chosen_dpo, chosen_minor, acc_dpo, acc_minor, deg_dpo=0.0, deg_minor=0.0):
+def _dpo_results(chosen_dpo, chosen_minor, acc_dpo, acc_minor, deg_dpo=0.0, deg_minor=0.0, base=(0.1, 0.0), n=None):
+    """One lr (5e-4): DPO and MinorDPO, and the base model's (accuracy, degenerate share); n_eval None = no n."""
+
     def run(method, chosen, acc, deg):
         return {
             "method": method,
@@ -216,34 +218,106 @@ def _dpo_results(chosen_dpo, chosen_minor, acc_dpo, acc_minor, deg_dpo=0.0, deg_
             "dpo": run("dpo", chosen_dpo, acc_dpo, deg_dpo),
             "minordpo": run("minordpo", chosen_minor, acc_minor, deg_minor),
         },
-        "base": {"accuracy": 0.1},
+        "base": {"accuracy": base[0], "degenerate": base[1]},
+        "n_eval": n,
     }
 
 
 def test_minordpo_verdict_follows_the_numbers():
     from llamafactory_minor.experiments.reproduce import verdict_minordpo
 
-    holds = verdict_minordpo(_dpo_results([0, -0.1, -0.3], [0, 0.01, 0.02], 0.2, 0.5, 0.4, 0.0))
+    # without n_eval the point values decide: DPO 5% below the base's 10%, MinorDPO 50% above it
+    holds = verdict_minordpo(_dpo_results([0, -0.1, -0.3], [0, 0.01, 0.02], 0.05, 0.5, 0.4, 0.0))
     assert len(holds) == 2 and all(" HOLDS here" in line for line in holds)
+    assert "first half, DPO degrades: established" in holds[1]
+    assert "second half, MinorDPO does not degrade: established" in holds[1]
+    # DPO 50% above the base's 10%: "DPO degrades" is contradicted, whatever MinorDPO does
     fails = verdict_minordpo(_dpo_results([0, 0.1, 0.2], [0, -0.01, 0.02], 0.5, 0.2))
     assert len(fails) == 2 and all(" DOES NOT HOLD here" in line for line in fails)
+    assert "first half, DPO degrades: contradicted" in fails[1]
 
 
-def test_minordpo_claim_2_counts_only_resolved_differences():
+def test_minordpo_claim_2_committed_run_does_not_establish_that_dpo_degrades():
+    """The committed default run (docs/reproduction/minordpo): strict accuracy base 5%, DPO 1%, MinorDPO 28% at
+    n = 100. DPO's drop below the base is within the 95% intervals, so claim 2 is NOT RESOLVED (it said HOLDS,
+    from MinorDPO vs DPO alone); MinorDPO not degrading is established; MinorDPO vs DPO is stated, resolved."""
     from llamafactory_minor.experiments.reproduce import verdict_minordpo
 
-    def claim2(acc_dpo, acc_minor, deg_dpo, deg_minor, n=100):
-        res = _dpo_results([0, -0.1], [0, 0.1], acc_dpo, acc_minor, deg_dpo, deg_minor)
-        res["n_eval"] = n
-        return verdict_minordpo(res)[1]
+    with open(os.path.join(REPO_ROOT, "docs", "reproduction", "minordpo", "results.json"), encoding="utf-8") as f:
+        committed = json.load(f)
+    lines = verdict_minordpo(committed)
+    assert lines[1] == (
+        "Claim 2 (lr 0.0005: DPO degrades, MinorDPO does not): NOT RESOLVED here -- first half, DPO degrades: "
+        "not resolved (strict held-out accuracy DPO 1.0% vs base 5.0%: below within the 95% intervals); second half, "
+        "MinorDPO does not degrade: established (MinorDPO 28.0% vs base 5.0%: resolvably above; degenerate outputs "
+        "MinorDPO 6% vs base 17%: below within the 95% intervals); MinorDPO vs DPO: accuracy 28.0% vs 1.0%: "
+        "resolvably above; degenerate outputs 6% vs 5%: above within the 95% intervals (n = 100)."
+    )
+    assert committed["verdict"] == lines  # the committed verdict is what the code prints for those numbers
+    # the same numbers as arguments (strict accuracy and degenerate share of DPO, MinorDPO and the base)
+    line = verdict_minordpo(_dpo_results([0, -0.1], [0, 0.1], 0.01, 0.28, 0.05, 0.06, base=(0.05, 0.17), n=100))[1]
+    assert line == lines[1]
 
-    # the default run of 2026-12-02: 1% vs 28% accuracy resolved; 5% vs 6% degenerate is not (it said DOES NOT HOLD)
-    line = claim2(0.01, 0.28, 0.05, 0.06)
-    assert " HOLDS here" in line and "degenerate-share difference within the 95% intervals" in line
-    assert " NOT RESOLVED here" in claim2(0.30, 0.34, 0.0, 0.0)  # 4 points at n = 100
-    assert " DOES NOT HOLD here" in claim2(0.30, 0.34, 0.02, 0.30)  # resolved more degenerate outputs
-    assert " DOES NOT HOLD here" in claim2(0.40, 0.10, 0.0, 0.0)
-    assert " HOLDS here" in claim2(0.30, 0.34, 0.0, 0.0, n=5000)  # the same 4 points resolved on 5000 items
+
+def test_minordpo_claim_2_judges_both_halves_against_the_base():
+    from llamafactory_minor.experiments.reproduce import verdict_minordpo
+
+    def claim2(acc_dpo, acc_minor, base, deg_minor=0.1, n=100):
+        return verdict_minordpo(_dpo_results([0, -0.1], [0, 0.1], acc_dpo, acc_minor, 0.1, deg_minor, base, n))[1]
+
+    # DPO 5% [2.2, 11.2] resolvably below the base's 30% [21.9, 39.6]; MinorDPO at the base's 30%: both halves hold
+    line = claim2(0.05, 0.30, (0.30, 0.1))
+    assert " HOLDS here" in line
+    assert (
+        "first half, DPO degrades: established (strict held-out accuracy DPO 5.0% vs base 30.0%: resolvably below)"
+        in line
+    )
+    assert "second half, MinorDPO does not degrade: established (MinorDPO 30.0% vs base 30.0%: equal;" in line
+    # MinorDPO 10% [5.5, 17.4] resolvably below the base's 30%: "MinorDPO does not degrade" is contradicted
+    line = claim2(0.05, 0.10, (0.30, 0.1))
+    assert " DOES NOT HOLD here" in line and "second half, MinorDPO does not degrade: contradicted" in line
+    assert "MinorDPO 10.0% vs base 30.0%: resolvably below" in line
+    # ... or its degenerate share resolvably above the base's (30% [21.9, 39.6] vs 2% [0.6, 7.0])
+    line = claim2(0.05, 0.30, (0.30, 0.02), deg_minor=0.30)
+    assert " DOES NOT HOLD here" in line and "degenerate outputs MinorDPO 30% vs base 2%: resolvably above" in line
+    # DPO resolvably above the base: "DPO degrades" is contradicted
+    line = claim2(0.40, 0.40, (0.10, 0.1))
+    assert " DOES NOT HOLD here" in line and "first half, DPO degrades: contradicted" in line
+    # DPO 4 points below the base: not resolved on 100 items, resolved on 5000
+    assert " NOT RESOLVED here" in claim2(0.26, 0.30, (0.30, 0.1))
+    assert " HOLDS here" in claim2(0.26, 0.30, (0.30, 0.1), n=5000)
+    # MinorDPO far above DPO decides nothing by itself (the old rule's HOLDS): DPO at the base is not a degradation
+    line = claim2(0.05, 0.60, (0.05, 0.1))
+    assert " NOT RESOLVED here" in line and "MinorDPO vs DPO: accuracy 60.0% vs 5.0%: resolvably above" in line
+
+
+def test_minordpo_claim_2_dpo_degrades_against_a_lower_lr():
+    """With --lrs, DPO at the high lr resolvably below DPO at a lower lr establishes "DPO degrades", even when its
+    drop below the base is not resolved; each lr has its own line."""
+    from llamafactory_minor.experiments.reproduce import verdict_minordpo
+
+    def results(acc_dpo_low):
+        runs = {}
+        for lr, tag, acc_dpo, acc_minor in ((5e-5, "_lr5e-05", acc_dpo_low, 0.40), (5e-4, "_lr0.0005", 0.10, 0.38)):
+            runs[f"dpo{tag}"] = {"method": "dpo", "lr": lr, "accuracy": acc_dpo, "degenerate": 0.05}
+            runs[f"dpop{tag}"] = {"method": "dpop", "lr": lr, "accuracy": 0.2, "degenerate": 0.05}
+            runs[f"minordpo{tag}"] = {"method": "minordpo", "lr": lr, "accuracy": acc_minor, "degenerate": 0.05}
+        return {"runs": runs, "base": {"accuracy": 0.12, "degenerate": 0.1}, "n_eval": 100}
+
+    low, high = verdict_minordpo(results(0.40))  # no chosen log-ratios: claim 2 only, one line per lr
+    assert low.startswith("Claim 2 (lr 5e-05:") and high.startswith("Claim 2 (lr 0.0005:")
+    # high lr: DPO 10% [5.5, 17.4] vs base 12% [7.0, 19.8] within the intervals, vs DPO at 5e-5 40% [30.9, 49.8] below
+    assert " HOLDS here" in high
+    assert (
+        "first half, DPO degrades: established (strict held-out accuracy DPO 10.0% vs base 12.0%: below within the "
+        "95% intervals; vs DPO at lr 5e-05 40.0%: resolvably below)" in high
+    )
+    # low lr: DPO 40% resolvably above the base, nothing lower to compare with: DPO does not degrade there
+    assert " DOES NOT HOLD here" in low and "first half, DPO degrades: contradicted" in low
+    assert "vs DPO at lr" not in low
+    # DPO at 5e-5 no better than at 5e-4 (15% vs 10%): the high lr's first half is not resolved
+    high = verdict_minordpo(results(0.15))[1]
+    assert " NOT RESOLVED here" in high and "first half, DPO degrades: not resolved" in high
 
 
 def test_minorsft_verdict_follows_the_numbers():
