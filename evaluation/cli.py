@@ -65,6 +65,16 @@ def list_benchmarks() -> str:
     return "\n".join(lines)
 
 
+def _record_skipped(cfg, config: str | None) -> None:
+    """A command that read a grid records the runs its skip_missing left out in the output folder, replacing the
+    list stored there (none left out: the list is removed); the reports read it, also under --report-only. A
+    command without a grid (--model, or --report-only without --config) keeps the stored list."""
+    from .report import store_skipped
+
+    if getattr(cfg, "grid_expanded", False):
+        store_skipped(cfg.output_dir, getattr(cfg, "skipped_checkpoints", []), config=config)
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_benchmarks:
@@ -83,6 +93,7 @@ def run(argv: list[str] | None = None) -> int:
         # pair in the folder goes into one table, whatever limits it was run with (the run details say)
         if not os.path.isdir(os.path.expanduser(cfg.output_dir)):
             raise EvalError(f"--report-only: output folder {cfg.output_dir} does not exist")
+        _record_skipped(cfg, args.config)
         result = runner.summarize()
         if not any(r["benchmarks"] for r in result["rows"]):
             raise EvalError(
@@ -92,6 +103,7 @@ def run(argv: list[str] | None = None) -> int:
         with open(summary_md, encoding="utf-8") as f:
             print(f.read(), end="")
         return 0
+    _record_skipped(cfg, args.config)
     runner.run()
     summary_md = os.path.join(cfg.output_dir, "summary.md")
     with open(summary_md, encoding="utf-8") as f:

@@ -192,10 +192,11 @@ def default_name(path: str) -> str:
     return base or path
 
 
-def expand_grid(grid: dict[str, Any], where: str, skipped: list[str] | None = None) -> list[Checkpoint]:
+def expand_grid(grid: dict[str, Any], where: str, skipped: list[dict[str, str]] | None = None) -> list[Checkpoint]:
     """``grid: {path: "saves/{method}_lr{lr}_b{beta}", name: "...", method: [...], lr: [...], beta: [...],
     base: ..., skip_missing: false}`` -> one checkpoint per combination (in the order given). With
-    ``skip_missing`` a combination whose folder does not exist is left out and described in ``skipped``.
+    ``skip_missing`` a combination whose folder does not exist is left out and appended to ``skipped`` as
+    ``{"name", "path"}``.
 
     ``grid: {file: examples/minordpo/grid.yaml, skip_missing: false}`` reads the experiment grid file that
     ``llamafactory-minor sweep`` trains (``grid.py``), so the evaluated paths are the sweep's: a run without a
@@ -217,20 +218,23 @@ def expand_grid(grid: dict[str, Any], where: str, skipped: list[str] | None = No
             raise EvalError(f"{where}: grid template uses {{{exc.args[0]}}} but the grid has no such list") from None
         if fixed.get("skip_missing") and not os.path.exists(os.path.expanduser(path)):
             if skipped is not None:
-                skipped.append(f"{name}: {path} does not exist")
+                skipped.append({"name": name, "path": path})
             continue
         out.append(Checkpoint(name=name, path=path, base=fixed.get("base"), ref=fixed.get("ref"), meta=values))
     return out
 
 
-def _grid_file_checkpoints(grid: dict[str, Any], where: str, skipped: list[str] | None) -> list[Checkpoint]:
+def _grid_file_checkpoints(grid: dict[str, Any], where: str, skipped: list[dict[str, str]] | None) -> list[Checkpoint]:
     from . import grid as grid_file
 
     extra = sorted(set(grid) - {"file", "skip_missing", "base", "ref"})
     if extra:
         raise EvalError(f"{where}: `grid: {{file: ...}}` takes the runs from the file; remove {', '.join(extra)}")
     try:
-        found, left_out = grid_file.eval_checkpoints(str(grid["file"]), skip_missing=bool(grid.get("skip_missing")))
+        found, _ = grid_file.eval_checkpoints(str(grid["file"]), skip_missing=bool(grid.get("skip_missing")))
+        kept = {run["path"] for run in found}
+        # the runs left out: the grid's runs not kept (their paths are unique in a grid file), as {name, path}
+        left_out = [{"name": r.name, "path": r.path} for r in grid_file.runs(str(grid["file"])) if r.path not in kept]
     except grid_file.GridError as e:
         raise EvalError(f"{where}: {e}") from None
     if skipped is not None:
@@ -279,7 +283,7 @@ def build_config(
     for i, entry in enumerate(entries):
         checkpoints.append(parse_checkpoint_entry(entry, i, where))
     grids = data.get("grid") or []
-    skipped: list[str] = []
+    skipped: list[dict[str, str]] = []  # grid runs left out by skip_missing: {"name", "path"}
     if not overrides.get("models"):  # --model replaces the YAML's checkpoints: its grid is not expanded
         for grid in grids if isinstance(grids, list) else [grids]:
             checkpoints.extend(expand_grid(grid, where, skipped))
@@ -295,12 +299,18 @@ def build_config(
         if value is not None:
             setattr(cfg, key, value)
     cfg.checkpoints = checkpoints
+    lines = [f"{s['name']}: {s['path']} does not exist" for s in skipped]
     if not checkpoints and skipped and not cli_models and not report_only:
         raise EvalError(
-            f"{where}: skip_missing left out every grid run ({len(skipped)}; the first: {skipped[0]}); "
+            f"{where}: skip_missing left out every grid run ({len(skipped)}; the first: {lines[0]}); "
             "check the grid's path template"
         )
-    cfg.skipped_runs = skipped if not cli_models else []  # grid runs left out by skip_missing (logged by the CLI)
+    # grid runs left out by skip_missing: logged by the CLI (skipped_runs) and recorded for the report
+    # (skipped_checkpoints, {"name", "path"}); grid_expanded: this invocation read a grid, so its list replaces the
+    # one the output folder holds (report.store_skipped)
+    cfg.grid_expanded = bool(grids) and not cli_models
+    cfg.skipped_runs = lines if not cli_models else []
+    cfg.skipped_checkpoints = skipped if not cli_models else []
     cfg.benchmarks = _as_list(cfg.benchmarks)
     from .lmeval_suite import parse_task_list
 

@@ -5,7 +5,9 @@ Every multiple-choice benchmark shows micro (all questions) and macro (mean of t
 accuracies) side by side, GSM8K its strict and flexible answers, each with its 95% interval (see
 metrics.py); a "run details" table gives each cell's number of questions (and of the pool they were
 drawn from), selection, split, answer mode and parser. The results are those of every
-(checkpoint, benchmark) folder under the output folder, not only of the last command.
+(checkpoint, benchmark) folder under the output folder, not only of the last command. The grid runs that
+``skip_missing`` left out are recorded in the output folder (``skipped_runs.json``) and named in summary.md and
+summary.json, also when ``--report-only`` rebuilds them.
 """
 
 import csv
@@ -235,6 +237,58 @@ def _checkpoint_from_folder(folder: Path, previous: dict[str, dict]) -> Checkpoi
 
 
 # ----------------------------------------------------------------------------------------------------
+# grid runs left out by skip_missing: recorded in the output folder, where the reports read them
+
+SKIPPED_FILE = "skipped_runs.json"
+
+
+def store_skipped(out: str | Path, skipped: list[dict], config: str | None = None) -> None:
+    """Record the grid runs ``skip_missing`` left out (``[{"name", "path"}]``, from the config ``config``) in
+    ``out/skipped_runs.json`` (written atomically), which ``write_reports`` reads, also under ``--report-only``.
+    The list replaces the one stored before; an empty list removes the file (every run of the grid was found)."""
+    path = Path(os.path.expanduser(str(out))) / SKIPPED_FILE
+    entries = [{"name": str(s["name"]), "path": str(s["path"])} for s in skipped]
+    if entries:
+        atomic_write_json(path, {"config": config, "skipped": entries})
+        return
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def read_skipped(out: str | Path, log: Callable[[str], None] | None = None) -> dict[str, object]:
+    """``{"config", "skipped": [{"name", "path"}]}`` of ``out/skipped_runs.json`` (none recorded: an empty list)."""
+    path = Path(os.path.expanduser(str(out))) / SKIPPED_FILE
+    if not path.is_file():
+        return {"config": None, "skipped": []}
+    try:
+        data = read_json(path)
+        entries = [{"name": str(e["name"]), "path": str(e.get("path") or "")} for e in data["skipped"]]
+        return {"config": data.get("config"), "skipped": entries}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        if log:
+            log(f"[warn] {path} is not readable ({type(exc).__name__}: {exc}); the skipped runs are not reported")
+        return {"config": None, "skipped": []}
+
+
+def skipped_markdown(skipped: list[dict], config: str | None = None, rows: list[dict] | None = None) -> str:
+    """The summary's line naming the runs ``skip_missing`` left out (worded as ``sweep --evaluate``'s report.md);
+    a run whose row holds results (of an earlier evaluation) says so. '' when none was left out."""
+    if not skipped:
+        return ""
+    with_results = {r["checkpoint"].name for r in rows or [] if r.get("metrics") or r.get("deviation")}
+    where = f" in {config}" if config else ""
+    named = [
+        f"{s['name']} (`{s['path']}`"
+        + ("; its row holds results of an earlier evaluation" if s["name"] in with_results else "")
+        + ")"
+        for s in skipped
+    ]
+    return (
+        f"Skipped: {len(skipped)} run(s) without a checkpoint were left out of the evaluation "
+        f"(`skip_missing: true`{where}): " + ", ".join(named) + "."
+    )
 
 
 def write_reports(
@@ -247,9 +301,13 @@ def write_reports(
     chart: bool = True,
     deviation_data: str | None = None,
     log: Callable[[str], None] | None = None,
+    skipped: dict[str, object] | None = None,
 ) -> dict[str, object]:
+    """summary.csv, subjects.csv, summary.md, summary.json and summary.png of ``rows``. ``skipped``: the grid runs
+    left out by skip_missing as ``read_skipped`` returns them (default: read from ``out``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    skipped = read_skipped(out, log) if skipped is None else skipped
     titles = {
         b: titles.get(b) or (BENCHMARKS[b].title if b in BENCHMARKS else _stored_title(rows, b)) for b in benchmarks
     }
@@ -401,8 +459,20 @@ def write_reports(
     atomic_write_text(out / "subjects.csv", buf.getvalue())
 
     # ---- summary.md --------------------------------------------------------------------------------
-    atomic_write_text(out / "summary.md", summary_markdown(rows, benchmarks, titles, table_metric, deviation_data))
-    atomic_write_json(out / "summary.json", {"rows": summary_rows, "benchmarks": benchmarks})
+    skipped_runs = list(skipped.get("skipped") or [])
+    atomic_write_text(
+        out / "summary.md",
+        summary_markdown(rows, benchmarks, titles, table_metric, deviation_data, skipped=skipped),
+    )
+    atomic_write_json(
+        out / "summary.json",
+        {
+            "rows": summary_rows,
+            "benchmarks": benchmarks,
+            "skipped": skipped_runs,
+            "skipped_config": skipped.get("config"),
+        },
+    )
 
     # ---- summary.png -------------------------------------------------------------------------------
     if chart:
@@ -416,7 +486,7 @@ def write_reports(
         except Exception as exc:  # noqa: BLE001 - a chart problem must not lose the tables
             if log:
                 log(f"[warn] summary.png not written ({type(exc).__name__}: {exc}); the tables are complete")
-    return {"rows": summary_rows, "output_dir": str(out), "benchmarks": benchmarks}
+    return {"rows": summary_rows, "output_dir": str(out), "benchmarks": benchmarks, "skipped": skipped_runs}
 
 
 def _stored_title(rows: list[dict], name: str) -> str:
@@ -445,7 +515,9 @@ def summary_markdown(
     titles: dict[str, str],
     table_metric: str = "both",
     deviation_data: str | None = None,
+    skipped: dict[str, object] | None = None,
 ) -> str:
+    """``skipped``: ``{"config", "skipped": [{"name", "path"}]}`` (``read_skipped``), named under the table."""
     has_dev = deviation_data is not None or any(r.get("deviation") for r in rows)
     label = {"micro": " micro", "macro": " macro", "strict": " strict", "flexible": " flexible", "lmeval": ""}
     cols, heads = [], []
@@ -466,6 +538,9 @@ def summary_markdown(
             cells.append(f"{dev['m_theta']:.4f}" if dev else "-")
         lines.append(f"| {_md_escape(row['checkpoint'].name)} | " + " | ".join(cells) + " |")
     text = ["\n".join(lines), ""]
+    skipped_line = skipped_markdown(list((skipped or {}).get("skipped") or []), (skipped or {}).get("config"), rows)
+    if skipped_line:
+        text += [skipped_line, ""]
     notes = [
         "Cells: accuracy in % with its 95% confidence interval in brackets. **micro** = correct / all questions; "
         "**macro** = mean of the per-subject accuracies (each subject weighs the same; FinanceIQ's official "

@@ -21,17 +21,20 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def main():
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=24, help="training steps per run (default 24)")
     parser.add_argument("--test", type=int, default=50, help="held-out problems evaluated (default 50)")
     parser.add_argument("--out", default=os.path.join(REPO, "saves", "demo"))
     parser.add_argument("--overwrite", action="store_true", help="train again even if a run is finished")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    cli = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
-    cmd = [
-        cli if os.path.exists(cli) else "llamafactory-minor",
+
+def demo_args(args: argparse.Namespace | None = None) -> list[str]:
+    """The arguments of `llamafactory-minor` that the demo runs (`reproduce minorsft ...`) for the demo's options
+    ``args`` (default: its defaults, what `make demo` runs)."""
+    args = parse_args([]) if args is None else args
+    argv = [
         "reproduce",
         "minorsft",
         "--out",
@@ -46,7 +49,14 @@ def main():
         "16",
     ]
     if args.overwrite:
-        cmd.append("--overwrite")
+        argv.append("--overwrite")
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cli = os.path.join(os.path.dirname(sys.executable), "llamafactory-minor")
+    cmd = [cli if os.path.exists(cli) else "llamafactory-minor", *demo_args(args)]
     print("$ " + " ".join(["llamafactory-minor", *cmd[1:]]), flush=True)
     start = time.time()
     proc = subprocess.run(cmd, cwd=REPO)

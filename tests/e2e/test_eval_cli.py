@@ -284,6 +284,23 @@ chart: false
     assert main(["--config", str(cfg), "--report-only"]) == 0
     err = capsys.readouterr().err
     assert "[grid] skip_missing: left out sft lr=2e-5 b=0.04:" in err and "sft_lr2e-5_b0.04 does not exist" in err
+    # ... and the report says so (its row: the results of the first evaluation), also when rebuilt from the folder
+    # alone; once the same config finds the checkpoint again, the line is gone
+    line = (
+        "Skipped: 1 run(s) without a checkpoint were left out of the evaluation "
+        f"(`skip_missing: true` in {cfg}): sft lr=2e-5 b=0.04 (`{runs}/sft_lr2e-5_b0.04`; its row holds results "
+        "of an earlier evaluation)."
+    )
+    out = tmp_path / "grid_out"
+    assert line in (out / "summary.md").read_text(encoding="utf-8")
+    skipped = [{"name": "sft lr=2e-5 b=0.04", "path": f"{runs}/sft_lr2e-5_b0.04"}]
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["skipped"] == skipped
+    assert main(["--report-only", "-o", str(out), "--no-chart"]) == 0
+    assert line in (out / "summary.md").read_text(encoding="utf-8")
+    shutil.copytree(lora, runs / "sft_lr2e-5_b0.04")
+    assert main(["--config", str(cfg), "--report-only"]) == 0
+    assert "Skipped:" not in (out / "summary.md").read_text(encoding="utf-8")
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["skipped"] == []
 
 
 def test_limits_per_benchmark_first_n_and_report_only_over_mixed_limits(tiny_model, tmp_path, capsys):

@@ -245,6 +245,112 @@ def test_report_only_collects_every_benchmark_and_mixed_limits(tmp_path):
     assert "4 of 10 (--limit 4; seeded sample, seed 42)" in md and "3 of 10 (--limit 3" in md
 
 
+def _stored_result(out, name, bench="ceval"):
+    """A finished (checkpoint, benchmark) pair in an output folder, as the evaluation stores it."""
+    from llamafactory_minor_eval.io_utils import atomic_write_json
+
+    folder = out / safe_name(name) / bench
+    folder.mkdir(parents=True)
+    m = _metrics([("a", True), ("b", False)], bench)
+    m["checkpoint"] = name
+    atomic_write_json(folder / "metrics.json", m)
+    atomic_write_json(folder / "fingerprint.json", {"seed": 42, "checkpoint": {"model": "/m/" + name}})
+    (folder / "samples.jsonl").write_text("")
+
+
+def test_report_names_the_runs_skip_missing_left_out(tmp_path):
+    """Issue 10: summary.md and summary.json say which grid runs skip_missing left out (recorded in the output
+    folder, so that --report-only rebuilds say it too)."""
+    from llamafactory_minor_eval.io_utils import read_json
+    from llamafactory_minor_eval.report import SKIPPED_FILE, collect_rows, read_skipped, store_skipped
+
+    out = tmp_path / "out"
+    for name in ("base", "sft lr=1"):
+        _stored_result(out, name)
+    skipped = [{"name": "minorsft lr=1", "path": "saves/minorsft_lr1"}, {"name": "minorsft lr=2", "path": "saves/m2"}]
+    store_skipped(out, skipped, config="eval.yaml")
+    assert read_skipped(out) == {"config": "eval.yaml", "skipped": skipped}
+    # built from the stored pairs only, as --report-only does: the list is read from the folder
+    rows, benches = collect_rows(out, [], ["ceval"])
+    assert [r["checkpoint"].name for r in rows] == ["base", "sft lr=1"]
+    write_reports(out, rows, benches, {"ceval": "C-Eval"}, chart=False)
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    line = (
+        "Skipped: 2 run(s) without a checkpoint were left out of the evaluation (`skip_missing: true` in eval.yaml): "
+        "minorsft lr=1 (`saves/minorsft_lr1`), minorsft lr=2 (`saves/m2`)."
+    )
+    assert md.split("\n\n")[1] == line  # the paragraph right under the table
+    assert "| base | " in md and "| sft lr=1 | " in md
+    summary = read_json(out / "summary.json")
+    assert summary["skipped"] == skipped and summary["skipped_config"] == "eval.yaml"
+    assert [r["checkpoint"] for r in summary["rows"]] == ["base", "sft lr=1"]
+    # a skipped run whose results an earlier evaluation left in the folder: its row is there, and the line says so
+    _stored_result(out, "minorsft lr=2")
+    rows, benches = collect_rows(out, [], ["ceval"])
+    write_reports(out, rows, benches, {"ceval": "C-Eval"}, chart=False)
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "minorsft lr=1 (`saves/minorsft_lr1`), minorsft lr=2 (`saves/m2`; its row holds results" in md
+    # every run found again: the list is removed, the reports say nothing about skipped runs
+    store_skipped(out, [], config="eval.yaml")
+    assert not (out / SKIPPED_FILE).exists() and read_skipped(out)["skipped"] == []
+    write_reports(out, rows, benches, {"ceval": "C-Eval"}, chart=False)
+    assert "Skipped:" not in (out / "summary.md").read_text(encoding="utf-8")
+    assert read_json(out / "summary.json")["skipped"] == []
+
+
+def test_cli_records_skip_missing_runs_for_report_only(tmp_path, capsys):
+    """The CLI path without a model: a grid config with skip_missing under --report-only records the runs it left out;
+    --report-only of the folder alone keeps naming them; once the same config finds them the line is gone."""
+    from llamafactory_minor_eval.cli import main
+    from llamafactory_minor_eval.io_utils import read_json
+
+    saves, out = tmp_path / "saves", tmp_path / "out"
+    for run in ("sft_lr1", "sft_lr2"):
+        (saves / run).mkdir(parents=True)
+    for name in ("base", "sft_lr1", "minorsft_lr2"):  # minorsft_lr2: results of an earlier evaluation
+        _stored_result(out, name)
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(
+        f"""
+checkpoints:
+  - {{name: base, path: "{saves}/base"}}
+grid:
+  path: "{saves}/{{method}}_lr{{lr}}"
+  name: "{{method}}_lr{{lr}}"
+  method: [sft, minorsft]
+  lr: [1, 2]
+  skip_missing: true
+benchmarks: [ceval]
+output_dir: "{out}"
+chart: false
+progress: false
+""",
+        encoding="utf-8",
+    )
+    line = (
+        f"Skipped: 2 run(s) without a checkpoint were left out of the evaluation (`skip_missing: true` in {cfg}): "
+        f"minorsft_lr1 (`{saves}/minorsft_lr1`), "
+        f"minorsft_lr2 (`{saves}/minorsft_lr2`; its row holds results of an earlier evaluation)."
+    )
+    assert main(["--config", str(cfg), "--report-only"]) == 0
+    captured = capsys.readouterr()
+    assert f"[grid] skip_missing: left out minorsft_lr1: {saves}/minorsft_lr1 does not exist" in captured.err
+    assert line in (out / "summary.md").read_text(encoding="utf-8") and line in captured.out
+    assert read_json(out / "summary.json")["skipped"] == [
+        {"name": "minorsft_lr1", "path": f"{saves}/minorsft_lr1"},
+        {"name": "minorsft_lr2", "path": f"{saves}/minorsft_lr2"},
+    ]
+    # --report-only of the folder alone (no config, no grid): the stored list is kept
+    assert main(["--report-only", "-o", str(out), "--no-chart"]) == 0
+    assert line in (out / "summary.md").read_text(encoding="utf-8")
+    # the checkpoints are there now: the same config finds every run and clears the list
+    for run in ("minorsft_lr1", "minorsft_lr2"):
+        (saves / run).mkdir()
+    assert main(["--config", str(cfg), "--report-only"]) == 0
+    assert "Skipped:" not in (out / "summary.md").read_text(encoding="utf-8")
+    assert read_json(out / "summary.json")["skipped"] == [] and not (out / "skipped_runs.json").exists()
+
+
 def test_atomic_write_and_partial_jsonl(tmp_path):
     path = tmp_path / "a" / "b.txt"
     atomic_write_text(path, "x")
