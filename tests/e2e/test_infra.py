@@ -228,3 +228,69 @@ def test_run_cli_failure_shows_output(run_cli):
 
     with pytest.raises(CliError, match="exit code"):
         run_cli(["train", "/nonexistent/config.yaml"], timeout=300)
+
+
+def test_cli_error_names_the_fault_before_the_tails():
+    """A crash's cause in the middle of a long stderr (cut from the tail) comes first in the CliError message."""
+    import subprocess
+
+    from conftest import CliError, aborted_after_training, check_cli
+
+    noise = [f"step {i}: 100%|██████████| 3/3" for i in range(300)]
+    err = "\n".join(
+        noise[:150]
+        + ["Training completed. Do not forget to share your model", "terminate called without an active exception"]
+        + ["Fatal Python error: Aborted", '  File "/x/trainer.py", line 3 in save_model']
+        + noise[150:]
+        + ["  exitcode  : -6 (pid: 1)  (SIGABRT)", "traceback : Signal 6 (SIGABRT) received by PID 1"]
+    )
+    proc = subprocess.CompletedProcess(["llamafactory-cli", "train", "x.yaml"], 1, stdout="", stderr=err)
+    with pytest.raises(CliError) as caught:
+        check_cli(proc)
+    message = str(caught.value)
+    why = message.index("--- why")
+    assert why < message.index("terminate called") < message.index("--- stdout (tail)")
+    assert message.index('File "/x/trainer.py"') < message.index("--- stdout (tail)")
+    assert "step 5:" not in message.split("--- stdout (tail)")[0]  # progress lines are not fault lines
+    assert aborted_after_training(proc)
+    assert not aborted_after_training(subprocess.CompletedProcess(proc.args, 1, "", err.replace("Training", "X")))
+    assert not aborted_after_training(subprocess.CompletedProcess(proc.args, 1, "", err.replace("SIGABRT", "X")))
+    assert not aborted_after_training(subprocess.CompletedProcess(proc.args, 0, "", err))
+    assert check_cli(subprocess.CompletedProcess(proc.args, 0, "", err)).returncode == 0
+
+
+def test_run_torchrun_retries_only_a_post_training_abort():
+    """One retry on the next port after a worker's SIGABRT past 'Training completed', with a warning; any other
+    failure, and a second abort, fail at once."""
+    import subprocess
+
+    from conftest import CliError, run_torchrun
+
+    aborted = (
+        "Training completed.\nterminate called\n  exitcode  : -6\ntraceback : Signal 6 (SIGABRT) received by PID 7"
+    )
+    other = "Training completed.\nRuntimeError: Connection closed by peer"
+
+    def fake(outcomes):
+        calls = []
+
+        def run(args, env, timeout, check, **kwargs):
+            assert check is False
+            calls.append(env["MASTER_PORT"])
+            rc, err = outcomes[len(calls) - 1]
+            return subprocess.CompletedProcess(["llamafactory-cli", "train", args], rc, "", err)
+
+        return run, calls
+
+    run, calls = fake([(1, aborted), (0, "")])
+    with pytest.warns(UserWarning, match="(?s)aborted after training.*terminate called"):
+        assert run_torchrun(run, "x.yaml", env={"MASTER_PORT": "29600"}, timeout=1).returncode == 0
+    assert calls == ["29600", "29601"]
+    run, calls = fake([(1, other)])
+    with pytest.raises(CliError, match="Connection closed"):
+        run_torchrun(run, "x.yaml", env={"MASTER_PORT": "29600"}, timeout=1)
+    assert calls == ["29600"]
+    run, calls = fake([(1, aborted), (1, aborted)])
+    with pytest.warns(UserWarning), pytest.raises(CliError, match="SIGABRT"):
+        run_torchrun(run, "x.yaml", env={"MASTER_PORT": "29600"}, timeout=1)
+    assert len(calls) == 2

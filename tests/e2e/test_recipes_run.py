@@ -47,6 +47,7 @@ import math
 import os
 
 import pytest
+from conftest import run_torchrun
 from recipe_files import RECIPES, REPO_ROOT, load_yaml, rel
 from train_checks import DPO_KEYS, SFT_SIDE_KEYS, train_logs
 
@@ -356,7 +357,9 @@ def test_recipe_trains_two_steps(path, template_model, run_cli, read_log_history
     env = {"LLAMAFACTORY_MINOR_SCORE_CACHE": str(tmp_path / "scores")}
     if run.get("deepspeed"):
         env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE=str(NPROC), MASTER_PORT=str(29500 + os.getpid() % 500))
-    proc = run_cli(run, env=env, timeout=1500, config_dir=tmp_path)
+        proc = run_torchrun(run_cli, run, env=env, timeout=1500, config_dir=tmp_path)
+    else:
+        proc = run_cli(run, env=env, timeout=1500, config_dir=tmp_path)
 
     workers = run.get("preprocessing_num_workers") or 1
     if workers > 1:  # the recipe's workers really pre-processed the data (datasets' progress bar says how many)

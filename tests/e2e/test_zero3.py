@@ -9,6 +9,7 @@ session trains it once."""
 import os
 
 import pytest
+from conftest import run_torchrun
 from train_checks import DPO_KEYS, SFT_SIDE_KEYS, check_metrics, train_logs
 
 pytestmark = pytest.mark.e2e
@@ -26,12 +27,10 @@ KEYS = dict(SFT_SIDE_KEYS, dpo=DPO_KEYS, poft=["loss", "poft/r_theta", "poft/r_a
 
 
 def _zero3(cfg, run_cli, out):
+    """Train ``cfg`` with 2 processes under ZeRO-3 (conftest.run_torchrun: one retry after a post-training abort)."""
     cfg = dict(cfg, output_dir=out, per_device_train_batch_size=2, deepspeed=DS_CONFIG)
-    run_cli(
-        cfg,
-        env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "MASTER_PORT": str(29500 + os.getpid() % 500)},
-        timeout=1200,
-    )
+    env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "MASTER_PORT": str(29500 + os.getpid() % 500)}
+    run_torchrun(run_cli, cfg, env=env, timeout=1200)
     return cfg
 
 
