@@ -231,10 +231,7 @@ def _grid_file_checkpoints(grid: dict[str, Any], where: str, skipped: list[dict[
     if extra:
         raise EvalError(f"{where}: `grid: {{file: ...}}` takes the runs from the file; remove {', '.join(extra)}")
     try:
-        found, _ = grid_file.eval_checkpoints(str(grid["file"]), skip_missing=bool(grid.get("skip_missing")))
-        kept = {run["path"] for run in found}
-        # the runs left out: the grid's runs not kept (their paths are unique in a grid file), as {name, path}
-        left_out = [{"name": r.name, "path": r.path} for r in grid_file.runs(str(grid["file"])) if r.path not in kept]
+        found, left_out = grid_file.eval_checkpoints(str(grid["file"]), skip_missing=bool(grid.get("skip_missing")))
     except grid_file.GridError as e:
         raise EvalError(f"{where}: {e}") from None
     if skipped is not None:

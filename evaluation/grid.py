@@ -126,11 +126,11 @@ def missing(all_runs: list[Run]) -> list[Run]:
     return [r for r in all_runs if not os.path.exists(os.path.expanduser(r.path))]
 
 
-def eval_checkpoints(path: str, skip_missing: bool = False) -> tuple[list[dict], list[str]]:
+def eval_checkpoints(path: str, skip_missing: bool = False) -> tuple[list[dict], list[dict[str, str]]]:
     """(checkpoints, skipped) for the evaluation: ``{name, path, **axis values}`` per run of the grid file.
 
     A run whose folder does not exist is an error listing every missing run, unless ``skip_missing``: then it is
-    left out and described in ``skipped`` (the report prints that list)."""
+    left out and listed in ``skipped`` as ``{name, path}`` (the report prints that list)."""
     all_runs = runs(path)
     absent = missing(all_runs)
     if absent and not skip_missing:
@@ -140,7 +140,7 @@ def eval_checkpoints(path: str, skip_missing: bool = False) -> tuple[list[dict],
             "train them (`llamafactory-minor sweep " + path + "`) or set `skip_missing: true` to "
             "evaluate the others"
         )
-    skipped = [f"{r.name}: {r.path} does not exist" for r in absent]
+    skipped = [{"name": r.name, "path": r.path} for r in absent]
     keep = [dict(r.values, name=r.name, path=r.path) for r in all_runs if r not in absent]
     return keep, skipped
 
