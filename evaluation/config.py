@@ -200,7 +200,8 @@ def expand_grid(grid: dict[str, Any], where: str, skipped: list[dict[str, str]] 
 
     ``grid: {file: examples/minordpo/grid.yaml, skip_missing: false}`` reads the experiment grid file that
     ``llamafactory-minor sweep`` trains (``grid.py``), so the evaluated paths are the sweep's: a run without a
-    checkpoint is an error listing every missing run, unless ``skip_missing``."""
+    checkpoint is an error listing every missing run, unless ``skip_missing``. ``checkpoints: saved`` evaluates
+    every ``checkpoint-<step>`` folder of each run instead of its final model (accuracy per epoch)."""
     if "file" in grid:
         return _grid_file_checkpoints(grid, where, skipped)
     if "path" not in grid:
@@ -227,11 +228,15 @@ def expand_grid(grid: dict[str, Any], where: str, skipped: list[dict[str, str]] 
 def _grid_file_checkpoints(grid: dict[str, Any], where: str, skipped: list[dict[str, str]] | None) -> list[Checkpoint]:
     from . import grid as grid_file
 
-    extra = sorted(set(grid) - {"file", "skip_missing", "base", "ref"})
+    extra = sorted(set(grid) - {"file", "skip_missing", "base", "ref", "checkpoints"})
     if extra:
         raise EvalError(f"{where}: `grid: {{file: ...}}` takes the runs from the file; remove {', '.join(extra)}")
     try:
-        found, left_out = grid_file.eval_checkpoints(str(grid["file"]), skip_missing=bool(grid.get("skip_missing")))
+        found, left_out = grid_file.eval_checkpoints(
+            str(grid["file"]),
+            skip_missing=bool(grid.get("skip_missing")),
+            checkpoints=str(grid.get("checkpoints") or "final"),
+        )
     except grid_file.GridError as e:
         raise EvalError(f"{where}: {e}") from None
     if skipped is not None:

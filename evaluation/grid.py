@@ -126,22 +126,64 @@ def missing(all_runs: list[Run]) -> list[Run]:
     return [r for r in all_runs if not os.path.exists(os.path.expanduser(r.path))]
 
 
-def eval_checkpoints(path: str, skip_missing: bool = False) -> tuple[list[dict], list[dict[str, str]]]:
+def saved_checkpoints(run_path: str) -> list[tuple[int, str]]:
+    """``(step, folder)`` of every ``checkpoint-<step>`` folder LF saved in a run's output_dir, in step order."""
+    folder = os.path.expanduser(run_path)
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        step = name[len("checkpoint-") :] if name.startswith("checkpoint-") else ""
+        if step.isdigit() and os.path.isdir(os.path.join(folder, name)):
+            found.append((int(step), os.path.join(run_path, name)))
+    return sorted(found)
+
+
+CHECKPOINTS = ("final", "saved")
+
+
+def eval_checkpoints(
+    path: str, skip_missing: bool = False, checkpoints: str = "final"
+) -> tuple[list[dict], list[dict[str, str]]]:
     """(checkpoints, skipped) for the evaluation: ``{name, path, **axis values}`` per run of the grid file.
 
-    A run whose folder does not exist is an error listing every missing run, unless ``skip_missing``: then it is
-    left out and listed in ``skipped`` as ``{name, path}`` (the report prints that list)."""
+    ``checkpoints: final`` (default) evaluates each run's output_dir (the model LF saved at the end);
+    ``checkpoints: saved`` each ``checkpoint-<step>`` folder it saved on the way (``save_strategy: epoch``: one per
+    epoch), named ``<run name>/checkpoint-<step>`` with the axis values plus ``step`` and ``saved_index`` (1 for the
+    first saved; the epoch under ``save_strategy: epoch``).
+
+    A run whose folder does not exist (with ``saved``: that has no checkpoint-<step> folder) is an error listing
+    every missing run, unless ``skip_missing``: then it is left out and listed in ``skipped`` as ``{name, path}``
+    (the report prints that list)."""
+    if checkpoints not in CHECKPOINTS:
+        raise GridError(f"`checkpoints: {checkpoints}`: use {' or '.join(CHECKPOINTS)}")
     all_runs = runs(path)
-    absent = missing(all_runs)
+    if checkpoints == "saved":
+        absent = [r for r in all_runs if not saved_checkpoints(r.path)]
+    else:
+        absent = missing(all_runs)
     if absent and not skip_missing:
         shown = "\n".join(f"  - {r.name}: {r.path}" for r in absent)
+        what = (
+            "no saved checkpoint-<step> folder (train with save_strategy: epoch or steps)"
+            if checkpoints == "saved"
+            else "no checkpoint yet"
+        )
         raise GridError(
-            f"{len(absent)} of {len(all_runs)} runs of {path} have no checkpoint yet:\n{shown}\n"
+            f"{len(absent)} of {len(all_runs)} runs of {path} have {what}:\n{shown}\n"
             "train them (`llamafactory-minor sweep " + path + "`) or set `skip_missing: true` to "
             "evaluate the others"
         )
     skipped = [{"name": r.name, "path": r.path} for r in absent]
-    keep = [dict(r.values, name=r.name, path=r.path) for r in all_runs if r not in absent]
+    keep = []
+    for r in all_runs:
+        if r in absent:
+            continue
+        if checkpoints == "final":
+            keep.append(dict(r.values, name=r.name, path=r.path))
+            continue
+        for k, (step, folder) in enumerate(saved_checkpoints(r.path), start=1):
+            keep.append(dict(r.values, step=step, saved_index=k, name=f"{r.name}/checkpoint-{step}", path=folder))
     return keep, skipped
 
 

@@ -86,7 +86,8 @@ as `llamafactory-minor plot`), the evaluation's tables (evaluation/summary.md, s
 report.json naming every run: trained now, already done, or without a checkpoint. A missing checkpoint stays the
 evaluation's error listing every missing run, unless the config has `skip_missing: true` (the report then lists
 what was skipped); a failed training run stops before the evaluation. The evaluation covers the whole grid, also
-with --only. `--evaluate --dry-run` prints the three stages.
+with --only. `--evaluate --dry-run` prints the three stages. --log-dir DIR keeps each run's output (and the
+evaluation's) in DIR/<run>.log instead of the terminal.
 
   llamafactory-minor sweep examples/minordpo/grid.yaml --evaluate --dry-run
   llamafactory-minor sweep examples/poft/grid.yaml --evaluate
@@ -123,9 +124,12 @@ dataset_info.json entries arith_sft and arith_dpo.
 
 
 REPRODUCE_HELP = """\
-Run a paper's experiment as one pipeline: data -> llamafactory-cli train (each run) -> llamafactory-minor-eval
-(held-out accuracy, drift on general data) -> m_theta plot, table, results.json and a verdict on the paper's
-claims, as measured. Finished runs are reused (--overwrite trains again).
+Run a paper's experiment at CPU scale through the paper scale's pipeline: the task data, then the experiment
+written as a grid file and an evaluation config reading it (OUT/grid.yaml, OUT/eval.yaml, OUT/configs/<run>.yaml)
+and run as `llamafactory-minor sweep OUT/grid.yaml --evaluate` (llamafactory-cli train per run ->
+llamafactory-minor-eval: held-out accuracy, drift on general data -> OUT/report), then the paper's plots, a table,
+results.json and a verdict on its claims, as measured. Logs in OUT/logs. Finished runs are reused when trained with
+the same arguments (--overwrite trains again).
 
   llamafactory-minor reproduce minorsft --out saves/repro/minorsft            # SmolLM2-135M, LoRA, 60 steps
   llamafactory-minor reproduce minorsft --out ... --grid --eval-file my_test.jsonl
@@ -219,6 +223,13 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="AXIS=VALUE",
         help="keep the runs with this axis value (repeatable), e.g. --only method=minordpo",
+    )
+    sw.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="write each run's output to DIR/<run>.log (and the evaluation's to DIR/evaluation.log) instead of the "
+        "terminal",
     )
     sw.add_argument(
         "--evaluate",
@@ -394,10 +405,11 @@ def main(argv=None) -> int:
                     only=args.only,
                     eval_config=args.eval_config,
                     report=args.report,
+                    log_dir=args.log_dir,
                 )
             from .experiments.sweep import sweep
 
-            return sweep(args.grid, extra=args.overrides, dry_run=args.dry_run, only=args.only)
+            return sweep(args.grid, extra=args.overrides, dry_run=args.dry_run, only=args.only, log_dir=args.log_dir)
         if args.command == "plot":
             from .experiments.plot import format_summary, plot_runs
 

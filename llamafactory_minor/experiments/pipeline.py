@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 from llamafactory_minor_eval import grid as grid_mod
@@ -147,7 +148,10 @@ def run_pipeline(
     eval_config: str | None = None,
     report: str | None = None,
     out=sys.stdout,
+    log_dir: str | None = None,
 ) -> int:
+    """The three stages; ``log_dir``: each training run's and the evaluation's output go to files there
+    (``<run>.log``, ``evaluation.log``) instead of the terminal. Returns 0, or the failed stage's exit code."""
     p = plan(grid_path, eval_config, report)
     all_runs = grid_mod.runs(grid_path)
 
@@ -167,17 +171,33 @@ def run_pipeline(
     done_before = {r.path for r in all_runs if r.done()}
     selected = select(all_runs, only)
     say(f"[pipeline 1/3] train: llamafactory-minor sweep {grid_path} ({len(selected)} of {len(all_runs)} runs)")
-    rc = sweep(grid_path, extra=extra, dry_run=False, only=only, out=out)
+    start = time.time()
+    rc = sweep(grid_path, extra=extra, dry_run=False, only=only, out=out, log_dir=log_dir)
+    times = {"train": round(time.time() - start, 1)}
     if rc != 0:
         say("[pipeline] training failed: the evaluation is not started (rerun the same command to resume)")
         return rc
     say(f"[pipeline 2/3] evaluate: $ {grid_mod.format_command(p.eval_command())}")
-    proc = subprocess.run([console_script("llamafactory-minor-eval"), *p.eval_command()[1:]])
+    start = time.time()
+    cmd = [console_script("llamafactory-minor-eval"), *p.eval_command()[1:]]
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        log = os.path.join(log_dir, "evaluation.log")
+        say(f"[pipeline] the evaluation's log: {log}")
+        with open(log, "w", encoding="utf-8") as f:
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    else:
+        log, proc = None, subprocess.run(cmd)
+    times["evaluation"] = round(time.time() - start, 1)
     if proc.returncode != 0:
-        say(f"[pipeline] the evaluation failed (exit {proc.returncode}): no report written")
+        tail = ""
+        if log:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                tail = "; the end of its log:\n" + "".join(f.readlines()[-15:])
+        say(f"[pipeline] the evaluation failed (exit {proc.returncode}): no report written{tail}")
         return proc.returncode
     say(f"[pipeline 3/3] report -> {p.report}")
-    return write_report(p, all_runs, done_before, say)
+    return write_report(p, all_runs, done_before, say, times=times)
 
 
 def _grid_title(grid_path: str) -> str:
@@ -186,7 +206,7 @@ def _grid_title(grid_path: str) -> str:
     return f"{os.path.basename(os.path.dirname(full))}/{os.path.basename(full)}"
 
 
-def write_report(p: Plan, all_runs, done_before: set, say=print) -> int:
+def write_report(p: Plan, all_runs, done_before: set, say=print, times: dict | None = None) -> int:
     """Plot, copy the evaluation's tables, write report.md / report.json; 1 if the plot could not be drawn."""
     os.makedirs(p.report, exist_ok=True)
     rows = []
@@ -256,6 +276,8 @@ def write_report(p: Plan, all_runs, done_before: set, say=print) -> int:
             f"(`skip_missing: true` in {p.eval_config}): " + ", ".join(r["name"] for r in skipped) + ".",
             "",
         ]
+    if times:
+        lines += ["Wall time: " + ", ".join(f"{stage} {sec:.0f} s" for stage, sec in times.items()) + ".", ""]
     lines += ["## Training metrics", ""]
     if plot_error:
         lines += [f"Not plotted: {plot_error}.", ""]
@@ -277,6 +299,7 @@ def write_report(p: Plan, all_runs, done_before: set, say=print) -> int:
         "plot_error": plot_error,
         "metric_summary": {k: {m: list(v) for m, v in per.items()} for k, per in summary.items()},
         "evaluation_files": copied,
+        "times_s": times or {},  # wall time of the stages: train (the sweep), evaluation
     }
     with open(os.path.join(p.report, "report.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2, default=str)

@@ -1,13 +1,17 @@
-"""``llamafactory-minor reproduce minorsft|minordpo``: the papers' experiments as one pipeline each, at CPU scale.
+"""``llamafactory-minor reproduce minorsft|minordpo|poft``: the papers' experiments at CPU scale, each one command
+that runs through the paper scale's pipeline (``llamafactory-minor sweep GRID --evaluate``, ``pipeline.py``).
+
+``minorsft`` (MinorSFT Fig. 1-2): SFT at lr ``a`` with ``track_m_theta`` (its loss unchanged), SFT using DPO and
+MinorSFT at lr ``2a`` with beta 0.04 -- the paper's setting -- plus, with ``--grid``, MinorSFT over beta
+{0.02, 0.04, 0.1} x lr {a, 2a} (its Fig. 2a); m_theta per step of all runs on one chart.
 
 ``minordpo`` (MinorDPO Fig. 2-6): DPO (with ``track_m_theta`` for its beta-free rewards), DPOP (lambda 50) and
 MinorDPO on the arithmetic pairs (chosen: the correct solution; rejected: the same solution with its one
-calculation corrupted), small beta (0.04) and a high lr (``--lrs`` takes several); plots the per-token log-ratios
-of chosen and rejected answers and the margin per step; held-out accuracy and the share of degenerate
-(repetitive) outputs; verdicts on "DPO's chosen log-ratio goes negative, MinorDPO's stays >= 0" and "DPO degrades
-at the high lr, MinorDPO does not".
+calculation corrupted), small beta (0.04) and a high lr (``--lrs`` takes several); the per-token log-ratios of
+chosen and rejected answers and the margin per step; the share of degenerate (repetitive) outputs.
 
-``minorsft`` (MinorSFT Fig. 1-2):
+``poft`` (PoFT Fig. 2 and 3e): the noise tool on the task data; SFT, PoFT and bi-PoFT for ``--epochs`` epochs, a
+checkpoint each; accuracy per epoch; the aligned model's score distribution on clean vs noise rows.
 
 Steps (each a real user command, resumable: a finished run or evaluation is reused):
 
@@ -15,14 +19,14 @@ Steps (each a real user command, resumable: a finished run or evaluation is reus
    the held-out set its test set or ``--eval-file`` (GSM8K-format JSONL, as the generated ``arith_test.jsonl``;
    read before anything is trained, a malformed file is one error naming the line); ``results.json`` names it
    (``eval_file``) with the number of items asked (``n_eval``);
-2. training through stock ``llamafactory-cli train`` (LoRA by default): SFT at lr ``a`` with ``track_m_theta``
-   (its loss unchanged), SFT using DPO and MinorSFT at lr ``2a`` with beta 0.04 -- the paper's setting -- plus,
-   with ``--grid``, MinorSFT over beta {0.02, 0.04, 0.1} x lr {a, 2a} (its Fig. 2a);
-3. evaluation through ``llamafactory-minor-eval``: held-out accuracy (GSM8K-style generation, the paper's
-   prompt and "So the answer is: N") for the base model and every run, and drift on general data no run trained
-   on (LF's alpaca demo answers: the deviation metric of each run against the base);
-4. a PNG of m_theta per step for all runs on one chart, a table, ``results.json``, and the verdict on the
-   paper's two claims, stated as measured (a claim that does not hold is said so).
+2. the experiment written as the paper scale's files (``write_experiment``): ``configs/<run>.yaml`` (LF training
+   configs, LoRA by default), ``grid.yaml`` and ``eval.yaml`` (the evaluation, reading ``grid.yaml``), then
+   ``llamafactory-minor sweep grid.yaml --evaluate`` (``_run_experiment``): stock ``llamafactory-cli train`` per
+   run, ``llamafactory-minor-eval`` (held-out accuracy, GSM8K-style generation with the paper's prompt and
+   "So the answer is: N", for the base model and every run; drift on general data no run trained on, LF's alpaca
+   demo answers: the deviation metric of each run against the base), the report folder ``report/``;
+3. the paper's plots, a table, ``results.json``, and the verdicts on the paper's claims, stated as measured (a
+   claim that does not hold is said so; with n_eval, only differences the 95% Wilson intervals resolve count).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def minorsft_runs(lr: float, beta: float, grid: bool) -> list[dict]:
         {"name": "sftdpo", "method": "sftdpo", "stage": "sftdpo", "lr": 2 * lr, "beta": beta},
         {"name": "minorsft", "method": "minorsft", "stage": "minorsft", "lr": 2 * lr, "beta": beta},
     ]
+    runs = [dict(r, dataset="arith_sft") for r in runs]
     if grid:
         for b in (0.02, 0.04, 0.1):
             for x in (lr, 2 * lr):
@@ -80,6 +85,7 @@ def minorsft_runs(lr: float, beta: float, grid: bool) -> list[dict]:
                             "stage": "minorsft",
                             "lr": x,
                             "beta": b,
+                            "dataset": "arith_sft",
                         }
                     )
     return runs
@@ -348,14 +354,52 @@ def _recorded_seconds(run_dir: str, out: str, name: str) -> float | None:
     return None
 
 
-def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, dataset: str, metrics) -> None:
-    """Train every run through ``llamafactory-cli train`` (finished runs reused); record the metrics per step."""
+def _run_config(run: dict, args, data_dir: str, run_dir: str) -> dict:
+    cfg = dict(train_config(run, args, data_dir, run_dir), dataset=run["dataset"], **run.get("extra", {}))
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
+def _eval_config(args, out: str, grid_path: str, saved: bool) -> dict:
+    """The evaluation of the experiment's grid (``llamafactory-minor-eval --config``): the base and every run of the
+    grid (``saved``: every checkpoint each run saved, one per epoch) on the held-out set ``_eval_data`` wrote, with
+    the drift against the base on the general data."""
+    cfg = {
+        "output_dir": os.path.join(out, "eval"),
+        "checkpoints": [{"name": "base", "path": args.model}],
+        "grid": {"file": grid_path, "skip_missing": False, **({"checkpoints": "saved"} if saved else {})},
+        "benchmarks": ["gsm8k"],
+        "data_dir": _eval_root(out),  # written and checked by _prepare (_eval_data)
+        "split": {"gsm8k": "test"},
+        "gsm8k_max_new_tokens": args.max_new_tokens,
+        "deviation_data": args.deviation_data,
+        "deviation_limit": args.deviation_limit,
+        "reference": "base",
+        "backend": args.backend,
+        "batch_size": args.eval_batch_size,
+        "progress": False,
+    }
+    if args.eval_limit:
+        cfg.update(limit={"gsm8k": args.eval_limit}, limit_mode="first")
+    return cfg
+
+
+def write_experiment(runs: list[dict], args, data_dir: str, out: str, metrics, saved: bool = False) -> str:
+    """The experiment as the files ``llamafactory-minor sweep GRID --evaluate`` runs, in ``out``; returns GRID.
+
+    - ``configs/<run>.yaml``: each run's LF training config (``llamafactory-cli train`` reads it);
+    - ``grid.yaml``: one grid per run (``path: runs/<run>``, the run's name, method, lr, beta as axes), its
+      ``sweep.recipe`` the configs above, its ``evaluate`` section naming ``eval.yaml`` and the report folder;
+    - ``eval.yaml``: the evaluation, reading ``grid.yaml`` (``grid: {file: ...}``), so every evaluated path is a
+      path the sweep writes.
+
+    A finished run (``all_results.json``) is reused only when its config is what these arguments give (else an error
+    naming the keys that differ); ``--overwrite`` deletes it so that the sweep trains it again."""
     import yaml
 
+    grids = []
     for run in runs:
         run_dir = os.path.join(out, "runs", run["name"])
-        cfg = dict(train_config(run, args, data_dir, run_dir), dataset=dataset, **run.get("extra", {}))
-        cfg = {k: v for k, v in cfg.items() if v is not None}
+        cfg = _run_config(run, args, data_dir, run_dir)
         config_path = os.path.join(out, "configs", f"{run['name']}.yaml")
         if os.path.isfile(os.path.join(run_dir, "all_results.json")) and not args.overwrite:
             differ = _config_differences(config_path, cfg)
@@ -365,79 +409,100 @@ def _train(runs: list[dict], args, data_dir: str, out: str, results: dict, datas
                     f"({', '.join(differ)} differ; see {config_path}): use the arguments of the first run, another "
                     "--out, or --overwrite to train again"
                 )
-            print(f"[reproduce] {run['name']}: done, reused ({run_dir})", flush=True)
-            results.setdefault("reused", []).append(run["name"])
-            seconds = _recorded_seconds(run_dir, out, run["name"])
-            if seconds is not None:
-                results["times_s"][run["name"]] = seconds
         else:
-            os.makedirs(os.path.join(out, "configs"), exist_ok=True)
+            if os.path.isdir(run_dir):  # --overwrite, or an unfinished run: trained again from the start
+                shutil.rmtree(run_dir)
+            os.makedirs(os.path.dirname(config_path), exist_ok=True)
             with open(config_path, "w", encoding="utf-8") as f:
                 yaml.safe_dump(cfg, f, sort_keys=False)
-            print(f"[reproduce] $ llamafactory-cli train {config_path}", flush=True)
-            seconds = _run(
-                [console_script("llamafactory-cli"), "train", config_path],
-                os.path.join(out, f"{run['name']}.log"),
-                f"training {run['name']}",
-            )
-            results["times_s"][run["name"]] = round(seconds, 1)
-            results.setdefault("trained", []).append(run["name"])
-            with open(os.path.join(run_dir, plot_mod.RUN_INFO), "w", encoding="utf-8") as f:
-                label = f"{run['method']} lr={run['lr']:g}" + (f" beta={run['beta']}" if "beta" in run else "")
-                values = {k: v for k, v in run.items() if k not in ("name", "extra")}
-                json.dump({"name": label, "values": values, "train_seconds": round(seconds, 1)}, f)
+        axes = {"run": [run["name"]], "method": [run["method"]], "lr": [run["lr"]]}
+        if run.get("beta") is not None:
+            axes["beta"] = [run["beta"]]
+        grids.append({"path": run_dir, "name": run["name"], **axes})
+    grid_path, eval_path = os.path.join(out, "grid.yaml"), os.path.join(out, "eval.yaml")
+    grid = {
+        "grids": grids,
+        "sweep": {"recipe": os.path.join(out, "configs", "{run}.yaml")},
+        "base": {"name": "base", "path": args.model},
+        "evaluate": {"config": eval_path, "metrics": list(metrics), "report": os.path.join(out, "report")},
+    }
+    header = (
+        "# written by `llamafactory-minor reproduce`: this experiment's runs, trained, evaluated and reported by\n"
+        f"#   llamafactory-minor sweep {grid_path} --evaluate\n"
+    )
+    with open(grid_path, "w", encoding="utf-8") as f:
+        f.write(header + yaml.safe_dump(grid, sort_keys=False))
+    with open(eval_path, "w", encoding="utf-8") as f:
+        f.write(f"# the evaluation of {grid_path} (written by `llamafactory-minor reproduce`)\n")
+        f.write(yaml.safe_dump(_eval_config(args, out, grid_path, saved), sort_keys=False))
+    return grid_path
+
+
+def _run_experiment(
+    runs: list[dict], args, data_dir: str, out: str, results: dict, metrics, saved: bool = False
+) -> None:
+    """Train, evaluate and report through ``llamafactory-minor sweep GRID --evaluate`` (``pipeline.run_pipeline``) on
+    the grid ``write_experiment`` writes; then record per run its logged ``metrics`` per step, training time, and the
+    evaluation's accuracy, drift and share of degenerate outputs (``saved``: per saved checkpoint, ``<run>_e<k>``)."""
+    from llamafactory_minor_eval import grid as grid_mod
+    from llamafactory_minor_eval.models import safe_name
+
+    from . import pipeline
+
+    grid_path = write_experiment(runs, args, data_dir, out, metrics, saved)
+    done_before = {r["name"] for r in runs if os.path.isfile(os.path.join(out, "runs", r["name"], "all_results.json"))}
+    for name in done_before:
+        print(f"[reproduce] {name}: done, reused ({os.path.join(out, 'runs', name)})", flush=True)
+    print(f"[reproduce] $ llamafactory-minor sweep {grid_path} --evaluate", flush=True)
+    log_dir = os.path.join(out, "logs")
+    rc = pipeline.run_pipeline(grid_path, log_dir=log_dir)
+    if rc != 0:
+        raise ReproduceError(
+            f"llamafactory-minor sweep {grid_path} --evaluate failed (exit {rc}); the logs are in {log_dir} (rerun the "
+            "same command to resume: finished runs are reused)"
+        )
+    with open(os.path.join(out, "report", "report.json"), encoding="utf-8") as f:
+        stage_times = json.load(f).get("times_s") or {}
+    results["times_s"]["evaluation"] = stage_times.get("evaluation")
+    for run in runs:
+        name, run_dir = run["name"], os.path.join(out, "runs", run["name"])
+        results.setdefault("reused" if name in done_before else "trained", []).append(name)
+        seconds = _recorded_seconds(run_dir, out, name)
+        if seconds is not None:
+            results["times_s"][name] = seconds
         history = plot_mod.read_history(run_dir)
         entry = {"method": run["method"], "lr": run["lr"], "beta": run.get("beta"), "dir": run_dir}
         for metric in metrics:
             steps, values = plot_mod.series(history, metric)
             entry[metric] = dict(zip(steps, values))
-        results["runs"][run["name"]] = entry
-
-
-def _evaluate(runs: list[dict], args, data_dir: str, out: str, results: dict) -> None:
-    # the evaluation resumes by content (a digest of each run folder's files): a run trained again here into the
-    # same folder is evaluated again, an unchanged one is reused
-    eval_dir = os.path.join(out, "eval")
-    cmd = [console_script("llamafactory-minor-eval"), "--model", f"base={args.model}"]
+        results["runs"][name] = entry
+    # the evaluated checkpoints, under the names results.json uses
+    evaluated = {}
     for run in runs:
-        cmd += ["--model", f"{run['name']}={results['runs'][run['name']]['dir']}"]
-    cmd += [
-        "-b",
-        "gsm8k",
-        "--data-dir",
-        _eval_root(out),  # written and checked by _prepare (_eval_data)
-        "--split",
-        "gsm8k=test",
-        "--gsm8k-max-new-tokens",
-        str(args.max_new_tokens),
-        "--deviation-data",
-        args.deviation_data,
-        "--deviation-limit",
-        str(args.deviation_limit),
-        "--reference",
-        "base",
-        "--output-dir",
-        eval_dir,
-        "--backend",
-        args.backend,
-        "--batch-size",
-        str(args.eval_batch_size),
-        "--no-progress",
-    ]
-    if args.eval_limit:
-        cmd += ["--limit", str(args.eval_limit), "--limit-mode", "first"]
-    print(
-        f"[reproduce] $ llamafactory-minor-eval (base + {len(runs)} runs, gsm8k-format held-out set) -> {eval_dir}",
-        flush=True,
-    )
-    results["times_s"]["evaluation"] = round(_run(cmd, os.path.join(out, "eval.log"), "evaluation"), 1)
-    for name, row in _summary_rows(eval_dir).items():
-        if name != "base" and name not in results["runs"]:  # evaluated by an earlier invocation, not selected now
+        name = run["name"]
+        if not saved:
+            evaluated[name] = name
             continue
-        entry = results["runs"][name] if name != "base" else results.setdefault("base", {})
+        entry = results["runs"][name]
+        for k, (step, folder) in enumerate(grid_mod.saved_checkpoints(entry["dir"]), start=1):
+            epoch_name = f"{name}_e{k}"
+            evaluated[f"{name}/checkpoint-{step}"] = epoch_name
+            results["runs"][epoch_name] = {
+                "method": run["method"],
+                "lr": run["lr"],
+                "epoch": k,
+                "step": step,
+                "dir": folder,
+                "of": name,
+            }
+    eval_dir = os.path.join(out, "eval")
+    for checkpoint, row in _summary_rows(eval_dir).items():
+        if checkpoint != "base" and checkpoint not in evaluated:  # evaluated by an earlier invocation, not run now
+            continue
+        entry = results.setdefault("base", {}) if checkpoint == "base" else results["runs"][evaluated[checkpoint]]
         entry["accuracy"], entry["accuracy_flexible"] = _accuracy(row)
         entry["drift_m_theta"] = _drift(row)
-        entry["degenerate"] = degenerate_share(os.path.join(eval_dir, name, "gsm8k", "samples.jsonl"))
+        entry["degenerate"] = degenerate_share(os.path.join(eval_dir, safe_name(checkpoint), "gsm8k", "samples.jsonl"))
         entry["eval"] = row
 
 
@@ -495,7 +560,12 @@ def _finish(
     results: dict, out: str, png_runs: list[str], metrics: list[str], title: str, start: float, verdict_fn
 ) -> dict:
     png = os.path.join(out, "metrics.png" if results["experiment"] != "minorsft" else "m_theta.png")
-    plot_mod.plot_runs([results["runs"][r]["dir"] for r in png_runs], metrics, out=png, title=title)
+    labels = []
+    for name in png_runs:
+        run = results["runs"][name]
+        beta = f" beta={run['beta']}" if run.get("beta") is not None else ""
+        labels.append(f"{name}: {run['method']} lr={run['lr']:g}{beta}")
+    plot_mod.plot_runs([results["runs"][r]["dir"] for r in png_runs], metrics, out=png, title=title, labels=labels)
     results["plot"] = png
     results["verdict"] = verdict_fn(results)
     results["times_s"]["total"] = round(time.time() - start, 1)
@@ -514,8 +584,7 @@ def reproduce_minorsft(args) -> dict:
     out, data_dir, results, start = _prepare(args, "minorsft")
     results.update(lr=args.lr, beta=args.beta)
     runs = select_runs(minorsft_runs(args.lr, args.beta, args.grid), getattr(args, "runs", None))
-    _train(runs, args, data_dir, out, results, "arith_sft", ["m_theta"])
-    _evaluate(runs, args, data_dir, out, results)
+    _run_experiment(runs, args, data_dir, out, results, ["m_theta", "loss"])
     return _finish(
         results,
         out,
@@ -541,6 +610,7 @@ def minordpo_runs(lrs: list[float], beta: float, dpop_lambda: float) -> list[dic
                 "stage": "dpo",
                 "lr": lr,
                 "beta": beta,
+                "dataset": "arith_dpo",
                 "extra": {"pref_loss": "sigmoid", "track_m_theta": True},
             },
             {
@@ -549,6 +619,7 @@ def minordpo_runs(lrs: list[float], beta: float, dpop_lambda: float) -> list[dic
                 "stage": "dpo",
                 "lr": lr,
                 "beta": beta,
+                "dataset": "arith_dpo",
                 "extra": {"pref_loss": "dpop", "dpop_lambda": dpop_lambda},
             },
             {
@@ -557,6 +628,7 @@ def minordpo_runs(lrs: list[float], beta: float, dpop_lambda: float) -> list[dic
                 "stage": "dpo",
                 "lr": lr,
                 "beta": beta,
+                "dataset": "arith_dpo",
                 "extra": {"pref_loss": "minordpo"},
             },
         ]
@@ -700,8 +772,7 @@ def reproduce_minordpo(args) -> dict:
     lrs = [float(x) for x in str(args.lrs or args.lr).split(",")]
     results.update(lrs=lrs, beta=args.beta, dpop_lambda=args.dpop_lambda)
     runs = select_runs(minordpo_runs(lrs, args.beta, args.dpop_lambda), getattr(args, "runs", None))
-    _train(runs, args, data_dir, out, results, "arith_dpo", DPO_METRICS + ["m_theta"])
-    _evaluate(runs, args, data_dir, out, results)
+    _run_experiment(runs, args, data_dir, out, results, DPO_METRICS + ["m_theta"])
     return _finish(
         results,
         out,
@@ -727,11 +798,6 @@ def poft_runs(lr: float, model: str, template: str, beta: float) -> list[dict]:
             "extra": dict(aligned, poft_noise_column="is_noise"),
         },  # the noise tool's per-row flag
     ]
-
-
-def _epoch_checkpoints(run_dir: str) -> list[str]:
-    found = [d for d in os.listdir(run_dir) if d.startswith("checkpoint-") and d.split("-")[-1].isdigit()]
-    return [os.path.join(run_dir, d) for d in sorted(found, key=lambda d: int(d.split("-")[-1]))]
 
 
 def plot_accuracy_by_epoch(results: dict, out: str) -> str | None:
@@ -882,19 +948,10 @@ def reproduce_poft(args) -> dict:
         run["extra"] = dict(
             run.get("extra", {}), num_train_epochs=args.epochs, save_strategy="epoch", max_steps=-1, max_samples=None
         )
-        _train([run], args, data_dir, out, results, run["dataset"], ["loss", "poft/r_theta", "poft/r_aligned"])
-    # every epoch's checkpoint is evaluated
-    epoch_runs = []
+    # every epoch's checkpoint is evaluated (the evaluation's `checkpoints: saved`)
+    _run_experiment(runs, args, data_dir, out, results, ["loss", "poft/r_theta", "poft/r_aligned"], saved=True)
     for run in runs:
-        for k, ckpt in enumerate(_epoch_checkpoints(results["runs"][run["name"]]["dir"]), start=1):
-            name = f"{run['name']}_e{k}"
-            results["runs"][name] = {"method": run["method"], "lr": lr, "epoch": k, "dir": ckpt, "of": run["name"]}
-            epoch_runs.append({"name": name})
-    _evaluate(epoch_runs, args, data_dir, out, results)
-    for run in runs:
-        results["runs"][run["name"]]["epochs"] = [
-            results["runs"][e["name"]] for e in epoch_runs if results["runs"][e["name"]].get("of") == run["name"]
-        ]
+        results["runs"][run["name"]]["epochs"] = [r for r in results["runs"].values() if r.get("of") == run["name"]]
     # the aligned model's score distribution, clean vs noisy rows (PoFT Fig. 2 / 3d)
     sources = []
     for dataset in ("arith_sft", "arith_sft_noisy_noise"):
@@ -939,7 +996,8 @@ def reproduce_poft(args) -> dict:
         out,
         [r["name"] for r in runs],
         ["loss", "poft/r_theta"],
-        f"PoFT at CPU scale: {args.epochs} epochs on {int(100 * args.noise_rate)}% noise",
+        f"PoFT at CPU scale: {args.epochs} epochs, noise rate {args.noise_rate:g} "
+        f"({100 * args.noise_rate / (1 + args.noise_rate):.0f}% of the rows noisy)",
         start,
         verdict_poft,
     )

@@ -2,16 +2,21 @@
 
 Runs one after another; a run whose ``output_dir`` holds ``all_results.json`` is done and skipped, so an
 interrupted sweep is simply restarted. ``--dry-run`` prints the commands. Extra ``key=value`` arguments are
-appended to every run. ``--only method=minordpo`` (repeatable) keeps the runs with that axis value.
+appended to every run. ``--only method=minordpo`` (repeatable) keeps the runs with that axis value. ``--log-dir DIR``
+writes each run's output to ``DIR/<run>.log`` instead of the terminal (a failed run's last lines are printed).
+Each trained run's folder gets ``minor_run.json``: its name, axis values, grid, command and ``train_seconds`` (the
+wall time of its ``llamafactory-cli train``, start-up included).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 
 from llamafactory_minor_eval import grid as grid_mod
 
@@ -55,7 +60,17 @@ def select(all_runs, only=()):
     return all_runs
 
 
-def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout) -> int:
+def log_path(log_dir: str, name: str) -> str:
+    """``<log_dir>/<run name as a file name>.log``."""
+    return os.path.join(log_dir, re.sub(r"[^\w.=+-]+", "_", name).strip("._") + ".log")
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout, log_dir: str | None = None) -> int:
     all_runs = select(grid_mod.runs(path), only)
     if not all_runs:
         raise grid_mod.GridError(f"{path}: no run matches {' '.join(only)}")
@@ -77,14 +92,30 @@ def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout) -
         if r.done():
             print(f"[sweep {i}/{len(all_runs)}] {r.name}: {r.path} is done, skipping", file=out, flush=True)
             continue
-        print(f"[sweep {i}/{len(all_runs)}] {r.name} -> {r.path}", file=out, flush=True)
         cli = cli or console_script(cmd[0])
-        proc = subprocess.run([cli, *cmd[1:]])
+        log = log_path(log_dir, r.name) if log_dir else None
+        print(
+            f"[sweep {i}/{len(all_runs)}] {r.name} -> {r.path}" + (f" (log: {log})" if log else ""),
+            file=out,
+            flush=True,
+        )
+        start = time.time()
+        if log:
+            os.makedirs(log_dir, exist_ok=True)
+            with open(log, "w", encoding="utf-8") as f:
+                proc = subprocess.run([cli, *cmd[1:]], stdout=f, stderr=subprocess.STDOUT)
+        else:
+            proc = subprocess.run([cli, *cmd[1:]])
+        seconds = round(time.time() - start, 1)
         if proc.returncode != 0:
             failed.append(f"{r.name} (exit {proc.returncode})")
+            if log:
+                print(f"[sweep] {r.name} failed (exit {proc.returncode}); the end of {log}:\n{_tail(log)}", file=out)
         elif os.path.isdir(r.path):  # names the run in plots and tables (llamafactory-minor plot)
+            info = {"name": r.name, "values": r.values, "grid": path, "command": cmd, "train_seconds": seconds}
             with open(os.path.join(r.path, "minor_run.json"), "w", encoding="utf-8") as f:
-                json.dump({"name": r.name, "values": r.values, "grid": path, "command": cmd}, f, indent=2)
+                json.dump(info, f, indent=2)
+            print(f"[sweep {i}/{len(all_runs)}] {r.name}: trained in {seconds:.0f} s", file=out, flush=True)
     if failed:
         print(f"[sweep] {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr, flush=True)
         return 1

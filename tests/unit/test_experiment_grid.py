@@ -137,3 +137,39 @@ def test_sweep_cli_refuses_a_missing_recipe_and_a_bad_only(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = subprocess.run([exe, "sweep", path, "--only", "beta=1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "the grid has no axis `beta`" in proc.stderr
+
+
+def test_saved_checkpoints_are_evaluated_per_run_in_step_order_or_listed_missing(tmp_path):
+    """``grid: {file: ..., checkpoints: saved}``: every checkpoint-<step> folder of each run (accuracy per epoch,
+    PoFT Fig. 3e), in step order (10 after 9, not after 1); a run that saved none counts as missing."""
+    path = _grid(
+        tmp_path, f"grids:\n  - path: {tmp_path}/runs/{{method}}\n    name: 'run {{method}}'\n    method: [a, b]\n"
+    )
+    for step in (18, 9, 27):
+        os.makedirs(tmp_path / "runs" / "a" / f"checkpoint-{step}")
+    os.makedirs(tmp_path / "runs" / "a" / "checkpoint-x")  # not LF's: ignored
+    (tmp_path / "runs" / "a" / "checkpoint-36").write_text("a file, not a folder")
+    os.makedirs(tmp_path / "runs" / "b")  # finished or not, b saved nothing
+    with pytest.raises(grid_mod.GridError, match=r"1 of 2 runs .* no saved checkpoint-<step> folder") as e:
+        grid_mod.eval_checkpoints(path, checkpoints="saved")
+    assert "run b" in str(e.value) and "run a" not in str(e.value)
+    kept, skipped = grid_mod.eval_checkpoints(path, skip_missing=True, checkpoints="saved")
+    assert [(k["name"], k["step"], k["saved_index"]) for k in kept] == [
+        ("run a/checkpoint-9", 9, 1),
+        ("run a/checkpoint-18", 18, 2),
+        ("run a/checkpoint-27", 27, 3),
+    ]
+    assert kept[0]["path"] == f"{tmp_path}/runs/a/checkpoint-9" and kept[0]["method"] == "a"
+    assert skipped == [{"name": "run b", "path": f"{tmp_path}/runs/b"}]
+    cfg = build_config(
+        {
+            "grid": {"file": path, "skip_missing": True, "checkpoints": "saved"},
+            "output_dir": str(tmp_path / "o"),
+            "benchmarks": ["gsm8k"],
+        },
+        {},
+    )
+    assert [c.path for c in cfg.checkpoints] == [k["path"] for k in kept]
+    assert cfg.checkpoints[2].meta["saved_index"] == 3
+    with pytest.raises(EvalError, match="use final or saved"):
+        build_config({"grid": {"file": path, "checkpoints": "every"}, "benchmarks": ["gsm8k"]}, {})

@@ -1,6 +1,7 @@
 """The experiment tools users keep: the arithmetic task (train/test disjoint by problem, pairs with one
 corrupted calculation), PoFT's noise tool, and `llamafactory-minor plot` (one PNG, one line per run)."""
 
+import io
 import json
 import os
 import random
@@ -642,3 +643,70 @@ def test_verdicts_order_steps_numerically_also_after_json():
     (line,) = verdict_minordpo({"runs": dpo_runs})
     assert " HOLDS here" in line and "MinorDPO min 0.0100, final 0.0400" in line and "DPO final -0.1200" in line
     assert verdict_minordpo(json.loads(json.dumps({"runs": dpo_runs}))) == [line]
+
+
+@pytest.mark.parametrize(
+    "experiment,given",
+    [("minorsft", ["--grid"]), ("minordpo", ["--lrs", "5e-5,5e-4"]), ("poft", ["--epochs", "2"])],
+)
+def test_reproduce_runs_one_grid_that_the_sweep_trains_and_the_evaluation_reads(experiment, given, tmp_path):
+    """The CPU scale goes through the paper scale's pipeline (issue 10): reproduce writes the experiment as a grid
+    file plus an evaluation config reading it, and runs `llamafactory-minor sweep GRID --evaluate` on them. Here:
+    the pipeline accepts them (checked before training), every path the evaluation reads is a path the sweep
+    writes, each run's LF config is the one the sweep trains, and a finished run trained with other arguments is
+    refused (--overwrite deletes it, so the sweep trains it again)."""
+    import yaml
+
+    from llamafactory_minor import cli
+    from llamafactory_minor.experiments import pipeline, reproduce
+    from llamafactory_minor_eval.config import build_config, load_yaml
+
+    out = tmp_path / "repro"
+    args = cli._parser().parse_args(["reproduce", experiment, "--out", str(out), "--model", "my/model", *given])
+    cli.resolve_reproduce_defaults(args)
+    args.deviation_data = reproduce.DEFAULT_DEVIATION
+    if experiment == "minorsft":
+        runs = reproduce.minorsft_runs(args.lr, args.beta, args.grid)
+    elif experiment == "minordpo":
+        runs = reproduce.minordpo_runs([5e-5, 5e-4], args.beta, args.dpop_lambda)
+    else:
+        runs = reproduce.poft_runs(args.lr, args.model, args.template, args.poft_beta)
+    saved = experiment == "poft"
+    grid = reproduce.write_experiment(runs, args, str(out / "data"), str(out), ["loss"], saved=saved)
+    p = pipeline.plan(grid)
+    assert p.eval_config == str(out / "eval.yaml") and p.report == str(out / "report") and not p.skip_missing
+    dry = io.StringIO()
+    assert pipeline.run_pipeline(grid, dry_run=True, out=dry) == 0
+    commands = [line.split() for line in dry.getvalue().splitlines() if line.startswith("llamafactory-cli train")]
+    written = [c[-1].removeprefix("output_dir=") for c in commands]
+    assert written == [str(out / "runs" / r["name"]) for r in runs]
+    for run, cmd in zip(runs, commands):  # the recipe is the run's LF config, naming the same output_dir
+        cfg = yaml.safe_load(open(cmd[2], encoding="utf-8"))
+        assert cfg["output_dir"] == cmd[-1].removeprefix("output_dir=") and cfg["learning_rate"] == run["lr"]
+        assert cfg["stage"] == run["stage"] and cfg.get("pref_beta") == run.get("beta")
+    # once the runs exist (per epoch for PoFT), the evaluation reads the base and exactly the sweep's paths
+    for path in written:
+        os.makedirs(os.path.join(path, "checkpoint-4") if saved else path)
+        if saved:
+            os.makedirs(os.path.join(path, "checkpoint-8"))
+    cfg = build_config(load_yaml(p.eval_config), {}, where=p.eval_config)
+    assert [c.path for c in cfg.checkpoints[:1]] == ["my/model"] and cfg.reference == "base"
+    evaluated = [c.path for c in cfg.checkpoints[1:]]
+    if saved:
+        assert evaluated == [os.path.join(w, f"checkpoint-{s}") for w in written for s in (4, 8)]
+    else:
+        assert evaluated == written
+    # a finished run is reused only as it was trained; --overwrite deletes it for the sweep to train again
+    finished = out / "runs" / runs[0]["name"]
+    (finished / "all_results.json").write_text("{}")
+    args.lr *= 10
+    changed = (
+        reproduce.minorsft_runs(args.lr, args.beta, args.grid)
+        if experiment == "minorsft"
+        else [dict(runs[0], lr=runs[0]["lr"] * 10)]
+    )
+    with pytest.raises(reproduce.ReproduceError, match="learning_rate differ"):
+        reproduce.write_experiment(changed[:1], args, str(out / "data"), str(out), ["loss"], saved=saved)
+    args.overwrite = True
+    reproduce.write_experiment(changed[:1], args, str(out / "data"), str(out), ["loss"], saved=saved)
+    assert not finished.exists()

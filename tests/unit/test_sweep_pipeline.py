@@ -181,3 +181,35 @@ def test_console_scripts_come_from_the_venv_then_path_else_one_error_naming_the_
     err = capsys.readouterr().err
     assert "`llamafactory-cli` is not installed" in err and "pip install llamafactory==0.9.5" in err
     assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_sweep_log_dir_keeps_each_runs_output_and_records_its_time(tmp_path, monkeypatch, capsys):
+    """``log_dir``: each run's output in ``<log_dir>/<run>.log`` (the terminal gets one line per run), a failed
+    run's last lines printed; a trained run's minor_run.json carries its wall time (reproduce's times come from it)."""
+    from llamafactory_minor.experiments import sweep as sweep_mod
+
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    cli = venv_bin / "llamafactory-cli"  # a stand-in for `llamafactory-cli train RECIPE ... output_dir=PATH`
+    cli.write_text(
+        '#!/bin/sh\nfor a in "$@"; do case $a in output_dir=*) out=${a#output_dir=};; esac; done\n'
+        'echo "training into $out"\ncase $out in *b) echo "boom: b fails" >&2; exit 3;; esac\n'
+        'mkdir -p "$out" && echo "{}" > "$out/all_results.json"\n'
+    )
+    cli.chmod(0o755)
+    grid = _grid(tmp_path)
+    io_out = io.StringIO()
+    assert sweep_mod.sweep(grid, out=io_out, log_dir=str(tmp_path / "logs")) == 1
+    said = io_out.getvalue()
+    assert f"(log: {tmp_path / 'logs' / 'run_a.log'})" in said and f"training into {tmp_path}/runs/a" not in said
+    assert (tmp_path / "logs" / "run_a.log").read_text() == f"training into {tmp_path}/runs/a\n"
+    assert "run b failed (exit 3)" in said and "boom: b fails" in said  # the failed run's log tail
+    assert "1 run(s) failed: run b (exit 3)" in capsys.readouterr().err
+    info = json.loads((tmp_path / "runs" / "a" / "minor_run.json").read_text())
+    assert info["name"] == "run a" and isinstance(info["train_seconds"], float) and info["train_seconds"] >= 0
+    assert not (tmp_path / "runs" / "b").exists()
+    # rerun: a is done and skipped, b fails again
+    io_out = io.StringIO()
+    assert sweep_mod.sweep(grid, out=io_out, log_dir=str(tmp_path / "logs")) == 1
+    assert "run a: " in io_out.getvalue() and "is done, skipping" in io_out.getvalue()
