@@ -72,7 +72,7 @@ def _record_skipped(cfg, config: str | None) -> None:
     from .report import store_skipped
 
     if getattr(cfg, "grid_expanded", False):
-        store_skipped(cfg.output_dir, getattr(cfg, "skipped_checkpoints", []), config=config)
+        store_skipped(cfg.output_dir, cfg.skipped_checkpoints, config=config)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -83,8 +83,10 @@ def run(argv: list[str] | None = None) -> int:
     yaml_data = load_yaml(args.config) if args.config else None
     overrides = overrides_from(args)
     cfg = build_config(yaml_data, overrides, where=args.config or "command line", report_only=args.report_only)
-    for line in getattr(cfg, "skipped_runs", []):
-        print(f"[grid] skip_missing: left out {line}", file=sys.stderr, flush=True)
+    from .config import skipped_line
+
+    for run in cfg.skipped_checkpoints:
+        print(f"[grid] skip_missing: left out {skipped_line(run)}", file=sys.stderr, flush=True)
     from .runner import Runner
 
     runner = Runner(cfg)

@@ -250,6 +250,11 @@ def _grid_file_checkpoints(grid: dict[str, Any], where: str, skipped: list[dict[
     return out
 
 
+def skipped_line(run: dict[str, str]) -> str:
+    """A grid run skip_missing left out, as the CLI logs it: ``NAME: PATH has no checkpoint``."""
+    return f"{run['name']}: {run['path']} has no checkpoint"
+
+
 def load_yaml(path: str) -> dict[str, Any]:
     try:
         import yaml
@@ -301,17 +306,15 @@ def build_config(
         if value is not None:
             setattr(cfg, key, value)
     cfg.checkpoints = checkpoints
-    lines = [f"{s['name']}: {s['path']} does not exist" for s in skipped]
     if not checkpoints and skipped and not cli_models and not report_only:
         raise EvalError(
-            f"{where}: skip_missing left out every grid run ({len(skipped)}; the first: {lines[0]}); "
+            f"{where}: skip_missing left out every grid run ({len(skipped)}; the first: {skipped_line(skipped[0])}); "
             "check the grid's path template"
         )
-    # grid runs left out by skip_missing: logged by the CLI (skipped_runs) and recorded for the report
-    # (skipped_checkpoints, {"name", "path"}); grid_expanded: this invocation read a grid, so its list replaces the
-    # one the output folder holds (report.store_skipped)
+    # grid runs left out by skip_missing, {"name", "path"}: logged by the CLI (skipped_line) and recorded for the
+    # report; grid_expanded: this invocation read a grid, so its list replaces the one the output folder holds
+    # (report.store_skipped)
     cfg.grid_expanded = bool(grids) and not cli_models
-    cfg.skipped_runs = lines if not cli_models else []
     cfg.skipped_checkpoints = skipped if not cli_models else []
     cfg.benchmarks = _as_list(cfg.benchmarks)
     from .lmeval_suite import parse_task_list

@@ -53,6 +53,7 @@ class ReproduceError(ValueError):
 
 def _run(cmd: list[str], log_path: str, step: str) -> float:
     start = time.time()
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.run(
             cmd,
@@ -564,7 +565,8 @@ def _finish(
     for name in png_runs:
         run = results["runs"][name]
         beta = f" beta={run['beta']}" if run.get("beta") is not None else ""
-        labels.append(f"{name}: {run['method']} lr={run['lr']:g}{beta}")
+        what = name if name == run["method"] else f"{name}: {run['method']}"
+        labels.append(f"{what} lr={run['lr']:g}{beta}")
     plot_mod.plot_runs([results["runs"][r]["dir"] for r in png_runs], metrics, out=png, title=title, labels=labels)
     results["plot"] = png
     results["verdict"] = verdict_fn(results)
@@ -978,7 +980,7 @@ def reproduce_poft(args) -> dict:
                 )
             _run(
                 [console_script("llamafactory-minor"), "score", cfg_path],
-                os.path.join(out, f"score_{dataset}.log"),
+                os.path.join(out, "logs", f"score_{dataset}.log"),
                 f"scoring {dataset} with the aligned model",
             )
         sources.append(score_out)

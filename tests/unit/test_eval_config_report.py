@@ -334,7 +334,7 @@ progress: false
     )
     assert main(["--config", str(cfg), "--report-only"]) == 0
     captured = capsys.readouterr()
-    assert f"[grid] skip_missing: left out minorsft_lr1: {saves}/minorsft_lr1 does not exist" in captured.err
+    assert f"[grid] skip_missing: left out minorsft_lr1: {saves}/minorsft_lr1 has no checkpoint" in captured.err
     assert line in (out / "summary.md").read_text(encoding="utf-8") and line in captured.out
     assert read_json(out / "summary.json")["skipped"] == [
         {"name": "minorsft_lr1", "path": f"{saves}/minorsft_lr1"},

@@ -43,16 +43,23 @@ def test_every_evaluated_path_is_a_path_the_sweep_writes(grid_file, tmp_path, mo
         build_config(data, {}, where=PAPER_GRIDS[grid_file])
     assert f"{len(written)} of {len(written)} runs" in str(e.value)
     assert all(p in str(e.value) for p in written)
-    # once every run exists, the evaluation's checkpoints are exactly the sweep's paths (in the same order)
+    # once every run exists, the evaluation's checkpoints are exactly the sweep's paths (in the same order); the
+    # PoFT configs evaluate every epoch (`checkpoints: saved`): each run's checkpoint-<step> folders, in step order
+    saved = data["grid"].get("checkpoints") == "saved"
+    assert saved == grid_file.startswith("examples/poft/")  # the PoFT paper reports every epoch (Table 1, Fig. 3e, 5)
     for p in written:
         os.makedirs(tmp_path / p)
+        for step in (900, 1800) if saved else ():
+            os.makedirs(tmp_path / p / f"checkpoint-{step}")
     monkeypatch.chdir(tmp_path)  # the runs' relative paths now resolve under tmp_path
     data["grid"] = dict(data["grid"], file=os.path.join(REPO, data["grid"]["file"]))
     cfg = build_config(dict(data, output_dir=str(tmp_path / "eval")), {}, where=PAPER_GRIDS[grid_file])
     fixed = len(data.get("checkpoints") or [])  # the config's own checkpoints (base / aligned models) come first
     assert [c.path for c in cfg.checkpoints[:fixed]] == [str(c["path"]) for c in data["checkpoints"]]
     evaluated = [c.path for c in cfg.checkpoints[fixed:]]
-    assert evaluated == written
+    assert evaluated == (
+        [os.path.join(p, f"checkpoint-{s}") for p in written for s in (900, 1800)] if saved else written
+    )
     # and the grid file names this evaluation, which `sweep GRID --evaluate` runs after the training
     assert grid_mod.load(os.path.join(REPO, grid_file))["evaluate"]["config"] == PAPER_GRIDS[grid_file]
 
@@ -111,7 +118,7 @@ def test_missing_runs_are_listed_or_skipped_and_reported(tmp_path):
     cfg = build_config(
         {"grid": {"file": path, "skip_missing": True}, "output_dir": str(tmp_path / "o"), "benchmarks": ["gsm8k"]}, {}
     )
-    assert len(cfg.skipped_runs) == 3 and [c.path for c in cfg.checkpoints] == [f"{tmp_path}/runs/a_lr1"]
+    assert len(cfg.skipped_checkpoints) == 3 and [c.path for c in cfg.checkpoints] == [f"{tmp_path}/runs/a_lr1"]
 
 
 @pytest.mark.parametrize(
