@@ -283,7 +283,7 @@ chart: false
     capsys.readouterr()
     assert main(["--config", str(cfg), "--report-only"]) == 0
     err = capsys.readouterr().err
-    assert "[grid] skip_missing: left out sft lr=2e-5 b=0.04:" in err and "sft_lr2e-5_b0.04 does not exist" in err
+    assert "[grid] skip_missing: left out sft lr=2e-5 b=0.04:" in err and "sft_lr2e-5_b0.04 has no checkpoint" in err
     # ... and the report says so (its row: the results of the first evaluation), also when rebuilt from the folder
     # alone; once the same config finds the checkpoint again, the line is gone
     line = (
