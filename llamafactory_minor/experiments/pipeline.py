@@ -61,6 +61,7 @@ class Plan:
     skip_missing: bool
     metrics: list[str]
     report: str
+    saved: bool = False  # the evaluation reads `checkpoints: saved`: every checkpoint-<step> folder of each run
 
     def eval_command(self) -> list[str]:
         return ["llamafactory-minor-eval", "--config", self.eval_config]
@@ -135,6 +136,7 @@ def plan(grid_path: str, eval_config: str | None = None, report: str | None = No
         eval_config=str(config),
         eval_output_dir=output_dir,
         skip_missing=any(bool(g.get("skip_missing")) for g in tied),
+        saved=any(g.get("checkpoints") == "saved" for g in tied),
         metrics=list(metrics),
         report=str(report or section.get("report") or os.path.join(output_dir, "report")),
     )
@@ -214,6 +216,8 @@ def write_report(p: Plan, all_runs, done_before: set, say=print, times: dict | N
         exists = os.path.exists(os.path.expanduser(r.path))
         if not exists:
             status = "no checkpoint: left out of the evaluation (skip_missing)"
+        elif p.saved and not grid_mod.saved_checkpoints(r.path):
+            status = "no checkpoint: no saved checkpoint-<step> folder, left out of the evaluation (skip_missing)"
         elif r.path in done_before:
             status = "already done (reused)"
         elif r.done():

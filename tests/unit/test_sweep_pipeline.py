@@ -213,3 +213,27 @@ def test_sweep_log_dir_keeps_each_runs_output_and_records_its_time(tmp_path, mon
     io_out = io.StringIO()
     assert sweep_mod.sweep(grid, out=io_out, log_dir=str(tmp_path / "logs")) == 1
     assert "run a: " in io_out.getvalue() and "is done, skipping" in io_out.getvalue()
+
+
+def test_report_of_a_per_epoch_evaluation_names_the_runs_without_saved_checkpoints(tmp_path):
+    """`checkpoints: saved` (every epoch): a run that exists but saved no checkpoint-<step> folder is left out by
+    skip_missing, and the report says so instead of calling it trained."""
+    evaluate = f"evaluate: {{config: {tmp_path / 'eval.yaml'}, metrics: [loss], report: {tmp_path / 'report'}}}\n"
+    grid = _grid(tmp_path, evaluate=evaluate)
+    (tmp_path / "eval.yaml").write_text(
+        f"output_dir: {tmp_path / 'eval_out'}\n"
+        f"grid: {{file: {grid}, skip_missing: true, checkpoints: saved}}\nbenchmarks: [gsm8k]\n",
+        encoding="utf-8",
+    )
+    p = pipeline.plan(grid)
+    assert p.saved and p.skip_missing
+    all_runs = grid_mod.runs(grid)
+    _fake_run(all_runs[0].path, [0.0, -0.1])
+    os.makedirs(os.path.join(all_runs[0].path, "checkpoint-2"))
+    _fake_run(all_runs[1].path, [0.0, -0.2])  # finished, but saved no checkpoint
+    assert pipeline.write_report(p, all_runs, done_before=set(), say=lambda _: None) == 0
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    status = {r["name"]: r["status"] for r in record["runs"]}
+    assert status["run a"] == "trained now"
+    assert status["run b"].startswith("no checkpoint: no saved checkpoint-<step> folder")
+    assert record["skipped"] == ["run b"]
