@@ -397,12 +397,13 @@ def write_experiment(runs: list[dict], args, data_dir: str, out: str, metrics, s
     naming the keys that differ); ``--overwrite`` deletes it so that the sweep trains it again."""
     import yaml
 
-    grids = []
+    plans = []  # (run, its folder, its LF config, the config file, reused?): every run checked before any is written
     for run in runs:
         run_dir = os.path.join(out, "runs", run["name"])
         cfg = _run_config(run, args, data_dir, run_dir)
         config_path = os.path.join(out, "configs", f"{run['name']}.yaml")
-        if os.path.isfile(os.path.join(run_dir, "all_results.json")) and not args.overwrite:
+        reuse = os.path.isfile(os.path.join(run_dir, "all_results.json")) and not args.overwrite
+        if reuse:
             differ = _config_differences(config_path, cfg)
             if differ:
                 raise ReproduceError(
@@ -410,7 +411,10 @@ def write_experiment(runs: list[dict], args, data_dir: str, out: str, metrics, s
                     f"({', '.join(differ)} differ; see {config_path}): use the arguments of the first run, another "
                     "--out, or --overwrite to train again"
                 )
-        else:
+        plans.append((run, run_dir, cfg, config_path, reuse))
+    grids = []
+    for run, run_dir, cfg, config_path, reuse in plans:
+        if not reuse:
             if os.path.isdir(run_dir):  # --overwrite, or an unfinished run: trained again from the start
                 shutil.rmtree(run_dir)
             os.makedirs(os.path.dirname(config_path), exist_ok=True)

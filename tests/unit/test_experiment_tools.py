@@ -696,17 +696,17 @@ def test_reproduce_runs_one_grid_that_the_sweep_trains_and_the_evaluation_reads(
         assert evaluated == [os.path.join(w, f"checkpoint-{s}") for w in written for s in (4, 8)]
     else:
         assert evaluated == written
-    # a finished run is reused only as it was trained; --overwrite deletes it for the sweep to train again
-    finished = out / "runs" / runs[0]["name"]
+    # a finished run is reused only as it was trained; --overwrite deletes it for the sweep to train again. Every
+    # run is checked before anything is written: the refusal (here of the last run) leaves the others' files as they were
+    finished = out / "runs" / runs[-1]["name"]
     (finished / "all_results.json").write_text("{}")
-    args.lr *= 10
-    changed = (
-        reproduce.minorsft_runs(args.lr, args.beta, args.grid)
-        if experiment == "minorsft"
-        else [dict(runs[0], lr=runs[0]["lr"] * 10)]
-    )
+    first_config = (out / "configs" / f"{runs[0]['name']}.yaml").read_text()
+    changed = [dict(r, lr=r["lr"] * 10) for r in runs]
     with pytest.raises(reproduce.ReproduceError, match="learning_rate differ"):
-        reproduce.write_experiment(changed[:1], args, str(out / "data"), str(out), ["loss"], saved=saved)
+        reproduce.write_experiment(changed, args, str(out / "data"), str(out), ["loss"], saved=saved)
+    assert (out / "configs" / f"{runs[0]['name']}.yaml").read_text() == first_config
+    assert os.path.isdir(out / "runs" / runs[0]["name"])  # not deleted as an unfinished run to retrain
+    changed = changed[-1:]
     args.overwrite = True
     reproduce.write_experiment(changed[:1], args, str(out / "data"), str(out), ["loss"], saved=saved)
     assert not finished.exists()
