@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from llamafactory_minor_eval import grid as grid_mod
 
 from . import plot as plot_mod
-from .sweep import console_script, select, sweep
+from .sweep import console_script, select, sweep, tail
 
 SECTION = "evaluate"
 SECTION_KEYS = ("config", "metrics", "report")
@@ -192,11 +192,8 @@ def run_pipeline(
         log, proc = None, subprocess.run(cmd)
     times["evaluation"] = round(time.time() - start, 1)
     if proc.returncode != 0:
-        tail = ""
-        if log:
-            with open(log, encoding="utf-8", errors="replace") as f:
-                tail = "; the end of its log:\n" + "".join(f.readlines()[-15:])
-        say(f"[pipeline] the evaluation failed (exit {proc.returncode}): no report written{tail}")
+        end = f"; the end of its log:\n{tail(log)}" if log else ""
+        say(f"[pipeline] the evaluation failed (exit {proc.returncode}): no report written{end}")
         return proc.returncode
     say(f"[pipeline 3/3] report -> {p.report}")
     return write_report(p, all_runs, done_before, say, times=times)

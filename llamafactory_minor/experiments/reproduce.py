@@ -40,7 +40,7 @@ import time
 
 from . import plot as plot_mod
 from . import tasks
-from .sweep import console_script
+from .sweep import console_script, tail
 
 # the drift set: 32 answers of LF's alpaca demo (provenance: tests/fixtures/data/PROVENANCE.md, where the test
 # fixture of the same name links here), package data so that a pip-installed plugin has it
@@ -62,9 +62,7 @@ def _run(cmd: list[str], log_path: str, step: str) -> float:
             env=dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")),
         )
     if proc.returncode != 0:
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            tail = "".join(f.readlines()[-15:])
-        raise ReproduceError(f"{step} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+        raise ReproduceError(f"{step} failed (exit {proc.returncode}); log {log_path}:\n{tail(log_path)}")
     return time.time() - start
 
 
@@ -481,25 +479,26 @@ def _run_experiment(
             steps, values = plot_mod.series(history, metric)
             entry[metric] = dict(zip(steps, values))
         results["runs"][name] = entry
-    # the evaluated checkpoints, under the names results.json uses
+    # the checkpoints the evaluation read from the grid (grid.eval_checkpoints, as the evaluation itself expands it),
+    # under the names results.json uses: the run's, or per saved checkpoint <run>_e<k>
     evaluated = {}
-    for run in runs:
-        name = run["name"]
+    found, _ = grid_mod.eval_checkpoints(grid_path, checkpoints="saved" if saved else "final")
+    for ckpt in found:
+        name = ckpt["run"]
         if not saved:
-            evaluated[name] = name
+            evaluated[ckpt["name"]] = name
             continue
-        entry = results["runs"][name]
-        for k, (step, folder) in enumerate(grid_mod.saved_checkpoints(entry["dir"]), start=1):
-            epoch_name = f"{name}_e{k}"
-            evaluated[f"{name}/checkpoint-{step}"] = epoch_name
-            results["runs"][epoch_name] = {
-                "method": run["method"],
-                "lr": run["lr"],
-                "epoch": k,
-                "step": step,
-                "dir": folder,
-                "of": name,
-            }
+        k = ckpt["saved_index"]
+        evaluated[ckpt["name"]] = f"{name}_e{k}"
+        run = results["runs"][name]
+        results["runs"][f"{name}_e{k}"] = {
+            "method": run["method"],
+            "lr": run["lr"],
+            "epoch": k,
+            "step": ckpt["step"],
+            "dir": ckpt["path"],
+            "of": name,
+        }
     eval_dir = os.path.join(out, "eval")
     for checkpoint, row in _summary_rows(eval_dir).items():
         if checkpoint != "base" and checkpoint not in evaluated:  # evaluated by an earlier invocation, not run now

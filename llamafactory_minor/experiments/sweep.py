@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -61,11 +60,14 @@ def select(all_runs, only=()):
 
 
 def log_path(log_dir: str, name: str) -> str:
-    """``<log_dir>/<run name as a file name>.log``."""
-    return os.path.join(log_dir, re.sub(r"[^\w.=+-]+", "_", name).strip("._") + ".log")
+    """``<log_dir>/<run name as a file name>.log`` (the evaluation's folder name for a checkpoint of that name)."""
+    from llamafactory_minor_eval.models import safe_name
+
+    return os.path.join(log_dir, safe_name(name) + ".log")
 
 
-def _tail(path: str, lines: int = 15) -> str:
+def tail(path: str, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file."""
     with open(path, encoding="utf-8", errors="replace") as f:
         return "".join(f.readlines()[-lines:])
 
@@ -110,7 +112,7 @@ def sweep(path: str, extra=(), dry_run: bool = False, only=(), out=sys.stdout, l
         if proc.returncode != 0:
             failed.append(f"{r.name} (exit {proc.returncode})")
             if log:
-                print(f"[sweep] {r.name} failed (exit {proc.returncode}); the end of {log}:\n{_tail(log)}", file=out)
+                print(f"[sweep] {r.name} failed (exit {proc.returncode}); the end of {log}:\n{tail(log)}", file=out)
         elif os.path.isdir(r.path):  # names the run in plots and tables (llamafactory-minor plot)
             info = {"name": r.name, "values": r.values, "grid": path, "command": cmd, "train_seconds": seconds}
             with open(os.path.join(r.path, "minor_run.json"), "w", encoding="utf-8") as f:
