@@ -271,12 +271,10 @@ def write_report(p: Plan, all_runs, done_before: set, say=print, times: dict | N
         *[f"| {r['name']} | `{r['path']}` | {r['status']} | {'yes' if r['plotted'] else 'no'} |" for r in rows],
         "",
     ]
-    if skipped:
-        lines += [
-            f"Skipped: {len(skipped)} run(s) without a checkpoint were left out of the evaluation "
-            f"(`skip_missing: true` in {p.eval_config}): " + ", ".join(r["name"] for r in skipped) + ".",
-            "",
-        ]
+    if skipped:  # the evaluation's own sentence (its summary.md says the same under its table)
+        from llamafactory_minor_eval.report import skipped_markdown
+
+        lines += [skipped_markdown([{"name": r["name"], "path": r["path"]} for r in skipped], p.eval_config), ""]
     if times:
         lines += ["Wall time: " + ", ".join(f"{stage} {sec:.0f} s" for stage, sec in times.items()) + ".", ""]
     lines += ["## Training metrics", ""]
